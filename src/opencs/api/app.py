@@ -1,0 +1,30 @@
+"""The control-plane ASGI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from opencs import API_VERSION, __version__
+from opencs.api import errors
+from opencs.api.middleware import SignedApiMiddleware
+from opencs.api.routes import clusters, images, instances, meta, tasks
+from opencs.runtime import Runtime
+
+# reachable without a signature: liveness, the OpenAPI document and its viewer
+PUBLIC_PATHS = ("/healthz", "/openapi.json", "/docs", "/docs/", "/redoc")
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="opencs Container Service API",
+        version=__version__,
+        description=f"Alibaba Cloud Container Service API {API_VERSION}, self-hosted. "
+        "Every route except /healthz and the OpenAPI document needs a signed request "
+        "(ROA `acs AK:signature` or ACS3-HMAC-SHA256).",
+    )
+    app.state.runtime = runtime
+    errors.install(app)
+    for r in (meta.router, clusters.router, tasks.router, instances.router, images.router):
+        app.include_router(r)
+    app.add_middleware(SignedApiMiddleware, verifier=runtime.verifier, public_paths=PUBLIC_PATHS)
+    return app

@@ -1,0 +1,93 @@
+"""ASGI middleware: a request id on every reply, and signature verification before any route.
+
+Pure ASGI (not BaseHTTPMiddleware) to keep the per-request overhead small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from anyio import to_thread
+
+from opencs import ids
+from opencs.api.errors import REQUEST_ID_HEADER, error_body
+from opencs.auth.verifier import RequestVerifier, SignedRequest
+from opencs.errors import ApiError
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MAX_BODY = 16 * 1024 * 1024
+
+
+class SignedApiMiddleware:
+    def __init__(self, app: Any, verifier: RequestVerifier, public_paths: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.public = public_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = ids.request_id()
+        scope.setdefault("state", {})["request_id"] = rid
+        rid_header = (REQUEST_ID_HEADER.encode(), rid.encode())
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), rid_header]
+            await send(message)
+
+        path: str = scope["path"]
+        if path in self.public or any(path.startswith(p) for p in self.public if p.endswith("/")):
+            await self.app(scope, receive, send_with_id)
+            return
+
+        body = b""
+        more = True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if len(body) > MAX_BODY:
+                await self._error(send_with_id, 413, "RequestTooLarge", f"body larger than {MAX_BODY} bytes", rid)
+                return
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        raw_path = scope.get("raw_path")
+        req = SignedRequest(
+            method=scope["method"],
+            raw_path=raw_path.decode("latin-1") if raw_path else path,
+            path=unquote(path),
+            query=parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True),
+            headers=headers,
+            body=body,
+        )
+        try:
+            scope["state"]["access_key_id"] = await to_thread.run_sync(self.verifier.verify, req)
+        except ApiError as e:
+            await self._error(send_with_id, e.status, e.code, e.message, rid)
+            return
+
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send_with_id)
+
+    @staticmethod
+    async def _error(send: Send, status: int, code: str, message: str, rid: str) -> None:
+        body, headers = error_body(status, code, message, rid)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

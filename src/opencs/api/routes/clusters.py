@@ -1,0 +1,101 @@
+"""Cluster routes of spec §5, plus the routes today's SDKs call (nodes, paged list)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from opencs.api.body import json_object, validate
+from opencs.api.errors import request_id_of
+from opencs.api.schemas import AttachInstances, CreateCluster, ResetNode, ScaleCluster
+
+router = APIRouter()
+
+
+def _rt(request: Request) -> Any:
+    return request.app.state.runtime
+
+
+def _accepted(request: Request, **body: Any) -> JSONResponse:
+    return JSONResponse({**body, "request_id": request_id_of(request)}, status_code=202)
+
+
+@router.get("/clusters")
+def list_clusters(request: Request) -> list[dict[str, Any]]:
+    return _rt(request).clusters.list()
+
+
+@router.get("/api/v1/clusters")
+def list_clusters_paged(
+    request: Request,
+    page_number: int = Query(1, ge=1),
+    page_size: int = Query(10, ge=1, le=100),
+) -> dict[str, Any]:
+    return _rt(request).clusters.page(page_number, page_size)
+
+
+@router.get("/clusters/{cluster_id}")
+def describe_cluster(cluster_id: str, request: Request) -> dict[str, Any]:
+    return _rt(request).clusters.get(cluster_id)
+
+
+@router.post("/clusters", status_code=202)
+async def create_cluster(request: Request) -> JSONResponse:
+    body = validate(CreateCluster, await json_object(request))
+    from anyio import to_thread
+
+    cid, tid = await to_thread.run_sync(_rt(request).clusters.create, body)
+    return _accepted(request, cluster_id=cid, task_id=tid)
+
+
+@router.put("/clusters/{cluster_id}", status_code=202)
+async def scale_cluster(cluster_id: str, request: Request) -> JSONResponse:
+    body = validate(ScaleCluster, await json_object(request))
+    tid = _rt(request).clusters.scale(cluster_id, body)
+    return _accepted(request, cluster_id=cluster_id, task_id=tid)
+
+
+@router.delete("/clusters/{cluster_id}", status_code=202)
+def delete_cluster(cluster_id: str, request: Request) -> JSONResponse:
+    # a JSON body, not "202, no body": the Tea SDK fails to parse an empty reply (CLIENT-COMPAT.md)
+    tid = _rt(request).clusters.delete(cluster_id)
+    return _accepted(request, cluster_id=cluster_id, task_id=tid)
+
+
+@router.post("/clusters/{cluster_id}/attach", status_code=202)
+async def attach_instances(cluster_id: str, request: Request) -> JSONResponse:
+    body = validate(AttachInstances, await json_object(request))
+    results, tid = _rt(request).clusters.attach(cluster_id, body.instances)
+    return _accepted(request, list=results, task_id=tid, cluster_id=cluster_id)
+
+
+@router.delete("/clusters/{cluster_id}/ip/{ip}", status_code=202)
+def remove_node(
+    cluster_id: str, ip: str, request: Request, releaseInstance: bool = Query(False)  # noqa: N803
+) -> JSONResponse:
+    tid = _rt(request).clusters.remove_node(cluster_id, ip, releaseInstance)
+    return _accepted(request, cluster_id=cluster_id, task_id=tid)
+
+
+@router.post("/clusters/{cluster_id}/instances/{instance_id}/reset", status_code=202)
+async def reset_node(cluster_id: str, instance_id: str, request: Request) -> JSONResponse:
+    validate(ResetNode, await json_object(request, required=False))
+    tid = _rt(request).clusters.reset_node(cluster_id, instance_id)
+    return _accepted(request, cluster_id=cluster_id, task_id=tid)
+
+
+@router.get("/clusters/{cluster_id}/certs")
+def cluster_certs(cluster_id: str, request: Request) -> dict[str, str]:
+    return _rt(request).clusters.certs(cluster_id)
+
+
+@router.get("/clusters/{cluster_id}/nodes")
+def cluster_nodes(
+    cluster_id: str,
+    request: Request,
+    pageNumber: int = Query(1, ge=1),  # noqa: N803 - the SDK's parameter names
+    pageSize: int = Query(100, ge=1, le=1000),  # noqa: N803
+) -> dict[str, Any]:
+    return _rt(request).clusters.nodes(cluster_id, pageNumber, pageSize)

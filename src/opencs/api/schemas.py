@@ -1,0 +1,132 @@
+"""Request bodies of the cluster API (spec §5). Unknown fields are ignored (today's SDKs send
+more than the 2015 spec knows); known fields are validated and named on error."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from opencs.services.instance_types import resources_for
+
+NAME_RE = re.compile(r"^[A-Za-z0-9\u4e00-\u9fff][A-Za-z0-9\u4e00-\u9fff-]{0,62}$")
+INSTANCE_RE = re.compile(r"^i-[a-z0-9]{20}$")
+
+
+def check_password(v: str) -> str:
+    """Spec §2.3: 8–30 characters of letters, digits and symbols, no backslash or double quote.
+    The spec's own example ("TestPwd124") has no symbol, so three of the four classes suffice."""
+    if not 8 <= len(v) <= 30:
+        raise ValueError("must be 8-30 characters")
+    if "\\" in v or '"' in v:
+        raise ValueError('must not contain a backslash or a double quote')
+    classes = [any(c.islower() for c in v), any(c.isupper() for c in v), any(c.isdigit() for c in v),
+               any(not c.isalnum() for c in v)]
+    if sum(classes) < 3:
+        raise ValueError("needs three of: lower-case letters, upper-case letters, digits, symbols")
+    return v
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+class CreateCluster(_Body):
+    name: str
+    size: Annotated[int, Field(ge=1)]
+    instance_type: str = "ecs.n1.small"
+    cluster_type: str = "swarm"
+    password: str | None = None
+    network_mode: Literal["vpc", "classic"] = "vpc"
+    subnet_cidr: str = ""
+    vpc_id: str = ""
+    vswitch_id: str = ""
+    region_id: str = ""
+    data_disk_category: Literal["cloud", "cloud_efficiency", "cloud_ssd", "cloud_essd"] = "cloud_efficiency"
+    data_disk_size: Annotated[int, Field(ge=0, le=32768)] = 0
+    ecs_image_id: str = ""
+    io_optimized: str | bool | None = None
+    need_slb: bool = True
+    release_eip_flag: bool = False
+    rds_instances: list[str] = []
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("1-63 letters, Chinese characters, digits or '-', not starting with '-'")
+        return v
+
+    @field_validator("instance_type")
+    @classmethod
+    def _itype(cls, v: str) -> str:
+        resources_for(v)
+        return v
+
+    @field_validator("password")
+    @classmethod
+    def _pw(cls, v: str | None) -> str | None:
+        return None if v is None else check_password(v)
+
+    @field_validator("subnet_cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        if v:
+            ipaddress.ip_network(v, strict=False)
+        return v
+
+    @field_validator("io_optimized")
+    @classmethod
+    def _io(cls, v: str | bool | None) -> str | None:
+        # spec: "none" | "optimized"; its own example sends "true"
+        if v is None:
+            return None
+        s = str(v).lower()
+        if s not in ("none", "optimized", "true", "false"):
+            raise ValueError("must be 'none' or 'optimized'")
+        return "optimized" if s in ("true", "optimized") else "none"
+
+
+class ScaleCluster(_Body):
+    size: Annotated[int, Field(ge=1)]
+    password: str | None = None
+    instance_type: str | None = None
+    data_disk_category: str | None = None
+    data_disk_size: int | None = None
+    ecs_image_id: str = ""
+    io_optimized: str | bool | None = None
+    release_eip_flag: bool = False
+
+    @field_validator("password")
+    @classmethod
+    def _pw(cls, v: str | None) -> str | None:
+        return None if v is None else check_password(v)
+
+
+class AttachInstances(_Body):
+    instances: Annotated[list[str], Field(min_length=1, max_length=50)]
+    password: str | None = None
+    ecs_image_id: str = ""
+    release_eip_flag: bool = False
+
+    @field_validator("instances")
+    @classmethod
+    def _ids(cls, v: list[str]) -> list[str]:
+        for i in v:
+            if not INSTANCE_RE.match(i):
+                raise ValueError(f"{i!r} is not an instance id (i- and 20 lower-case letters or digits)")
+        if len(set(v)) != len(v):
+            raise ValueError("lists an instance twice")
+        return v
+
+
+class ResetNode(_Body):
+    password: str | None = None
+    ecs_image_id: str = ""
+    release_eip_flag: bool = False
+
+
+class CreateInstances(_Body):
+    count: Annotated[int, Field(ge=1, le=50)] = 1

@@ -1,0 +1,98 @@
+"""`opencs server` (embedded default: API + task workers in one process) and `opencs worker`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+import typer
+
+from opencs.config import Settings
+
+log = logging.getLogger("opencs")
+
+DATA_DIR_OPT = typer.Option(Path(os.environ.get("OPENCS_DATA_DIR", "./opencs-data")), "--data-dir",
+                            help="State directory (SQLite database, keys, node state).")
+DB_OPT = typer.Option(os.environ.get("OPENCS_DATABASE_URL"), "--database-url",
+                      help="postgresql://user:pass@host/db to share state between processes (default: SQLite).")
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def bootstrap_credentials(rt: object) -> None:
+    """OPENCS_BOOTSTRAP_ACCESS_KEY_ID/SECRET: ensure that admin key (idempotent). Otherwise, on
+    the very first start, create one and write it to a 0600 file; log the path, never the secret."""
+    from opencs.runtime import Runtime
+
+    assert isinstance(rt, Runtime)
+    ak = os.environ.get("OPENCS_BOOTSTRAP_ACCESS_KEY_ID", "")
+    secret = os.environ.get("OPENCS_BOOTSTRAP_ACCESS_KEY_SECRET", "")
+    if ak or secret:
+        if not (ak and secret):
+            raise typer.BadParameter("set both OPENCS_BOOTSTRAP_ACCESS_KEY_ID and OPENCS_BOOTSTRAP_ACCESS_KEY_SECRET")
+        changed = rt.keys.ensure(ak, secret)
+        log.info("bootstrap AccessKey %s %s", ak, "created/updated" if changed else "present")
+        return
+    if rt.keys.count() == 0:
+        ak, secret = rt.keys.create("first admin key", admin=True)
+        path = rt.settings.data_dir / "admin-credentials.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"access_key_id": ak, "access_key_secret": secret}, f)
+        log.warning("created the first admin AccessKey %s; its secret is in %s (mode 0600)", ak, path)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def server(
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+        port: int = typer.Option(8990, "--port", help="Port to listen on."),
+        data_dir: Path = DATA_DIR_OPT,
+        database_url: str | None = DB_OPT,
+        workers: int = typer.Option(2, "--workers", help="Task worker threads in this process (0: API only)."),
+        log_level: str = typer.Option("info", "--log-level"),
+    ) -> None:
+        """Run the control plane in the foreground (API + durable-task workers). SIGTERM stops it cleanly."""
+        import uvicorn
+
+        from opencs.api.app import create_app
+        from opencs.runtime import open_runtime
+
+        _logging(log_level)
+        settings = Settings(data_dir=data_dir, database_url=database_url, host=host, port=port, workers=workers)
+        rt = open_runtime(settings)
+        bootstrap_credentials(rt)
+        rt.start_workers()
+        log.info("opencs listening on http://%s:%d (data %s)", host, port, settings.data_dir)
+        try:
+            uvicorn.run(create_app(rt), host=host, port=port, log_level=log_level, access_log=False,
+                        timeout_graceful_shutdown=10)
+        finally:
+            rt.close()
+            log.info("opencs stopped")
+
+    @app.command()
+    def worker(
+        data_dir: Path = DATA_DIR_OPT,
+        database_url: str | None = DB_OPT,
+        workers: int = typer.Option(2, "--workers", help="Worker threads."),
+        log_level: str = typer.Option("info", "--log-level"),
+    ) -> None:
+        """Run durable-task workers only (scale out beside `opencs server` on PostgreSQL)."""
+        from opencs.runtime import open_runtime
+
+        _logging(log_level)
+        rt = open_runtime(Settings(data_dir=data_dir, database_url=database_url, workers=workers))
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        rt.start_workers()
+        log.info("opencs worker running (%d threads)", workers)
+        stop.wait()
+        rt.close()

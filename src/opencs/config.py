@@ -1,0 +1,62 @@
+"""Settings of one opencs process (flags and OPENCS_* environment variables)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    # default: SQLite (WAL) in data_dir; postgresql://user:pass@host/db for several processes
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8990
+    # durable-task workers (threads) in this process; 0 = API only
+    workers: int = 2
+    task_lease_seconds: float = field(default_factory=lambda: _env_float("OPENCS_TASK_LEASE_SECONDS", 15.0))
+    # allowed skew of Date / x-acs-date, and how long a nonce is remembered (spec §3.2: 15 minutes)
+    signature_window_seconds: int = 15 * 60
+    # key for secrets at rest; every process sharing one database needs the same file
+    secret_key_file: Path | None = None
+    # extra task handler modules to import (comma separated), e.g. plug-ins and test handlers
+    task_plugins: list[str] = field(
+        default_factory=lambda: [m for m in os.environ.get("OPENCS_TASK_PLUGINS", "").split(",") if m]
+    )
+    max_cluster_size: int = field(default_factory=lambda: int(_env_float("OPENCS_MAX_CLUSTER_SIZE", 20)))
+    # regions this server answers for (GET /images; region_id of new clusters defaults to the first)
+    regions: list[str] = field(default_factory=lambda: os.environ.get("OPENCS_REGIONS", "local").split(","))
+    # local node provider: a bridge and subnet of its own, names with this prefix
+    local_nodes: bool = True
+    local_bridge: str = field(default_factory=lambda: os.environ.get("OPENCS_LOCAL_BRIDGE", "ocs0"))
+    local_subnet: str = field(default_factory=lambda: os.environ.get("OPENCS_LOCAL_SUBNET", "10.213.0.0/24"))
+    local_prefix: str = field(default_factory=lambda: os.environ.get("OPENCS_LOCAL_PREFIX", "ocs"))
+    registry_port: int = field(default_factory=lambda: int(_env_float("OPENCS_REGISTRY_PORT", 5000)))
+    monitor_interval: float = field(default_factory=lambda: _env_float("OPENCS_MONITOR_INTERVAL", 3.0))
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # plain postgresql:// means psycopg 3 here (the driver we ship)
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{self.data_dir / 'opencs.db'}"
+
+    @property
+    def resolved_secret_key_file(self) -> Path:
+        env = os.environ.get("OPENCS_SECRET_KEY_FILE")
+        return Path(env) if env else (self.secret_key_file or self.data_dir / "secret.key")

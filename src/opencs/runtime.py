@@ -1,0 +1,118 @@
+"""The wiring of one opencs process: settings → database, secrets, providers, services, tasks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from opencs.auth.verifier import NonceStore, RequestVerifier
+from opencs.config import Settings
+from opencs.providers.base import Provider
+from opencs.secretbox import SecretBox
+from opencs.services import cluster_tasks  # noqa: F401  (registers the task handlers)
+from opencs.services.clusters import ClusterService
+from opencs.services.instances import InstanceService
+from opencs.services.keys import KeyService
+from opencs.services.monitor import Monitor, reconcile_inventory
+from opencs.store.db import Database, migrate
+from opencs.tasks import registry
+from opencs.tasks.engine import TaskEngine
+
+log = logging.getLogger("opencs")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    box: SecretBox
+    keys: KeyService
+    tasks: TaskEngine
+    clusters: ClusterService
+    instances: InstanceService
+    verifier: RequestVerifier
+    providers: dict[str, Provider]
+    extras: dict[str, Any] = field(default_factory=dict)
+    _registry_lock: threading.Lock = field(default_factory=threading.Lock)
+    _monitor: Monitor | None = None
+
+    # ------------------------------------------------------------ the bundled registry
+
+    def registry_endpoint(self) -> str | None:
+        """host:port of the clusters' registry, on the local nodes' bridge."""
+        prov = self.providers.get("local")
+        gw = getattr(prov, "gateway", None)
+        return f"{gw}:{self.settings.registry_port}" if gw else None
+
+    def ensure_registry(self) -> str | None:
+        """Start (or adopt) Debian's docker-registry on the bridge and seed library/busybox."""
+        endpoint = self.registry_endpoint()
+        prov = self.providers.get("local")
+        if endpoint is None or prov is None:
+            return None
+        from opencs.registry.bundled import BundledRegistry
+        from opencs.registry.image import seed_busybox
+
+        with self._registry_lock:
+            prov.ensure_network()  # type: ignore[attr-defined]  # the registry listens on the bridge
+            reg = BundledRegistry(self.settings.data_dir / "registry", listen=endpoint,
+                                  **self.extras.get("registry_notify", {}))
+            reg.ensure_running()
+            if not self.extras.get("registry_seeded"):
+                seed_busybox(reg.url)
+                self.extras["registry_seeded"] = True
+            self.extras["registry"] = reg
+        return endpoint
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start_workers(self) -> None:
+        """Background work of a server process: reconcile nodes, task workers, health monitor."""
+        reconcile_inventory(self)
+        if self.settings.workers > 0:
+            self.tasks.start(self.settings.workers)
+        if self.settings.monitor_interval > 0:
+            self._monitor = Monitor(self, self.settings.monitor_interval)
+            self._monitor.start()
+
+    def close(self) -> None:
+        if self._monitor:
+            self._monitor.stop()
+        self.tasks.stop()
+        self.db.close()
+
+
+def make_providers(settings: Settings) -> dict[str, Provider]:
+    providers: dict[str, Provider] = {}
+    if settings.local_nodes:
+        from opencs.providers.local import LocalProvider
+
+        providers["local"] = LocalProvider(
+            settings.data_dir / "nodes",
+            bridge=settings.local_bridge,
+            subnet=settings.local_subnet,
+            prefix=settings.local_prefix,
+        )
+    return providers
+
+
+def open_runtime(settings: Settings) -> Runtime:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
+    db = Database(settings.resolved_database_url)
+    migrate(db.engine)
+    box = SecretBox.from_file(settings.resolved_secret_key_file)
+    keys = KeyService(db, box)
+    tasks = TaskEngine(db, lease_seconds=settings.task_lease_seconds)
+    providers = make_providers(settings)
+    clusters = ClusterService(db, box, tasks, settings, providers)
+    instances = InstanceService(db, tasks, clusters)
+    nonces = NonceStore(db, retain=timedelta(seconds=2 * settings.signature_window_seconds + 60))
+    verifier = RequestVerifier(keys.active_secret, nonces, settings.signature_window_seconds)
+    rt = Runtime(settings, db, box, keys, tasks, clusters, instances, verifier, providers)
+    tasks.services = rt
+    registry.load_plugins(settings.task_plugins)
+    return rt

@@ -1,0 +1,117 @@
+"""SQLAlchemy models. These are storage rows, not API schemas (those live beside the routes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=False)}
+
+
+class AccessKey(Base):
+    __tablename__ = "access_keys"
+    access_key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret_enc: Mapped[str] = mapped_column(Text)  # Fernet token, never the plain secret
+    description: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | disabled
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime]
+    last_used: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Nonce(Base):
+    """Seen x-acs-signature-nonce values; the primary key makes a replay fail on insert, in every
+    process sharing the database."""
+
+    __tablename__ = "nonces"
+    access_key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Cluster(Base):
+    __tablename__ = "clusters"
+    cluster_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    cluster_type: Mapped[str] = mapped_column(String(32), default="swarm")
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    region_id: Mapped[str] = mapped_column(String(64), default="")
+    network_mode: Mapped[str] = mapped_column(String(16), default="vpc")
+    vpc_id: Mapped[str] = mapped_column(String(64), default="")
+    vswitch_id: Mapped[str] = mapped_column(String(64), default="")
+    subnet_cidr: Mapped[str] = mapped_column(String(64), default="")
+    instance_type: Mapped[str] = mapped_column(String(64), default="")
+    master_url: Mapped[str] = mapped_column(String(255), default="")
+    agent_version: Mapped[str] = mapped_column(String(64), default="")
+    external_loadbalancer_id: Mapped[str] = mapped_column(String(128), default="")
+    security_group_id: Mapped[str] = mapped_column(String(64), default="")
+    # the create body minus secrets; engine-specific settings
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    password_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the cluster CA and the user's client certificate (keys encrypted)
+    ca_cert_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ca_key_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    client_cert_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    client_key_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created: Mapped[datetime]
+    updated: Mapped[datetime]
+
+    __table_args__ = (
+        # names are unique among clusters that still exist
+        Index(
+            "ux_clusters_live_name",
+            "name",
+            unique=True,
+            sqlite_where=text("state != 'deleted'"),
+            postgresql_where=text("state != 'deleted'"),
+        ),
+    )
+
+
+class InstanceRow(Base):
+    """A node machine (the spec's ECS instance): free, or a member of one cluster."""
+
+    __tablename__ = "instances"
+    instance_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    cluster_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    private_ip: Mapped[str] = mapped_column(String(64), default="")
+    role: Mapped[str] = mapped_column(String(16), default="")  # manager | worker | "" (free)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    health: Mapped[str] = mapped_column(String(32), default="unknown")
+    docker_host: Mapped[str] = mapped_column(String(255), default="")
+    swarm_node_id: Mapped[str] = mapped_column(String(64), default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[datetime]
+    updated: Mapped[datetime]
+
+
+class Task(Base):
+    """A durable long operation (T-…). Stages are persisted one by one so that a restarted
+    worker resumes after the last finished stage."""
+
+    __tablename__ = "tasks"
+    task_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    task_type: Mapped[str] = mapped_column(String(64))
+    cluster_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    target_type: Mapped[str] = mapped_column(String(32), default="")
+    target_id: Mapped[str] = mapped_column(String(64), default="")
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending|running|success|fail
+    current_stage: Mapped[str] = mapped_column(String(64), default="")
+    stages: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    scratch: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # state kept between stages
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[float] = mapped_column(Float, default=0.0)  # unix time
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[datetime]
+    updated: Mapped[datetime]

@@ -1,0 +1,339 @@
+"""Durable task engine: submit returns a T-… id at once; worker threads claim tasks with a lease.
+
+Claiming is a compare-and-set UPDATE (works the same on SQLite and PostgreSQL), so several
+worker processes on one database never run the same task at the same time. A worker renews its
+lease while it runs; a task whose owner died (SIGKILL) is claimed again once its lease runs out,
+or at once by a process on the same host that sees the owner's PID is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from typing import Any
+
+from sqlalchemy import or_, select, update
+
+from opencs import ids
+from opencs.errors import ApiError, NotFound
+from opencs.store.db import Database, utcnow
+from opencs.store.models import Task
+from opencs.tasks import registry
+
+log = logging.getLogger("opencs.tasks")
+
+ACTIVE = ("pending", "running")
+
+
+class LeaseLost(Exception):
+    """Another worker owns the task now; stop touching it."""
+
+
+class StageFailed(Exception):
+    """A stage failed in a way worth reporting with a code."""
+
+    def __init__(self, message: str, code: str = "StageFailed") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _iso(d: Any) -> str | None:
+    return d.strftime("%Y-%m-%dT%H:%M:%SZ") if d else None
+
+
+def _now_iso() -> str:
+    return utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class TaskContext:
+    """What a stage sees: its task's params, a scratch dict persisted between stages, the
+    runtime's services, and progress reporting."""
+
+    def __init__(self, engine: TaskEngine, task: Task, services: Any) -> None:
+        self.engine = engine
+        self.task_id = task.task_id
+        self.task_type = task.task_type
+        self.cluster_id = task.cluster_id
+        self.params: dict[str, Any] = dict(task.params or {})
+        self.scratch: dict[str, Any] = dict(task.scratch or {})
+        self.result: dict[str, Any] = dict(task.result or {})
+        self.attempt = task.attempts
+        self.services = services
+        self.stage = ""
+
+    def progress(self, message: str) -> None:
+        self.engine._stage_message(self, message)
+
+    def save(self) -> None:
+        """Persist scratch/result now (before a side effect that must be remembered)."""
+        self.engine._save_ctx(self)
+
+
+class TaskEngine:
+    def __init__(self, db: Database, lease_seconds: float = 15.0, services: Any = None) -> None:
+        self.db = db
+        self.lease = lease_seconds
+        self.services = services
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------ submitting and reading
+
+    def submit(
+        self,
+        task_type: str,
+        params: dict[str, Any] | None = None,
+        *,
+        cluster_id: str | None = None,
+        target_type: str = "",
+        target_id: str = "",
+        session: Any = None,
+    ) -> str:
+        """Create a pending task. Pass ``session`` to commit it atomically with a state change."""
+        handler = registry.get(task_type)
+        if handler is None:
+            raise ValueError(f"no handler for task type {task_type!r}")
+        now = utcnow()
+        row = Task(
+            task_id=ids.task_id(),
+            task_type=task_type,
+            cluster_id=cluster_id,
+            target_type=target_type or ("cluster" if cluster_id else ""),
+            target_id=target_id or (cluster_id or ""),
+            state="pending",
+            current_stage="",
+            stages=[{"name": n, "state": "pending", "message": "", "start_time": None, "end_time": None,
+                     "outputs": {}} for n in handler.stage_names],
+            params=params or {},
+            scratch={},
+            result={},
+            lease_until=0.0,
+            attempts=0,
+            created=now,
+            updated=now,
+        )
+        if session is not None:
+            session.add(row)
+        else:
+            with self.db.session() as s:
+                s.add(row)
+        self._wake.set()
+        return row.task_id
+
+    def get(self, task_id: str) -> Task:
+        with self.db.session() as s:
+            row = s.get(Task, task_id)
+            if row is None:
+                raise NotFound(f"Task {task_id} not found", code="ErrorTaskNotFound")
+            return row
+
+    @staticmethod
+    def describe(row: Task) -> dict[str, Any]:
+        """DescribeTaskInfo shape."""
+        error = {"code": row.error_code, "message": row.error_message} if row.state == "fail" else None
+        return {
+            "task_id": row.task_id,
+            "task_type": row.task_type,
+            "cluster_id": row.cluster_id or "",
+            "state": row.state,
+            "current_stage": row.current_stage,
+            "stages": row.stages,
+            "error": error,
+            "target": {"id": row.target_id, "type": row.target_type},
+            "parameters": {},
+            "task_result": [{"data": row.result, "status": row.state}] if row.result else [],
+            "outputs": row.result,
+            "created": _iso(row.created),
+            "updated": _iso(row.updated),
+        }
+
+    # ------------------------------------------------------------ workers
+
+    def start(self, workers: int) -> None:
+        self.reclaim_dead_local_owners()
+        for i in range(workers):
+            t = threading.Thread(target=self._loop, name=f"opencs-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+
+    def reclaim_dead_local_owners(self) -> int:
+        """Tasks owned by a process of this host that no longer exists are free at once."""
+        n = 0
+        with self.db.session() as s:
+            for row in s.scalars(select(Task).where(Task.state.in_(ACTIVE), Task.owner.like(f"{self.host}:%"))):
+                try:
+                    pid = int((row.owner or "").split(":")[1])
+                except (IndexError, ValueError):
+                    continue
+                if pid != os.getpid() and not os.path.exists(f"/proc/{pid}"):
+                    row.owner, row.lease_until = None, 0.0
+                    n += 1
+        if n:
+            log.info("reclaimed %d task(s) of dead local workers", n)
+        return n
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ran = self.run_one()
+            except Exception:  # never let a worker thread die
+                log.exception("task worker error")
+                ran = False
+            if not ran:
+                self._wake.wait(0.5)
+                self._wake.clear()
+
+    def run_one(self) -> bool:
+        task = self._claim()
+        if task is None:
+            return False
+        self._execute(task)
+        return True
+
+    def _claim(self) -> Task | None:
+        now = time.time()
+        with self.db.session() as s:
+            candidates = s.scalars(
+                select(Task.task_id)
+                .where(Task.state.in_(ACTIVE), or_(Task.owner.is_(None), Task.lease_until < now))
+                .order_by(Task.created)
+                .limit(8)
+            ).all()
+        for tid in candidates:
+            with self.db.session() as s:
+                res = s.execute(
+                    update(Task)
+                    .where(
+                        Task.task_id == tid,
+                        Task.state.in_(ACTIVE),
+                        or_(Task.owner.is_(None), Task.lease_until < now),
+                    )
+                    .values(owner=self.owner, lease_until=now + self.lease, attempts=Task.attempts + 1,
+                            state="running", updated=utcnow())
+                )
+                if res.rowcount != 1:  # type: ignore[attr-defined]
+                    continue  # someone else won the race
+                return s.get(Task, tid)
+        return None
+
+    def _guarded_update(self, task_id: str, **values: Any) -> None:
+        """Write only while we still own the lease; renew it on every write."""
+        values.setdefault("lease_until", time.time() + self.lease)
+        with self.db.session() as s:
+            res = s.execute(
+                update(Task)
+                .where(Task.task_id == task_id, Task.owner == self.owner)
+                .values(updated=utcnow(), **values)
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                raise LeaseLost(task_id)
+
+    def _heartbeat(self, task_id: str, done: threading.Event, lost: threading.Event) -> None:
+        while not done.wait(self.lease / 3):
+            try:
+                self._guarded_update(task_id)
+            except LeaseLost:
+                lost.set()
+                return
+            except Exception:
+                log.exception("lease renewal of %s failed", task_id)
+
+    def _save_ctx(self, ctx: TaskContext) -> None:
+        self._guarded_update(ctx.task_id, scratch=dict(ctx.scratch), result=dict(ctx.result))
+
+    def _set_stage(self, ctx: TaskContext, stages: list[dict[str, Any]], **extra: Any) -> None:
+        self._guarded_update(ctx.task_id, stages=[dict(x) for x in stages], scratch=dict(ctx.scratch),
+                             result=dict(ctx.result), **extra)
+
+    def _stage_message(self, ctx: TaskContext, message: str) -> None:
+        row = self.get(ctx.task_id)
+        stages = [dict(x) for x in row.stages]
+        for st in stages:
+            if st["name"] == ctx.stage:
+                st["message"] = message
+        self._set_stage(ctx, stages)
+
+    def _execute(self, task: Task) -> None:
+        handler = registry.get(task.task_type)
+        ctx = TaskContext(self, task, self.services)
+        stages = [dict(x) for x in task.stages]
+        if handler is None:
+            self._finish_failed(ctx, stages, "UnknownTaskType", f"no handler for {task.task_type}", None)
+            return
+        done, lost = threading.Event(), threading.Event()
+        hb = threading.Thread(target=self._heartbeat, args=(task.task_id, done, lost), daemon=True)
+        hb.start()
+        try:
+            if task.attempts > handler.max_attempts:
+                raise StageFailed(
+                    f"gave up after {handler.max_attempts} attempts (worker died each time)", "TooManyAttempts"
+                )
+            for (name, fn), st in zip(handler.stages, stages, strict=True):
+                if st["state"] == "success":
+                    continue  # done before a restart
+                if lost.is_set():
+                    raise LeaseLost(task.task_id)
+                ctx.stage = name
+                st.update(state="running", start_time=st.get("start_time") or _now_iso(), message="")
+                self._set_stage(ctx, stages, current_stage=name)
+                fn(ctx)
+                st.update(state="success", end_time=_now_iso())
+                self._set_stage(ctx, stages)
+            self._guarded_update(task.task_id, state="success", stages=stages, scratch=dict(ctx.scratch),
+                                 result=dict(ctx.result), owner=None, lease_until=0.0)
+        except LeaseLost:
+            log.warning("lost the lease of %s; another worker continues it", task.task_id)
+        except Exception as e:
+            code = e.code if isinstance(e, (StageFailed, ApiError)) else "InternalError"
+            message = e.message if isinstance(e, ApiError) else str(e) or type(e).__name__
+            if not isinstance(e, (StageFailed, ApiError)):
+                log.error("task %s stage %s failed:\n%s", task.task_id, ctx.stage, traceback.format_exc())
+            for st in stages:
+                if st["state"] == "running":
+                    st.update(state="fail", end_time=_now_iso(), message=message)
+            try:
+                self._finish_failed(ctx, stages, code, message, handler)
+            except LeaseLost:
+                pass
+        finally:
+            done.set()
+
+    def _finish_failed(
+        self, ctx: TaskContext, stages: list[dict[str, Any]], code: str, message: str,
+        handler: registry.TaskHandler | None,
+    ) -> None:
+        if handler is not None and handler.rollback is not None:
+            ctx.stage = "rollback"
+            try:
+                handler.rollback(ctx)
+                message += " (rolled back)"
+            except Exception as e:
+                log.error("rollback of %s failed:\n%s", ctx.task_id, traceback.format_exc())
+                message += f" (rollback failed: {e})"
+        self._guarded_update(ctx.task_id, state="fail", stages=stages, error_code=code,
+                             error_message=message[:4000], scratch=dict(ctx.scratch),
+                             result=dict(ctx.result), owner=None, lease_until=0.0)
+
+    def wait(self, task_id: str, timeout: float = 60.0) -> Task:
+        """For tests and CLIs in-process: poll until the task ends."""
+        end = time.time() + timeout
+        while True:
+            row = self.get(task_id)
+            if row.state not in ACTIVE or time.time() > end:
+                return row
+            time.sleep(0.05)
