@@ -1,0 +1,345 @@
+"""The clusters' image registry: Debian's `docker-registry` (distribution v2), run by the control plane.
+
+Nodes pull through it (`--registry-mirror`), so no node ever needs the internet. The registry is a
+detached process (own session, parent = init) so it survives control-plane restarts; its PID is
+recorded in `data_dir/registry.pid` and a restarted control plane adopts it instead of starting a
+second one. Processes are only ever signalled by that recorded PID, after checking
+`/proc/PID/cmdline` really is our docker-registry with our config file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import yaml
+
+log = logging.getLogger(__name__)
+
+REGISTRY_BIN = Path("/usr/bin/docker-registry")
+
+
+class RegistryError(RuntimeError):
+    pass
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    """'host:port' / '[v6]:port' / ':port' -> (host, port)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"listen must be host:port, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def _proc_state(pid: int) -> str | None:
+    """Single-letter state from /proc/PID/stat, None if no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm (field 2) may contain spaces or ')', so split on the last ')'.
+    return stat.rpartition(")")[2].split()[0]
+
+
+def _alive(pid: int) -> bool:
+    # A zombie has exited: it only waits for its parent (init) to reap it.
+    state = _proc_state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+class BundledRegistry:
+    """Run (or adopt) one docker-registry serving `data_dir` on `listen`.
+
+    `notify_url`/`notify_token`: the registry POSTs its events (push/pull/delete) there as
+    `application/vnd.docker.distribution.events.v1+json` with `Authorization: Bearer <token>`.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        listen: str = "127.0.0.1:5000",
+        notify_url: str | None = None,
+        notify_token: str | None = None,
+        *,
+        binary: Path = REGISTRY_BIN,
+        start_timeout: float = 15.0,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.listen = listen
+        self.host, self.port = _split_listen(listen)
+        self.notify_url = notify_url
+        self.notify_token = notify_token
+        self.binary = binary
+        self.start_timeout = start_timeout
+        self.config_path = self.data_dir / "config.yml"
+        self.pid_path = self.data_dir / "registry.pid"
+        self.log_path = self.data_dir / "registry.log"
+        self.storage_dir = self.data_dir / "storage"
+        self.pid: int | None = None
+        self.adopted = False  # True if ensure_running found it already running
+
+    # -- addresses ------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Base URL to reach the registry (a wildcard listen address is reached via loopback)."""
+        host = self.host
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def healthy(self, timeout: float = 2.0) -> bool:
+        try:
+            r = httpx.get(f"{self.url}/v2/", timeout=timeout)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
+    # -- config ---------------------------------------------------------------------------------
+
+    def _http_secret(self) -> str:
+        # Persisted so upload state survives a registry restart and the config stays identical
+        # across restarts (which is what lets us adopt a running registry).
+        path = self.data_dir / "http-secret"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        value = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        return value
+
+    def render_config(self) -> str:
+        config: dict[str, object] = {
+            "version": 0.1,
+            # distribution logs notification endpoint headers (the bearer token) at info level,
+            # so stay at warn. HTTP access lines are a separate stream and are still written.
+            "log": {"level": "warn", "fields": {"service": "opencs-registry"}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.storage_dir)},
+                "delete": {"enabled": True},
+                "cache": {"blobdescriptor": "inmemory"},
+            },
+            "http": {
+                "addr": self.listen,
+                "secret": self._http_secret(),
+                "headers": {"X-Content-Type-Options": ["nosniff"]},
+            },
+        }
+        if self.notify_url:
+            endpoint: dict[str, object] = {
+                "name": "opencs",
+                "url": self.notify_url,
+                "timeout": "2s",
+                "threshold": 5,
+                "backoff": "1s",
+            }
+            if self.notify_token:
+                endpoint["headers"] = {"Authorization": [f"Bearer {self.notify_token}"]}
+            config["notifications"] = {"endpoints": [endpoint]}
+        return str(yaml.safe_dump(config, sort_keys=True))
+
+    def _write_private(self, path: Path, text: str) -> None:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+
+    # -- process bookkeeping --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        # Serialises ensure_running/stop between control-plane workers sharing data_dir.
+        with open(self.data_dir / "registry.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _is_ours(self, pid: int) -> bool:
+        argv = _cmdline(pid)
+        return (
+            _alive(pid)
+            and bool(argv)
+            and os.path.basename(argv[0]) == "docker-registry"
+            and str(self.config_path) in argv
+        )
+
+    def recorded_pid(self) -> int | None:
+        """PID from the PID file if that process is alive and really our docker-registry."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if self._is_ours(pid) else None
+
+    def _check_bindable(self) -> None:
+        """Fail fast (and clearly) if the registry could not bind `listen`.
+
+        Probing by binding rather than connecting: some networks accept any outbound TCP connect,
+        and what matters is whether the address exists here and the port is free.
+        """
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            # Same as Go's listener: TIME_WAIT leftovers of a previous registry do not block us.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((self.host, self.port))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise RegistryError(f"{self.listen} is already in use by another process") from e
+                if e.errno == errno.EADDRNOTAVAIL:
+                    raise RegistryError(f"{self.host} is not an address of this host (bridge not up?)") from e
+                raise RegistryError(f"cannot bind {self.listen}: {e}") from e
+
+    def _log_tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return ""
+
+    def _spawn(self) -> int:
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.close(fd)
+        # `sh ... &` + `setsid`: the registry gets its own session and is re-parented to init as
+        # soon as sh exits, so it is not our child (no zombie, survives our exit). In a
+        # non-interactive sh the background child is not a group leader, so setsid(1) does not
+        # fork and $! is the registry's own PID (after exec).
+        script = 'cd "$1" && setsid "$2" serve "$3" >>"$4" 2>&1 </dev/null & echo $!'
+        out = subprocess.run(
+            [
+                "/bin/sh",
+                "-c",
+                script,
+                "sh",
+                str(self.data_dir),
+                str(self.binary),
+                str(self.config_path),
+                str(self.log_path),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return int(out.stdout.strip())
+
+    def _wait_healthy(self, pid: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if not _alive(pid):
+                raise RegistryError(f"docker-registry (pid {pid}) exited; log tail:\n{self._log_tail()}")
+            # Until exec completes the PID may still show sh/setsid; only trust our own binary.
+            if self._is_ours(pid) and self.healthy(timeout=1.0):
+                return
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    f"docker-registry (pid {pid}) did not answer {self.url}/v2/ within {timeout:.0f}s; "
+                    f"log tail:\n{self._log_tail()}"
+                )
+            time.sleep(0.02)
+
+    def _terminate(self, pid: int, grace: float = 5.0) -> None:
+        if not self._is_ours(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):  # it may exit between the check and the kill
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # Re-check identity before SIGKILL: never signal a PID that was recycled meanwhile.
+        if self._is_ours(pid):
+            log.warning("docker-registry pid %d ignored SIGTERM, sending SIGKILL", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + grace
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        if _alive(pid):
+            raise RegistryError(f"docker-registry pid {pid} did not exit")
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def ensure_running(self) -> int:
+        """Start the registry, or adopt the recorded one if it runs with the same config.
+
+        Returns the PID. Blocks until GET /v2/ answers 200.
+        """
+        if not self.binary.exists():
+            raise RegistryError(f"{self.binary} not found (apt-get install docker-registry)")
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.storage_dir.mkdir(exist_ok=True, mode=0o700)
+        with self._lock():
+            config = self.render_config()
+            pid = self.recorded_pid()
+            if pid is not None:
+                try:
+                    same = self.config_path.read_text() == config
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    try:
+                        self._wait_healthy(pid, timeout=min(self.start_timeout, 5.0))
+                        self.pid, self.adopted = pid, True
+                        log.info("adopted running docker-registry pid %d on %s", pid, self.listen)
+                        return pid
+                    except RegistryError:
+                        log.warning("recorded docker-registry pid %d is unresponsive; restarting", pid)
+                else:
+                    log.info("registry config changed; restarting docker-registry pid %d", pid)
+                self._terminate(pid)
+            self.pid_path.unlink(missing_ok=True)
+            self._check_bindable()
+            self._write_private(self.config_path, config)
+            started = time.monotonic()
+            pid = self._spawn()
+            self._write_private(self.pid_path, f"{pid}\n")
+            try:
+                self._wait_healthy(pid, self.start_timeout)
+            except RegistryError:
+                self._terminate(pid)
+                self.pid_path.unlink(missing_ok=True)
+                raise
+            self.pid, self.adopted = pid, False
+            log.info(
+                "started docker-registry pid %d on %s in %.2fs", pid, self.listen, time.monotonic() - started
+            )
+            return pid
+
+    def stop(self) -> None:
+        """Stop the recorded registry (if it is really ours) and forget its PID."""
+        if not self.data_dir.exists():
+            return
+        with self._lock():
+            pid = self.recorded_pid()
+            if pid is not None:
+                self._terminate(pid)
+            self.pid_path.unlink(missing_ok=True)
+            self.pid = None
