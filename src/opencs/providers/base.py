@@ -1,0 +1,108 @@
+"""Where nodes come from: the provider interface.
+
+A provider hands out *instances* (the spec's ECS instances): machines that run a Docker engine.
+The cluster code only ever sees this interface, never which provider made a node.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class InstanceState(enum.StrEnum):
+    PENDING = "pending"  # being created
+    RUNNING = "running"  # engine answers
+    STOPPED = "stopped"  # engine stopped on purpose
+    UNHEALTHY = "unhealthy"  # should run, but the engine does not answer
+    DESTROYED = "destroyed"
+
+
+@dataclass(frozen=True)
+class TLSMaterial:
+    """PEM material for an engine's TCP endpoint (server side) or a client of it."""
+
+    ca_pem: str
+    cert_pem: str
+    key_pem: str
+
+
+@dataclass
+class InstanceSpec:
+    """What to create. `tls` is the server certificate for the engine's tcp://IP:2376 endpoint;
+    the provider is told nothing else about the cluster."""
+
+    tls: TLSMaterial | None = None
+    # or: make the server certificate once the provider knows the instance's IP (a certificate
+    # must name the address clients dial, and the provider assigns it)
+    tls_factory: Callable[[str], TLSMaterial] | None = None
+    # caller-chosen id ("i-" + 20 lowercase alphanumerics): the store records it *before* the
+    # provider creates anything, so a crash mid-create leaves no instance the store does not know
+    instance_id: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # engine labels (dockerd --label)
+    registry_mirror: str | None = None  # e.g. "http://10.199.0.1:5000"
+    insecure_registries: list[str] = field(default_factory=list)
+    cpus: float | None = None  # resource limits mapped from instance_type (None: unlimited)
+    memory_bytes: int | None = None
+
+
+@dataclass
+class Instance:
+    instance_id: str  # "i-" + 20 lowercase alphanumerics
+    provider: str  # "local" | "ssh" | ...
+    private_ip: str
+    state: InstanceState
+    docker_host: str  # how the control plane reaches the engine: unix:///... or tcp://IP:2376
+    tls_port: int | None = 2376  # TCP TLS port clients with the cluster certs use
+    hostname: str = ""
+    details: dict[str, Any] = field(default_factory=dict)  # provider-specific, JSON-serialisable
+
+
+class ProviderUnavailable(Exception):
+    """The provider cannot work on this machine (not root, no dockerd, ...). The message names
+    what is missing; the API turns it into a clear 4xx."""
+
+
+class InstanceNotFound(Exception):
+    pass
+
+
+class Provider(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise ProviderUnavailable naming what is missing; return if usable."""
+
+    @abc.abstractmethod
+    def create(self, spec: InstanceSpec) -> Instance:
+        """Create and start one instance; return once its engine answers."""
+
+    @abc.abstractmethod
+    def start(self, instance_id: str) -> Instance: ...
+
+    @abc.abstractmethod
+    def stop(self, instance_id: str) -> Instance: ...
+
+    @abc.abstractmethod
+    def reset(self, instance_id: str, spec: InstanceSpec) -> Instance:
+        """Wipe the engine's data (like re-imaging a disk) and start it fresh with `spec`."""
+
+    @abc.abstractmethod
+    def destroy(self, instance_id: str) -> None:
+        """Remove everything of the instance; idempotent (unknown id is not an error)."""
+
+    @abc.abstractmethod
+    def inspect(self, instance_id: str) -> Instance:
+        """Real state now; raise InstanceNotFound."""
+
+    @abc.abstractmethod
+    def list(self) -> list[Instance]: ...
+
+    def adopt(self) -> list[Instance]:
+        """After a control-plane restart: find our instances again, restart crashed engines
+        (reboot semantics). Default: just list."""
+        return self.list()
