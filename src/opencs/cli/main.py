@@ -1,0 +1,60 @@
+"""The ``opencs`` command line: client commands plus ``server``/``keys`` administration.
+
+Exit codes: 0 ok · 1 API error · 2 usage · 3 connection error · 4 task failed · 5 task timeout.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from opencs import __version__
+from opencs.cli import commands, keys_cmd, server_cmd
+
+app = typer.Typer(
+    name="opencs",
+    help="opencs: a self-hostable Container Service (Alibaba Cloud CS API 2015-12-15).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"opencs {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", "-p", envvar="OPENCS_PROFILE", help="Configuration profile to use."),
+    ] = None,
+    timeout: Annotated[float, typer.Option("--http-timeout", min=1.0, help="HTTP timeout (s).")] = 30.0,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """opencs: a self-hostable Container Service (Alibaba Cloud CS API 2015-12-15)."""
+    obj = ctx.ensure_object(dict)
+    if profile:
+        obj["profile"] = profile
+    obj.setdefault("timeout", timeout)
+
+
+commands.register(app)
+server_cmd.register(app)
+keys_cmd.register(app)
+
+
+def main() -> None:
+    """Console-script entry point (``opencs = opencs.cli.main:main``)."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
