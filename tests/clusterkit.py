@@ -64,3 +64,22 @@ def write_certs(rt: Runtime, cluster_id: str, d: Path) -> Path:
         (d / f"{k}.pem").write_text(v)
     (d / "key.pem").chmod(0o600)
     return d
+
+
+def node_env(prefix: str, subnet: str) -> dict[str, str]:
+    """Environment for an `opencs server` subprocess whose local nodes use their own names."""
+    return {"OPENCS_LOCAL_PREFIX": prefix, "OPENCS_LOCAL_BRIDGE": f"{prefix}0", "OPENCS_LOCAL_SUBNET": subnet}
+
+
+def destroy_everything(data_dir: Path, prefix: str, subnet: str) -> None:
+    """After a server subprocess is gone: destroy the instances it left (by the ids in its state dir),
+    stop its registry by PID, and assert nothing of the prefix remains."""
+    from opencs.providers.local import LocalProvider, local_provider_leftovers
+    from opencs.registry.bundled import BundledRegistry
+
+    prov = LocalProvider(data_dir / "nodes", bridge=f"{prefix}0", subnet=subnet, prefix=prefix)
+    for inst in prov.list():
+        prov.destroy(inst.instance_id)
+    BundledRegistry(data_dir / "registry").stop()
+    left = local_provider_leftovers(prefix, f"{prefix}0", data_dir / "nodes")
+    assert not left, f"leftovers: {left}"

@@ -35,6 +35,7 @@ class Member:
     state: str  # ready | down | unknown | disconnected
     availability: str  # active | pause | drain
     leader: bool
+    reachability: str  # managers: reachable | unreachable | unknown; "" for workers
     engine_labels: dict[str, str]
 
 
@@ -128,6 +129,7 @@ def members(manager_host: str) -> list[Member]:
                     state=status.get("State", "unknown"),
                     availability=spec.get("Availability", ""),
                     leader=bool(n.get("ManagerStatus", {}).get("Leader")),
+                    reachability=n.get("ManagerStatus", {}).get("Reachability", ""),
                     engine_labels=n.get("Description", {}).get("Engine", {}).get("Labels", {}) or {},
                 )
             )
@@ -178,4 +180,17 @@ def wait_ready(manager_host: str, node_ids: list[str], timeout: float = 30.0) ->
             return
         if time.time() > end:
             raise SwarmError(f"nodes not ready after {timeout:.0f}s: {sorted(pending)}")
+        time.sleep(0.1)
+
+
+def wait_managers(manager_host: str, node_ids: list[str], timeout: float = 30.0) -> None:
+    """A promotion is done when the node takes part in raft (reachable), not when the API accepts it."""
+    end = time.time() + timeout
+    while True:
+        ok = {m.node_id for m in members(manager_host) if m.role == "manager" and m.reachability == "reachable"}
+        missing = set(node_ids) - ok
+        if not missing:
+            return
+        if time.time() > end:
+            raise SwarmError(f"managers not reachable after {timeout:.0f}s: {sorted(missing)}")
         time.sleep(0.1)

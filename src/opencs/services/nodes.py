@@ -194,7 +194,7 @@ class NodeOps:
             st = swarm.local_state(first.docker_host)
             self.update_row(first.instance_id, role="manager", swarm_node_id=st["node_id"])
             self.update_row_cluster_swarm(cluster_id, st["swarm_id"])
-            mgrs = [self.row(first.instance_id)]  # type: ignore[list-item]
+            rows = [r for r in self.rows(cluster_id) if r.state == "running"]  # re-read: first is a manager now
         leader = self.reachable_manager(cluster_id)
         tokens = swarm.join_tokens(leader.docker_host)
         swarm_id = swarm.local_state(leader.docker_host)["swarm_id"]
@@ -239,6 +239,7 @@ class NodeOps:
             swarm.set_role(leader.docker_host, m.swarm_node_id, "worker")
             self.update_row(m.instance_id, role="worker")
             mgrs.remove(m)
+        swarm.wait_managers(leader.docker_host, [m.swarm_node_id for m in mgrs], timeout=60)
 
     def leave_swarm(self, cluster_id: str, r: InstanceRow) -> None:
         """Drain, demote, leave and `docker node rm` one member (idempotent)."""
