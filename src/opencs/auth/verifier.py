@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 
 from opencs.auth import signature as sig
@@ -25,12 +25,14 @@ class NonceStore:
         self.db = db
         self.retain = retain
         self._last_purge = datetime.min
+        self._insert = insert(Nonce)
 
     def remember(self, access_key_id: str, nonce: str) -> bool:
         now = utcnow()
         try:
-            with self.db.session() as s:
-                s.add(Nonce(access_key_id=access_key_id, nonce=nonce, seen_at=now))
+            # Core, not the ORM: this insert is on the path of every request that carries a nonce
+            with self.db.engine.begin() as conn:
+                conn.execute(self._insert, {"access_key_id": access_key_id, "nonce": nonce, "seen_at": now})
         except IntegrityError:
             return False
         if now - self._last_purge > timedelta(seconds=60):

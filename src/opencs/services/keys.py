@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,9 +29,14 @@ def _info(row: AccessKey) -> KeyInfo:
 
 
 class KeyService:
+    # how long a verified secret is reused before the store is asked again: a key disabled or
+    # deleted in another process stops working within this time (in this process: at once)
+    CACHE_SECONDS = 2.0
+
     def __init__(self, db: Database, box: SecretBox) -> None:
         self.db = db
         self.box = box
+        self._cache: dict[str, tuple[float, str | None]] = {}
 
     def create(self, description: str = "", *, admin: bool = True) -> tuple[str, str]:
         """Returns (id, secret). The secret is shown to the caller once and stored encrypted."""
@@ -51,6 +57,7 @@ class KeyService:
             changed = self.box.decrypt(row.secret_enc) != secret or row.status != "active" or not row.is_admin
             if changed:
                 row.secret_enc, row.status, row.is_admin = self.box.encrypt(secret), "active", True
+                self._cache.pop(access_key_id, None)
             return changed
 
     def _row(self, ak: str, secret: str, description: str, admin: bool) -> AccessKey:
@@ -79,6 +86,7 @@ class KeyService:
             if row is None:
                 raise NotFound(f"AccessKey {access_key_id} not found", code="AccessKeyNotFound")
             row.status = status
+            self._cache.pop(access_key_id, None)
             return _info(row)
 
     def delete(self, access_key_id: str) -> None:
@@ -87,14 +95,21 @@ class KeyService:
             if row is None:
                 raise NotFound(f"AccessKey {access_key_id} not found", code="AccessKeyNotFound")
             s.delete(row)
+        self._cache.pop(access_key_id, None)
 
     def active_secret(self, access_key_id: str) -> str | None:
         """The secret of an active key, or None (unknown or disabled)."""
+        now = time.monotonic()
+        hit = self._cache.get(access_key_id)
+        if hit is not None and now - hit[0] < self.CACHE_SECONDS:
+            return hit[1]
         with self.db.session() as s:
             row = s.get(AccessKey, access_key_id)
-            if row is None or row.status != "active":
-                return None
-            return self.box.decrypt(row.secret_enc)
+            secret = None if row is None or row.status != "active" else self.box.decrypt(row.secret_enc)
+        if len(self._cache) > 10_000:  # unknown ids must not grow it without bound
+            self._cache.clear()
+        self._cache[access_key_id] = (now, secret)
+        return secret
 
     def count(self) -> int:
         with self.db.session() as s:

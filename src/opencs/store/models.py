@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
@@ -60,7 +64,8 @@ class Cluster(Base):
     client_cert_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
     client_key_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
     created: Mapped[datetime]
-    updated: Mapped[datetime]
+    # bumped by every UPDATE (ORM or Core): the list cache of ClusterService keys on it
+    updated: Mapped[datetime] = mapped_column(onupdate=lambda: _utcnow())
 
     __table_args__ = (
         # names are unique among clusters that still exist
@@ -115,3 +120,40 @@ class Task(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created: Mapped[datetime]
     updated: Mapped[datetime]
+
+
+class Project(Base):
+    """An application (spec §10.4): a Compose template deployed as a Swarm stack on one cluster."""
+
+    __tablename__ = "projects"
+    cluster_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    version: Mapped[str] = mapped_column(String(128), default="1.0")
+    template: Mapped[str] = mapped_column(Text)
+    environment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    latest_image: Mapped[bool] = mapped_column(Boolean, default=False)
+    # running | stopped | deleted (target) / creating, updating, starting, ... running, failed (actual)
+    desired_state: Mapped[str] = mapped_column(String(32), default="running")
+    current_state: Mapped[str] = mapped_column(String(32), default="creating")
+    task_id: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the last operation's task
+    # the release before the last update (rollback target; blue-green keeps both sides)
+    previous_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    previous_template: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # scale overrides, stopped services, warnings, last error, update method, blue-green state ...
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[datetime]
+    updated: Mapped[datetime]
+
+
+class AppVolume(Base):
+    """A cluster data volume created with POST /volumes/create (spec §10.25); secrets encrypted."""
+
+    __tablename__ = "app_volumes"
+    cluster_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    driver: Mapped[str] = mapped_column(String(32))  # local | nas | ossfs
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # without secrets
+    secret_enc: Mapped[str | None] = mapped_column(Text, nullable=True)  # SecretBox token of a JSON object
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[datetime]
