@@ -78,6 +78,45 @@ def register(app: typer.Typer) -> None:
             log.info("opencs stopped")
 
     @app.command()
+    def doctor(
+        data_dir: Path = DATA_DIR_OPT,
+        database_url: str | None = DB_OPT,
+    ) -> None:
+        """Check what this machine offers opencs: store, node providers, registry, router."""
+        import shutil
+
+        from opencs.providers.base import ProviderUnavailable
+        from opencs.runtime import open_runtime
+
+        ok = True
+
+        def line(good: bool, what: str, detail: str = "") -> None:
+            nonlocal ok
+            ok = ok and good
+            typer.echo(f"[{'ok' if good else 'FAIL'}] {what}" + (f": {detail}" if detail else ""))
+
+        settings = Settings(data_dir=data_dir, database_url=database_url, workers=0)
+        try:
+            rt = open_runtime(settings)
+        except Exception as e:  # report, do not crash: this command is for broken machines
+            line(False, "store", str(e).splitlines()[0])
+            raise typer.Exit(1) from None
+        line(True, "store", settings.resolved_database_url.split("@")[-1])
+        for name, prov in rt.providers.items():
+            try:
+                prov.check()
+                line(True, f"node provider {name}")
+            except ProviderUnavailable as e:
+                line(False, f"node provider {name}", str(e))
+        rt.close()
+        for binary, why in (("docker-registry", "bundled image registry (apt-get install docker-registry)"),
+                            ("busybox", "the seeded busybox image (apt-get install busybox-static)"),
+                            ("haproxy", "routing (apt-get install haproxy)")):
+            path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin:/bin")
+            line(path is not None, why, path or "missing")
+        raise typer.Exit(0 if ok else 1)
+
+    @app.command()
     def worker(
         data_dir: Path = DATA_DIR_OPT,
         database_url: str | None = DB_OPT,
