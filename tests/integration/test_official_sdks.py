@@ -82,3 +82,29 @@ def test_tea_sdk_task_not_found(server: Any) -> None:
     with pytest.raises(TeaException) as e:
         c.describe_task_info("T-000000000000000000000000")
     assert e.value.code == "ErrorTaskNotFound" and e.value.statusCode == 404
+
+
+def test_openapi_document_describes_the_api(server: Any) -> None:
+    import httpx
+
+    doc = httpx.get(f"http://{server.endpoint}/openapi.json", trust_env=False).json()
+    paths = doc["paths"]
+    for p in ("/clusters", "/api/v1/clusters", "/clusters/{cluster_id}", "/tasks/{task_id}", "/version",
+              "/clusters/{cluster_id}/certs", "/clusters/{cluster_id}/nodes", "/images"):
+        assert p in paths, p
+    body = paths["/clusters"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"name", "size"} <= set(body["required"])
+
+
+def test_sigterm_stops_cleanly(tmp_path: Any) -> None:
+    import signal
+
+    from tests.conftest import ServerProcess
+
+    s = ServerProcess(tmp_path / "data", env={"OPENCS_MONITOR_INTERVAL": "0"}).start()
+    assert s.proc is not None
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(20) == 0
+    log = s.log.read_text()
+    assert "opencs stopped" in log and "Traceback" not in log
+    assert s.secret not in log  # the bootstrap secret never reaches the log

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -70,6 +71,10 @@ def register(app: typer.Typer) -> None:
         bootstrap_credentials(rt)
         rt.start_workers()
         log.info("opencs listening on http://%s:%d (data %s)", host, port, settings.data_dir)
+        # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to the handler that
+        # was there before it: make that handler a clean exit so that rt.close() below still runs
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: sys.exit(0))
         try:
             uvicorn.run(create_app(rt), host=host, port=port, log_level=log_level, access_log=False,
                         timeout_graceful_shutdown=10)

@@ -15,6 +15,12 @@ from opencs.api.schemas import AttachInstances, CreateCluster, ResetNode, ScaleC
 router = APIRouter()
 
 
+def _body_doc(model: Any) -> dict[str, Any]:
+    """Document a body the route parses itself (to answer bad JSON and content types our way)."""
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
 def _rt(request: Request) -> Any:
     return request.app.state.runtime
 
@@ -44,14 +50,14 @@ def describe_cluster(cluster_id: str, request: Request) -> dict[str, Any]:
     return _rt(request).clusters.get(cluster_id)
 
 
-@router.post("/clusters", status_code=202)
+@router.post("/clusters", status_code=202, openapi_extra=_body_doc(CreateCluster))
 async def create_cluster(request: Request) -> JSONResponse:
     body = validate(CreateCluster, await json_object(request))
     cid, tid = await to_thread.run_sync(_rt(request).clusters.create, body)
     return _accepted(request, cluster_id=cid, task_id=tid)
 
 
-@router.put("/clusters/{cluster_id}", status_code=202)
+@router.put("/clusters/{cluster_id}", status_code=202, openapi_extra=_body_doc(ScaleCluster))
 async def scale_cluster(cluster_id: str, request: Request) -> JSONResponse:
     body = validate(ScaleCluster, await json_object(request))
     tid = _rt(request).clusters.scale(cluster_id, body)
@@ -65,7 +71,7 @@ def delete_cluster(cluster_id: str, request: Request) -> JSONResponse:
     return _accepted(request, cluster_id=cluster_id, task_id=tid)
 
 
-@router.post("/clusters/{cluster_id}/attach", status_code=202)
+@router.post("/clusters/{cluster_id}/attach", status_code=202, openapi_extra=_body_doc(AttachInstances))
 async def attach_instances(cluster_id: str, request: Request) -> JSONResponse:
     body = validate(AttachInstances, await json_object(request))
     results, tid = _rt(request).clusters.attach(cluster_id, body.instances)
