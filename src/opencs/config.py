@@ -42,9 +42,20 @@ class Settings:
     local_prefix: str = field(default_factory=lambda: os.environ.get("OPENCS_LOCAL_PREFIX", "ocs"))
     registry_port: int = field(default_factory=lambda: int(_env_float("OPENCS_REGISTRY_PORT", 5000)))
     monitor_interval: float = field(default_factory=lambda: _env_float("OPENCS_MONITOR_INTERVAL", 3.0))
+    # per-cluster Application API endpoints (master_url = https://<advertise host>:<port>), see opencs.appapi
+    appapi: bool = True
+    appapi_host: str = "127.0.0.1"  # where the listeners bind
+    appapi_port_range: tuple[int, int] = (17000, 17999)  # one port per cluster, kept across restarts
+    appapi_advertise_host: str = ""  # host in master_url and the certificate; default appapi_host
+
+    # the address clients use to reach this API (trigger URLs); default http://host:port
+    public_url: str = field(default_factory=lambda: os.environ.get("OPENCS_PUBLIC_URL", ""))
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
+        if not self.public_url:
+            self.public_url = f"http://{self.host}:{self.port}"
+        self.public_url = self.public_url.rstrip("/")
 
     @property
     def resolved_database_url(self) -> str:

@@ -38,6 +38,7 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
     _registry_lock: threading.Lock = field(default_factory=threading.Lock)
     _monitor: Monitor | None = None
+    _appapi: Any = None  # opencs.appapi.AppApiManager when settings.appapi
 
     # ------------------------------------------------------------ the bundled registry
 
@@ -58,14 +59,36 @@ class Runtime:
 
         with self._registry_lock:
             prov.ensure_network()  # type: ignore[attr-defined]  # the registry listens on the bridge
+            # pushes are announced to this control plane (image-update triggers)
+            host = self.settings.host if self.settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
             reg = BundledRegistry(self.settings.data_dir / "registry", listen=endpoint,
-                                  **self.extras.get("registry_notify", {}))
+                                  notify_url=f"http://{host}:{self.settings.port}/hook/registry",
+                                  notify_token=self.registry_notify_token())
             reg.ensure_running()
             if not self.extras.get("registry_seeded"):
                 seed_busybox(reg.url)
                 self.extras["registry_seeded"] = True
             self.extras["registry"] = reg
         return endpoint
+
+    def registry_notify_token(self) -> str:
+        """Bearer token the bundled registry sends with its notifications; kept in the data dir so
+        that a restarted control plane adopts the running registry (same config)."""
+        path = self.settings.data_dir / "registry-notify.token"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            import os
+            import secrets
+
+            token = secrets.token_urlsafe(32)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return path.read_text().strip()
+            with os.fdopen(fd, "w") as f:
+                f.write(token)
+            return token
 
     # ------------------------------------------------------------ lifecycle
 
@@ -77,16 +100,30 @@ class Runtime:
         if self.settings.monitor_interval > 0:
             self._monitor = Monitor(self, self.settings.monitor_interval)
             self._monitor.start()
+        if self.settings.appapi:
+            from opencs.appapi import AppApiManager
+
+            self._appapi = AppApiManager(self)
+            self._appapi.start()
 
     def close(self) -> None:
+        if self._appapi is not None:
+            self._appapi.stop()
+            self._appapi = None
         if self._monitor:
             self._monitor.stop()
         self.tasks.stop()
+        for prov in self.providers.values():
+            if close := getattr(prov, "close", None):  # the ssh provider's tunnels and loop thread
+                close()
         self.db.close()
 
 
-def make_providers(settings: Settings) -> dict[str, Provider]:
-    providers: dict[str, Provider] = {}
+def make_providers(settings: Settings, box: SecretBox) -> dict[str, Provider]:
+    from opencs.providers.ssh import SshProvider
+
+    # existing Docker hosts registered by SSH; always available (nothing to install)
+    providers: dict[str, Provider] = {"ssh": SshProvider(settings.data_dir / "ssh", box)}
     if settings.local_nodes:
         from opencs.providers.local import LocalProvider
 
@@ -107,7 +144,7 @@ def open_runtime(settings: Settings) -> Runtime:
     box = SecretBox.from_file(settings.resolved_secret_key_file)
     keys = KeyService(db, box)
     tasks = TaskEngine(db, lease_seconds=settings.task_lease_seconds)
-    providers = make_providers(settings)
+    providers = make_providers(settings, box)
     clusters = ClusterService(db, box, tasks, settings, providers)
     instances = InstanceService(db, tasks, clusters)
     nonces = NonceStore(db, retain=timedelta(seconds=2 * settings.signature_window_seconds + 60))

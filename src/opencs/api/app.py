@@ -11,7 +11,9 @@ from opencs.api.routes import clusters, images, instances, meta, tasks
 from opencs.runtime import Runtime
 
 # reachable without a signature: liveness, the OpenAPI document and its viewer
-PUBLIC_PATHS = ("/healthz", "/openapi.json", "/docs", "/docs/", "/redoc")
+# /hook/trigger authenticates with the trigger's own secret (spec §11), /hook/registry with the
+# bundled registry's bearer token
+PUBLIC_PATHS = ("/healthz", "/openapi.json", "/docs", "/docs/", "/redoc", "/hook/trigger", "/hook/registry")
 
 
 def create_app(runtime: Runtime) -> FastAPI:

@@ -431,6 +431,42 @@ def instances_delete(
             wait_for(client, reply["task_id"], timeout)
 
 
+@instances_app.command("register")
+def instances_register(
+    ctx: typer.Context,
+    ssh: Annotated[str, typer.Option("--ssh", help="The host to register: user@host[:port].")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the SSH password from stdin.")] = False,
+    key_file: Annotated[Path | None, typer.Option("--key-file", help="SSH private key file (PEM/OpenSSH).")] = None,
+    host_key: Annotated[str | None, typer.Option("--host-key", help="Expected host public key "
+                                                 "(default: trust and pin the key seen now).")] = None,
+    docker_socket: Annotated[str | None, typer.Option("--docker-socket", help="Docker socket on the host "
+                                                      "(default /var/run/docker.sock).")] = None,
+) -> None:
+    """Register an existing Docker host reached by SSH as a free instance."""
+    if password_stdin == (key_file is not None):
+        raise typer.BadParameter("give exactly one of --password-stdin or --key-file")
+    body: dict[str, Any] = {"ssh": ssh}
+    if password_stdin:
+        # one line, like `docker login --password-stdin`; never an argv value (ps would show it)
+        body["password"] = sys.stdin.readline().rstrip("\r\n")
+        if not body["password"]:
+            raise typer.BadParameter("no password on stdin", param_hint="--password-stdin")
+    else:
+        assert key_file is not None
+        try:
+            body["private_key"] = key_file.expanduser().read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise typer.BadParameter(f"cannot read {key_file}: {getattr(e, 'strerror', None) or e}",
+                                     param_hint="--key-file") from None
+    if host_key:
+        body["known_host_key"] = host_key
+    if docker_socket:
+        body["remote_socket"] = docker_socket
+    client = make_client(ctx)
+    with client, cli_errors():
+        print_json(client.request("POST", "/instances/register", body=body))
+
+
 # ---------------------------------------------------------------------- images
 
 

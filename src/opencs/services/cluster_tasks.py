@@ -35,6 +35,16 @@ def _set_cluster(ctx: TaskContext, **values: Any) -> None:
 
 
 def _master_url(ops: NodeOps, cluster_id: str) -> str:
+    if ops.rt.settings.appapi:
+        # opencs.appapi.AppApiManager owns master_url (its mTLS endpoint): keep what it wrote, after
+        # asking this process' manager (if any) to start the endpoint now rather than within ~1 s
+        appapi = getattr(ops.rt, "_appapi", None)
+        if appapi is not None:
+            try:
+                appapi.sync()
+            except Exception as e:
+                log.warning("Application API endpoint of %s not ready yet: %s", cluster_id, e)
+        return ops.cluster(cluster_id).master_url
     mgrs = ops.managers(cluster_id)
     return f"https://{mgrs[0].private_ip}:2376" if mgrs else ""
 
@@ -84,7 +94,15 @@ def _create_provision(ctx: TaskContext) -> None:
     _ensure_registry(ctx)
     planned = _plan(ctx, "planned", int(ctx.params["size"]))
     ctx.progress(f"creating {len(planned)} instance(s)")
-    _ops(ctx).ensure_instances(ctx.cluster_id, planned)
+    ops = _ops(ctx)
+    cid = ctx.cluster_id or ""
+
+    def first_up(iid: str) -> None:
+        # start the swarm on the first node while the others are still booting
+        if iid == planned[0]:
+            ops.init_swarm(cid, iid)
+
+    ops.ensure_instances(cid, planned, after_create=first_up)
 
 
 def _create_swarm(ctx: TaskContext) -> None:

@@ -304,7 +304,7 @@ def node_view(r: InstanceRow, c: Cluster | None) -> dict[str, Any]:
         "instance_type": c.instance_type if c else "",
         "source": r.provider,
         "is_aliyun_node": False,
-        "docker_endpoint": f"tcp://{r.private_ip}:2376" if c and r.private_ip else "",
+        "docker_endpoint": (r.details or {}).get("tcp_endpoint") or "",  # None for ssh hosts: no TLS port
         "creation_time": _ts(r.created),
         "cluster_id": r.cluster_id or "",
     }

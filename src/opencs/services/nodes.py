@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -112,8 +113,11 @@ class NodeOps:
     def plan_ids(self, n: int) -> list[str]:
         return [ids.instance_id() for _ in range(n)]
 
-    def ensure_instances(self, cluster_id: str | None, planned: list[str], provider_name: str = "local") -> None:
-        """Create each planned instance unless it already runs. The store row comes first."""
+    def ensure_instances(self, cluster_id: str | None, planned: list[str], provider_name: str = "local",
+                         after_create: Callable[[str], None] | None = None) -> None:
+        """Create each planned instance unless it already runs. The store row comes first.
+        `after_create(instance_id)` runs in the creating thread as soon as that instance is up
+        (cluster creation starts the swarm on the first node while the others still boot)."""
         prov = self.provider(provider_name)
         prov.check()
         c = self.cluster(cluster_id) if cluster_id else None
@@ -134,6 +138,8 @@ class NodeOps:
             except InstanceNotFound:
                 pass
             self._record(prov.create(self.spec_for(c, iid)))
+            if after_create is not None:
+                after_create(iid)
 
         self._parallel(one, planned)
 
@@ -187,31 +193,44 @@ class NodeOps:
         rows = [r for r in self.rows(cluster_id) if r.state == "running"]
         if not rows:
             raise StageFailed("cluster has no running instance", "NoInstances")
-        mgrs = [r for r in rows if r.role == "manager" and r.swarm_node_id]
-        if not mgrs:
-            first = rows[0]
-            swarm.init(first.docker_host, first.private_ip)
-            st = swarm.local_state(first.docker_host)
-            self.update_row(first.instance_id, role="manager", swarm_node_id=st["node_id"])
-            self.update_row_cluster_swarm(cluster_id, st["swarm_id"])
+        if not any(r.role == "manager" and r.swarm_node_id for r in rows):
+            self.init_swarm(cluster_id, rows[0].instance_id)
             rows = [r for r in self.rows(cluster_id) if r.state == "running"]  # re-read: first is a manager now
         leader = self.reachable_manager(cluster_id)
         tokens = swarm.join_tokens(leader.docker_host)
         swarm_id = swarm.local_state(leader.docker_host)["swarm_id"]
         want = desired_managers(size)
         n_mgr = len(self.managers(cluster_id))
-        joined: list[str] = []
+        # managers join one at a time (each changes the raft quorum); workers all at once
+        workers: list[InstanceRow] = []
         for r in rows:
             if r.swarm_node_id and r.role:
                 continue
-            role = "manager" if n_mgr < want else "worker"
-            node_id = swarm.join(r.docker_host, r.private_ip, [leader.private_ip], tokens[role], swarm_id)
-            self.update_row(r.instance_id, role=role, swarm_node_id=node_id)
-            n_mgr += role == "manager"
-            joined.append(node_id)
+            if n_mgr < want:
+                node_id = swarm.join(r.docker_host, r.private_ip, [leader.private_ip], tokens["manager"], swarm_id)
+                self.update_row(r.instance_id, role="manager", swarm_node_id=node_id)
+                n_mgr += 1
+            else:
+                workers.append(r)
+
+        def join_worker(iid: str) -> None:
+            r = next(w for w in workers if w.instance_id == iid)
+            node_id = swarm.join(r.docker_host, r.private_ip, [leader.private_ip], tokens["worker"], swarm_id)
+            self.update_row(iid, role="worker", swarm_node_id=node_id)
+
+        self._parallel(join_worker, [w.instance_id for w in workers])
         self.converge_managers(cluster_id, want)
         ids_ = [r.swarm_node_id for r in self.rows(cluster_id) if r.swarm_node_id]
         swarm.wait_ready(leader.docker_host, ids_, timeout=60)
+
+    def init_swarm(self, cluster_id: str, instance_id: str) -> None:
+        """The swarm starts on one node, which becomes the first manager (idempotent)."""
+        r = self.row(instance_id)
+        assert r is not None
+        swarm.init(r.docker_host, r.private_ip)
+        st = swarm.local_state(r.docker_host)
+        self.update_row(instance_id, role="manager", swarm_node_id=st["node_id"])
+        self.update_row_cluster_swarm(cluster_id, st["swarm_id"])
 
     def update_row_cluster_swarm(self, cluster_id: str, swarm_id: str) -> None:
         with self.rt.db.session() as s:

@@ -1,0 +1,169 @@
+"""Runs the in-process projects/services/volumes ASGI app for requests read with h11."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+
+from opencs.appapi.http1 import REQUEST_ID_HEADER, error_body, next_event, send_events, send_json
+from opencs.appapi.tlsstream import TlsStream
+
+log = logging.getLogger("opencs.appapi")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+MAX_BODY = 16 * 1024 * 1024  # as the OpenAPI: project templates are small
+BODY_TIMEOUT = 60.0
+
+
+class AppHost:
+    """One ASGI app shared by every cluster's endpoint, with its lifespan run once."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.state: dict[str, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+
+    async def startup(self, timeout: float = 30.0) -> None:
+        """ASGI lifespan startup; an app without lifespan support (it raises) is fine."""
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.3"}, "state": self.state}
+        self._task = asyncio.create_task(self._run(scope))
+        await self._inbox.put({"type": "lifespan.startup"})
+        msg = await asyncio.wait_for(self._outbox.get(), timeout)
+        if msg["type"] == "lifespan.startup.failed":
+            raise RuntimeError(f"Application API startup failed: {msg.get('message', '')}")
+
+    async def _run(self, scope: Scope) -> None:
+        try:
+            await self.app(scope, self._inbox.get, self._outbox.put)
+        except Exception as e:  # no lifespan support: the spec says apps raise
+            log.debug("Application API app has no lifespan: %r", e)
+        # unblock whoever waits for an answer
+        await self._outbox.put({"type": "lifespan.gone"})
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        if self._task is None or self._task.done():
+            return
+        await self._inbox.put({"type": "lifespan.shutdown"})
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._outbox.get(), timeout)
+        if not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+
+@dataclass
+class RequestInfo:
+    """What the frontend knows about one request beyond the h11 event."""
+
+    path: str  # decoded, without the /v1.NN prefix
+    raw_path: bytes
+    query: bytes
+    state: dict[str, Any]  # cluster_id, request_id (+ lifespan state)
+    server: tuple[str, int] | None
+    client: tuple[str, int] | None
+
+
+async def serve(host: AppHost, conn: h11.Connection, tls: TlsStream, req: h11.Request, info: RequestInfo) -> bool:
+    """Run one request through the app; True if the connection may serve another request."""
+    rid = str(info.state.get("request_id", ""))
+    length = next((v for k, v in req.headers if k == b"content-length"), None)
+    if length is not None and int(length) > MAX_BODY:
+        await send_json(conn, tls, 413, error_body("RequestTooLarge", f"body larger than {MAX_BODY} bytes", rid),
+                        rid, close=True)
+        return False
+    method = req.method.decode("ascii")
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": req.http_version.decode("ascii"),
+        "method": method,
+        "scheme": "https",
+        "path": info.path,
+        "raw_path": info.raw_path,
+        "query_string": info.query,
+        "root_path": "",
+        "headers": [(k, v) for k, v in req.headers],
+        "server": info.server,
+        "client": info.client,
+        "state": info.state,
+    }
+    body_done = False
+    received = 0
+    response_done = asyncio.Event()
+    started: list[tuple[int, list[tuple[bytes, bytes]]]] = []
+    sent_head = False
+
+    async def receive() -> Message:
+        nonlocal body_done, received
+        if body_done:
+            await response_done.wait()  # nothing more to read: the app sees a disconnect afterwards
+            return {"type": "http.disconnect"}
+        if conn.they_are_waiting_for_100_continue:
+            await send_events(conn, tls, h11.InformationalResponse(status_code=100, headers=[]))
+        try:
+            event = await next_event(conn, tls, BODY_TIMEOUT)
+        except (OSError, TimeoutError, h11.RemoteProtocolError):
+            body_done = True
+            return {"type": "http.disconnect"}
+        if isinstance(event, h11.Data):
+            received += len(event.data)
+            if received > MAX_BODY:
+                body_done = True
+                return {"type": "http.disconnect"}
+            return {"type": "http.request", "body": bytes(event.data), "more_body": True}
+        body_done = True
+        if isinstance(event, h11.EndOfMessage):
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        nonlocal sent_head
+        if response_done.is_set():
+            return
+        if message["type"] == "http.response.start":
+            headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", [])]
+            if not any(k == REQUEST_ID_HEADER.encode() for k, _ in headers) and rid:
+                headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
+            started.append((int(message["status"]), headers))
+            return
+        if message["type"] != "http.response.body" or not started:
+            return
+        events: list[Any] = []
+        if not sent_head:
+            status, headers = started[0]
+            events.append(h11.Response(status_code=status, headers=headers))
+            sent_head = True
+        body = message.get("body", b"")
+        if body and method != "HEAD":  # h11 frames HEAD replies as empty
+            events.append(h11.Data(data=body))
+        if not message.get("more_body", False):
+            events.append(h11.EndOfMessage())
+            response_done.set()
+        await send_events(conn, tls, *events)
+
+    try:
+        await host.app(scope, receive, send)
+    except Exception:
+        log.exception("Application API request %s %s failed (request %s)", method, info.path, rid)
+        if not sent_head:
+            with contextlib.suppress(Exception):
+                await send_json(conn, tls, 500, error_body("InternalError", "internal error", rid), rid, close=True)
+        return False
+    finally:
+        response_done.set()
+    if not sent_head:  # the app returned without answering
+        await send_json(conn, tls, 500, error_body("InternalError", "no response", rid), rid, close=True)
+        return False
+    return conn.our_state is h11.DONE and conn.their_state is h11.DONE

@@ -1,0 +1,353 @@
+"""AppApiManager: one mTLS listener per live Swarm cluster, kept in line with the store.
+
+A daemon thread runs an asyncio loop. About once a second it reads the clusters and their
+managers from the store, starts a ClusterFrontend for each cluster that is running, scaling or
+updating and has nodes (or is launching and already has a swarm manager), stops the ones of
+clusters that went away (deleting, deleted, failed, stopped) and writes
+`Cluster.master_url = https://<advertised host>:<port>`. The cluster tasks call `sync()` before
+they mark a cluster running, so master_url is set when DescribeCluster first says "running".
+
+Persisted in `Cluster.spec` so that master_url and the certificate survive restarts:
+  * `appapi_port`: the port, chosen once from `Settings.appapi_port_range`;
+  * `appapi_tls`: the endpoint's server certificate (issued by the cluster CA) and its key,
+    encrypted with the runtime's SecretBox. Re-issued when the advertised host changes, the CA
+    changes or it comes within 30 days of expiry.
+
+One AppApiManager per database: two control-plane processes would fight over ports and master_url.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import importlib
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from opencs.appapi.asgi_bridge import AppHost, ASGIApp
+from opencs.appapi.frontend import ClusterFrontend
+from opencs.appapi.tlsstream import server_context
+from opencs.pki.ca import CertAuthority, not_after, verify_chain
+from opencs.store.db import utcnow
+from opencs.store.models import Cluster, InstanceRow
+
+if TYPE_CHECKING:
+    import ssl
+
+    from opencs.runtime import Runtime
+
+log = logging.getLogger("opencs.appapi")
+
+SERVE_STATES = ("launching", "running", "scaling", "updating")
+REISSUE_BEFORE = _dt.timedelta(days=30)
+# A persisted port that stays taken (by another program) this long is given up for a new one.
+REALLOCATE_AFTER = 10.0
+
+AppFactory = Callable[["Runtime"], ASGIApp]
+
+
+def default_app_factory(rt: Runtime) -> ASGIApp:
+    """`opencs.appapi.app.create_appapi_app(rt)`: the projects/services/volumes routes."""
+    module = importlib.import_module("opencs.appapi.app")
+    app: ASGIApp = module.create_appapi_app(rt)
+    return app
+
+
+@dataclass
+class _Target:
+    cluster_id: str
+    state: str
+    master_url: str
+    has_nodes: bool
+    managers: list[str] = field(default_factory=list)  # docker_host of live managers, oldest first
+
+
+class AppApiManager:
+    def __init__(self, rt: Runtime, *, interval: float = 1.0, app_factory: AppFactory | None = None) -> None:
+        self.rt = rt
+        self.interval = interval
+        self._app_factory = app_factory or default_app_factory
+        s = rt.settings
+        self.bind_host: str = s.appapi_host
+        self.advertise_host: str = s.appapi_advertise_host or s.appapi_host
+        self.port_range: tuple[int, int] = (int(s.appapi_port_range[0]), int(s.appapi_port_range[1]))
+        if self.advertise_host in ("0.0.0.0", "::", ""):
+            log.warning("appapi_host %r is no address clients can use: set appapi_advertise_host", self.bind_host)
+        self._app: AppHost | None = None
+        self._frontends: dict[str, ClusterFrontend] = {}
+        self._bind_failures: dict[str, float] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
+        self._lock: asyncio.Lock | None = None
+
+    # ------------------------------------------------------------ public
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the loop thread; returns once the first reconcile pass is done."""
+        if self._thread is not None:
+            return
+        # made here, not in the loop, so that stop() works even before the loop got going
+        self._stopping, self._lock = asyncio.Event(), asyncio.Lock()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._thread_main, args=(ready,), name="opencs-appapi", daemon=True)
+        self._thread.start()
+        ready.wait(timeout)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Close every listener and connection, then the loop."""
+        loop, stopping, thread = self._loop, self._stopping, self._thread
+        if thread is None:
+            return
+        if stopping is not None:
+            if loop is None:
+                stopping.set()  # the loop has not started: nothing else touches the event yet
+            else:
+                with contextlib.suppress(RuntimeError):  # loop already closed
+                    loop.call_soon_threadsafe(stopping.set)
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("appapi thread did not stop within %.0fs", timeout)
+        self._thread = None
+        self._loop = None
+
+    def sync(self, timeout: float = 60.0) -> None:
+        """One reconcile pass now (from another thread), e.g. right after a cluster changed."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._stopping is None or self._stopping.is_set():
+            raise RuntimeError("AppApiManager is not running")
+        asyncio.run_coroutine_threadsafe(self._reconcile(), loop).result(timeout)
+
+    def port(self, cluster_id: str) -> int | None:
+        f = self._frontends.get(cluster_id)
+        return f.port if f else None
+
+    def url(self, port: int) -> str:
+        host = self.advertise_host
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        return f"https://{host}:{port}"
+
+    @property
+    def clusters(self) -> list[str]:
+        return list(self._frontends)
+
+    # ------------------------------------------------------------ loop
+
+    def _thread_main(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main(ready))
+        except Exception:
+            log.exception("appapi loop failed")
+        finally:
+            ready.set()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    async def _main(self, ready: threading.Event) -> None:
+        assert self._stopping is not None
+        try:
+            await self._start_app()
+            try:
+                await self._reconcile()
+            except Exception:
+                log.exception("appapi reconcile failed")
+            ready.set()
+            while not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.interval)
+                if self._stopping.is_set():
+                    break
+                try:
+                    await self._reconcile()
+                except Exception:
+                    log.exception("appapi reconcile failed")
+        finally:
+            for cid in list(self._frontends):
+                await self._frontends.pop(cid).stop()
+            if self._app is not None:
+                await self._app.shutdown()
+
+    async def _start_app(self) -> None:
+        # Whatever goes wrong with the app, the Docker API part of every endpoint still serves.
+        try:
+            app = self._app_factory(self.rt)
+        except ModuleNotFoundError as e:
+            if e.name != "opencs.appapi.app":
+                log.exception("Application API app cannot be loaded: /projects, /services, /volumes answer 503")
+            else:
+                log.warning("opencs.appapi.app is not installed: /projects, /services, /volumes answer 503")
+            return
+        except Exception:
+            log.exception("Application API app cannot be created: /projects, /services, /volumes answer 503")
+            return
+        host = AppHost(app)
+        try:
+            await host.startup()
+        except Exception:
+            log.exception("Application API app failed to start: /projects, /services, /volumes answer 503")
+            return
+        self._app = host
+
+    async def _reconcile(self) -> None:
+        assert self._lock is not None
+        async with self._lock:
+            targets, taken = await asyncio.to_thread(self._scan)
+            for cid in [c for c in self._frontends if c not in targets]:
+                log.info("appapi %s: stopping the endpoint on port %d", cid, self._frontends[cid].port)
+                await self._frontends.pop(cid).stop()
+            for cid, t in targets.items():
+                f = self._frontends.get(cid)
+                if f is None:
+                    # a launching cluster once its swarm exists: the create task is about to finish
+                    if not t.has_nodes or (t.state == "launching" and not t.managers):
+                        continue
+                    try:
+                        f = await self._start_frontend(t, taken)
+                    except Exception:
+                        log.exception("appapi %s: cannot start the endpoint", cid)
+                        continue
+                    if f is None:
+                        continue
+                    self._frontends[cid] = f
+                    taken.add(f.port)
+                f.set_managers(t.managers)
+                url = self.url(f.port)
+                if t.master_url != url:
+                    await asyncio.to_thread(self._set_master_url, cid, url)
+
+    async def _start_frontend(self, t: _Target, taken: set[int]) -> ClusterFrontend | None:
+        cid = t.cluster_id
+        ctx, port = await asyncio.to_thread(self._prepare, cid)
+        lo, hi = self.port_range
+        failing_since = self._bind_failures.get(cid)
+        if port is not None and lo <= port <= hi and (
+            failing_since is None or time.monotonic() - failing_since < REALLOCATE_AFTER
+        ):
+            candidates = [port]  # keep master_url stable
+        else:
+            candidates = [p for p in range(lo, hi + 1) if p not in taken]
+        for p in candidates:
+            f = ClusterFrontend(cid, ctx, self._app, t.managers, self.bind_host, p)
+            try:
+                await f.start()
+            except OSError as e:
+                if p == port and len(candidates) == 1:
+                    if failing_since is None:
+                        self._bind_failures[cid] = time.monotonic()
+                        log.warning("appapi %s: port %d is taken (%s); retrying", cid, p, e)
+                    return None
+                continue
+            if p != port:
+                try:
+                    await asyncio.to_thread(self._persist_port, cid, p)
+                except BaseException:
+                    await f.stop()
+                    raise
+                if port is not None:
+                    log.warning("appapi %s: moved from port %d to %d", cid, port, p)
+            self._bind_failures.pop(cid, None)
+            log.info("appapi %s: listening on %s:%d", cid, self.bind_host, p)
+            return f
+        log.error("appapi %s: no free port in %d-%d", cid, lo, hi)
+        return None
+
+    # ------------------------------------------------------------ store (worker threads)
+
+    def _scan(self) -> tuple[dict[str, _Target], set[int]]:
+        with self.rt.db.session() as s:
+            live = s.execute(
+                select(Cluster.cluster_id, Cluster.state, Cluster.master_url, Cluster.spec, Cluster.cluster_type)
+                .where(Cluster.state != "deleted")
+            ).all()
+            serve = {r.cluster_id: r for r in live if r.state in SERVE_STATES and r.cluster_type == "swarm"}
+            nodes = s.execute(
+                select(InstanceRow.cluster_id, InstanceRow.role, InstanceRow.swarm_node_id, InstanceRow.docker_host,
+                       InstanceRow.state)
+                .where(InstanceRow.cluster_id.in_(list(serve)))
+                .order_by(InstanceRow.created)
+            ).all() if serve else []  # fmt: skip
+        taken: set[int] = set()
+        for r in live:
+            p = (r.spec or {}).get("appapi_port")
+            if isinstance(p, int):
+                taken.add(p)
+        targets = {cid: _Target(cid, r.state, r.master_url or "", False) for cid, r in serve.items()}
+        for n in nodes:
+            t = targets[n.cluster_id]
+            t.has_nodes = True
+            if n.role == "manager" and n.swarm_node_id and n.docker_host and n.state == "running":
+                t.managers.append(n.docker_host)
+        return targets, taken
+
+    def _sans(self) -> tuple[list[str], list[str]]:
+        """(IPs, DNS names) for the server certificate: the advertised host and a concrete bind IP;
+        issue_server adds 127.0.0.1 and localhost."""
+        ips: list[str] = []
+        dns: list[str] = []
+        for h in (self.advertise_host, self.bind_host):
+            try:
+                ip = ipaddress.ip_address(h)
+            except ValueError:
+                if h and h not in dns:
+                    dns.append(h)
+                continue
+            if not ip.is_unspecified and str(ip) not in ips:
+                ips.append(str(ip))
+        return ips, dns
+
+    def _prepare(self, cluster_id: str) -> tuple[ssl.SSLContext, int | None]:
+        """The SSL context (server certificate issued/stored on first use) and the persisted port."""
+        ips, dns = self._sans()
+        sans = sorted(ips + dns)
+        with self.rt.db.session() as s:
+            c = s.get(Cluster, cluster_id, with_for_update=True)
+            if c is None or not (c.ca_cert_pem and c.ca_key_enc):
+                raise RuntimeError(f"cluster {cluster_id} has no CA")
+            spec = dict(c.spec or {})
+            tls = spec.get("appapi_tls") or {}
+            if not self._cert_ok(tls, c.ca_cert_pem, sans):
+                ca = CertAuthority(cert_pem=c.ca_cert_pem, key_pem=self.rt.box.decrypt(c.ca_key_enc))
+                issued = ca.issue_server(f"opencs-appapi-{cluster_id}", ips=ips, dns_names=dns)
+                tls = {"cert": issued.cert_pem, "key_enc": self.rt.box.encrypt(issued.key_pem), "sans": sans}
+                spec["appapi_tls"] = tls
+                c.spec = spec  # a new dict: SQLAlchemy sees the JSON column change
+                log.info("appapi %s: issued the endpoint's server certificate", cluster_id)
+            ca_pem = c.ca_cert_pem
+            port = spec.get("appapi_port")
+        ctx = server_context(ca_pem, tls["cert"], self.rt.box.decrypt(tls["key_enc"]))
+        return ctx, int(port) if port is not None else None
+
+    @staticmethod
+    def _cert_ok(tls: dict[str, Any], ca_pem: str, sans: list[str]) -> bool:
+        cert = tls.get("cert")
+        if not cert or not tls.get("key_enc") or tls.get("sans") != sans:
+            return False
+        if not verify_chain(cert, ca_pem):
+            return False
+        return not_after(cert) - _dt.datetime.now(_dt.UTC) > REISSUE_BEFORE
+
+    def _persist_port(self, cluster_id: str, port: int) -> None:
+        with self.rt.db.session() as s:
+            c = s.get(Cluster, cluster_id, with_for_update=True)
+            if c is not None and (c.spec or {}).get("appapi_port") != port:
+                c.spec = {**(c.spec or {}), "appapi_port": port}
+
+    def _set_master_url(self, cluster_id: str, url: str) -> None:
+        with self.rt.db.session() as s:
+            c = s.get(Cluster, cluster_id, with_for_update=True)
+            # never resurrect the master_url of a cluster being deleted meanwhile
+            if c is not None and c.state in SERVE_STATES and c.master_url != url:
+                c.master_url, c.updated = url, utcnow()
