@@ -88,8 +88,8 @@ def main() -> None:
           f"store: {'PostgreSQL' if args.database_url else 'SQLite'}")
     for name, (lat, total) in results.items():
         rps = args.requests / total
-        print(f"{name:34s} p50 {pct(lat, .5):6.2f} ms  p99 {pct(lat, .99):6.2f} ms  mean {statistics.mean(lat)*1000:6.2f} ms"
-              f"  {rps:7.0f} req/s  ratio to trivial {rps / base_rps:4.2f}")
+        print(f"{name:34s} p50 {pct(lat, .5):6.2f} ms  p99 {pct(lat, .99):6.2f} ms"
+              f"  mean {statistics.mean(lat) * 1000:6.2f} ms  {rps:7.0f} req/s  ratio to trivial {rps / base_rps:4.2f}")
 
 
 if __name__ == "__main__":

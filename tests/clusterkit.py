@@ -76,10 +76,12 @@ def destroy_everything(data_dir: Path, prefix: str, subnet: str) -> None:
     stop its registry by PID, and assert nothing of the prefix remains."""
     from opencs.providers.local import LocalProvider, local_provider_leftovers
     from opencs.registry.bundled import BundledRegistry
+    from opencs.routing.haproxy import HAProxy
 
     prov = LocalProvider(data_dir / "nodes", bridge=f"{prefix}0", subnet=subnet, prefix=prefix)
     for inst in prov.list():
         prov.destroy(inst.instance_id)
     BundledRegistry(data_dir / "registry").stop()
+    HAProxy(data_dir / "router").stop()  # the server's router, by the PID it recorded
     left = local_provider_leftovers(prefix, f"{prefix}0", data_dir / "nodes")
     assert not left, f"leftovers: {left}"

@@ -47,6 +47,10 @@ class Settings:
     appapi_host: str = "127.0.0.1"  # where the listeners bind
     appapi_port_range: tuple[int, int] = (17000, 17999)  # one port per cluster, kept across restarts
     appapi_advertise_host: str = ""  # host in master_url and the certificate; default appapi_host
+    # simple routing (spec §13): one HAProxy, one HTTP port per cluster (routing_url), see opencs.routing
+    routing: bool = True
+    routing_host: str = "127.0.0.1"  # where the per-cluster frontends bind (and the host in routing_url)
+    routing_port_range: tuple[int, int] = (18000, 18999)
 
     # the address clients use to reach this API (trigger URLs); default http://host:port
     public_url: str = field(default_factory=lambda: os.environ.get("OPENCS_PUBLIC_URL", ""))

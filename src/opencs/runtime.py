@@ -12,11 +12,13 @@ from opencs.auth.verifier import NonceStore, RequestVerifier
 from opencs.config import Settings
 from opencs.providers.base import Provider
 from opencs.secretbox import SecretBox
-from opencs.services import cluster_tasks  # noqa: F401  (registers the task handlers)
+from opencs.services import cluster_tasks, project_tasks  # noqa: F401  (register the task handlers)
 from opencs.services.clusters import ClusterService
 from opencs.services.instances import InstanceService
 from opencs.services.keys import KeyService
 from opencs.services.monitor import Monitor, reconcile_inventory
+from opencs.services.projects import ProjectService
+from opencs.services.triggers import TriggerService
 from opencs.store.db import Database, migrate
 from opencs.tasks import registry
 from opencs.tasks.engine import TaskEngine
@@ -38,7 +40,12 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
     _registry_lock: threading.Lock = field(default_factory=threading.Lock)
     _monitor: Monitor | None = None
+    _starter: threading.Thread | None = None
+    _closing: threading.Event = field(default_factory=threading.Event)
+    triggers: Any = None  # TriggerService (needs the runtime itself)
+    projects: Any = None  # ProjectService (needs the runtime itself)
     _appapi: Any = None  # opencs.appapi.AppApiManager when settings.appapi
+    router: Any = None  # opencs.routing.RouterService when settings.routing (started by start_workers)
 
     # ------------------------------------------------------------ the bundled registry
 
@@ -93,10 +100,21 @@ class Runtime:
     # ------------------------------------------------------------ lifecycle
 
     def start_workers(self) -> None:
-        """Background work of a server process: reconcile nodes, task workers, health monitor."""
-        reconcile_inventory(self)
-        if self.settings.workers > 0:
-            self.tasks.start(self.settings.workers)
+        """Background work of a server process: reconcile nodes, task workers, health monitor.
+
+        Re-adopting nodes can take seconds (engines restarted with reboot semantics), so it runs in
+        the background and the API answers at once; task workers start once the nodes are back."""
+
+        def reconcile_then_work() -> None:
+            try:
+                reconcile_inventory(self)
+            except Exception:
+                log.exception("start-up reconciliation failed")
+            if self.settings.workers > 0 and not self._closing.is_set():
+                self.tasks.start(self.settings.workers)
+
+        self._starter = threading.Thread(target=reconcile_then_work, name="opencs-reconcile", daemon=True)
+        self._starter.start()
         if self.settings.monitor_interval > 0:
             self._monitor = Monitor(self, self.settings.monitor_interval)
             self._monitor.start()
@@ -105,8 +123,19 @@ class Runtime:
 
             self._appapi = AppApiManager(self)
             self._appapi.start()
+        if self.settings.routing:
+            from opencs.routing import RouterService
+
+            self.router = RouterService(self)
+            self.router.start()
 
     def close(self) -> None:
+        self._closing.set()
+        if self._starter is not None:
+            self._starter.join(60)
+        if self.router is not None:
+            self.router.stop()  # the loop and, by PID, its HAProxy
+            self.router = None
         if self._appapi is not None:
             self._appapi.stop()
             self._appapi = None
@@ -150,6 +179,8 @@ def open_runtime(settings: Settings) -> Runtime:
     nonces = NonceStore(db, retain=timedelta(seconds=2 * settings.signature_window_seconds + 60))
     verifier = RequestVerifier(keys.active_secret, nonces, settings.signature_window_seconds)
     rt = Runtime(settings, db, box, keys, tasks, clusters, instances, verifier, providers)
+    rt.triggers = TriggerService(rt)
+    rt.projects = ProjectService(rt)  # the Application API's projects (also used by triggers)
     tasks.services = rt
     registry.load_plugins(settings.task_plugins)
     return rt

@@ -40,7 +40,8 @@ def post(client: Any, signer: Signer, path: str, body: Any, method: str = "POST"
         ({"rds_instances": "rds-1"}, "rds_instances"),
     ],
 )
-def test_create_rejects_bad_fields(client: Any, runtime: Any, creds: Any, change: dict[str, Any], field: str) -> None:
+def test_create_rejects_bad_fields(client: Any, runtime: Any, creds: Any, change: dict[str, Any],
+                                  field: str) -> None:
     before = snapshot(runtime)
     r = post(client, Signer(*creds), "/clusters", {**GOOD, **change})
     body = assert_error(r, 400, "InvalidParameter")
@@ -51,7 +52,8 @@ def test_create_rejects_bad_fields(client: Any, runtime: Any, creds: Any, change
 def test_create_rejects_missing_required(client: Any, runtime: Any, creds: Any) -> None:
     for missing in ("name", "size"):
         body = {k: v for k, v in GOOD.items() if k != missing}
-        assert missing in assert_error(post(client, Signer(*creds), "/clusters", body), 400, "InvalidParameter")["Message"]
+        r = post(client, Signer(*creds), "/clusters", body)
+        assert missing in assert_error(r, 400, "InvalidParameter")["Message"]
 
 
 def test_create_rejects_size_over_maximum(client: Any, runtime: Any, creds: Any) -> None:

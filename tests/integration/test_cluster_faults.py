@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from opencs.providers.localnet import socket_path
 from opencs.sdk import Client
 from opencs.sdk.errors import OpencsError
 from tests.clusterkit import destroy_everything, node_env, require_local_nodes
@@ -168,7 +169,7 @@ def test_conflicts_and_a_dead_worker(srv: Srv) -> None:
 
     from opencs.engines.swarm import client as engine
 
-    mgr_host = f"unix://{srv.data}/nodes/{manager['instance_id']}/docker.sock"
+    mgr_host = f"unix://{socket_path(srv.data / 'nodes', manager['instance_id'])}"
     with closing(engine(mgr_host)) as d:
         # two replicas: swarm's spread strategy puts one on each node
         d.services.create("busybox", ["sleep", "3600"], name="spread", mode=docker.types.ServiceMode("replicated", 2),

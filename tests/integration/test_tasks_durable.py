@@ -110,9 +110,10 @@ def test_several_workers_on_postgres_never_run_a_task_twice(pg_url: str, tmp_pat
     procs = []
     try:
         for i in range(3):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "opencs.cli.main", "worker", "--data-dir", str(data), "--database-url",
-                 pg_url, "--workers", "3"], env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"w{i}.log", "w")))
+            with open(tmp_path / f"w{i}.log", "w") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "opencs.cli.main", "worker", "--data-dir", str(data), "--database-url",
+                     pg_url, "--workers", "3"], env=env, stdout=subprocess.DEVNULL, stderr=log))
         rt = open_runtime(Settings(data_dir=data, database_url=pg_url, workers=0, local_nodes=False,
                                    task_plugins=["tests.plugins.slow_tasks"]))
         try:

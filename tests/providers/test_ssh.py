@@ -24,6 +24,7 @@ from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
 from opencs.cli.main import app
+from opencs.providers import localnet as net
 from opencs.providers.base import InstanceNotFound, InstanceSpec, InstanceState, ProviderUnavailable
 from opencs.providers.ssh import SshError, SshProvider
 from opencs.sdk import Client
@@ -97,7 +98,7 @@ def test_register_tunnel_adopt_destroy(host: SshHost, box: SecretBox) -> None:
         assert re.fullmatch(r"i-[a-z0-9]{20}", iid)
         assert (inst.provider, inst.private_ip, inst.state) == ("ssh", host.ip, InstanceState.RUNNING)
         assert inst.tls_port is None and inst.details["tls"] is None
-        sock = root / iid / "docker.sock"
+        sock = net.socket_path(root, iid)
         assert inst.docker_host == f"unix://{sock}"
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600  # whoever connects is root on the host
         assert inst.details["host_key_source"] == "given"

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from opencs import API_VERSION, __version__
 from opencs.api import errors
 from opencs.api.middleware import SignedApiMiddleware
-from opencs.api.routes import clusters, images, instances, meta, tasks
+from opencs.api.routes import clusters, images, instances, meta, tasks, triggers
 from opencs.runtime import Runtime
 
 # reachable without a signature: liveness, the OpenAPI document and its viewer
@@ -26,7 +26,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     errors.install(app)
-    for r in (meta.router, clusters.router, tasks.router, instances.router, images.router):
+    for r in (meta.router, clusters.router, tasks.router, instances.router, images.router, triggers.router):
         app.include_router(r)
     app.add_middleware(SignedApiMiddleware, verifier=runtime.verifier, public_paths=PUBLIC_PATHS)
     return app

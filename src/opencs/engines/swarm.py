@@ -7,8 +7,8 @@ manages a swarm, or join on a node that already belongs to it, does nothing.
 from __future__ import annotations
 
 import logging
-from contextlib import closing
 import time
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,11 +163,8 @@ def drain(manager_host: str, node_id: str) -> None:
 
 def remove(manager_host: str, node_id: str) -> None:
     """`docker node rm --force` (idempotent)."""
-    with closing(client(manager_host)) as c:
-        try:
-            c.api.remove_node(node_id, force=True)
-        except docker.errors.NotFound:
-            pass
+    with closing(client(manager_host)) as c, suppress(docker.errors.NotFound):
+        c.api.remove_node(node_id, force=True)
 
 
 def wait_ready(manager_host: str, node_ids: list[str], timeout: float = 30.0) -> None:

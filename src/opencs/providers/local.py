@@ -8,7 +8,7 @@ is how stop/destroy/crash recovery find them: by PID, never by process name.
 On-disk layout, `root_dir/<instance_id>/`:
     state.json   IP, netns/veth/cgroup names, desired state, spec (TLS as file paths)
     daemon.json  labels, registry mirror, insecure registries
-    docker.sock  the engine API (Instance.docker_host)
+    (the engine API socket is /run/opencs/<hash of root_dir>/<id>.sock: unix socket paths are short)
     engine.pid   dockerd's PID (written by the launcher before it execs dockerd)
     dockerd.log, tls/, etc-docker/ (the node's /etc/docker), data/ (data-root = the "system disk")
 """
@@ -91,7 +91,7 @@ class _NodeState:
     netns: str  # also the cgroup name in every hierarchy
     veth: str
     hostname: str
-    desired: str  # "pending" (being created) | "running" | "stopped"
+    desired: str  # "pending" (being created) | "running" | "stopped" | "destroying"
     created_at: float
     spec: dict[str, Any] = field(default_factory=dict)
 
@@ -245,6 +245,9 @@ class LocalProvider(Provider):
                     except InstanceNotFound:
                         st = None  # an earlier destroy got as far as removing the state file
                 if st is not None:
+                    # first: a control plane restarted in the middle must not revive it (adopt)
+                    st.desired = "destroying"
+                    self._save(st)
                     net.cg_kill_all(st.cgroup)
                     net.cg_remove(st.cgroup)
                     net.delete_netns(st.netns, st.veth)
@@ -259,6 +262,7 @@ class LocalProvider(Provider):
                             p.unlink()
                 (d / "state.json").unlink(missing_ok=True)
                 d.rmdir()
+            net.remove_socket(self.root_dir, instance_id)
         with net.file_lock(self._lock_path):
             if not self._ids():
                 net.remove_bridge(self.bridge)
@@ -382,7 +386,7 @@ class LocalProvider(Provider):
         return net.pid_alive_in(self._pid(st), st.cgroup)
 
     def _sock(self, iid: str) -> Path:
-        return self._dir(iid) / "docker.sock"
+        return net.socket_path(self.root_dir, iid)
 
     def _to_instance(self, st: _NodeState) -> Instance:
         alive = self._engine_alive(st)
@@ -390,6 +394,8 @@ class LocalProvider(Provider):
             state = InstanceState.RUNNING
         elif st.desired == "stopped" and not alive:
             state = InstanceState.STOPPED
+        elif st.desired == "destroying":
+            state = InstanceState.DESTROYED
         elif st.desired == "pending":
             state = InstanceState.PENDING
         else:
@@ -460,8 +466,8 @@ class LocalProvider(Provider):
         net.cg_set_limits(st.cgroup, st.spec.get("cpus"), st.spec.get("memory_bytes"))
         (d / "data").mkdir(exist_ok=True)
         (d / "daemon.json").write_text(json.dumps(self._daemon_json(st), indent=2))
-        for stale in ("engine.pid", "docker.sock"):
-            (d / stale).unlink(missing_ok=True)
+        (d / "engine.pid").unlink(missing_ok=True)
+        self._sock(st.instance_id).unlink(missing_ok=True)
 
         env = {
             "PATH": os.environ.get("PATH", _STD_PATH) + ":" + _STD_PATH,

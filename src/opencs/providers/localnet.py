@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -30,6 +31,26 @@ IFNAME_MAX = 15
 
 class HostCommandError(RuntimeError):
     pass
+
+
+SOCKET_ROOT = Path("/run/opencs")
+
+
+def socket_path(root_dir: Path, instance_id: str) -> Path:
+    """Where an instance's docker API socket lives. Not under root_dir: a unix socket path is at most
+    107 bytes, and data dirs (a test's tmp dir, /var/lib/...) can be long. One short dir per root."""
+    tag = hashlib.sha256(str(Path(root_dir).absolute()).encode()).hexdigest()[:12]
+    d = SOCKET_ROOT / tag
+    # 0711: reachable, not listable; each socket keeps its own mode (dockerd's is root:docker 0660)
+    d.mkdir(mode=0o711, parents=True, exist_ok=True)
+    return d / f"{instance_id}.sock"
+
+
+def remove_socket(root_dir: Path, instance_id: str) -> None:
+    sock = socket_path(root_dir, instance_id)
+    sock.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: other instances of this root still live
+        sock.parent.rmdir()
 
 
 def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -304,4 +325,9 @@ def leftovers(prefix: str, bridge: str, root_dir: Path | None = None) -> list[st
     found += [f"iptables {r}" for r in ipt if re.search(rf"(^|\s){re.escape(bridge)}(\s|$)", r)]
     if root_dir is not None and root_dir.is_dir():
         found += [f"dir {p}" for p in sorted(root_dir.iterdir()) if p.name.startswith("i-")]
+    if root_dir is not None:
+        sock_dir = socket_path(root_dir, "i-probe").parent
+        found += [f"socket {p}" for p in sorted(sock_dir.glob("*.sock"))]
+        with contextlib.suppress(OSError):
+            sock_dir.rmdir()  # socket_path() made it; leave nothing behind
     return found

@@ -8,13 +8,13 @@ opencs does not own these machines, so it never creates, powers or re-images the
     destroy   forget the host (swarm leave, close the tunnel, delete the record)
     create, start, stop   refused with ProviderUnavailable
 
-The control plane reaches the engine through `root_dir/<id>/docker.sock`, a unix socket tunnelled over
+The control plane reaches the engine through `/run/opencs/<hash>/<id>.sock`, a unix socket tunnelled over
 SSH to the host's Docker socket (sshtunnel.HostTunnel). Swarm traffic does not use the tunnel: swarm
 joins advertise the host's own address (`private_ip`), so nodes talk to each other directly.
 
 On-disk layout, `root_dir/<instance_id>/`:
     host.json    target, pinned host key, engine identity, credentials (Fernet token only); mode 0600
-    docker.sock  the tunnel (Instance.docker_host), 0600
+    (the tunnel socket, Instance.docker_host, 0600, lives under /run/opencs: socket paths are short)
 """
 
 from __future__ import annotations
@@ -248,6 +248,7 @@ class SshProvider(Provider):
                 p.unlink(missing_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 self._dir(instance_id).rmdir()
+            net.remove_socket(self.root_dir, instance_id)
 
     def inspect(self, instance_id: str) -> Instance:
         rec = self._load(instance_id)
@@ -364,7 +365,7 @@ class SshProvider(Provider):
         return self.root_dir / iid
 
     def _sock(self, iid: str) -> Path:
-        return self._dir(iid) / "docker.sock"
+        return net.socket_path(self.root_dir, iid)  # short: unix socket paths are at most 107 bytes
 
     def _ids(self) -> builtins.list[str]:
         if not self.root_dir.is_dir():

@@ -157,3 +157,22 @@ class AppVolume(Base):
     secret_enc: Mapped[str | None] = mapped_column(Text, nullable=True)  # SecretBox token of a JSON object
     labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created: Mapped[datetime]
+
+
+class Trigger(Base):
+    """A pre-authorised URL that redeploys a project or scales one of its services (spec §11).
+    Only hashes of secrets are kept; a rotated secret keeps working until `previous_until`."""
+
+    __tablename__ = "triggers"
+    trigger_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(String(40), index=True)
+    project: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))  # redeploy | scaling
+    service: Mapped[str] = mapped_column(String(128), default="")
+    image_update: Mapped[bool] = mapped_column(Boolean, default=False)
+    token: Mapped[str] = mapped_column(String(255), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    previous_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_invoked: Mapped[datetime | None] = mapped_column(nullable=True)
+    created: Mapped[datetime]

@@ -8,6 +8,7 @@ or at once by a process on the same host that sees the owner's PID is gone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -306,10 +307,8 @@ class TaskEngine:
             for st in stages:
                 if st["state"] == "running":
                     st.update(state="fail", end_time=_now_iso(), message=message)
-            try:
+            with contextlib.suppress(LeaseLost):
                 self._finish_failed(ctx, stages, code, message, handler)
-            except LeaseLost:
-                pass
         finally:
             done.set()
 

@@ -1,0 +1,174 @@
+"""A 3-service compose project from POST /projects/ to all tasks running, against `docker stack
+deploy` of the equivalent stack file on an identical fresh cluster, in the same run; then scaling
+one service 1 -> 50 against `docker service scale`.
+
+    python bench/deploy.py [--replicas 50]
+
+Both sides use real 3-node clusters of local nodes made by one opencs server; the opencs side goes
+through the cluster's master_url with its certificates (mTLS), the raw side talks to a manager's
+engine with the docker CLI. Completion is measured the same way for both: every task of the stack
+Running, read from the manager engine. Targets (issue 4): <= 1.10x and <= 1.05x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import closing
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from opencs.engines.swarm import client as engine  # noqa: E402
+from opencs.providers.localnet import socket_path  # noqa: E402
+from opencs.sdk import Client  # noqa: E402
+from tests.clusterkit import destroy_everything, node_env  # noqa: E402
+from tests.conftest import ServerProcess  # noqa: E402
+
+PREFIX, SUBNET = "ocd", "10.228.0.0/24"
+
+# what the Application API deploys (no IPVS here: it makes services dnsrr by itself)
+TEMPLATE = """
+version: '3'
+services:
+  web:
+    image: busybox
+    command: httpd -f -p 8080 -h /www
+  worker:
+    image: busybox
+    command: sleep 3600
+  cache:
+    image: busybox
+    command: sleep 3600
+"""
+# the equivalent stack file for `docker stack deploy` (dnsrr spelled out: VIP cannot work here)
+STACK = """
+version: '3.8'
+services:
+  web:
+    image: busybox
+    command: httpd -f -p 8080 -h /www
+    deploy: {endpoint_mode: dnsrr}
+  worker:
+    image: busybox
+    command: sleep 3600
+    deploy: {endpoint_mode: dnsrr}
+  cache:
+    image: busybox
+    command: sleep 3600
+    deploy: {endpoint_mode: dnsrr}
+"""
+
+
+def running(sock: str, namespace: str, service: str | None = None) -> tuple[int, int]:
+    """(running tasks, desired tasks) of a stack, from the manager engine."""
+    with closing(engine(sock)) as d:
+        want = 0
+        services = d.api.services(filters={"label": f"com.docker.stack.namespace={namespace}"})
+        ids = set()
+        for s in services:
+            if service and not s["Spec"]["Name"].endswith("_" + service):
+                continue
+            ids.add(s["ID"])
+            want += s["Spec"].get("Mode", {}).get("Replicated", {}).get("Replicas", 0)
+        tasks = [t for t in d.api.tasks(filters={"desired-state": "running"}) if t["ServiceID"] in ids]
+        return sum(1 for t in tasks if t["Status"]["State"] == "running"), want
+
+
+def wait_running(sock: str, namespace: str, n: int, service: str | None = None, timeout: float = 600) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        got, want = running(sock, namespace, service)
+        if want == n and got == n:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{namespace}: {running(sock, namespace, service)} of {n}")
+
+
+def make_cluster(c: Client, name: str) -> tuple[str, str]:
+    out = c.create_cluster({"name": name, "size": 3})
+    c.wait_task(out["task_id"], timeout=300)
+    mgr = next(n for n in c.cluster_nodes(out["cluster_id"])["nodes"] if n["role"] == "manager")
+    return out["cluster_id"], mgr["instance_id"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--replicas", type=int, default=50)
+    args = ap.parse_args()
+    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        srv = ServerProcess(data, env={**node_env(PREFIX, SUBNET), "OPENCS_MONITOR_INTERVAL": "0"})
+        srv.start()
+        try:
+            c = Client(f"http://{srv.endpoint}", srv.ak, srv.secret)
+            cid_a, mgr_a = make_cluster(c, "bench-opencs")
+            cid_b, mgr_b = make_cluster(c, "bench-raw")
+            sock_a = f"unix://{socket_path(data / 'nodes', mgr_a)}"
+            sock_b = f"unix://{socket_path(data / 'nodes', mgr_b)}"
+            certs = Path(tmp) / "certs"
+            certs.mkdir()
+            for k, v in c.cluster_certs(cid_a).items():
+                (certs / f"{k}.pem").write_text(v)
+            s = requests.Session()
+            s.trust_env = False
+            s.cert, s.verify = (str(certs / "cert.pem"), str(certs / "key.pem")), str(certs / "ca.pem")
+            master = c.describe_cluster(cid_a)["master_url"]
+            # warm both clusters' image caches the same way (a first pull through the mirror)
+            for sock in (sock_a, sock_b):
+                with closing(engine(sock)) as d:
+                    d.images.pull("busybox", tag="latest")
+            (Path(tmp) / "stack.yml").write_text(STACK)
+
+            t0 = time.perf_counter()
+            r = s.post(f"{master}/projects/", json={"name": "app", "template": TEMPLATE}, timeout=300)
+            assert r.status_code == 201, r.text
+            wait_running(sock_a, "app", 3)
+            ours = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            subprocess.run(["docker", "-H", sock_b, "stack", "deploy", "--resolve-image", "never", "-c",
+                            str(Path(tmp) / "stack.yml"), "app"], check=True, capture_output=True, env=env)
+            wait_running(sock_b, "app", 3)
+            raw = time.perf_counter() - t0
+
+            # wait for the project's own task to settle before scaling
+            end = time.time() + 120
+            while s.get(f"{master}/projects/app", timeout=60).json()["current_state"] != "running":
+                assert time.time() < end
+                time.sleep(0.2)
+            t0 = time.perf_counter()
+            r = s.post(f"{master}/services/app_worker/scale", json={"type": "scale_to", "value": args.replicas},
+                       timeout=600)
+            assert r.status_code in (200, 202), r.text
+            wait_running(sock_a, "app", args.replicas, service="worker")
+            ours_scale = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            subprocess.run(["docker", "-H", sock_b, "service", "scale", "--detach", f"app_worker={args.replicas}"],
+                           check=True, capture_output=True, env=env)
+            wait_running(sock_b, "app", args.replicas, service="worker")
+            raw_scale = time.perf_counter() - t0
+        finally:
+            srv.kill()
+            destroy_everything(data, PREFIX, SUBNET)
+    print("3-service project on a fresh 3-node cluster, until every task is Running")
+    print(f"  opencs POST /projects/ : {ours:6.2f} s")
+    print(f"  docker stack deploy    : {raw:6.2f} s")
+    print(f"  ratio                  : {ours / raw:6.2f}   (target <= 1.10)")
+    print(f"scale one service 1 -> {args.replicas}")
+    print(f"  opencs POST /services/app_worker/scale : {ours_scale:6.2f} s")
+    print(f"  docker service scale                   : {raw_scale:6.2f} s")
+    print(f"  ratio                                  : {ours_scale / raw_scale:6.2f}   (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()

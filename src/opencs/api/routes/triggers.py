@@ -1,0 +1,131 @@
+"""Trigger management (signed API, shape of today's CreateTrigger/DescribeTriggers/DeleteTrigger)
+and the public invocation URL of spec §11 (authenticated by the trigger's secret)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from anyio import to_thread
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from opencs.api.body import json_object, validate
+from opencs.api.errors import request_id_of
+from opencs.api.schemas import _Body
+
+router = APIRouter()
+
+
+class CreateTrigger(_Body):
+    project_id: Annotated[str, Field(min_length=1, max_length=64)]
+    action: str
+    cluster_id: str | None = None
+    service: str = ""
+    image_update: bool = False
+    type: str | None = None  # sent by the Tea SDK (Kubernetes "deployment"); not used for Swarm
+
+
+class RotateTrigger(_Body):
+    grace_seconds: Annotated[int, Field(ge=0, le=7 * 24 * 3600)] = 3600
+
+
+def _svc(request: Request) -> Any:
+    return request.app.state.runtime.triggers
+
+
+@router.post("/clusters/{cluster_id}/triggers")
+async def create_trigger(cluster_id: str, request: Request) -> JSONResponse:
+    body = validate(CreateTrigger, await json_object(request))
+    if body.cluster_id and body.cluster_id != cluster_id:
+        from opencs.errors import BadRequest
+
+        raise BadRequest("Field 'cluster_id': differs from the cluster in the path")
+    out = await to_thread.run_sync(
+        lambda: _svc(request).create(cluster_id, body.project_id, body.action, body.service, body.image_update))
+    return JSONResponse({**out, "request_id": request_id_of(request)})
+
+
+@router.get("/clusters/{cluster_id}/triggers")
+def list_triggers(cluster_id: str, request: Request, project_id: str | None = None,
+                  Name: str | None = None) -> list[dict[str, Any]]:  # noqa: N803 - the Tea SDK's name
+    return _svc(request).list(cluster_id, project_id or Name)
+
+
+@router.delete("/clusters/{cluster_id}/triggers/{trigger_id}")
+def delete_trigger(cluster_id: str, trigger_id: str, request: Request) -> JSONResponse:
+    _svc(request).delete(cluster_id, trigger_id)
+    return JSONResponse({"id": trigger_id, "request_id": request_id_of(request)})
+
+
+@router.post("/clusters/{cluster_id}/triggers/{trigger_id}/rotate")
+async def rotate_trigger(cluster_id: str, trigger_id: str, request: Request) -> JSONResponse:
+    body = validate(RotateTrigger, await json_object(request, required=False))
+    out = _svc(request).rotate(cluster_id, trigger_id, body.grace_seconds)
+    return JSONResponse({**out, "request_id": request_id_of(request)})
+
+
+@router.api_route("/hook/trigger", methods=["GET", "POST"])
+async def invoke_trigger(
+    request: Request,
+    triggerUrl: str = Query(""),  # noqa: N803 - the spec's parameter names
+    secret: str = Query(""),
+    type: str | None = Query(None),  # noqa: A002
+    step: str | None = Query(None),
+    wait: bool = Query(False),
+    timeout: float = Query(120.0, gt=0, le=600),
+) -> JSONResponse:
+    """Answers at once with the task id; with `wait=true` when the task has ended."""
+    rt = request.app.state.runtime
+    inv = await to_thread.run_sync(lambda: rt.triggers.invoke(triggerUrl, secret, type, step))
+    body: dict[str, Any] = {"trigger_id": inv.trigger_id, "action": inv.action, "task_id": inv.task_id,
+                            "request_id": request_id_of(request)}
+    if not wait:
+        return JSONResponse(body, status_code=202)
+    end = time.monotonic() + timeout
+    while True:
+        row = await to_thread.run_sync(rt.tasks.get, inv.task_id)
+        if row.state in ("success", "fail") or time.monotonic() > end:
+            break
+        await _sleep(0.2)
+    body["state"] = row.state if row.state in ("success", "fail") else "timeout"
+    if row.state == "fail":
+        body["error"] = {"code": row.error_code, "message": row.error_message}
+    status = {"success": 200, "fail": 409}.get(row.state, 504)
+    return JSONResponse(body, status_code=status)
+
+
+async def _sleep(s: float) -> None:
+    import anyio
+
+    await anyio.sleep(s)
+
+
+@router.post("/hook/registry", include_in_schema=False)
+async def registry_events(request: Request) -> JSONResponse:
+    """Notifications of the bundled registry (distribution's webhook): a pushed tag redeploys the
+    projects whose image-update triggers use it."""
+    import hmac
+    import json
+
+    from opencs.errors import BadRequest, Forbidden
+
+    rt = request.app.state.runtime
+    expected = rt.registry_notify_token()
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not expected or not hmac.compare_digest(given, expected):
+        raise Forbidden("not the bundled registry", code="InvalidRegistryToken")
+    try:
+        envelope = json.loads(await request.body())
+    except ValueError:
+        raise BadRequest("not a registry notification envelope", code="MalformedJSON") from None
+    pushed = []
+    for ev in envelope.get("events", []) if isinstance(envelope, dict) else []:
+        target = ev.get("target", {}) if isinstance(ev, dict) else {}
+        if ev.get("action") == "push" and target.get("tag") and "manifest" in target.get("mediaType", ""):
+            pushed.append((target.get("repository", ""), target["tag"]))
+    tasks: list[str] = []
+    for repo, tag in pushed:
+        tasks += await to_thread.run_sync(rt.triggers.on_image_push, repo, tag)
+    return JSONResponse({"tasks": tasks, "request_id": request_id_of(request)})

@@ -1,0 +1,729 @@
+"""Swarm stacks through the Engine API (docker SDK): what ``docker stack deploy/rm/ps`` do, plus
+what the Application API needs around them (container status per node, signals, volumes).
+
+Services and networks carry ``com.docker.stack.namespace=<project>`` so ``docker stack ls/ps/rm``
+see them. Each service carries ``opencs.config-hash``: a deploy leaves a service whose hash did not
+change alone (only its replica count is converged), so re-running a deploy is idempotent.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, NotFound
+
+from opencs.compose.normalize import HASH_LABEL, NAMESPACE_LABEL, NetworkModel, ServiceModel, StackModel
+from opencs.engines.swarm import client
+
+log = logging.getLogger("opencs.stack")
+
+STOPPED_CONSTRAINT = "node.labels.opencs.stopped==true"  # matches no node: a stopped global service
+RUNNING_TASK_STATES = ("running",)
+STARTING_TASK_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting")
+FAILED_TASK_STATES = ("failed", "rejected", "orphaned")
+
+
+class StackError(Exception):
+    def __init__(self, message: str, code: str = "DeployFailed") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+# ---------------------------------------------------------------- IPVS detection
+
+_IPVS_LOG = "Could not get ipvs family information from the kernel"
+
+
+def detect_ipvs(nodes: Iterable[tuple[str, dict[str, Any]]]) -> bool:
+    """Can the nodes' kernel do IPVS (swarm VIP load balancing and the ingress routing mesh)?
+
+    ``nodes``: (docker_host, provider details) pairs. Nodes whose engine runs on this machine
+    (unix socket) share our kernel: IPVS is there if /proc/net/ip_vs exists, or the kernel can load
+    modules and has ip_vs.ko; the engine's own log line "Could not get ipvs family information"
+    settles it. Remote engines are assumed to be standard Linux hosts with IPVS.
+    """
+    for host, details in nodes:
+        d = details.get("dir") if details else None
+        if d:
+            try:
+                log_text = (Path(d) / "dockerd.log").read_text(errors="replace")
+                if _IPVS_LOG in log_text:
+                    return False
+            except OSError:
+                pass
+        if host.startswith("unix://"):
+            return kernel_has_ipvs()
+    return True
+
+
+def kernel_has_ipvs() -> bool:
+    if os.path.exists("/proc/net/ip_vs"):
+        return True
+    if not os.path.exists("/proc/modules"):
+        return False  # CONFIG_MODULES is off and IPVS is not built in
+    release = os.uname().release
+    base = Path(f"/lib/modules/{release}/kernel/net/netfilter/ipvs")
+    return any(base.glob("ip_vs.ko*")) if base.is_dir() else False
+
+
+def kernel_has_filesystem(fstype: str) -> bool | None:
+    """Is ``fstype`` (nfs, fuse, …) in this kernel's /proc/filesystems? None if unknowable."""
+    try:
+        text = Path("/proc/filesystems").read_text()
+    except OSError:
+        return None
+    names = {line.split()[-1] for line in text.splitlines() if line.strip()}
+    return fstype in names
+
+
+# ---------------------------------------------------------------- hashing
+
+
+def config_hash(spec: dict[str, Any]) -> str:
+    """Hash of everything that makes a service's tasks what they are (not its replica count)."""
+    s = copy.deepcopy(spec)
+    s.get("Labels", {}).pop(HASH_LABEL, None)
+    mode = s.get("Mode", {})
+    if "Replicated" in mode:
+        mode["Replicated"].pop("Replicas", None)
+    s.get("TaskTemplate", {}).pop("ForceUpdate", None)
+    return hashlib.sha256(json.dumps(s, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+# ---------------------------------------------------------------- images
+
+
+def resolve_image(manager_host: str, image: str) -> str:
+    """The registry's manifest digest of ``image`` (through the engine, so mirrors/auth apply)."""
+    with closing(client(manager_host)) as c:
+        try:
+            r = c.api.inspect_distribution(image)
+        except NotFound as e:
+            raise StackError(f"image {image!r} was not found in the registry: {_explain(e)}", "ImageNotFound") \
+                from None
+        except APIError as e:
+            raise StackError(f"image {image!r} could not be looked up: {_explain(e)}", "ImageNotFound") from None
+        return str(r["Descriptor"]["digest"])
+
+
+def image_present(docker_host: str, image: str) -> bool:
+    with closing(client(docker_host)) as c:
+        try:
+            c.api.inspect_image(image)
+            return True
+        except NotFound:
+            return False
+
+
+def pin(image: str, digest: str) -> str:
+    base = image.split("@", 1)[0]
+    return f"{base}@{digest}"
+
+
+def _explain(e: Exception) -> str:
+    if isinstance(e, APIError):
+        return str(e.explanation or e)
+    return str(e)
+
+
+# ---------------------------------------------------------------- networks
+
+
+def _find_network(c: docker.DockerClient, name: str) -> dict[str, Any] | None:
+    for n in c.api.networks(names=[name]):
+        if n.get("Name") == name:
+            return n  # type: ignore[no-any-return]
+    return None
+
+
+def ensure_network(c: docker.DockerClient, nm: NetworkModel) -> str:
+    existing = _find_network(c, nm.name)
+    if existing is not None:
+        if existing.get("Driver") != "overlay" or existing.get("Scope") != "swarm":
+            raise StackError(f"network {nm.name!r} exists but is not a swarm overlay network", "NetworkConflict")
+        return str(existing["Id"])
+    if nm.external:
+        raise StackError(f"network {nm.name!r} is declared external but does not exist", "NetworkNotFound")
+    ipam = None
+    if nm.ipam:
+        ipam = {"Driver": nm.ipam.get("Driver", "default"), "Config": nm.ipam.get("Config", []), "Options": None}
+    try:
+        r = c.api.create_network(nm.name, driver=nm.driver, options=nm.driver_opts or None, ipam=ipam,
+                                 internal=nm.internal, labels=nm.labels, attachable=nm.attachable, scope="swarm",
+                                 check_duplicate=True)
+    except APIError as e:
+        if e.status_code == 409:  # created concurrently
+            again = _find_network(c, nm.name)
+            if again:
+                return str(again["Id"])
+        raise StackError(f"network {nm.name!r} could not be created: {_explain(e)}", "NetworkFailed") from None
+    return str(r["Id"])
+
+
+def remove_networks(manager_host: str, project: str, timeout: float = 30.0) -> None:
+    """Remove the stack's networks; tasks detach asynchronously, so retry while endpoints remain."""
+    end = time.time() + timeout
+    with closing(client(manager_host)) as c:
+        while True:
+            nets = c.api.networks(filters={"label": f"{NAMESPACE_LABEL}={project}"})
+            left = []
+            for n in nets:
+                try:
+                    c.api.remove_network(n["Id"])
+                except NotFound:
+                    pass
+                except APIError as e:
+                    left.append(f"{n['Name']}: {_explain(e)}")
+            if not left:
+                return
+            if time.time() > end:
+                raise StackError("networks could not be removed: " + "; ".join(left), "RemoveFailed")
+            time.sleep(0.5)
+
+
+# ---------------------------------------------------------------- services
+
+
+def stack_services(c: docker.DockerClient, project: str | None) -> list[dict[str, Any]]:
+    flt = f"{NAMESPACE_LABEL}={project}" if project else NAMESPACE_LABEL
+    return list(c.api.services(filters={"label": flt}))
+
+
+def _desired_spec(svc: ServiceModel, *, replicas: int | None, stopped: bool, image: str | None,
+                  force_update: int) -> dict[str, Any]:
+    spec = copy.deepcopy(svc.spec)
+    if image:
+        spec["TaskTemplate"]["ContainerSpec"]["Image"] = image
+    if svc.mode == "global":
+        if stopped:
+            pl = spec["TaskTemplate"].setdefault("Placement", {})
+            pl["Constraints"] = [*pl.get("Constraints", []), STOPPED_CONSTRAINT]
+    else:
+        n = svc.replicas if replicas is None else replicas
+        spec["Mode"] = {"Replicated": {"Replicas": 0 if stopped else int(n or 0)}}
+    spec["TaskTemplate"]["ForceUpdate"] = force_update
+    spec["Labels"][HASH_LABEL] = config_hash(spec)
+    return spec
+
+
+def _create(c: docker.DockerClient, spec: dict[str, Any]) -> None:
+    c.api.create_service(
+        task_template=spec["TaskTemplate"], name=spec["Name"], labels=spec["Labels"], mode=spec["Mode"],
+        update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
+        endpoint_spec=spec.get("EndpointSpec"),
+    )
+
+
+def _update(c: docker.DockerClient, sid: str, version: int, spec: dict[str, Any]) -> None:
+    c.api.update_service(
+        sid, version, task_template=spec["TaskTemplate"], name=spec["Name"], labels=spec["Labels"],
+        mode=spec["Mode"], update_config=spec.get("UpdateConfig") or {},
+        rollback_config=spec.get("RollbackConfig") or {}, endpoint_spec=spec.get("EndpointSpec") or {},
+        fetch_current_spec=False,
+    )
+
+
+def _retry_out_of_sequence(fn: Callable[[], None]) -> None:
+    for _ in range(8):
+        try:
+            fn()
+            return
+        except APIError as e:
+            if "update out of sequence" not in str(e):
+                raise
+            time.sleep(0.2)
+    fn()
+
+
+@dataclass
+class DeployPlan:
+    """What a deploy did per service: created | updated | scaled | unchanged | removed."""
+
+    actions: dict[str, str] = field(default_factory=dict)
+
+
+def deploy(
+    manager_host: str,
+    model: StackModel,
+    *,
+    replicas: dict[str, int] | None = None,
+    stopped: Iterable[str] = (),
+    images: dict[str, str] | None = None,
+    force: dict[str, int] | None = None,
+    only: Iterable[str] | None = None,
+    prune: bool = True,
+) -> DeployPlan:
+    """Converge the stack: networks, then services in dependency order; prune services no longer in
+    the template. ``force`` maps service → ForceUpdate counter (a redeploy bumps it)."""
+    replicas = replicas or {}
+    stopped_set = set(stopped)
+    images = images or {}
+    force = force or {}
+    only_set = set(only) if only is not None else None
+    plan = DeployPlan()
+    with closing(client(manager_host)) as c:
+        for nm in model.networks.values():
+            ensure_network(c, nm)
+        live = {s["Spec"]["Name"]: s for s in stack_services(c, model.project)}
+        for name in model.order:
+            if only_set is not None and name not in only_set:
+                continue
+            svc = model.services[name]
+            cur = live.get(svc.full_name)
+            cur_force = int(cur["Spec"]["TaskTemplate"].get("ForceUpdate", 0)) if cur else 0
+            spec = _desired_spec(svc, replicas=replicas.get(name), stopped=name in stopped_set,
+                                 image=images.get(name), force_update=max(cur_force, force.get(name, 0)))
+            try:
+                if cur is None:
+                    _create(c, spec)
+                    plan.actions[name] = "created"
+                    continue
+                same = cur["Spec"].get("Labels", {}).get(HASH_LABEL) == spec["Labels"][HASH_LABEL] \
+                    and cur_force == spec["TaskTemplate"]["ForceUpdate"]
+                if same and cur["Spec"].get("Mode") == spec["Mode"]:
+                    plan.actions[name] = "unchanged"
+                    continue
+                if same:
+                    # only the replica count differs: keep the live task template untouched
+                    def scale(cur: dict[str, Any] = cur, spec: dict[str, Any] = spec) -> None:
+                        fresh = c.api.inspect_service(cur["ID"])
+                        live_spec = fresh["Spec"]
+                        live_spec["Mode"] = spec["Mode"]
+                        _update(c, fresh["ID"], fresh["Version"]["Index"], live_spec)
+
+                    _retry_out_of_sequence(scale)
+                    plan.actions[name] = "scaled"
+                    continue
+
+                def upd(cur: dict[str, Any] = cur, spec: dict[str, Any] = spec) -> None:
+                    fresh = c.api.inspect_service(cur["ID"])
+                    _update(c, fresh["ID"], fresh["Version"]["Index"], spec)
+
+                _retry_out_of_sequence(upd)
+                plan.actions[name] = "updated"
+            except APIError as e:
+                raise StackError(f"service {name}: {_explain(e)}") from None
+        if prune and only_set is None:
+            wanted = {s.full_name for s in model.services.values()}
+            for full, s in live.items():
+                if full not in wanted:
+                    with suppress(NotFound):
+                        c.api.remove_service(s["ID"])
+                    plan.actions[s["Spec"]["Labels"].get("opencs.service", full)] = "removed"
+    return plan
+
+
+def remove_services(manager_host: str, project: str) -> list[str]:
+    with closing(client(manager_host)) as c:
+        removed = []
+        for s in stack_services(c, project):
+            try:
+                c.api.remove_service(s["ID"])
+                removed.append(s["Spec"]["Name"])
+            except NotFound:
+                pass
+        return removed
+
+
+# ---------------------------------------------------------------- observing
+
+
+@dataclass
+class NodeInfo:
+    node_id: str
+    ip: str
+    docker_host: str
+    hostname: str = ""
+    state: str = "unknown"
+
+
+@dataclass
+class Snapshot:
+    """One consistent-enough look at a cluster: services and tasks from a manager, containers from
+    every node's own engine (only when asked)."""
+
+    services: list[dict[str, Any]]
+    tasks: list[dict[str, Any]]
+    nodes: dict[str, NodeInfo]
+    containers: dict[str, dict[str, dict[str, Any]]] | None  # node id → container id → summary
+    unreachable: dict[str, str] = field(default_factory=dict)  # node id → error
+
+    def service(self, full_name: str) -> dict[str, Any] | None:
+        for s in self.services:
+            if s["Spec"]["Name"] == full_name:
+                return s
+        return None
+
+    def tasks_of(self, service_id: str) -> list[dict[str, Any]]:
+        return [t for t in self.tasks if t.get("ServiceID") == service_id]
+
+
+def _parallel(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def node_containers(docker_host: str, project: str | None) -> dict[str, dict[str, Any]]:
+    flt = f"{NAMESPACE_LABEL}={project}" if project else NAMESPACE_LABEL
+    with closing(client(docker_host, timeout=10)) as c:
+        return {x["Id"]: x for x in c.api.containers(all=True, filters={"label": flt})}
+
+
+def snapshot(manager_host: str, nodes: list[NodeInfo], project: str | None, *, containers: bool) -> Snapshot:
+    with closing(client(manager_host)) as c:
+        services = stack_services(c, project)
+        ids = [s["ID"] for s in services]
+        tasks = list(c.api.tasks(filters={"service": ids})) if ids else []
+        swarm_nodes = {n["ID"]: n for n in c.api.nodes()}
+    by_id: dict[str, NodeInfo] = {}
+    for n in nodes:
+        sn = swarm_nodes.get(n.node_id)
+        if sn:
+            n.hostname = sn.get("Description", {}).get("Hostname", "") or n.hostname
+            n.state = sn.get("Status", {}).get("State", "unknown")
+            n.ip = n.ip or sn.get("Status", {}).get("Addr", "")
+        by_id[n.node_id] = n
+    for nid, sn in swarm_nodes.items():  # members the store does not know (joined by hand)
+        if nid not in by_id:
+            by_id[nid] = NodeInfo(nid, sn.get("Status", {}).get("Addr", ""), "",
+                                  sn.get("Description", {}).get("Hostname", ""), sn.get("Status", {}).get("State", ""))
+    snap = Snapshot(services, tasks, by_id, None)
+    if containers:
+        wanted = sorted({t.get("NodeID") for t in tasks if t.get("NodeID")})
+
+        def look(nid: str) -> tuple[str, dict[str, dict[str, Any]] | None, str]:
+            n = by_id.get(nid)
+            if n is None or not n.docker_host:
+                return nid, None, "no engine address known for this node"
+            try:
+                return nid, node_containers(n.docker_host, project), ""
+            except (DockerException, OSError) as e:
+                return nid, None, str(e)
+
+        snap.containers = {}
+        for nid, found, err in _parallel(look, wanted):
+            if found is None:
+                snap.unreachable[nid] = err
+            else:
+                snap.containers[nid] = found
+    return snap
+
+
+def task_ip(task: dict[str, Any], prefer_network: str | None = None) -> str:
+    atts = task.get("NetworksAttachments") or []
+    chosen = None
+    for a in atts:
+        name = a.get("Network", {}).get("Spec", {}).get("Name", "")
+        if name == "ingress":
+            continue
+        if prefer_network and name == prefer_network:
+            chosen = a
+            break
+        chosen = chosen or a
+    if not chosen or not chosen.get("Addresses"):
+        return ""
+    return str(chosen["Addresses"][0]).split("/")[0]
+
+
+_HEALTH_RE = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+def container_health(summary: dict[str, Any]) -> str:
+    """'success' | 'failure' | 'starting' (Container Service's words), from `docker ps` status."""
+    m = _HEALTH_RE.search(summary.get("Status", ""))
+    if m:
+        return {"healthy": "success", "unhealthy": "failure", "health: starting": "starting"}[m.group(1)]
+    return "success" if summary.get("State") == "running" else "failure"
+
+
+def current_tasks(snap: Snapshot, service_id: str) -> list[dict[str, Any]]:
+    """Tasks the swarm wants running (the service's containers now)."""
+    return [t for t in snap.tasks_of(service_id) if t.get("DesiredState") in ("running", "ready")]
+
+
+def desired_count(svc: dict[str, Any], snap: Snapshot) -> int:
+    mode = svc["Spec"].get("Mode", {})
+    if "Replicated" in mode:
+        return int(mode["Replicated"].get("Replicas", 0))
+    constraints = svc["Spec"]["TaskTemplate"].get("Placement", {}).get("Constraints", []) or []
+    if STOPPED_CONSTRAINT in constraints:
+        return 0
+    return len({t.get("NodeID") for t in current_tasks(snap, svc["ID"])}) or 1
+
+
+def service_state(svc: dict[str, Any] | None, snap: Snapshot) -> str:
+    """running | stopped | stopping | updating | starting | degraded | missing."""
+    if svc is None:
+        return "missing"
+    want = desired_count(svc, snap)
+    cur = current_tasks(snap, svc["ID"])
+    running = sum(1 for t in cur if t.get("Status", {}).get("State") == "running")
+    all_running = sum(1 for t in snap.tasks_of(svc["ID"]) if t.get("Status", {}).get("State") == "running")
+    us = (svc.get("UpdateStatus") or {}).get("State", "")
+    if us in ("updating", "rollback_started"):
+        return "updating"
+    if want == 0:
+        return "stopping" if all_running else "stopped"
+    if running >= want:
+        return "running"
+    recent_fail = [t for t in snap.tasks_of(svc["ID"]) if t.get("Status", {}).get("State") in FAILED_TASK_STATES
+                   and _age(t.get("Status", {}).get("Timestamp", "")) < 30]
+    return "degraded" if recent_fail else "starting"
+
+
+def _age(ts: str) -> float:
+    from datetime import UTC, datetime
+
+    if not ts:
+        return 1e9
+    try:
+        t = datetime.strptime(ts[:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
+    except ValueError:
+        try:
+            t = datetime.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+        except ValueError:
+            return 1e9
+    return (datetime.now(UTC) - t).total_seconds()
+
+
+def task_problem(task: dict[str, Any]) -> str:
+    st = task.get("Status", {})
+    return str(st.get("Err") or st.get("Message") or st.get("State", ""))
+
+
+# ---------------------------------------------------------------- waiting
+
+
+def wait_converged(
+    manager_host: str,
+    model: StackModel,
+    services: Iterable[str],
+    *,
+    timeout: float = 120.0,
+    since: float | None = None,
+    progress: Callable[[str], None] | None = None,
+    settle: float = 1.5,
+) -> None:
+    """Until every named service runs its desired tasks (stopped ones: none), each running for at
+    least ``settle`` seconds (a container that exits at once is not "running"). Fails early on a
+    rolled-back/paused update, repeatedly failing tasks or tasks that cannot be placed."""
+    names = list(services)
+    end = time.time() + timeout
+    since = since or time.time()
+    last_msg = ""
+    pending_since: dict[str, float] = {}
+    failed_seen: dict[str, dict[str, str]] = {}  # service → failed task id → error (history is pruned)
+    while True:
+        snap = snapshot(manager_host, [], model.project, containers=False)
+        waiting: list[str] = []
+        for name in names:
+            full = model.services[name].full_name
+            svc = snap.service(full)
+            if svc is None:
+                raise StackError(f"service {name} disappeared from the swarm")
+            us = svc.get("UpdateStatus") or {}
+            if us.get("State") in ("rollback_completed", "rollback_paused", "paused") and \
+                    _age(us.get("StartedAt", "")) < time.time() - since + 5:
+                raise StackError(f"service {name}: the update failed ({us.get('State')}): {us.get('Message', '')}")
+            want = desired_count(svc, snap)
+            cur = current_tasks(snap, svc["ID"])
+            running = [t for t in cur if t.get("Status", {}).get("State") == "running"]
+            stale_running = [t for t in snap.tasks_of(svc["ID"]) if t.get("Status", {}).get("State") == "running"
+                             and t not in cur]
+            if want == 0:
+                if stale_running:
+                    waiting.append(f"{name}: {len(stale_running)} container(s) still stopping")
+                continue
+            if us.get("State") in ("updating", "rollback_started"):
+                waiting.append(f"{name}: rolling update in progress")
+                continue
+            settled = [t for t in running if _age(t.get("Status", {}).get("Timestamp", "")) >= settle]
+            if len(settled) >= want and not stale_running:
+                continue
+            failures = [t for t in snap.tasks_of(svc["ID"]) if t.get("Status", {}).get("State") in FAILED_TASK_STATES
+                        and _age(t.get("Status", {}).get("Timestamp", "")) < time.time() - since + 1]
+            seen = failed_seen.setdefault(name, {})
+            for t in failures:
+                seen[t["ID"]] = task_problem(t)
+            if len(seen) >= 3:
+                raise StackError(f"service {name}: containers keep failing: {list(seen.values())[-1]}",
+                                 "ContainerFailed")
+            for t in cur:
+                st = t.get("Status", {})
+                if st.get("State") == "pending" and st.get("Err"):
+                    first = pending_since.setdefault(t["ID"], time.time())
+                    if time.time() - first > 5:
+                        raise StackError(f"service {name}: a container cannot be placed: {st['Err']}",
+                                         "SchedulingFailed")
+            detail = ", ".join(sorted({task_problem(t) for t in cur if t not in running})) or "starting"
+            waiting.append(f"{name}: {len(running)}/{want} running ({detail})")
+        if not waiting:
+            return
+        msg = "; ".join(waiting)
+        if progress and msg != last_msg:
+            progress(msg)
+            last_msg = msg
+        if time.time() > end:
+            raise StackError(f"not converged after {timeout:.0f}s: {msg}", "Timeout")
+        time.sleep(0.5)
+
+
+def wait_gone(nodes: list[NodeInfo], project: str, timeout: float = 60.0) -> None:
+    """Until no node has a container of the stack (a removed service's tasks stop asynchronously)."""
+    end = time.time() + timeout
+    while True:
+        left: list[str] = []
+
+        def look(n: NodeInfo) -> list[str]:
+            try:
+                return [f"{n.ip}:{cid[:12]}" for cid in node_containers(n.docker_host, project)]
+            except (DockerException, OSError):
+                return []  # an unreachable node cannot be waited for
+
+        for found in _parallel(look, nodes):
+            left += found
+        if not left:
+            return
+        if time.time() > end:
+            raise StackError(f"containers still present after {timeout:.0f}s: {', '.join(left[:5])}", "Timeout")
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------- container operations on their nodes
+
+
+def signal_containers(targets: list[tuple[NodeInfo, str]], signal: str) -> list[str]:
+    """Send ``signal`` to each (node, container id) through that node's own engine. Returns errors."""
+
+    def one(item: tuple[NodeInfo, str]) -> str:
+        node, cid = item
+        try:
+            with closing(client(node.docker_host, timeout=10)) as c:
+                c.api.kill(cid, signal=signal)
+            return ""
+        except NotFound:
+            return ""  # gone meanwhile
+        except APIError as e:
+            if e.status_code == 409:  # not running
+                return ""
+            return f"{node.ip} {cid[:12]}: {_explain(e)}"
+        except (DockerException, OSError) as e:
+            return f"{node.ip} {cid[:12]}: {e}"
+
+    return [e for e in _parallel(one, targets) if e]
+
+
+def stop_containers(targets: list[tuple[NodeInfo, str]], timeout: int) -> list[str]:
+    def one(item: tuple[NodeInfo, str]) -> str:
+        node, cid = item
+        try:
+            with closing(client(node.docker_host, timeout=timeout + 30)) as c:
+                c.api.stop(cid, timeout=timeout)
+            return ""
+        except NotFound:
+            return ""
+        except (DockerException, OSError) as e:
+            return f"{node.ip} {cid[:12]}: {e}"
+
+    return [e for e in _parallel(one, targets) if e]
+
+
+# ---------------------------------------------------------------- volumes on nodes
+
+
+def remove_project_volumes(nodes: list[NodeInfo], project: str, timeout: float = 30.0) -> list[str]:
+    """Remove the stack's volumes on every node; returns what could not be removed."""
+
+    def one(n: NodeInfo) -> list[str]:
+        errs: list[str] = []
+        end = time.time() + timeout
+        try:
+            with closing(client(n.docker_host, timeout=20)) as c:
+                vols = c.api.volumes(filters={"label": f"{NAMESPACE_LABEL}={project}"}).get("Volumes") or []
+                for v in vols:
+                    while True:
+                        try:
+                            c.api.remove_volume(v["Name"])
+                            break
+                        except NotFound:
+                            break
+                        except APIError as e:
+                            if e.status_code == 409 and time.time() < end:
+                                time.sleep(0.5)  # a container is still being removed
+                                continue
+                            errs.append(f"{n.ip} {v['Name']}: {_explain(e)}")
+                            break
+        except (DockerException, OSError) as e:
+            errs.append(f"{n.ip}: {e}")
+        return errs
+
+    return [e for errs in _parallel(one, nodes) for e in errs]
+
+
+def volume_summaries(docker_host: str) -> tuple[str, list[dict[str, Any]], dict[str, list[dict[str, str]]]]:
+    """(engine hostname, volumes, volume name → containers using it) of one node."""
+    with closing(client(docker_host, timeout=10)) as c:
+        hostname = c.api.info().get("Name", "")
+        vols = c.api.volumes().get("Volumes") or []
+        refs: dict[str, list[dict[str, str]]] = {}
+        for ct in c.api.containers(all=True):
+            for m in ct.get("Mounts") or []:
+                if m.get("Type") == "volume" and m.get("Name"):
+                    refs.setdefault(m["Name"], []).append(
+                        {"Name": (ct.get("Names") or [""])[0].lstrip("/"), "ID": ct["Id"]})
+        return hostname, vols, refs
+
+
+def create_volume(docker_host: str, name: str, driver: str, options: dict[str, str],
+                  labels: dict[str, str]) -> dict[str, Any]:
+    with closing(client(docker_host, timeout=30)) as c:
+        return dict(c.api.create_volume(name, driver=driver, driver_opts=options or None, labels=labels))
+
+
+def remove_volume(docker_host: str, name: str) -> None:
+    with closing(client(docker_host, timeout=30)) as c, suppress(NotFound):
+        c.api.remove_volume(name)
+
+
+def probe_mount(docker_host: str, volume: str, image: str = "busybox", timeout: float = 60.0) -> None:
+    """Mount ``volume`` in a throw-away container on that node; raises StackError with the engine's
+    own mount error. The probe container is always removed."""
+    with closing(client(docker_host, timeout=int(timeout))) as c:
+        cid = None
+        try:
+            try:
+                c.api.inspect_image(image)
+            except NotFound:
+                c.api.pull(image, tag=None if ":" in image or "@" in image else "latest")
+            host_config = c.api.create_host_config(binds={volume: {"bind": "/mnt/probe", "mode": "rw"}},
+                                                   network_mode="none")
+            cid = c.api.create_container(image, ["true"], host_config=host_config,
+                                         labels={"opencs.probe": "volume"})["Id"]
+            c.api.start(cid)
+            c.api.wait(cid, timeout=timeout)
+        except APIError as e:
+            raise StackError(_explain(e), "VolumeMountFailed") from None
+        except (DockerException, OSError) as e:
+            raise StackError(f"mount probe failed: {e}", "VolumeMountFailed") from None
+        finally:
+            if cid:
+                try:
+                    c.api.remove_container(cid, force=True)
+                except (DockerException, OSError):
+                    log.warning("could not remove probe container %s on %s", cid, docker_host)

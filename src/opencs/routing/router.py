@@ -1,0 +1,537 @@
+"""Simple routing (spec §13): HTTP requests to a cluster's ``routing_url`` go, by ``Host`` header, to
+the containers of the services labelled ``aliyun.routing.port_<container port>: http://domain[;…]``.
+
+One HAProxy (``haproxy.py``) serves every cluster: a frontend per cluster on its own port
+(``Settings.routing_port_range``, kept in ``Cluster.spec["routing_port"]``; the URL in
+``Cluster.spec["routing_url"]``), and a backend per routed domain whose servers are the running
+tasks of the services naming that domain, reached at ``node IP : host-mode published port`` (the
+nodes have no IPVS, so no VIPs and no routing mesh; ``compose/normalize.py`` publishes every routed
+port in host mode, letting the engine choose the port when the template does not).
+
+``RouterService`` computes the routes from the swarms (labels + running tasks) and the store
+(blue-green weights), renders the config and has HAProxy reload only when the text changed. It runs
+as a loop (about once a second) and ``sync()`` runs one pass at once: project tasks call it so a
+deploy, a scale or a blue-green weight change is live when the task says so.
+
+Domains: ``http://web.example.com`` or ``web.example.com`` match that host (port-less,
+case-insensitive); a bare prefix ``web`` means ``web.<cluster_id>.opencs.local`` (the console's
+"domain prefix"). Paths and ports in a label are ignored; several domains are separated by ``;``.
+Blue-green (``services/project_bluegreen.py``): services labelled ``opencs.release=green`` are a
+project's new version; ``Project.extra["blue_green"]["slots"]`` = ``{"blue": W, "green": W}`` splits
+each routed domain of the project between the two by HAProxy server weights.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import socket
+import threading
+from collections.abc import Iterable
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from docker.errors import DockerException
+from sqlalchemy import select
+
+from opencs.compose.normalize import NAMESPACE_LABEL, ROUTING_LABEL_PREFIX
+from opencs.engines.swarm import client
+from opencs.routing.haproxy import HAProxy, HAProxyError
+from opencs.store.models import Cluster, InstanceRow, Project
+
+if TYPE_CHECKING:
+    from opencs.runtime import Runtime
+
+log = logging.getLogger("opencs.routing")
+
+SERVE_STATES = ("running", "scaling", "updating")
+RELEASE_LABEL = "opencs.release"  # "green" on the new version's services during a blue-green release
+DEFAULT_DOMAIN = "opencs.local"  # bare prefixes: <prefix>.<cluster_id>.opencs.local
+MAX_WEIGHT = 256  # HAProxy server weights are 0-256
+SWARM_TIMEOUT = 5
+
+_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+# ---------------------------------------------------------------- pure parts (unit-testable)
+
+
+def parse_domains(value: str, cluster_id: str) -> list[str]:
+    """``http://a.example.com;b.example.com/x`` → ['a.example.com', 'b.example.com']."""
+    out: list[str] = []
+    for part in re.split(r"[;,\s]+", str(value).strip()):
+        if not part:
+            continue
+        p = part.lower()
+        if "://" in p:
+            scheme, _, p = p.partition("://")
+            if scheme not in ("http", "https"):
+                continue  # not HTTP: nothing this router can serve
+        host = p.split("/", 1)[0].split(":", 1)[0].rstrip(".")
+        labels = host.split(".")
+        if not host or len(host) > 253 or not all(_LABEL_RE.match(x) for x in labels):
+            continue
+        if len(labels) == 1:
+            host = f"{host}.{cluster_id.lower()}.{DEFAULT_DOMAIN}"
+        if host not in out:
+            out.append(host)
+    return out
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    addr: str
+    port: int
+    weight: int
+    project: str = ""
+    service: str = ""
+    release: str = "blue"
+
+
+@dataclass
+class Backend:
+    domain: str
+    servers: list[Server] = field(default_factory=list)
+
+
+@dataclass
+class Frontend:
+    cluster_id: str
+    port: int
+    backends: list[Backend] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One running task's way in for a routed port, before weights are known."""
+
+    task_id: str
+    addr: str
+    port: int
+    project: str
+    service: str
+    release: str
+
+
+def routes_from_swarm(cluster_id: str, services: list[dict[str, Any]], tasks: list[dict[str, Any]],
+                      node_addrs: dict[str, str]) -> dict[str, list[Endpoint]]:
+    """domain → endpoints (running tasks with a published port for the routed container port)."""
+    by_service: dict[str, list[dict[str, Any]]] = {}
+    for t in tasks:
+        if t.get("DesiredState") == "running" and (t.get("Status") or {}).get("State") == "running":
+            by_service.setdefault(t.get("ServiceID", ""), []).append(t)
+    out: dict[str, list[Endpoint]] = {}
+    for s in services:
+        labels = s.get("Spec", {}).get("Labels") or {}
+        project = labels.get(NAMESPACE_LABEL, "")
+        release = labels.get(RELEASE_LABEL, "blue")
+        for key, value in labels.items():
+            if not key.startswith(ROUTING_LABEL_PREFIX) or not key[len(ROUTING_LABEL_PREFIX):].isdigit():
+                continue
+            target = int(key[len(ROUTING_LABEL_PREFIX):])
+            domains = parse_domains(value, cluster_id)
+            if not domains:
+                continue
+            ingress = [p.get("PublishedPort") for p in (s.get("Endpoint") or {}).get("Ports") or []
+                       if p.get("TargetPort") == target and p.get("PublishMode") == "ingress"
+                       and p.get("Protocol", "tcp") == "tcp" and p.get("PublishedPort")]
+            eps: list[Endpoint] = []
+            for t in by_service.get(s["ID"], []):
+                addr = node_addrs.get(t.get("NodeID", ""), "")
+                if not addr:
+                    continue
+                ports = [p.get("PublishedPort") for p in (t.get("Status", {}).get("PortStatus") or {}).get("Ports")
+                         or [] if p.get("TargetPort") == target and p.get("Protocol", "tcp") == "tcp"]
+                port = next((p for p in ports if p), None) or (ingress[0] if ingress else None)
+                if port:
+                    eps.append(Endpoint(t["ID"], addr, int(port), project, s["Spec"]["Name"], release))
+            for d in domains:
+                out.setdefault(d, []).extend(eps)
+    return out
+
+
+def weigh(endpoints: list[Endpoint], slots: dict[str, dict[str, int]]) -> list[Server]:
+    """HAProxy servers with weights: each project of the domain gets an equal share, split among
+    its tasks; a project in a blue-green release splits its share between its releases by
+    ``slots[project]`` ({"blue": W, "green": W}). Weight 0 = no new requests (drained)."""
+    eps = sorted(set(endpoints), key=lambda e: (e.project, e.release, e.service, e.task_id))
+    projects = sorted({e.project for e in eps})
+    raw: dict[Endpoint, float] = {}
+    for p in projects:
+        mine = [e for e in eps if e.project == p]
+        split = slots.get(p)
+        if not split:
+            for e in mine:
+                raw[e] = 100.0 / len(mine)
+            continue
+        for rel in {e.release for e in mine}:
+            group = [e for e in mine if e.release == rel]
+            share = max(0, int(split.get(rel, 0)))
+            for e in group:
+                raw[e] = share / len(group)
+    top = max(raw.values(), default=0.0)
+    out = []
+    for e in eps:
+        w = 0 if top <= 0 or raw[e] <= 0 else max(1, round(raw[e] * MAX_WEIGHT / top))
+        out.append(Server(f"t_{e.task_id[:16]}", e.addr, e.port, w, e.project, e.service, e.release))
+    return out
+
+
+def _ident(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", s)
+
+
+WATCH_SCRIPT = r"""#!/bin/sh
+# opencs: stop this haproxy (our parent, the master) once the control plane that owns it has been
+# gone for $2 seconds, so a killed control plane that never comes back leaves no process behind;
+# a restarted one writes its own "PID starttime" into the owner file within that time and adopts it.
+owner="$1"; grace="$2"; gone=0; nap=
+# the master stops (or, on reload, replaces) this program with USR1/TERM: leave at once
+trap '[ -n "$nap" ] && kill "$nap" 2>/dev/null; exit 0' USR1 TERM INT
+while :; do
+  sleep 5 & nap=$!
+  wait "$nap"; nap=
+  set -- $(cat "$owner" 2>/dev/null)
+  if [ -n "$1" ] && [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20)" = "$2" ]; then
+    gone=0
+  else
+    gone=$((gone + 5))
+  fi
+  if [ "$gone" -ge "$grace" ]; then
+    echo "opencs: the control plane owning this haproxy is gone; stopping" >&2
+    kill -TERM "$PPID"
+    exit 0
+  fi
+done
+"""
+OWNER_GRACE = 60  # seconds a dead owner is given to come back (and adopt HAProxy)
+
+
+def render(frontends: Iterable[Frontend], bind_host: str, watch: tuple[str, str] | None = None) -> str:
+    """The whole haproxy.cfg (deterministic: same routes → same text → no reload). ``watch``:
+    (script, owner file) of the master-managed program that stops an orphaned HAProxy."""
+    lines = [
+        "# generated by opencs (opencs.routing): every change is overwritten",
+        "global",
+        "    log stdout format raw local0 notice",
+        "    hard-stop-after 30s",  # an old worker's long connections do not live forever
+        "    maxconn 4096",
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option dontlognull",
+        "    option forwardfor",
+        "    timeout connect 3s",
+        "    timeout client 60s",
+        "    timeout server 60s",
+        "    timeout http-request 10s",
+        "    timeout http-keep-alive 5s",
+        "    timeout queue 10s",
+        # a task that just went away (scale-in, update, crash) costs a retry on another one,
+        # not a failed request
+        "    retries 3",
+        "    option redispatch 1",
+        "    retry-on conn-failure empty-response junk-response",
+        "    default-server inter 1s fall 2 rise 1",
+    ]
+    if watch is not None:
+        lines += ["", "program opencs-owner-watch",
+                  f'    command /bin/sh "{watch[0]}" "{watch[1]}" {OWNER_GRACE}']
+    host = f"[{bind_host}]" if ":" in bind_host else bind_host
+    for fe in sorted(frontends, key=lambda f: f.port):
+        cid = _ident(fe.cluster_id)
+        lines += ["", f"frontend fe_{cid}", f"    bind {host}:{fe.port}",
+                  "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower",
+                  # a response that never came may have had effects: only safe methods are sent again
+                  "    http-request disable-l7-retry if !{ method GET HEAD OPTIONS }"]
+        backends = sorted(fe.backends, key=lambda b: b.domain)
+        for i, be in enumerate(backends):
+            lines.append(f"    use_backend be_{cid}_{i} if {{ var(txn.host) -m str {be.domain} }}")
+        lines += [f"    default_backend be_{cid}_unrouted", "", f"backend be_{cid}_unrouted",
+                  '    http-request return status 404 content-type text/plain string '
+                  '"no application is routed for this host\\n"']
+        for i, be in enumerate(backends):
+            lines += ["", f"backend be_{cid}_{i}", f"    # {be.domain}", "    balance roundrobin"]
+            for s in sorted(be.servers, key=lambda s: s.name):
+                lines.append(f"    server {s.name} {s.addr}:{s.port} weight {s.weight} check"
+                             f"  # {s.service}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the service
+
+
+@dataclass
+class _ClusterScan:
+    cluster_id: str
+    spec: dict[str, Any]
+    managers: list[str]
+    node_addrs: dict[str, str]
+    slots: dict[str, dict[str, int]]
+
+
+class RouterService:
+    def __init__(self, rt: Runtime, *, interval: float = 1.0, owner: bool = True) -> None:
+        """``owner``: this process runs the loop and may start HAProxy; a process without the loop
+        (``owner=False``) only re-applies routes to the HAProxy that is already running."""
+        self.rt = rt
+        self.interval = interval
+        self.owner = owner
+        s = rt.settings
+        self.bind_host: str = getattr(s, "routing_host", "127.0.0.1")
+        lo, hi = getattr(s, "routing_port_range", (18000, 18999))
+        self.port_range = (int(lo), int(hi))
+        self.haproxy = HAProxy(s.data_dir / "router")
+        self._lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._endpoints: dict[str, dict[str, list[Endpoint]]] = {}  # last good routes per cluster
+        self._frontends: dict[str, Frontend] = {}
+        self._failing: dict[str, str] = {}  # cluster → last error (logged once)
+        self._warned_missing = False
+        self._owner_written = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def available(self) -> bool:
+        if self.haproxy.available():
+            return True
+        if not self._warned_missing:
+            log.warning("haproxy not found (%s): routing is off, routing_url stays empty; projects work without "
+                        "it (apt-get install haproxy)", self.haproxy.binary)
+            self._warned_missing = True
+        return False
+
+    def start(self) -> None:
+        if self._thread is not None or not self.available():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="opencs-router", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, stop_haproxy: bool = True) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+        if stop_haproxy:
+            with self._lock:
+                self.haproxy.stop()
+
+    def _write_owner(self) -> None:
+        d = self.haproxy.dir
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pid = os.getpid()
+        start = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+        (d / "owner").write_text(f"{pid} {start}\n")
+        script = d / "owner-watch.sh"
+        if not script.exists() or script.read_text() != WATCH_SCRIPT:
+            script.write_text(WATCH_SCRIPT)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync()
+            except Exception:  # keep routing alive whatever one pass hit
+                log.exception("routing pass failed")
+            self._stop.wait(self.interval)
+
+    # ------------------------------------------------------------ one pass
+
+    def sync(self) -> str:
+        """Converge HAProxy to the swarms and the store now; returns what HAProxy did
+        (started | reloaded | unchanged | stopped | off)."""
+        if not self.available():
+            return "off"
+        with self._lock:
+            scans = self._scan()
+            if not scans:
+                self._frontends = {}
+                if self.owner and self.haproxy.recorded_pid() is not None:
+                    self.haproxy.stop()  # nothing to serve: a config without frontends would not start
+                    return "stopped"
+                return "off"
+            serving = self._serving_ports()
+            taken = {int(p) for sc in scans for p in [sc.spec.get("routing_port")] if isinstance(p, int)}
+            frontends: dict[str, Frontend] = {}
+            for sc in scans:
+                port = self._port(sc, serving, taken)
+                if port is None:
+                    continue
+                eps = self._cluster_endpoints(sc)
+                backends = [Backend(d, weigh(e, sc.slots)) for d, e in sorted(eps.items())]
+                frontends[sc.cluster_id] = Frontend(sc.cluster_id, port, backends)
+            if not frontends:
+                return "off"
+            if not self.owner and self.haproxy.recorded_pid() is None:
+                return "off"  # starting HAProxy is the owner's job (it adopts/loops)
+            d = self.haproxy.dir
+            if self.owner and not self._owner_written:
+                self._write_owner()
+                self._owner_written = True
+            watch = (str(d / "owner-watch.sh"), str(d / "owner"))
+            action = self.haproxy.apply(render(frontends.values(), self.bind_host, watch))
+            self._frontends = frontends
+            if action != "unchanged":
+                log.info("routing: haproxy %s (%d cluster(s), %d domain(s))", action, len(frontends),
+                         sum(len(f.backends) for f in frontends.values()))
+            for sc in scans:
+                fe = frontends.get(sc.cluster_id)
+                if fe is not None:
+                    self._persist(sc, fe.port)
+            return action
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until no HAProxy worker of a previous config is left (so nothing is sent any more
+        by weights/servers that a sync just removed)."""
+        if not self.available() or self.haproxy.recorded_pid() is None:
+            return True
+        return self.haproxy.wait_drained(timeout)
+
+    def frontend(self, cluster_id: str) -> Frontend | None:
+        return self._frontends.get(cluster_id)
+
+    def url(self, port: int) -> str:
+        host = f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host
+        if host in ("0.0.0.0", "[::]"):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
+
+    # ------------------------------------------------------------ store and swarm
+
+    def _scan(self) -> list[_ClusterScan]:
+        with self.rt.db.session() as s:
+            clusters = s.execute(select(Cluster.cluster_id, Cluster.spec).where(
+                Cluster.state.in_(SERVE_STATES), Cluster.cluster_type == "swarm")).all()
+            ids = [c.cluster_id for c in clusters]
+            nodes = s.execute(select(InstanceRow.cluster_id, InstanceRow.role, InstanceRow.state,
+                                     InstanceRow.docker_host, InstanceRow.swarm_node_id, InstanceRow.private_ip)
+                              .where(InstanceRow.cluster_id.in_(ids)).order_by(InstanceRow.created)).all() \
+                if ids else []
+            projects = s.execute(select(Project.cluster_id, Project.name, Project.extra)
+                                 .where(Project.cluster_id.in_(ids))).all() if ids else []
+        scans = {c.cluster_id: _ClusterScan(c.cluster_id, dict(c.spec or {}), [], {}, {}) for c in clusters}
+        for n in nodes:
+            sc = scans[n.cluster_id]
+            if n.swarm_node_id and n.private_ip:
+                sc.node_addrs[n.swarm_node_id] = n.private_ip
+            if n.role == "manager" and n.docker_host and n.state == "running":
+                sc.managers.append(n.docker_host)
+        for p in projects:
+            bg = (p.extra or {}).get("blue_green") or {}
+            slots = bg.get("slots")
+            if isinstance(slots, dict):
+                scans[p.cluster_id].slots[p.name] = {k: int(v) for k, v in slots.items()}
+        return [sc for sc in scans.values() if sc.node_addrs]
+
+    def _cluster_endpoints(self, sc: _ClusterScan) -> dict[str, list[Endpoint]]:
+        last_err = ""
+        for host in sc.managers:
+            try:
+                with closing(client(host, timeout=SWARM_TIMEOUT)) as c:
+                    services = [x for x in c.api.services(filters={"label": NAMESPACE_LABEL})
+                                if any(k.startswith(ROUTING_LABEL_PREFIX) for k in (x["Spec"].get("Labels") or {}))]
+                    tasks = list(c.api.tasks(filters={"desired-state": "running"})) if services else []
+                    nodes = c.api.nodes() if services else []
+            except (DockerException, OSError) as e:
+                last_err = str(e)
+                continue
+            addrs = dict(sc.node_addrs)
+            for n in nodes:  # members the store does not know (joined by hand): the swarm's address
+                addr = (n.get("Status") or {}).get("Addr", "")
+                if n["ID"] not in addrs and addr and addr != "0.0.0.0":
+                    addrs[n["ID"]] = addr
+            eps = routes_from_swarm(sc.cluster_id, services, tasks, addrs)
+            self._endpoints[sc.cluster_id] = eps
+            if self._failing.pop(sc.cluster_id, None):
+                log.info("routing %s: the swarm answers again", sc.cluster_id)
+            return eps
+        # no manager answered: keep serving the last routes rather than dropping the traffic
+        err = last_err or "no running manager"
+        if self._failing.get(sc.cluster_id) != err:
+            log.warning("routing %s: cannot read the swarm (%s); keeping the last routes", sc.cluster_id, err)
+            self._failing[sc.cluster_id] = err
+        return self._endpoints.get(sc.cluster_id, {})
+
+    def _serving_ports(self) -> set[int]:
+        text = self.haproxy.running_config() or ""
+        return {int(m) for m in re.findall(r"^\s+bind \S+:(\d+)$", text, re.M)}
+
+    def _bindable(self, port: int) -> bool:
+        family = socket.AF_INET6 if ":" in self.bind_host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((self.bind_host, port))
+            except OSError as e:
+                if e.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+                    log.warning("routing: cannot bind %s:%d: %s", self.bind_host, port, e)
+                return False
+        return True
+
+    def _port(self, sc: _ClusterScan, serving: set[int], taken: set[int]) -> int | None:
+        """The cluster's persisted port (kept across restarts), or the first free one of the range."""
+        lo, hi = self.port_range
+        port = sc.spec.get("routing_port")
+        if isinstance(port, int) and lo <= port <= hi and (port in serving or self._bindable(port)):
+            return port
+        for p in range(lo, hi + 1):
+            if p not in taken and p not in serving and self._bindable(p):
+                if isinstance(port, int):
+                    log.warning("routing %s: port %d is not usable; moving to %d", sc.cluster_id, port, p)
+                taken.add(p)
+                sc.spec["routing_port"] = p
+                return p
+        log.error("routing %s: no free port in %d-%d", sc.cluster_id, lo, hi)
+        return None
+
+    def _persist(self, sc: _ClusterScan, port: int) -> None:
+        url = self.url(port)
+        with self.rt.db.session() as s:
+            c = s.get(Cluster, sc.cluster_id, with_for_update=True)
+            if c is None or c.state not in SERVE_STATES:
+                return
+            spec = c.spec or {}
+            if spec.get("routing_port") != port or spec.get("routing_url") != url:
+                c.spec = {**spec, "routing_port": port, "routing_url": url}  # a new dict: SQLAlchemy sees it
+
+
+# ---------------------------------------------------------------- for the project tasks
+
+
+def _router(rt: Any) -> RouterService | None:
+    router = getattr(rt, "router", None)
+    if router is not None:
+        return router  # type: ignore[no-any-return]
+    if not getattr(rt.settings, "routing", False):
+        return None
+    # a process without the loop (e.g. `opencs worker`): one pass against the same HAProxy
+    cached = rt.extras.get("routing.oneshot")
+    if cached is None:
+        cached = rt.extras["routing.oneshot"] = RouterService(rt, owner=False)
+    return cached  # type: ignore[no-any-return]
+
+
+def sync_routes(rt: Any, *, drain: bool = False) -> bool:
+    """Make the routes current now (after a deploy, scale or weight change). With ``drain``, also
+    wait until no request is served under the previous routes. Never raises: routing problems must
+    not fail an application operation (they are logged)."""
+    router = _router(rt)
+    if router is None:
+        return False
+    try:
+        action = router.sync()
+        if drain and not router.drain():
+            log.warning("routing: HAProxy workers of the previous routes still have connections after 10s")
+        return action != "off"
+    except (HAProxyError, DockerException, OSError) as e:
+        log.warning("routing sync failed: %s", e)
+    except Exception:
+        log.exception("routing sync failed")
+    return False
