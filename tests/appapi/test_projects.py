@@ -1,7 +1,7 @@
 """The Application API's projects, services and volumes against a real 2-node swarm (local nodes).
 
-The ASGI app runs in-process (Starlette TestClient) behind a tiny wrapper that sets
-``scope["state"]["cluster_id"]`` as the mTLS frontend does. Every container the API lists is looked
+Every call goes through the cluster's master_url (the mTLS frontend in front of the Application API)
+with requests and the cluster certificates, as the spec's Python example does. Every container the API lists is looked
 up on the engine of the node it names.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.testclient import TestClient
+import requests
 
 from opencs.engines.swarm import client as engine_client
 from opencs.services.nodes import NodeOps
-from tests.clusterkit import create_cluster, node_runtime
+from tests.clusterkit import create_cluster, node_runtime, write_certs
 
 WEB_WORKER = """
 version: '3'
@@ -58,23 +58,8 @@ volumes:
 """
 
 
-class WithCluster:
-    """What the mTLS frontend does before calling the app: name the cluster in the scope state."""
-
-    def __init__(self, app: Any, cluster_id: str) -> None:
-        self.app, self.cluster_id = app, cluster_id
-        self.n = 0
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            self.n += 1
-            scope = {**scope, "state": {**(scope.get("state") or {}), "cluster_id": self.cluster_id,
-                                        "request_id": f"TEST-{self.n}"}}
-        await self.app(scope, receive, send)
-
-
 class Env:
-    def __init__(self, rt: Any, cid: str, api: TestClient) -> None:
+    def __init__(self, rt: Any, cid: str, api: Any) -> None:
         self.rt, self.cid, self.api = rt, cid, api
         rows = NodeOps(rt).rows(cid)
         self.engines = {r.private_ip: r.docker_host for r in rows}
@@ -131,15 +116,39 @@ class Env:
         return left
 
 
+class MasterUrl:
+    """The spec's Python example (§10.2): requests with cert= and verify= against the cluster's
+    master_url — the real mTLS endpoint in front of the Application API."""
+
+    def __init__(self, master_url: str, certs: Path) -> None:
+        self.base = master_url
+        self.s = requests.Session()
+        self.s.trust_env = False  # REQUESTS_CA_BUNDLE in this environment would replace the cluster CA
+
+        self.kw = {"cert": (str(certs / "cert.pem"), str(certs / "key.pem")), "verify": str(certs / "ca.pem"),
+                   "timeout": 300}
+
+    def request(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return self.s.request(method, self.base + path, **{**self.kw, **kw})
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("POST", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("DELETE", path, **kw)
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    from opencs.appapi.app import create_appapi_app
-
     d: Path = tmp_path_factory.mktemp("appapi")
     with node_runtime(d / "d", prefix="ocb", subnet="10.217.0.0/24") as rt:
         cid = create_cluster(rt, 2)
-        with TestClient(WithCluster(create_appapi_app(rt), cid)) as api:
-            yield Env(rt, cid, api)
+        master_url = rt.clusters.get(cid)["master_url"]
+        assert master_url.startswith("https://"), master_url
+        yield Env(rt, cid, MasterUrl(master_url, write_certs(rt, cid, d / "certs")))
 
 
 def by_service(p: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -317,7 +326,8 @@ def test_bad_templates_leave_nothing(env: Env) -> None:
         r = api.post("/projects/", json=body)
         assert r.status_code == status, r.text
         err = r.json()
-        assert set(err) == {"Code", "Message", "RequestId"} and err["RequestId"].startswith("TEST-")
+        assert set(err) == {"Code", "Message", "RequestId"}
+        assert len(err["RequestId"]) == 36 and err["RequestId"] == r.headers["x-acs-request-id"]
         for n in needles:
             assert n in err["Message"], err
         name = body.get("name")

@@ -166,4 +166,11 @@ async def serve(host: AppHost, conn: h11.Connection, tls: TlsStream, req: h11.Re
     if not sent_head:  # the app returned without answering
         await send_json(conn, tls, 500, error_body("InternalError", "no response", rid), rid, close=True)
         return False
+    # A route that takes no body never reads the request's (empty) end: read it now, or the connection
+    # would be closed right after the reply while a keep-alive client already reuses it for the next
+    # request ("Remote end closed connection without response").
+    while conn.their_state is h11.SEND_BODY and not body_done:
+        msg = await receive()
+        if msg["type"] != "http.request" or not msg.get("more_body"):
+            break
     return conn.our_state is h11.DONE and conn.their_state is h11.DONE
