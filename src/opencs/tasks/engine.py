@@ -18,7 +18,7 @@ import traceback
 import uuid
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import event, or_, select, update
 
 from opencs import ids
 from opencs.errors import ApiError, NotFound
@@ -123,10 +123,13 @@ class TaskEngine:
         )
         if session is not None:
             session.add(row)
+            # wake the workers only once the row is visible: woken before the commit they find
+            # nothing and sleep for a whole poll interval
+            event.listen(session, "after_commit", lambda _s: self._wake.set(), once=True)
         else:
             with self.db.session() as s:
                 s.add(row)
-        self._wake.set()
+            self._wake.set()
         return row.task_id
 
     def get(self, task_id: str) -> Task:
