@@ -11,6 +11,7 @@ Targets (issue 2): p99 <= 10 ms and signed throughput >= 0.5 x the trivial route
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -60,10 +61,31 @@ def main() -> None:
     ap.add_argument("--clusters", type=int, default=100)
     ap.add_argument("--database-url", default=None)
     args = ap.parse_args()
+    db_url, drop = args.database_url, None
+    if db_url:  # a database of its own, dropped afterwards: the seeded clusters must not stay
+        import psycopg
+
+        name = f"opencs_bench_{os.getpid()}"
+        admin = db_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        db_url = admin.rsplit("/", 1)[0] + "/" + name
+
+        def drop() -> None:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    try:
+        _run(args, db_url)
+    finally:
+        if drop:
+            drop()
+
+
+def _run(args: argparse.Namespace, database_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        seed(data, args.database_url, args.clusters)
-        srv = ServerProcess(data, database_url=args.database_url, env={"OPENCS_MONITOR_INTERVAL": "0"}, workers=0)
+        seed(data, database_url, args.clusters)
+        srv = ServerProcess(data, database_url=database_url, env={"OPENCS_MONITOR_INTERVAL": "0"}, workers=0)
         srv.start()
         try:
             base = f"http://{srv.endpoint}"
@@ -85,7 +107,7 @@ def main() -> None:
             srv.kill()
     base_rps = args.requests / results["trivial GET /healthz"][1]
     print(f"{args.requests} sequential requests each, one keep-alive connection, {args.clusters} clusters, "
-          f"store: {'PostgreSQL' if args.database_url else 'SQLite'}")
+          f"store: {'PostgreSQL' if database_url else 'SQLite'}")
     for name, (lat, total) in results.items():
         rps = args.requests / total
         print(f"{name:34s} p50 {pct(lat, .5):6.2f} ms  p99 {pct(lat, .99):6.2f} ms"

@@ -85,3 +85,19 @@ def destroy_everything(data_dir: Path, prefix: str, subnet: str) -> None:
     HAProxy(data_dir / "router").stop()  # the server's router, by the PID it recorded
     left = local_provider_leftovers(prefix, f"{prefix}0", data_dir / "nodes")
     assert not left, f"leftovers: {left}"
+
+
+class WithCluster:
+    """What the mTLS frontend does before calling the Application API app: name the cluster (and a
+    request id) in the ASGI scope state. For driving the app in-process."""
+
+    def __init__(self, app: Any, cluster_id: str) -> None:
+        self.app, self.cluster_id = app, cluster_id
+        self.n = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.n += 1
+            scope = {**scope, "state": {**(scope.get("state") or {}), "cluster_id": self.cluster_id,
+                                        "request_id": f"TEST-{self.n}"}}
+        await self.app(scope, receive, send)

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 from opencs.routing.haproxy import HAProxy, find_binary
 from opencs.store.models import Cluster
-from tests.clusterkit import create_cluster, node_runtime
+from tests.clusterkit import WithCluster, create_cluster, node_runtime
 
 PREFIX, SUBNET = "ocg", "10.226.0.0/24"
 
@@ -116,8 +116,6 @@ class Env:
 
 @pytest.fixture(scope="package")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    from tests.appapi.test_projects import WithCluster
-
     if find_binary() is None:
         pytest.skip("no haproxy (apt-get install haproxy)")
     from opencs.appapi.app import create_appapi_app

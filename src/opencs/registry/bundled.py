@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from opencs.procs import alive, cmdline
+
 log = logging.getLogger(__name__)
 
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
@@ -42,28 +44,10 @@ def _split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _proc_state(pid: int) -> str | None:
-    """Single-letter state from /proc/PID/stat, None if no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # comm (field 2) may contain spaces or ')', so split on the last ')'.
-    return stat.rpartition(")")[2].split()[0]
 
 
-def _alive(pid: int) -> bool:
-    # A zombie has exited: it only waits for its parent (init) to reap it.
-    state = _proc_state(pid)
-    return state is not None and state not in ("Z", "X")
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
 class BundledRegistry:
@@ -184,9 +168,9 @@ class BundledRegistry:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def _is_ours(self, pid: int) -> bool:
-        argv = _cmdline(pid)
+        argv = cmdline(pid)
         return (
-            _alive(pid)
+            alive(pid)
             and bool(argv)
             and os.path.basename(argv[0]) == "docker-registry"
             and str(self.config_path) in argv
@@ -254,7 +238,7 @@ class BundledRegistry:
     def _wait_healthy(self, pid: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            if not _alive(pid):
+            if not alive(pid):
                 raise RegistryError(f"docker-registry (pid {pid}) exited; log tail:\n{self._log_tail()}")
             # Until exec completes the PID may still show sh/setsid; only trust our own binary.
             if self._is_ours(pid) and self.healthy(timeout=1.0):
@@ -272,7 +256,7 @@ class BundledRegistry:
         with contextlib.suppress(ProcessLookupError):  # it may exit between the check and the kill
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         # Re-check identity before SIGKILL: never signal a PID that was recycled meanwhile.
         if self._is_ours(pid):
@@ -280,9 +264,9 @@ class BundledRegistry:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + grace
-            while _alive(pid) and time.monotonic() < deadline:
+            while alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
-        if _alive(pid):
+        if alive(pid):
             raise RegistryError(f"docker-registry pid {pid} did not exit")
 
     # -- public ---------------------------------------------------------------------------------

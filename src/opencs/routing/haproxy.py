@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from opencs.procs import alive, cmdline
+
 log = logging.getLogger("opencs.routing")
 
 HAPROXY_BIN = "/usr/sbin/haproxy"
@@ -42,26 +44,10 @@ def find_binary() -> Path | None:
     return Path(found) if found else None
 
 
-def _proc_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rpartition(")")[2].split()[0]
 
 
-def _alive(pid: int) -> bool:
-    # a zombie has exited; init reaps it whenever it gets to it
-    state = _proc_state(pid)
-    return state is not None and state not in ("Z", "X")
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
 @dataclass
@@ -119,8 +105,8 @@ class HAProxy:
         return self.binary.exists() and os.access(self.binary, os.X_OK)
 
     def _is_ours(self, pid: int) -> bool:
-        argv = _cmdline(pid)
-        return _alive(pid) and bool(argv) and os.path.basename(argv[0]).startswith("haproxy") \
+        argv = cmdline(pid)
+        return alive(pid) and bool(argv) and os.path.basename(argv[0]).startswith("haproxy") \
             and str(self.config_path) in argv
 
     def recorded_pid(self) -> int | None:
@@ -221,7 +207,7 @@ class HAProxy:
         worker runs; a reload the master reports as failed raises."""
         deadline = time.monotonic() + (timeout or self.start_timeout)
         while True:
-            if not _alive(pid):
+            if not alive(pid):
                 raise HAProxyError(f"haproxy (pid {pid}) exited; log tail:\n{self.log_tail()}")
             info = self._try_show_proc() if self._is_ours(pid) else None
             if info is not None:
@@ -240,14 +226,14 @@ class HAProxy:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)  # the master stops its workers and exits
         deadline = time.monotonic() + grace
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         if self._is_ours(pid):  # identity re-checked: never signal a recycled PID
             log.warning("haproxy master pid %d ignored SIGTERM, sending SIGKILL", pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + grace
-            while _alive(pid) and time.monotonic() < deadline:
+            while alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
 
     # ------------------------------------------------------------ public
