@@ -79,6 +79,13 @@ def parse_pairs(values: list[str] | None, option: str) -> list[tuple[str, str]]:
     return out
 
 
+def show_and_wait(client: Client, reply: Any, wait: bool, timeout: float) -> None:
+    """Print an asynchronous call's reply; with --wait, follow the task it started."""
+    print_json(reply)
+    if wait and isinstance(reply, dict) and reply.get("task_id"):
+        wait_for(client, reply["task_id"], timeout)
+
+
 def wait_for(client: Client, task_id: str, timeout: float, poll: float = 0.5) -> dict[str, Any]:
     """Wait for a task with the progress display; errors surface through ``cli_errors``."""
     started = time.monotonic()
@@ -248,9 +255,7 @@ def clusters_create(
     client = make_client(ctx)
     with client, cli_errors():
         reply = client.create_cluster(payload)
-        print_json(reply)
-        if wait and reply.get("task_id"):
-            wait_for(client, reply["task_id"], timeout)
+        show_and_wait(client, reply, wait, timeout)
 
 
 @clusters_app.command("scale")
@@ -268,9 +273,7 @@ def clusters_scale(
     client = make_client(ctx)
     with client, cli_errors():
         reply = client.scale_cluster(cluster_id, payload)
-        print_json(reply)
-        if wait and reply.get("task_id"):
-            wait_for(client, reply["task_id"], timeout)
+        show_and_wait(client, reply, wait, timeout)
 
 
 @clusters_app.command("delete")
@@ -284,9 +287,7 @@ def clusters_delete(
     client = make_client(ctx)
     with client, cli_errors():
         reply = client.delete_cluster(cluster_id)
-        print_json(reply)
-        if wait and reply.get("task_id"):
-            wait_for(client, reply["task_id"], timeout)
+        show_and_wait(client, reply, wait, timeout)
 
 
 @clusters_app.command("nodes")
@@ -410,9 +411,7 @@ def instances_create(
     client = make_client(ctx)
     with client, cli_errors():
         reply = client.create_instances(count)
-        print_json(reply)
-        if wait and isinstance(reply, dict) and reply.get("task_id"):
-            wait_for(client, reply["task_id"], timeout)
+        show_and_wait(client, reply, wait, timeout)
 
 
 @instances_app.command("delete")
@@ -426,9 +425,7 @@ def instances_delete(
     client = make_client(ctx)
     with client, cli_errors():
         reply = client.delete_instance(instance_id)
-        print_json(reply)
-        if wait and isinstance(reply, dict) and reply.get("task_id"):
-            wait_for(client, reply["task_id"], timeout)
+        show_and_wait(client, reply, wait, timeout)
 
 
 @instances_app.command("register")
