@@ -81,6 +81,7 @@ def destroy_everything(data_dir: Path, prefix: str, subnet: str) -> None:
     prov = LocalProvider(data_dir / "nodes", bridge=f"{prefix}0", subnet=subnet, prefix=prefix)
     for inst in prov.list():
         prov.destroy(inst.instance_id)
+    prov.release_network()  # the bridge, even if the server died before its first instance
     BundledRegistry(data_dir / "registry").stop()
     HAProxy(data_dir / "router").stop()  # the server's router, by the PID it recorded
     left = local_provider_leftovers(prefix, f"{prefix}0", data_dir / "nodes")

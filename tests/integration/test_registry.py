@@ -150,6 +150,25 @@ def test_restart_adopts_live_registry(make_registry: MakeRegistry, tmp_path: Pat
     assert third.healthy()
 
 
+def test_spawn_records_pid_itself(registry: BundledRegistry) -> None:
+    # The PID file is written by the spawning shell, so a control plane killed right after the
+    # spawn still leaves the registry recorded (CI once lost a run to such an orphan).
+    assert registry.pid_path.read_text().strip() == str(registry.pid)
+    assert registry.pid_path.stat().st_mode & 0o777 == 0o600
+
+
+def test_unrecorded_registry_of_this_data_dir_is_replaced(make_registry: MakeRegistry) -> None:
+    port = _free_port()
+    first = make_registry(port=port)
+    orphan = first.ensure_running()
+    first.pid_path.unlink()  # as if killed before the PID was recorded
+
+    again = make_registry(port=port, notify_url="http://127.0.0.1:9/events", notify_token="t")
+    pid = again.ensure_running()
+    assert pid != orphan and _gone(orphan)
+    assert again.healthy() and again.recorded_pid() == pid
+
+
 def test_stop_leaves_no_process(registry: BundledRegistry) -> None:
     pid = registry.pid
     assert pid is not None

@@ -236,3 +236,23 @@ def test_destroy_leaves_nothing(nodes: Nodes) -> None:
         p.inspect(inst.instance_id)
     assert wait_clean(p.root_dir) == []
     assert not localnet.link_exists(TEST_BRIDGE)
+
+
+def test_half_made_bridge_is_completed_and_released(provider: LocalProvider) -> None:
+    # A control plane killed between `ip link add` and `ip addr add` leaves a bridge without its
+    # address; the next ensure_network must finish it (CI once lost a run to exactly this).
+    assert not localnet.link_exists(TEST_BRIDGE)
+    localnet.run("ip", "link", "add", TEST_BRIDGE, "type", "bridge")
+    try:
+        gw = provider.ensure_network()
+        addrs = localnet.run("ip", "-4", "-o", "addr", "show", "dev", TEST_BRIDGE).stdout
+        assert f" {gw}/24 " in addrs
+        with socket.socket() as s:  # what the bundled registry does next
+            s.bind((gw, 0))
+        provider.ensure_network()  # again: no error, still one address
+        addrs = localnet.run("ip", "-4", "-o", "addr", "show", "dev", TEST_BRIDGE).stdout
+        assert addrs.count(" inet ") == 1
+    finally:
+        provider.release_network()
+    assert not localnet.link_exists(TEST_BRIDGE)
+    assert wait_clean(provider.root_dir) == []

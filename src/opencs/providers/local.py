@@ -263,6 +263,11 @@ class LocalProvider(Provider):
                 (d / "state.json").unlink(missing_ok=True)
                 d.rmdir()
             net.remove_socket(self.root_dir, instance_id)
+        self.release_network()
+
+    def release_network(self) -> None:
+        """Remove the nodes' bridge once no instance uses it (also a half-made one that a killed
+        control plane left before its first instance)."""
         with net.file_lock(self._lock_path):
             if not self._ids():
                 net.remove_bridge(self.bridge)

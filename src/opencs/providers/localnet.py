@@ -97,10 +97,11 @@ def link_exists(name: str) -> bool:
 
 
 def ensure_bridge(bridge: str, gw_cidr: str) -> None:
-    """Idempotent; the caller holds the provider's lock."""
+    """Idempotent step by step (a control plane killed between two steps leaves a half-made bridge
+    that the next call completes); the caller holds the provider's lock."""
     if not link_exists(bridge):
         run("ip", "link", "add", bridge, "type", "bridge")
-        run("ip", "addr", "add", gw_cidr, "dev", bridge)
+    run("ip", "addr", "replace", gw_cidr, "dev", bridge)  # replace: adds it, or keeps it
     run("ip", "link", "set", bridge, "up")
     # br_netfilter is built in with bridge-nf-call-iptables=1: a FORWARD policy DROP (set by a host
     # dockerd, say) would otherwise cut node<->node traffic on the bridge.
@@ -138,7 +139,7 @@ def ensure_netns(netns: str, veth: str, bridge: str, ip_cidr: str) -> None:
         # a netns kept from before may still hold an eth0 whose peer is gone
         run("ip", "-n", netns, "link", "del", "eth0", check=False)
         run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
-        run("ip", "-n", netns, "addr", "add", ip_cidr, "dev", "eth0")
+    run("ip", "-n", netns, "addr", "replace", ip_cidr, "dev", "eth0")
     run("ip", "link", "set", veth, "master", bridge, "up")
     run("ip", "-n", netns, "link", "set", "eth0", "up")
     run("ip", "-n", netns, "link", "set", "lo", "up")

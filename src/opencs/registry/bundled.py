@@ -44,12 +44,6 @@ def _split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-
-
-
-
-
-
 class BundledRegistry:
     """Run (or adopt) one docker-registry serving `data_dir` on `listen`.
 
@@ -215,8 +209,13 @@ class BundledRegistry:
         # `sh ... &` + `setsid`: the registry gets its own session and is re-parented to init as
         # soon as sh exits, so it is not our child (no zombie, survives our exit). In a
         # non-interactive sh the background child is not a group leader, so setsid(1) does not
-        # fork and $! is the registry's own PID (after exec).
-        script = 'cd "$1" && setsid "$2" serve "$3" >>"$4" 2>&1 </dev/null & echo $!'
+        # fork and $! is the registry's own PID (after exec). sh itself records that PID: if this
+        # control plane is killed while waiting for sh, the PID file still names the registry and
+        # the next start adopts or stops it instead of finding its port taken by an orphan.
+        script = (
+            'umask 077; cd "$1" && setsid "$2" serve "$3" >>"$4" 2>&1 </dev/null & '
+            'pid=$!; echo "$pid" >"$5.tmp" && mv -f "$5.tmp" "$5"; echo "$pid"'
+        )
         out = subprocess.run(
             [
                 "/bin/sh",
@@ -227,6 +226,7 @@ class BundledRegistry:
                 str(self.binary),
                 str(self.config_path),
                 str(self.log_path),
+                str(self.pid_path),
             ],
             check=True,
             capture_output=True,
@@ -234,6 +234,16 @@ class BundledRegistry:
             timeout=10,
         )
         return int(out.stdout.strip())
+
+    def _orphans(self) -> list[int]:
+        """Our docker-registry processes that no PID file names (e.g. an older opencs that was
+        killed between spawning the registry and recording it). Identified by the exact config
+        path of this data dir on their command line, never by a name alone."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and self._is_ours(int(entry.name)):
+                found.append(int(entry.name))
+        return found
 
     def _wait_healthy(self, pid: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -300,11 +310,13 @@ class BundledRegistry:
                     log.info("registry config changed; restarting docker-registry pid %d", pid)
                 self._terminate(pid)
             self.pid_path.unlink(missing_ok=True)
+            for orphan in self._orphans():
+                log.warning("stopping unrecorded docker-registry pid %d of this data dir", orphan)
+                self._terminate(orphan)
             self._check_bindable()
             self._write_private(self.config_path, config)
             started = time.monotonic()
             pid = self._spawn()
-            self._write_private(self.pid_path, f"{pid}\n")
             try:
                 self._wait_healthy(pid, self.start_timeout)
             except RegistryError:
