@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
-from sqlalchemy import delete, insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from opencs.auth import signature as sig
 from opencs.errors import ApiError, BadRequest, Forbidden, Unauthenticated
@@ -25,15 +26,21 @@ class NonceStore:
         self.db = db
         self.retain = retain
         self._last_purge = datetime.min
-        self._insert = insert(Nonce)
+        # One statement in autocommit: a single round trip (no BEGIN/COMMIT around it), and a
+        # duplicate returns no row, not an exception. The commit stays durable.
+        dialect = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+        # RETURNING tells a new row from a duplicate (psycopg reports no rowcount here)
+        self._insert = (dialect(Nonce).on_conflict_do_nothing(index_elements=["access_key_id", "nonce"])
+                        .returning(Nonce.nonce))
+        self._engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def remember(self, access_key_id: str, nonce: str) -> bool:
         now = utcnow()
-        try:
-            # Core, not the ORM: this insert is on the path of every request that carries a nonce
-            with self.db.engine.begin() as conn:
-                conn.execute(self._insert, {"access_key_id": access_key_id, "nonce": nonce, "seen_at": now})
-        except IntegrityError:
+        # Core, not the ORM: this insert is on the path of every request that carries a nonce
+        with self._engine.connect() as conn:
+            added = conn.execute(self._insert, {"access_key_id": access_key_id, "nonce": nonce, "seen_at": now})
+            new = added.first() is not None
+        if not new:
             return False
         if now - self._last_purge > timedelta(seconds=60):
             self._last_purge = now

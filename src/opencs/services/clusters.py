@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -25,6 +27,19 @@ STATES = (
     "launching", "running", "failed", "starting", "stopping", "stopped",
     "restarting", "updating", "scaling", "deleting", "deleted",
 )  # fmt: skip
+
+
+# How late GET /clusters may show a change made by another process sharing the database (several
+# API/worker processes on PostgreSQL); this process's own writes show at once.
+LIST_RECHECK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class _ListCache:
+    generation: int  # the store's generation of the clusters table when it was built
+    stamp: tuple[Any, ...]  # (count, newest updated) of live clusters
+    checked: float  # monotonic time of the last stamp query
+    body: bytes
 
 
 def _ts(d: Any) -> str:
@@ -70,7 +85,8 @@ class ClusterService:
         self.tasks = tasks
         self.settings = settings
         self.providers = providers
-        self._list_cache: tuple[tuple[Any, ...], bytes] | None = None
+        self._list_cache: _ListCache | None = None
+        self._stamp_query = select(func.count(), func.max(Cluster.updated)).where(Cluster.state != "deleted")
 
     def check_provider(self, name: str = "local") -> None:
         prov = self.providers.get(name)
@@ -81,17 +97,30 @@ class ClusterService:
         except ProviderUnavailable as e:
             raise ProviderNotAvailable(str(e)) from None
 
+    def cached_list_json(self) -> bytes | None:
+        """GET /clusters from memory if nothing changed it: no write by this process since (the
+        store's table generation) and the database was asked less than LIST_RECHECK_SECONDS ago
+        (for writes of other processes sharing it). Cheap enough to call in the event loop."""
+        c = self._list_cache
+        if (c is not None and c.generation == self.db.changes.generation("clusters")
+                and time.monotonic() - c.checked < LIST_RECHECK_SECONDS):
+            return c.body
+        return None
+
     def list_json(self) -> bytes:
         """GET /clusters as JSON bytes, re-serialised only when a cluster changed: the (count,
         newest `updated`) stamp costs one aggregate query instead of loading every row."""
-        live = Cluster.state != "deleted"
+        if (body := self.cached_list_json()) is not None:
+            return body
+        generation = self.db.changes.generation("clusters")  # before the query: a write meanwhile misses
         with self.db.engine.connect() as conn:
-            stamp = tuple(conn.execute(select(func.count(), func.max(Cluster.updated)).where(live)).one())
-        cached = self._list_cache
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        body = json.dumps(self.list(), separators=(",", ":"), ensure_ascii=False).encode()
-        self._list_cache = (stamp, body)
+            stamp = tuple(conn.execute(self._stamp_query).one())
+        c = self._list_cache
+        if c is not None and c.generation == generation and c.stamp == stamp:
+            body = c.body
+        else:
+            body = json.dumps(self.list(), separators=(",", ":"), ensure_ascii=False).encode()
+        self._list_cache = _ListCache(generation, stamp, time.monotonic(), body)
         return body
 
     def list(self) -> list[dict[str, Any]]:

@@ -13,6 +13,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from opencs.store.changes import TableChanges
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -50,6 +52,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self.changes = TableChanges(self.engine)  # what this process wrote, for cached hot reads
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

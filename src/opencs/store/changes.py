@@ -1,0 +1,55 @@
+"""A generation number per table, bumped whenever this process writes to the table, so that hot
+reads (GET /clusters) can answer from a cached body without asking the database each time.
+
+Writes from *other* processes sharing the database are not seen here: readers that cache on a
+generation must also re-check the database now and then (see ClusterService.list_json).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Engine, event
+
+_DIRTY = "opencs_dirty_tables"
+ANY = "*"  # a write whose table could not be told
+
+
+class TableChanges:
+    def __init__(self, engine: Engine) -> None:
+        self._gen: defaultdict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+        event.listen(engine, "after_cursor_execute", self._on_execute)
+        event.listen(engine, "commit", self._on_commit)
+        event.listen(engine.pool, "checkin", self._on_checkin)
+
+    def generation(self, table: str) -> int:
+        # a plain dict read: cheap enough for the event loop, atomic under the GIL
+        return self._gen[table] + self._gen[ANY]
+
+    def _bump(self, tables: set[str]) -> None:
+        with self._lock:
+            for t in tables:
+                self._gen[t] += 1
+
+    # A reader may refetch between our bump and the database's commit and cache the old rows under
+    # the new generation; bumping again at commit and once more when the connection goes back to
+    # the pool (after the commit is done) invalidates such an entry.
+
+    def _on_execute(self, conn: Any, _cursor: Any, _stmt: Any, _params: Any, context: Any, _many: bool) -> None:
+        if not (context.isinsert or context.isupdate or context.isdelete):
+            return
+        table = getattr(getattr(getattr(context.compiled, "statement", None), "table", None), "name", None)
+        tables = {str(table) if table else ANY}
+        conn.info.setdefault(_DIRTY, set()).update(tables)
+        self._bump(tables)
+
+    def _on_commit(self, conn: Any) -> None:
+        if tables := conn.info.get(_DIRTY):
+            self._bump(tables)
+
+    def _on_checkin(self, _dbapi_conn: Any, record: Any) -> None:
+        if record is not None and (tables := record.info.pop(_DIRTY, None)):
+            self._bump(tables)
