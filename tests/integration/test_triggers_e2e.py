@@ -125,6 +125,9 @@ def test_triggers_over_http_and_registry_push(env: Any) -> None:
     code, body = curl(f"{hook}&type=scale_out&step=1&wait=true")
     assert code == 200 and body["state"] == "success", body
     assert len(app_containers(app)) == 2
+    # only the replica count changed on the engine: the first container is untouched
+    assert first <= set(app_containers(app))
+    assert c.describe_task(body["task_id"])["outputs"]["actions"] == {"app": "scaled"}
 
     # wrong secret, bad step: nothing changes
     code, body = curl(f"{sc['trigger_url']}&secret={'0' * 64}&type=scale_out&step=1")
@@ -139,10 +142,19 @@ def test_triggers_over_http_and_registry_push(env: Any) -> None:
     code, body = curl(f"{hook}&type=scale_in&step=1&wait=true")
     assert code == 200 and body["state"] == "success"
     assert len(app_containers(app)) == 1
-    c.request("POST", f"/clusters/{cid}/triggers/{sc['id']}/rotate", body={"grace_seconds": 0})
+    rot0 = c.request("POST", f"/clusters/{cid}/triggers/{sc['id']}/rotate", body={"grace_seconds": 0})
     code, _ = curl(f"{hook}&type=scale_out&step=1")
     assert code == 403
     assert len(app_containers(app)) == 1
+
+    # the service removed behind opencs's back: scaling cannot just set its count, it deploys it again
+    docker(sock, "service", "rm", "web_app")
+    code, body = curl(f"{sc['trigger_url']}&secret={rot0['secret']}&type=scale_out&step=1&wait=true")
+    assert code == 200 and body["state"] == "success", body
+    assert c.describe_task(body["task_id"])["outputs"]["actions"] == {"app": "created"}
+    assert len(app_containers(app)) == 2
+    code, body = curl(f"{sc['trigger_url']}&secret={rot0['secret']}&type=scale_in&step=1&wait=true")
+    assert code == 200 and len(app_containers(app)) == 1
 
     # redeploy trigger: new containers
     rd = c.request("POST", f"/clusters/{cid}/triggers",

@@ -249,6 +249,34 @@ def _retry_out_of_sequence(fn: Callable[[], None]) -> None:
     fn()
 
 
+def scale_service(manager_host: str, project: str, full_name: str, replicas: int) -> bool:
+    """Set the replica count of one replicated service of the project and nothing else (what
+    `docker service scale` does): one inspect and one update, no stack diff. False when the live
+    service is not the project's replicated service; the caller then deploys the stack instead."""
+    with closing(client(manager_host)) as c:
+        found = True
+
+        def scale() -> None:
+            nonlocal found
+            try:
+                cur = c.api.inspect_service(full_name)
+            except NotFound:
+                found = False
+                return
+            spec = cur["Spec"]
+            if spec.get("Labels", {}).get(NAMESPACE_LABEL) != project or "Replicated" not in spec.get("Mode", {}):
+                found = False
+                return
+            spec["Mode"] = {"Replicated": {"Replicas": int(replicas)}}
+            _update(c, cur["ID"], cur["Version"]["Index"], spec)
+
+        try:
+            _retry_out_of_sequence(scale)
+        except APIError as e:
+            raise StackError(f"service {full_name}: {_explain(e)}") from None
+        return found
+
+
 @dataclass
 class DeployPlan:
     """What a deploy did per service: created | updated | scaled | unchanged | removed."""

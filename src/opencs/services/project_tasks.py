@@ -238,11 +238,8 @@ def _deploy_rollback(ctx: TaskContext) -> None:
         scale = {**((row.extra or {}).get("scale") or {}), svc: int(ctx.params["previous_scale"])}
         _set(ctx, extra={"scale": scale})
         try:
-            ps = _ps(ctx)
             row = _row(ctx)
-            model = ps.model_of(row)
-            manager = ps.manager_host(ctx.cluster_id or "")
-            stack.deploy(manager, model, only=[svc], prune=False, **ps.deploy_state(row, model))
+            _ps(ctx).deploy_service(row, _model(ctx, row), svc)
         finally:
             _set(ctx, current_state="running",
                  extra={"last_error": f"scaling {svc} failed and was undone: {err}"})
@@ -253,6 +250,37 @@ def _deploy_rollback(ctx: TaskContext) -> None:
 register(TaskHandler("project_deploy", [("prepare", _deploy_prepare), ("deploy", _deploy_apply),
                                         ("converge", _deploy_converge), ("finish", _deploy_finish)],
                      rollback=_deploy_rollback))
+
+
+# ---------------------------------------------------------------- scale one service (triggers)
+
+
+@_stage
+def _scale_apply(ctx: TaskContext) -> None:
+    """Only the replica count changes: set it on the service itself, first thing (a trigger's latency
+    is the time until the engine has the new count). A service missing from the swarm gets the
+    full deploy of that service instead."""
+    ctx.scratch.setdefault("t0", time.time())
+    cid, project, svc = ctx.cluster_id or "", ctx.params["project"], ctx.params["service"]
+    ps = _ps(ctx)
+    if ps.scale_in_place(cid, project, svc, int(ctx.params["target"])):
+        ctx.result["actions"] = {svc: "scaled"}
+    else:
+        row = _row(ctx)
+        ctx.result["actions"] = ps.deploy_service(row, _model(ctx, row), svc).actions
+    ctx.save()
+
+
+@_stage
+def _scale_converge(ctx: TaskContext) -> None:
+    ps = _ps(ctx)
+    model = _model(ctx, _row(ctx))
+    stack.wait_converged(ps.manager_host(ctx.cluster_id or ""), model, [ctx.params["service"]],
+                         timeout=CONVERGE_TIMEOUT, since=ctx.scratch.get("t0"), progress=ctx.progress)
+
+
+register(TaskHandler("project_scale", [("scale", _scale_apply), ("converge", _scale_converge),
+                                       ("finish", _deploy_finish)], rollback=_deploy_rollback))
 
 
 # ---------------------------------------------------------------- stop

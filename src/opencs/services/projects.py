@@ -522,9 +522,10 @@ class ProjectService:
                            code="ServiceNotFound")
         return row, model, svc
 
-    def _service_change(self, cluster_id: str, service_id: str, change: Any) -> tuple[Project, StackModel, str]:
+    def _service_change(self, cluster_id: str, service_id: str, change: Any,
+                        scale_to: int | None = None) -> tuple[Project, StackModel, str]:
         """Apply `change(extra, svc)` to the project's per-service state (refused while a task runs),
-        then converge that service."""
+        then converge that service (`scale_to`: only its replica count changed, set just that)."""
         self.usable_cluster(cluster_id)
         row, _, svc = self._service_ref(cluster_id, service_id)
         with self.db.session() as s:
@@ -538,9 +539,9 @@ class ProjectService:
             r.updated = utcnow()
             row = r
         full_model = self.model_of(row)
-        st = self.deploy_state(row, full_model)
         try:
-            stack.deploy(self.manager_host(cluster_id), full_model, only=[svc], prune=False, **st)
+            if scale_to is None or not self.scale_in_place(cluster_id, row.name, svc, scale_to):
+                self.deploy_service(row, full_model, svc)
         except stack.StackError as e:
             raise ApiError(e.message, code=e.code, status=500) from None
         return row, full_model, svc
@@ -576,7 +577,7 @@ class ProjectService:
             if value > 0:
                 extra["stopped"] = [x for x in (extra.get("stopped") or []) if x != s]
 
-        _, full_model, _ = self._service_change(cluster_id, service_id, change)
+        _, full_model, _ = self._service_change(cluster_id, service_id, change, scale_to=value)
         try:
             self._converge_service(cluster_id, full_model, svc, 90)
             sync_routes(self.rt)  # the router's backends follow the new containers now, not in a second
@@ -645,27 +646,69 @@ class ProjectService:
 
     def trigger_scale(self, cluster_id: str, project: str, service: str, delta: int) -> str:
         """Change a service's container count by `delta` (kept within 0..MAX_SCALE and what host-mode
-        ports allow) as a durable task; returns the task id."""
+        ports allow) as a durable task (`project_scale`: only that service's replica count is
+        changed on the engine); returns the task id."""
         self.usable_cluster(cluster_id)
-        row, model, svc = self._service_ref(cluster_id, f"{project}_{service}")
-        sm = model.services[svc]
+        row = self._get_row(cluster_id, project)
+        model = self._facts_model(row)
+        if model is None or service not in model.services:
+            raise NotFound(f"service {project}_{service} not found", code="ServiceNotFound")
+        sm = model.services[service]
         if sm.mode == "global":
             raise BadRequest(f"service {project}_{service} is global: it cannot be scaled",
                              code="InvalidParameter.Scale")
-        current = int((row.extra or {}).get("scale", {}).get(svc, sm.replicas or 0))
-        target = max(0, min(MAX_SCALE, current + int(delta)))
-        self.check_host_scale(svc, sm, target, len(self.node_infos(cluster_id)), self.ipvs(cluster_id))
+        nodes, ipvs = len(self.node_infos(cluster_id)), self.ipvs(cluster_id)
+        params: dict[str, Any] = {"op": "scale", "service": service}
 
         def mutate(r: Project) -> dict[str, Any]:
+            # from the row as locked by _begin: two calls in a row add up
             extra = dict(r.extra or {})
-            extra["scale"] = {**(extra.get("scale") or {}), svc: target}
+            current = int((extra.get("scale") or {}).get(service, sm.replicas or 0))
+            target = max(0, min(MAX_SCALE, current + int(delta)))
+            self.check_host_scale(service, sm, target, nodes, ipvs)
+            params.update(previous_scale=current, target=target)
+            extra["scale"] = {**(extra.get("scale") or {}), service: target}
             if target > 0:
-                extra["stopped"] = [x for x in (extra.get("stopped") or []) if x != svc]
+                extra["stopped"] = [x for x in (extra.get("stopped") or []) if x != service]
             return {"extra": extra, "current_state": "scaling"}
 
-        return self._begin(cluster_id, project, "project_deploy",
-                           {"op": "scale", "latest": False, "service": svc, "previous_scale": current},
-                           mutate=mutate)
+        return self._begin(cluster_id, project, "project_scale", params, mutate=mutate)
+
+    def _facts_model(self, row: Project) -> StackModel | None:
+        """The project's model for reading facts (modes, default replicas, ports), kept per template:
+        triggers are called often and parsing plus schema validation cost milliseconds. Never
+        mutate the result."""
+        ipvs = self.ipvs(row.cluster_id)
+        key = (row.cluster_id, row.name, row.template, repr(sorted((row.environment or {}).items())), ipvs)
+        cache: dict[tuple[Any, ...], StackModel] = self.rt.extras.setdefault("projects.facts", {})
+        model = cache.get(key)
+        if model is None:
+            model = self._model_quiet(row)
+            if model is not None:
+                if len(cache) > 256:
+                    cache.clear()
+                cache[key] = model
+        return model
+
+    def deploy_service(self, row: Project, model: StackModel, service: str) -> stack.DeployPlan:
+        """Converge one service of the project to what its row says (the others are left alone)."""
+        return stack.deploy(self.manager_host(row.cluster_id), model, only=[service], prune=False,
+                            **self.deploy_state(row, model))
+
+    def scale_in_place(self, cluster_id: str, project: str, service: str, replicas: int) -> bool:
+        """Set one service's replica count on the first swarm manager that answers (no `docker info`
+        probe first: the call itself tells). False when the stack must be deployed instead."""
+        problems = []
+        for r in NodeOps(self.rt).managers(cluster_id):
+            try:
+                return stack.scale_service(r.docker_host, project, f"{project}_{service}", replicas)
+            except (DockerException, OSError) as e:  # this manager is down: the next one
+                problems.append(f"{r.private_ip}: {e}")
+            except stack.StackError as e:
+                if "not a swarm manager" not in e.message:
+                    raise
+                problems.append(f"{r.private_ip}: {e.message}")
+        raise ServiceUnavailable(f"no swarm manager of cluster {cluster_id} answered: {'; '.join(problems)}")
 
     # ------------------------------------------------------------ views
 

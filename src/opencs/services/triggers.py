@@ -193,6 +193,9 @@ class TriggerService:
                 ok = hmac.compare_digest(given, t.previous_secret_hash)
             if not ok:
                 raise Forbidden("The secret does not match this trigger", code="InvalidTriggerSecret")
+            # written here, in the reading transaction and before the task is submitted: afterwards it
+            # would wait for the SQLite write lock that the woken task worker holds
+            t.last_invoked = utcnow()
             return t  # type: ignore[no-any-return]
 
     def invoke(self, token: str, secret: str, type_: str | None, step: str | None) -> Invocation:
@@ -211,10 +214,6 @@ class TriggerService:
             if type_ or step:
                 raise BadRequest("type and step belong to scaling triggers", code="InvalidParameter")
             task_id = self.projects.trigger_redeploy(t.cluster_id, t.project, pull_latest=True)
-        with self.rt.db.session() as s:
-            row = s.get(Trigger, t.trigger_id)
-            if row is not None:
-                row.last_invoked = utcnow()
         return Invocation(t.trigger_id, t.action, task_id)
 
     def on_image_push(self, repository: str, tag: str) -> list[str]:
