@@ -147,10 +147,12 @@ def _deploy_apply(ctx: TaskContext) -> None:
 
 @_stage
 def _deploy_converge(ctx: TaskContext) -> None:
+    """Until the project's services run (a scale: just the scaled service)."""
     ps = _ps(ctx)
     row = _row(ctx)
     model = _model(ctx, row)
-    stack.wait_converged(ps.manager_host(ctx.cluster_id or ""), model, model.order, timeout=CONVERGE_TIMEOUT,
+    names = [ctx.params["service"]] if ctx.params.get("service") else model.order
+    stack.wait_converged(ps.manager_host(ctx.cluster_id or ""), model, names, timeout=CONVERGE_TIMEOUT,
                          since=ctx.scratch.get("t0"), progress=ctx.progress)
 
 
@@ -271,15 +273,7 @@ def _scale_apply(ctx: TaskContext) -> None:
     ctx.save()
 
 
-@_stage
-def _scale_converge(ctx: TaskContext) -> None:
-    ps = _ps(ctx)
-    model = _model(ctx, _row(ctx))
-    stack.wait_converged(ps.manager_host(ctx.cluster_id or ""), model, [ctx.params["service"]],
-                         timeout=CONVERGE_TIMEOUT, since=ctx.scratch.get("t0"), progress=ctx.progress)
-
-
-register(TaskHandler("project_scale", [("scale", _scale_apply), ("converge", _scale_converge),
+register(TaskHandler("project_scale", [("scale", _scale_apply), ("converge", _deploy_converge),
                                        ("finish", _deploy_finish)], rollback=_deploy_rollback))
 
 
