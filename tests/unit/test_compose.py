@@ -8,7 +8,7 @@ from opencs.compose import ComposeError, Options, build_stack, load
 from opencs.compose import values as V
 from opencs.compose.normalize import HASH_LABEL, NAMESPACE_LABEL
 from opencs.compose.schema import validate
-from opencs.engines.stack import config_hash
+from opencs.engines.swarm.stack import config_hash
 
 NO_IPVS = Options(ipvs=False)
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from docker.errors import APIError, DockerException, NotFound
 
-from opencs.engines import stack
+from opencs.engines.swarm import stack
 from opencs.errors import ApiError, BadRequest, Conflict
 from opencs.errors import NotFound as ApiNotFound
 from opencs.store.db import utcnow

@@ -40,8 +40,7 @@ from docker.errors import DockerException, NotFound
 
 from opencs.compose import ComposeError, Options, StackModel, build_stack
 from opencs.compose.normalize import MAX_SERVICE_NAME, NAMESPACE_LABEL
-from opencs.engines import stack
-from opencs.engines.swarm import client
+from opencs.engines.swarm import client, stack
 from opencs.errors import BadRequest, Conflict
 from opencs.routing.router import RELEASE_LABEL, sync_routes
 from opencs.services.project_tasks import _ps, _row, _set, _stage

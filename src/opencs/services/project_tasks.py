@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from docker.errors import DockerException
 
 from opencs.compose import ComposeError
-from opencs.engines import stack
+from opencs.engines.swarm import stack
 from opencs.errors import ApiError
 from opencs.routing.router import sync_routes
 from opencs.services.projects import ProjectService

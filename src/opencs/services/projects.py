@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from opencs.compose import ComposeError, Options, StackModel, build_stack
 from opencs.compose.normalize import NAMESPACE_LABEL, PROJECT_NAME_RE
-from opencs.engines import stack
+from opencs.engines.swarm import stack
 from opencs.errors import ApiError, BadRequest, Conflict, NotFound
 from opencs.routing.router import sync_routes
 from opencs.services.nodes import NodeOps
