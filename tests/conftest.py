@@ -58,7 +58,8 @@ def runtime(tmp_path: Path, database_url: str | None) -> Iterator[Any]:
     from opencs.config import Settings
     from opencs.runtime import open_runtime
 
-    rt = open_runtime(Settings(data_dir=tmp_path / "data", database_url=database_url, workers=0))
+    rt = open_runtime(Settings(data_dir=tmp_path / "data", database_url=database_url, workers=0,
+                               task_plugins=["tests.api.sdk_tasks"]))
     try:
         yield rt
     finally:

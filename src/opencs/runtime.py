@@ -12,7 +12,7 @@ from opencs.auth.verifier import NonceStore, RequestVerifier
 from opencs.config import Settings
 from opencs.providers.base import Provider
 from opencs.secretbox import SecretBox
-from opencs.services import cluster_tasks, project_tasks  # noqa: F401  (register the task handlers)
+from opencs.services import cluster_tasks, project_bluegreen, project_tasks
 from opencs.services.clusters import ClusterService
 from opencs.services.instances import InstanceService
 from opencs.services.keys import KeyService
@@ -20,8 +20,9 @@ from opencs.services.monitor import Monitor, reconcile_inventory
 from opencs.services.projects import ProjectService
 from opencs.services.triggers import TriggerService
 from opencs.store.db import Database, migrate
-from opencs.tasks import registry
+from opencs.store.repos.tasks import TaskRepo
 from opencs.tasks.engine import TaskEngine
+from opencs.tasks.registry import TaskRegistry
 
 log = logging.getLogger("opencs")
 
@@ -172,7 +173,10 @@ def open_runtime(settings: Settings) -> Runtime:
     migrate(db.engine)
     box = SecretBox.from_file(settings.resolved_secret_key_file)
     keys = KeyService(db, box)
-    tasks = TaskEngine(db, lease_seconds=settings.task_lease_seconds)
+    handlers = TaskRegistry([*cluster_tasks.task_handlers(), *project_tasks.task_handlers(),
+                             *project_bluegreen.task_handlers()])
+    handlers.load_plugins(settings.task_plugins)
+    tasks = TaskEngine(TaskRepo(db), handlers, lease_seconds=settings.task_lease_seconds)
     providers = make_providers(settings, box)
     clusters = ClusterService(db, box, tasks, settings, providers)
     instances = InstanceService(db, tasks, clusters)
@@ -182,5 +186,4 @@ def open_runtime(settings: Settings) -> Runtime:
     rt.triggers = TriggerService(rt)
     rt.projects = ProjectService(rt)  # the Application API's projects (also used by triggers)
     tasks.services = rt
-    registry.load_plugins(settings.task_plugins)
     return rt

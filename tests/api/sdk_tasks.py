@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from opencs.tasks import registry
 from opencs.tasks.registry import TaskHandler
 
 gate = threading.Event()
@@ -27,6 +26,12 @@ def _stage_boom(ctx: Any) -> None:
 
 OK, FAIL, SLOW = "sdktest_ok", "sdktest_fail", "sdktest_slow"
 
-registry.register(TaskHandler(OK, [("prepare", _stage_ok), ("finish", _stage_ok)], max_attempts=1))
-registry.register(TaskHandler(FAIL, [("prepare", _stage_ok), ("boot", _stage_boom)], max_attempts=1))
-registry.register(TaskHandler(SLOW, [("wait", _stage_gate)], max_attempts=1))
+
+
+def task_handlers() -> list[TaskHandler]:
+    """Loaded as a task plug-in by the test runtimes (Settings.task_plugins)."""
+    return [
+        TaskHandler(OK, [("prepare", _stage_ok), ("finish", _stage_ok)], max_attempts=1),
+        TaskHandler(FAIL, [("prepare", _stage_ok), ("boot", _stage_boom)], max_attempts=1),
+        TaskHandler(SLOW, [("wait", _stage_gate)], max_attempts=1),
+    ]

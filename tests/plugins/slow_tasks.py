@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from opencs.tasks.engine import StageFailed, TaskContext
-from opencs.tasks.registry import TaskHandler, register
+from opencs.tasks.registry import TaskHandler
 
 JOURNAL = Path(os.environ.get("OPENCS_TEST_JOURNAL", "/tmp/opencs-test-journal"))
 
@@ -39,5 +39,9 @@ def _rollback(ctx: TaskContext) -> None:
     _log(ctx, "rollback")
 
 
-register(TaskHandler("test_slow", [("one", _stage("s1")), ("two", _stage("s2")), ("three", _stage("s3"))],
-                     rollback=_rollback))
+def task_handlers() -> list[TaskHandler]:
+    """This module's task types, for the composition root's TaskRegistry."""
+    return [
+        TaskHandler("test_slow", [("one", _stage("s1")), ("two", _stage("s2")), ("three", _stage("s3"))],
+            rollback=_rollback),
+    ]

@@ -10,7 +10,7 @@ from opencs.services.nodes import NodeOps, desired_managers
 from opencs.store.db import utcnow
 from opencs.store.models import Cluster
 from opencs.tasks.engine import StageFailed, TaskContext
-from opencs.tasks.registry import TaskHandler, register
+from opencs.tasks.registry import TaskHandler
 
 if TYPE_CHECKING:
     from opencs.runtime import Runtime
@@ -124,9 +124,6 @@ def _create_rollback(ctx: TaskContext) -> None:
     _set_cluster(ctx, state="failed", size=0)
 
 
-register(TaskHandler("cluster_create", [("provision_instances", _create_provision),
-                                        ("init_swarm", _create_swarm),
-                                        ("finish", _create_finish)], rollback=_create_rollback))
 
 
 # ---------------------------------------------------------------- scale (total size)
@@ -151,7 +148,6 @@ def _scale_rollback(ctx: TaskContext) -> None:
         _scale_finish(ctx)
 
 
-register(TaskHandler("cluster_scale", [("scale", _scale), ("finish", _scale_finish)], rollback=_scale_rollback))
 
 
 # ---------------------------------------------------------------- attach existing instances
@@ -186,8 +182,6 @@ def _attach_rollback(ctx: TaskContext) -> None:
     _scale_finish(ctx)
 
 
-register(TaskHandler("cluster_attach", [("join", _attach_join), ("finish", _scale_finish)],
-                     rollback=_attach_rollback))
 
 
 # ---------------------------------------------------------------- remove node by IP
@@ -217,8 +211,6 @@ def _remove_release(ctx: TaskContext) -> None:
         ops.converge_managers(cid, desired_managers(len(remaining)))
 
 
-register(TaskHandler("cluster_remove_node", [("leave_swarm", _remove_leave), ("release", _remove_release),
-                                             ("finish", _scale_finish)], rollback=_scale_finish))
 
 
 # ---------------------------------------------------------------- reset node
@@ -255,9 +247,6 @@ def _reset_join(ctx: TaskContext) -> None:
     ops.form_swarm(cid, len(ops.rows(cid)))
 
 
-register(TaskHandler("cluster_reset_node", [("leave_swarm", _reset_leave), ("reimage", _reset_reimage),
-                                            ("join", _reset_join), ("finish", _scale_finish)],
-                     rollback=_scale_finish))
 
 
 # ---------------------------------------------------------------- delete
@@ -278,8 +267,6 @@ def _delete_rollback(ctx: TaskContext) -> None:
     _set_cluster(ctx, state="failed")
 
 
-register(TaskHandler("cluster_delete", [("release_instances", _delete_release), ("finish", _delete_finish)],
-                     rollback=_delete_rollback, max_attempts=5))
 
 
 # ---------------------------------------------------------------- free instances
@@ -296,11 +283,28 @@ def _instances_rollback(ctx: TaskContext) -> None:
     _ops(ctx).destroy_instances(list(ctx.scratch.get("planned", [])))
 
 
-register(TaskHandler("instances_create", [("create_instances", _instances_create)], rollback=_instances_rollback))
 
 
 def _instance_delete(ctx: TaskContext) -> None:
     _ops(ctx).destroy_instances([ctx.params["instance_id"]])
 
 
-register(TaskHandler("instance_delete", [("destroy", _instance_delete)], max_attempts=5))
+def task_handlers() -> list[TaskHandler]:
+    """This module's task types, for the composition root's TaskRegistry."""
+    return [
+        TaskHandler("cluster_create", [("provision_instances", _create_provision),
+            ("init_swarm", _create_swarm),
+            ("finish", _create_finish)], rollback=_create_rollback),
+        TaskHandler("cluster_scale", [("scale", _scale), ("finish", _scale_finish)], rollback=_scale_rollback),
+        TaskHandler("cluster_attach", [("join", _attach_join), ("finish", _scale_finish)],
+            rollback=_attach_rollback),
+        TaskHandler("cluster_remove_node", [("leave_swarm", _remove_leave), ("release", _remove_release),
+            ("finish", _scale_finish)], rollback=_scale_finish),
+        TaskHandler("cluster_reset_node", [("leave_swarm", _reset_leave), ("reimage", _reset_reimage),
+            ("join", _reset_join), ("finish", _scale_finish)],
+            rollback=_scale_finish),
+        TaskHandler("cluster_delete", [("release_instances", _delete_release), ("finish", _delete_finish)],
+            rollback=_delete_rollback, max_attempts=5),
+        TaskHandler("instances_create", [("create_instances", _instances_create)], rollback=_instances_rollback),
+        TaskHandler("instance_delete", [("destroy", _instance_delete)], max_attempts=5),
+    ]

@@ -47,7 +47,7 @@ from opencs.services.project_tasks import _ps, _row, _set, _stage
 from opencs.store.db import utcnow
 from opencs.store.models import Project
 from opencs.tasks.engine import TaskContext
-from opencs.tasks.registry import TaskHandler, register
+from opencs.tasks.registry import TaskHandler
 
 if TYPE_CHECKING:
     from opencs.services.projects import ProjectService
@@ -465,9 +465,6 @@ def _rel_rollback(ctx: TaskContext) -> None:
     _abort(ctx, reason)
 
 
-register(TaskHandler("project_bg_release", [("prepare", _rel_prepare), ("deploy", _rel_deploy),
-                                            ("health", _rel_health), ("route", _rel_route)],
-                     rollback=_rel_rollback))
 
 
 # ---- weights
@@ -486,7 +483,6 @@ def _weights_rollback(ctx: TaskContext) -> None:
     _set(ctx, extra={"last_error": ctx.scratch.get("error") or "the weights could not be applied"})
 
 
-register(TaskHandler("project_bg_weights", [("route", _weights_route)], rollback=_weights_rollback))
 
 
 # ---- confirm
@@ -567,9 +563,6 @@ def _conf_rollback(ctx: TaskContext) -> None:
     _set(ctx, current_state="running", extra={"last_error": f"confirm failed: {err}"})
 
 
-register(TaskHandler("project_bg_confirm", [("shift", _conf_shift), ("promote", _conf_promote),
-                                            ("switch", _conf_switch), ("cleanup", _conf_cleanup),
-                                            ("finish", _conf_finish)], rollback=_conf_rollback))
 
 
 # ---- rollback
@@ -606,6 +599,17 @@ def _rb_rollback(ctx: TaskContext) -> None:
     _set(ctx, current_state="failed", extra={"last_error": f"rollback failed: {err}"})
 
 
-register(TaskHandler("project_bg_rollback", [("restore", _rb_restore), ("switch", _rb_switch),
-                                             ("cleanup", _rb_cleanup), ("finish", _rb_finish)],
-                     rollback=_rb_rollback))
+def task_handlers() -> list[TaskHandler]:
+    """This module's task types, for the composition root's TaskRegistry."""
+    return [
+        TaskHandler("project_bg_release", [("prepare", _rel_prepare), ("deploy", _rel_deploy),
+            ("health", _rel_health), ("route", _rel_route)],
+            rollback=_rel_rollback),
+        TaskHandler("project_bg_weights", [("route", _weights_route)], rollback=_weights_rollback),
+        TaskHandler("project_bg_confirm", [("shift", _conf_shift), ("promote", _conf_promote),
+            ("switch", _conf_switch), ("cleanup", _conf_cleanup),
+            ("finish", _conf_finish)], rollback=_conf_rollback),
+        TaskHandler("project_bg_rollback", [("restore", _rb_restore), ("switch", _rb_switch),
+            ("cleanup", _rb_cleanup), ("finish", _rb_finish)],
+            rollback=_rb_rollback),
+    ]

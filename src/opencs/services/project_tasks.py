@@ -22,7 +22,7 @@ from opencs.services.projects import ProjectService
 from opencs.store.db import utcnow
 from opencs.store.models import Project
 from opencs.tasks.engine import StageFailed, TaskContext
-from opencs.tasks.registry import TaskHandler, register
+from opencs.tasks.registry import TaskHandler
 
 if TYPE_CHECKING:
     from opencs.compose import StackModel
@@ -249,11 +249,6 @@ def _deploy_rollback(ctx: TaskContext) -> None:
     _set(ctx, current_state="failed", extra={"last_error": err})
 
 
-register(TaskHandler("project_deploy", [("prepare", _deploy_prepare), ("deploy", _deploy_apply),
-                                        ("converge", _deploy_converge), ("finish", _deploy_finish)],
-                     rollback=_deploy_rollback))
-
-
 # ---------------------------------------------------------------- scale one service (triggers)
 
 
@@ -271,10 +266,6 @@ def _scale_apply(ctx: TaskContext) -> None:
         row = _row(ctx)
         ctx.result["actions"] = ps.deploy_service(row, _model(ctx, row), svc).actions
     ctx.save()
-
-
-register(TaskHandler("project_scale", [("scale", _scale_apply), ("converge", _deploy_converge),
-                                       ("finish", _deploy_finish)], rollback=_deploy_rollback))
 
 
 # ---------------------------------------------------------------- stop
@@ -309,9 +300,6 @@ def _fail_rollback(ctx: TaskContext) -> None:
     _set(ctx, current_state="failed", extra={"last_error": ctx.scratch.get("error") or "the operation failed"})
 
 
-register(TaskHandler("project_stop", [("stop", _stop), ("finish", _stop_finish)], rollback=_fail_rollback))
-
-
 # ---------------------------------------------------------------- remove
 
 
@@ -332,9 +320,15 @@ def _remove_forget(ctx: TaskContext) -> None:
     sync_routes(ctx.services)
 
 
-register(TaskHandler("project_remove", [("remove", _remove), ("forget", _remove_forget)], rollback=_fail_rollback,
-                     max_attempts=5))
-
-
-# blue-green releases (their handlers use the helpers above)
-from opencs.services import project_bluegreen  # noqa: E402,F401
+def task_handlers() -> list[TaskHandler]:
+    """This module's task types, for the composition root's TaskRegistry."""
+    return [
+        TaskHandler("project_deploy", [("prepare", _deploy_prepare), ("deploy", _deploy_apply),
+            ("converge", _deploy_converge), ("finish", _deploy_finish)],
+            rollback=_deploy_rollback),
+        TaskHandler("project_scale", [("scale", _scale_apply), ("converge", _deploy_converge),
+            ("finish", _deploy_finish)], rollback=_deploy_rollback),
+        TaskHandler("project_stop", [("stop", _stop), ("finish", _stop_finish)], rollback=_fail_rollback),
+        TaskHandler("project_remove", [("remove", _remove), ("forget", _remove_forget)], rollback=_fail_rollback,
+            max_attempts=5),
+    ]

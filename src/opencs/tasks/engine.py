@@ -18,17 +18,16 @@ import traceback
 import uuid
 from typing import Any
 
-from sqlalchemy import event, or_, select, update
-
 from opencs import ids
 from opencs.errors import ApiError, NotFound
-from opencs.store.db import Database, utcnow
+from opencs.store.db import utcnow
 from opencs.store.models import Task
-from opencs.tasks import registry
+from opencs.store.repos.tasks import ACTIVE, TaskRepo
+from opencs.tasks.registry import TaskHandler, TaskRegistry
 
 log = logging.getLogger("opencs.tasks")
 
-ACTIVE = ("pending", "running")
+__all__ = ["ACTIVE", "LeaseLost", "StageFailed", "TaskContext", "TaskEngine"]
 
 
 class LeaseLost(Exception):
@@ -76,10 +75,11 @@ class TaskContext:
 
 
 class TaskEngine:
-    def __init__(self, db: Database, lease_seconds: float = 15.0, services: Any = None) -> None:
-        self.db = db
+    def __init__(self, repo: TaskRepo, handlers: TaskRegistry, lease_seconds: float = 15.0) -> None:
+        self.repo = repo
+        self.handlers = handlers
         self.lease = lease_seconds
-        self.services = services
+        self.services: Any = None  # transitional: stages still reaching the runtime (being removed)
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
@@ -99,7 +99,7 @@ class TaskEngine:
         session: Any = None,
     ) -> str:
         """Create a pending task. Pass ``session`` to commit it atomically with a state change."""
-        handler = registry.get(task_type)
+        handler = self.handlers.get(task_type)
         if handler is None:
             raise ValueError(f"no handler for task type {task_type!r}")
         now = utcnow()
@@ -121,23 +121,16 @@ class TaskEngine:
             created=now,
             updated=now,
         )
-        if session is not None:
-            session.add(row)
-            # wake the workers only once the row is visible: woken before the commit they find
-            # nothing and sleep for a whole poll interval
-            event.listen(session, "after_commit", lambda _s: self._wake.set(), once=True)
-        else:
-            with self.db.session() as s:
-                s.add(row)
-            self._wake.set()
+        # wake the workers only once the row is visible: woken before the commit they find
+        # nothing and sleep for a whole poll interval
+        self.repo.add(row, session, self._wake.set)
         return row.task_id
 
     def get(self, task_id: str) -> Task:
-        with self.db.session() as s:
-            row = s.get(Task, task_id)
-            if row is None:
-                raise NotFound(f"Task {task_id} not found", code="ErrorTaskNotFound")
-            return row
+        row = self.repo.get(task_id)
+        if row is None:
+            raise NotFound(f"Task {task_id} not found", code="ErrorTaskNotFound")
+        return row
 
     @staticmethod
     def describe(row: Task) -> dict[str, Any]:
@@ -177,16 +170,7 @@ class TaskEngine:
 
     def reclaim_dead_local_owners(self) -> int:
         """Tasks owned by a process of this host that no longer exists are free at once."""
-        n = 0
-        with self.db.session() as s:
-            for row in s.scalars(select(Task).where(Task.state.in_(ACTIVE), Task.owner.like(f"{self.host}:%"))):
-                try:
-                    pid = int((row.owner or "").split(":")[1])
-                except (IndexError, ValueError):
-                    continue
-                if pid != os.getpid() and not os.path.exists(f"/proc/{pid}"):
-                    row.owner, row.lease_until = None, 0.0
-                    n += 1
+        n = self.repo.release_dead_local_owners(self.host)
         if n:
             log.info("reclaimed %d task(s) of dead local workers", n)
         return n
@@ -211,41 +195,17 @@ class TaskEngine:
 
     def _claim(self) -> Task | None:
         now = time.time()
-        with self.db.session() as s:
-            candidates = s.scalars(
-                select(Task.task_id)
-                .where(Task.state.in_(ACTIVE), or_(Task.owner.is_(None), Task.lease_until < now))
-                .order_by(Task.created)
-                .limit(8)
-            ).all()
-        for tid in candidates:
-            with self.db.session() as s:
-                res = s.execute(
-                    update(Task)
-                    .where(
-                        Task.task_id == tid,
-                        Task.state.in_(ACTIVE),
-                        or_(Task.owner.is_(None), Task.lease_until < now),
-                    )
-                    .values(owner=self.owner, lease_until=now + self.lease, attempts=Task.attempts + 1,
-                            state="running", updated=utcnow())
-                )
-                if res.rowcount != 1:  # type: ignore[attr-defined]
-                    continue  # someone else won the race
-                return s.get(Task, tid)
+        for tid in self.repo.claimable(now):
+            task = self.repo.claim(tid, self.owner, now, self.lease)
+            if task is not None:
+                return task
         return None
 
     def _guarded_update(self, task_id: str, **values: Any) -> None:
         """Write only while we still own the lease; renew it on every write."""
         values.setdefault("lease_until", time.time() + self.lease)
-        with self.db.session() as s:
-            res = s.execute(
-                update(Task)
-                .where(Task.task_id == task_id, Task.owner == self.owner)
-                .values(updated=utcnow(), **values)
-            )
-            if res.rowcount != 1:  # type: ignore[attr-defined]
-                raise LeaseLost(task_id)
+        if not self.repo.update_owned(task_id, self.owner, values):
+            raise LeaseLost(task_id)
 
     def _heartbeat(self, task_id: str, done: threading.Event, lost: threading.Event) -> None:
         while not done.wait(self.lease / 3):
@@ -273,7 +233,7 @@ class TaskEngine:
         self._set_stage(ctx, stages)
 
     def _execute(self, task: Task) -> None:
-        handler = registry.get(task.task_type)
+        handler = self.handlers.get(task.task_type)
         ctx = TaskContext(self, task, self.services)
         stages = [dict(x) for x in task.stages]
         if handler is None:
@@ -317,7 +277,7 @@ class TaskEngine:
 
     def _finish_failed(
         self, ctx: TaskContext, stages: list[dict[str, Any]], code: str, message: str,
-        handler: registry.TaskHandler | None,
+        handler: TaskHandler | None,
     ) -> None:
         if handler is not None and handler.rollback is not None:
             ctx.stage = "rollback"

@@ -1,0 +1,80 @@
+"""Durable task rows: creation, compare-and-set claims, lease-guarded writes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import event, or_, select, update
+from sqlalchemy.orm import Session
+
+from opencs.store.db import Database, utcnow
+from opencs.store.models import Task
+
+ACTIVE = ("pending", "running")
+
+
+class TaskRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, row: Task, session: Session | None, on_commit: Callable[[], None]) -> None:
+        """Insert `row`, in the caller's unit of work when given (atomic with a state change);
+        `on_commit` runs once the row is visible to other sessions."""
+        if session is not None:
+            session.add(row)
+            event.listen(session, "after_commit", lambda _s: on_commit(), once=True)
+            return
+        with self.db.session() as s:
+            s.add(row)
+        on_commit()
+
+    def get(self, task_id: str) -> Task | None:
+        with self.db.session() as s:
+            return s.get(Task, task_id)
+
+    def claimable(self, now: float, limit: int = 8) -> Sequence[str]:
+        with self.db.session() as s:
+            return s.scalars(
+                select(Task.task_id)
+                .where(Task.state.in_(ACTIVE), or_(Task.owner.is_(None), Task.lease_until < now))
+                .order_by(Task.created)
+                .limit(limit)
+            ).all()
+
+    def claim(self, task_id: str, owner: str, now: float, lease: float) -> Task | None:
+        """Compare-and-set: take the task if it is still free (or its lease ran out)."""
+        with self.db.session() as s:
+            res = s.execute(
+                update(Task)
+                .where(Task.task_id == task_id, Task.state.in_(ACTIVE),
+                       or_(Task.owner.is_(None), Task.lease_until < now))
+                .values(owner=owner, lease_until=now + lease, attempts=Task.attempts + 1,
+                        state="running", updated=utcnow())
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return None  # someone else won the race
+            return s.get(Task, task_id)
+
+    def update_owned(self, task_id: str, owner: str, values: dict[str, Any]) -> bool:
+        """Write only while `owner` holds the lease; False when it no longer does."""
+        with self.db.session() as s:
+            res = s.execute(
+                update(Task).where(Task.task_id == task_id, Task.owner == owner).values(updated=utcnow(), **values)
+            )
+            return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+
+    def release_dead_local_owners(self, host: str) -> int:
+        """Tasks owned by a process of this host that no longer exists become free at once."""
+        n = 0
+        with self.db.session() as s:
+            for row in s.scalars(select(Task).where(Task.state.in_(ACTIVE), Task.owner.like(f"{host}:%"))):
+                try:
+                    pid = int((row.owner or "").split(":")[1])
+                except (IndexError, ValueError):
+                    continue
+                if pid != os.getpid() and not os.path.exists(f"/proc/{pid}"):
+                    row.owner, row.lease_until = None, 0.0
+                    n += 1
+        return n
