@@ -38,7 +38,7 @@ def node_runtime(data_dir: Path, prefix: str, subnet: str, *, workers: int = 2, 
                         workers=workers, monitor_interval=kw.pop("monitor_interval", 0), **kw)
     rt = open_runtime(settings)
     try:
-        rt.start_workers()
+        rt.start()
         yield rt
     finally:
         rt.tasks.stop()

@@ -1,1 +1,205 @@
-"""The composition root: builds the process once and hands each part only what it needs."""
+"""The composition root: builds one opencs process once and hands each part only what it needs.
+
+Only the edges import this module (the CLI, the benchmarks, the tests). Everything below it receives
+its collaborators through its constructor; nothing reaches back into the process state.
+
+    settings ─▶ store (Database, repositories) ─▶ secrets (SecretBox) ─▶ providers ─▶ cluster drivers
+             ─▶ services (keys, clusters, instances, projects, triggers) ─▶ task registry + engine
+             ─▶ loops (endpoint manager, router, health monitor), started by `start()`
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from opencs.auth.verifier import NonceStore, RequestVerifier
+from opencs.config import Settings
+from opencs.loops import Loop
+from opencs.providers.base import Provider
+from opencs.registry.service import RegistryService
+from opencs.secretbox import SecretBox
+from opencs.services import cluster_tasks, project_bluegreen, project_tasks
+from opencs.services.clusters import ClusterService
+from opencs.services.instances import InstanceService
+from opencs.services.keys import KeyService
+from opencs.services.monitor import Monitor, reconcile_inventory
+from opencs.services.projects import ProjectService
+from opencs.services.triggers import TriggerService
+from opencs.store.db import Database, migrate
+from opencs.store.repos.tasks import TaskRepo
+from opencs.tasks.engine import TaskEngine
+from opencs.tasks.registry import TaskRegistry
+
+log = logging.getLogger("opencs")
+
+
+@dataclass
+class ControlPlane:
+    """What one process is made of. The edges read its services; `start()`/`close()` run its loops."""
+
+    settings: Settings
+    db: Database
+    box: SecretBox
+    keys: KeyService
+    tasks: TaskEngine
+    clusters: ClusterService
+    instances: InstanceService
+    verifier: RequestVerifier
+    providers: dict[str, Provider]
+    registry: RegistryService
+    triggers: TriggerService = field(init=False)
+    projects: ProjectService = field(init=False)
+    loops: list[Loop] = field(default_factory=list)
+    # transitional: services that still take the whole process read these (being removed)
+    extras: dict[str, Any] = field(default_factory=dict)
+    _appapi: Any = None
+    router: Any = None
+    _starter: threading.Thread | None = None
+    _closing: threading.Event = field(default_factory=threading.Event)
+
+    # ------------------------------------------------------------ transitional delegates
+
+    def registry_endpoint(self) -> str | None:
+        return self.registry.endpoint()
+
+    def ensure_registry(self) -> str | None:
+        return self.registry.ensure()
+
+    def registry_notify_token(self) -> str:
+        return self.registry.notify_token()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Background work of a server process: re-adopt nodes, then task workers; and the loops.
+
+        Re-adopting nodes can take seconds (engines restarted with reboot semantics), so it runs in
+        the background and the API answers at once; task workers start once the nodes are back."""
+
+        def reconcile_then_work() -> None:
+            try:
+                reconcile_inventory(self)  # type: ignore[arg-type]
+            except Exception:
+                log.exception("start-up reconciliation failed")
+            if self.settings.workers > 0 and not self._closing.is_set():
+                self.tasks.start(self.settings.workers)
+
+        self._starter = threading.Thread(target=reconcile_then_work, name="opencs-reconcile", daemon=True)
+        self._starter.start()
+        for loop in self._make_loops():
+            loop.start()
+            self.loops.append(loop)
+
+    def _make_loops(self) -> list[Loop]:
+        loops: list[Loop] = []
+        s = self.settings
+        if s.monitor_interval > 0:
+            loops.append(_Named("health", Monitor(self, s.monitor_interval)))  # type: ignore[arg-type]
+        if s.appapi:
+            from opencs.appapi import AppApiManager
+
+            self._appapi = AppApiManager(self)  # type: ignore[arg-type]
+            loops.append(_Named("endpoints", self._appapi))
+        if s.routing:
+            from opencs.routing import RouterService
+
+            self.router = RouterService(self)
+            loops.append(_Named("router", self.router))
+        return loops
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._starter is not None:
+            self._starter.join(60)
+        for loop in reversed(self.loops):  # the router first: it stops its HAProxy by PID
+            loop.stop()
+        self.loops.clear()
+        self._appapi = self.router = None
+        self.tasks.stop()
+        for prov in self.providers.values():
+            if close := getattr(prov, "close", None):  # the ssh provider's tunnels and loop thread
+                close()
+        self.db.close()
+
+
+@dataclass
+class _Named:
+    """Gives a loop object of the old shape (start/stop) its name."""
+
+    name: str
+    inner: Any
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+
+class _LocalBridge:
+    """The local provider's bridge as the registry sees it."""
+
+    def __init__(self, prov: Any) -> None:
+        self.prov = prov
+
+    @property
+    def gateway_address(self) -> str | None:
+        gw = getattr(self.prov, "gateway", None)
+        return str(gw) if gw else None
+
+    def ensure_network(self) -> str:
+        return str(self.prov.ensure_network())
+
+
+def make_providers(settings: Settings, box: SecretBox) -> dict[str, Provider]:
+    from opencs.providers.ssh import SshProvider
+
+    # existing Docker hosts registered by SSH; always available (nothing to install)
+    providers: dict[str, Provider] = {"ssh": SshProvider(settings.data_dir / "ssh", box)}
+    if settings.local_nodes:
+        from opencs.providers.local import LocalProvider
+
+        providers["local"] = LocalProvider(
+            settings.data_dir / "nodes",
+            bridge=settings.local_bridge,
+            subnet=settings.local_subnet,
+            prefix=settings.local_prefix,
+        )
+    return providers
+
+
+def _registry_service(settings: Settings, providers: dict[str, Provider]) -> RegistryService:
+    local = providers.get("local")
+    # pushes are announced to this control plane (image-update triggers)
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    return RegistryService(settings.data_dir, settings.registry_port, _LocalBridge(local) if local else None,
+                           notify_url=f"http://{host}:{settings.port}/hook/registry")
+
+
+def build(settings: Settings) -> ControlPlane:
+    """Open the store (migrating it), the secrets and the providers, and wire every service."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
+    db = Database(settings.resolved_database_url)
+    migrate(db.engine)
+    box = SecretBox.from_file(settings.resolved_secret_key_file)
+    keys = KeyService(db, box)
+    handlers = TaskRegistry([*cluster_tasks.task_handlers(), *project_tasks.task_handlers(),
+                             *project_bluegreen.task_handlers()])
+    handlers.load_plugins(settings.task_plugins)
+    tasks = TaskEngine(TaskRepo(db), handlers, lease_seconds=settings.task_lease_seconds)
+    providers = make_providers(settings, box)
+    clusters = ClusterService(db, box, tasks, settings, providers)
+    instances = InstanceService(db, tasks, clusters)
+    nonces = NonceStore(db, retain=timedelta(seconds=2 * settings.signature_window_seconds + 60))
+    verifier = RequestVerifier(keys.active_secret, nonces, settings.signature_window_seconds)
+    plane = ControlPlane(settings, db, box, keys, tasks, clusters, instances, verifier, providers,
+                         _registry_service(settings, providers))
+    plane.triggers = TriggerService(plane)  # type: ignore[arg-type]
+    plane.projects = ProjectService(plane)  # type: ignore[arg-type]
+    tasks.services = plane
+    return plane

@@ -426,7 +426,7 @@ def test_runtime_starts_and_stops_the_manager(tmp_path: Path) -> None:
     rt = open_runtime(Settings(data_dir=tmp_path / "d", local_nodes=False, workers=0, monitor_interval=0,
                                appapi_port_range=PORTS))
     try:
-        rt.start_workers()
+        rt.start()
         mgr = rt._appapi
         assert isinstance(mgr, AppApiManager) and mgr._thread is not None and mgr._thread.is_alive()
         thread = mgr._thread

@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         settings = Settings(data_dir=data_dir, database_url=database_url, host=host, port=port, workers=workers)
         rt = open_runtime(settings)
         bootstrap_credentials(rt)
-        rt.start_workers()
+        rt.start()
         log.info("opencs listening on http://%s:%d (data %s)", host, port, settings.data_dir)
         # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to the handler that
         # was there before it: make that handler a clean exit so that rt.close() below still runs
@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        rt.start_workers()
+        rt.start()
         log.info("opencs worker running (%d threads)", workers)
         stop.wait()
         rt.close()

@@ -1,0 +1,70 @@
+"""The bundled registry as a service of the control plane: where it listens, starting or adopting it,
+and the token its push notifications carry."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from opencs.registry.bundled import BundledRegistry
+from opencs.registry.image import seed_busybox
+
+
+class NodeBridge(Protocol):
+    """The network the nodes share (the local provider's bridge); the registry listens on it."""
+
+    @property
+    def gateway_address(self) -> str | None: ...
+
+    def ensure_network(self) -> str: ...
+
+
+class RegistryService:
+    def __init__(self, data_dir: Path, port: int, bridge: NodeBridge | None, notify_url: str) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.bridge = bridge
+        self.notify_url = notify_url
+        self._lock = threading.Lock()
+        self._seeded = False
+        self.running: BundledRegistry | None = None
+
+    def endpoint(self) -> str | None:
+        """host:port of the clusters' registry, on the nodes' bridge (None without local nodes)."""
+        gw = self.bridge.gateway_address if self.bridge is not None else None
+        return f"{gw}:{self.port}" if gw else None
+
+    def ensure(self) -> str | None:
+        """Start (or adopt) Debian's docker-registry on the bridge and seed library/busybox."""
+        endpoint = self.endpoint()
+        if endpoint is None or self.bridge is None:
+            return None
+        with self._lock:
+            self.bridge.ensure_network()  # the registry listens on the bridge
+            reg = BundledRegistry(self.data_dir / "registry", listen=endpoint, notify_url=self.notify_url,
+                                  notify_token=self.notify_token())
+            reg.ensure_running()
+            if not self._seeded:
+                seed_busybox(reg.url)
+                self._seeded = True
+            self.running = reg
+        return endpoint
+
+    def notify_token(self) -> str:
+        """Bearer token the bundled registry sends with its notifications; kept in the data dir so
+        that a restarted control plane adopts the running registry (same config)."""
+        path = self.data_dir / "registry-notify.token"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            token = secrets.token_urlsafe(32)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return path.read_text().strip()
+            with os.fdopen(fd, "w") as f:
+                f.write(token)
+            return token
