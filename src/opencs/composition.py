@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from opencs.auth.verifier import NonceStore, RequestVerifier
+from opencs.auth.verifier import RequestVerifier
 from opencs.config import Settings
 from opencs.loops import Loop
 from opencs.providers.base import Provider
@@ -30,6 +30,8 @@ from opencs.services.monitor import Monitor, reconcile_inventory
 from opencs.services.projects import ProjectService
 from opencs.services.triggers import TriggerService
 from opencs.store.db import Database, migrate
+from opencs.store.repos.keys import KeyRepo
+from opencs.store.repos.nonces import NonceStore
 from opencs.store.repos.tasks import TaskRepo
 from opencs.tasks.engine import TaskEngine
 from opencs.tasks.registry import TaskRegistry
@@ -187,7 +189,7 @@ def build(settings: Settings) -> ControlPlane:
     db = Database(settings.resolved_database_url)
     migrate(db.engine)
     box = SecretBox.from_file(settings.resolved_secret_key_file)
-    keys = KeyService(db, box)
+    keys = KeyService(KeyRepo(db), box)
     handlers = TaskRegistry([*cluster_tasks.task_handlers(), *project_tasks.task_handlers(),
                              *project_bluegreen.task_handlers()])
     handlers.load_plugins(settings.task_plugins)

@@ -7,46 +7,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-
-from sqlalchemy import delete
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from typing import Protocol
 
 from opencs.auth import signature as sig
 from opencs.errors import ApiError, BadRequest, Forbidden, Unauthenticated
-from opencs.store.db import Database, utcnow
-from opencs.store.models import Nonce
 
 
-class NonceStore:
-    """Remembers nonces per AccessKey in the database, so a replay is refused across restarts and
-    across every process sharing the database (the primary key does the work)."""
-
-    def __init__(self, db: Database, retain: timedelta) -> None:
-        self.db = db
-        self.retain = retain
-        self._last_purge = datetime.min
-        # One statement in autocommit: a single round trip (no BEGIN/COMMIT around it), and a
-        # duplicate returns no row, not an exception. The commit stays durable.
-        dialect = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-        # RETURNING tells a new row from a duplicate (psycopg reports no rowcount here)
-        self._insert = (dialect(Nonce).on_conflict_do_nothing(index_elements=["access_key_id", "nonce"])
-                        .returning(Nonce.nonce))
-        self._engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+class Nonces(Protocol):
+    """Where seen nonces are remembered (the store: opencs.store.repos.nonces.NonceStore)."""
 
     def remember(self, access_key_id: str, nonce: str) -> bool:
-        now = utcnow()
-        # Core, not the ORM: this insert is on the path of every request that carries a nonce
-        with self._engine.connect() as conn:
-            added = conn.execute(self._insert, {"access_key_id": access_key_id, "nonce": nonce, "seen_at": now})
-            new = added.first() is not None
-        if not new:
-            return False
-        if now - self._last_purge > timedelta(seconds=60):
-            self._last_purge = now
-            with self.db.session() as s:
-                s.execute(delete(Nonce).where(Nonce.seen_at < now - self.retain))
-        return True
+        """True for a nonce not seen before for this key; False for a replay."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -84,7 +56,7 @@ class RequestVerifier:
     def __init__(
         self,
         secret_for: Callable[[str], str | None],
-        nonces: NonceStore,
+        nonces: Nonces,
         window_seconds: int = 900,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -179,4 +151,4 @@ class RequestVerifier:
         return False, first
 
 
-__all__ = ["ApiError", "NonceStore", "RequestVerifier", "SignedRequest"]
+__all__ = ["ApiError", "Nonces", "RequestVerifier", "SignedRequest"]

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-
 from opencs import ids
 from opencs.errors import Conflict, NotFound
 from opencs.secretbox import SecretBox
-from opencs.store.db import Database, utcnow
-from opencs.store.models import AccessKey
+from opencs.store.db import utcnow
+from opencs.store.repos.keys import KeyRecord, KeyRepo
 
 
 @dataclass(frozen=True)
@@ -24,8 +23,12 @@ class KeyInfo:
     created: datetime
 
 
-def _info(row: AccessKey) -> KeyInfo:
-    return KeyInfo(row.access_key_id, row.description, row.status, row.is_admin, row.created)
+def _info(rec: KeyRecord) -> KeyInfo:
+    return KeyInfo(rec.access_key_id, rec.description, rec.status, rec.is_admin, rec.created)
+
+
+def _not_found(access_key_id: str) -> NotFound:
+    return NotFound(f"AccessKey {access_key_id} not found", code="AccessKeyNotFound")
 
 
 class KeyService:
@@ -33,15 +36,16 @@ class KeyService:
     # deleted in another process stops working within this time (in this process: at once)
     CACHE_SECONDS = 2.0
 
-    def __init__(self, db: Database, box: SecretBox) -> None:
-        self.db = db
+    def __init__(self, repo: KeyRepo, box: SecretBox) -> None:
+        self.repo = repo
         self.box = box
         self._cache: dict[str, tuple[float, str | None]] = {}
 
     def create(self, description: str = "", *, admin: bool = True) -> tuple[str, str]:
         """Returns (id, secret). The secret is shown to the caller once and stored encrypted."""
         ak, secret = ids.access_key_id(), ids.access_key_secret()
-        self._insert(ak, secret, description, admin)
+        if not self.repo.add(self._record(ak, secret, description, admin)):
+            raise Conflict(f"AccessKey {ak} already exists")
         return ak, secret
 
     def ensure(self, access_key_id: str, secret: str, description: str = "bootstrap") -> bool:
@@ -49,52 +53,31 @@ class KeyService:
         Returns True when it was created or changed."""
         if not access_key_id or not secret:
             raise ValueError("bootstrap AccessKey id and secret must both be non-empty")
-        with self.db.session() as s:
-            row = s.get(AccessKey, access_key_id)
-            if row is None:
-                s.add(self._row(access_key_id, secret, description, True))
-                return True
-            changed = self.box.decrypt(row.secret_enc) != secret or row.status != "active" or not row.is_admin
-            if changed:
-                row.secret_enc, row.status, row.is_admin = self.box.encrypt(secret), "active", True
-                self._cache.pop(access_key_id, None)
-            return changed
+        rec = self.repo.get(access_key_id)
+        if rec is None:
+            return self.repo.add(self._record(access_key_id, secret, description, True))
+        changed = self.box.decrypt(rec.secret_enc) != secret or rec.status != "active" or not rec.is_admin
+        if changed:
+            self.repo.update(access_key_id, secret_enc=self.box.encrypt(secret), status="active", is_admin=True)
+            self._cache.pop(access_key_id, None)
+        return changed
 
-    def _row(self, ak: str, secret: str, description: str, admin: bool) -> AccessKey:
-        return AccessKey(
-            access_key_id=ak,
-            secret_enc=self.box.encrypt(secret),
-            description=description,
-            status="active",
-            is_admin=admin,
-            created=utcnow(),
-        )
+    def _record(self, ak: str, secret: str, description: str, admin: bool) -> KeyRecord:
+        return KeyRecord(ak, self.box.encrypt(secret), description, "active", admin, utcnow())
 
-    def _insert(self, ak: str, secret: str, description: str, admin: bool) -> None:
-        with self.db.session() as s:
-            if s.get(AccessKey, ak) is not None:
-                raise Conflict(f"AccessKey {ak} already exists")
-            s.add(self._row(ak, secret, description, admin))
-
-    def list(self) -> list[KeyInfo]:
-        with self.db.session() as s:
-            return [_info(r) for r in s.scalars(select(AccessKey).order_by(AccessKey.created))]
+    def list(self) -> builtins.list[KeyInfo]:
+        return [_info(r) for r in self.repo.list()]
 
     def set_status(self, access_key_id: str, status: str) -> KeyInfo:
-        with self.db.session() as s:
-            row = s.get(AccessKey, access_key_id)
-            if row is None:
-                raise NotFound(f"AccessKey {access_key_id} not found", code="AccessKeyNotFound")
-            row.status = status
-            self._cache.pop(access_key_id, None)
-            return _info(row)
+        rec = self.repo.update(access_key_id, status=status)
+        self._cache.pop(access_key_id, None)
+        if rec is None:
+            raise _not_found(access_key_id)
+        return _info(rec)
 
     def delete(self, access_key_id: str) -> None:
-        with self.db.session() as s:
-            row = s.get(AccessKey, access_key_id)
-            if row is None:
-                raise NotFound(f"AccessKey {access_key_id} not found", code="AccessKeyNotFound")
-            s.delete(row)
+        if not self.repo.delete(access_key_id):
+            raise _not_found(access_key_id)
         self._cache.pop(access_key_id, None)
 
     def active_secret(self, access_key_id: str) -> str | None:
@@ -103,14 +86,12 @@ class KeyService:
         hit = self._cache.get(access_key_id)
         if hit is not None and now - hit[0] < self.CACHE_SECONDS:
             return hit[1]
-        with self.db.session() as s:
-            row = s.get(AccessKey, access_key_id)
-            secret = None if row is None or row.status != "active" else self.box.decrypt(row.secret_enc)
+        rec = self.repo.get(access_key_id)
+        secret = None if rec is None or rec.status != "active" else self.box.decrypt(rec.secret_enc)
         if len(self._cache) > 10_000:  # unknown ids must not grow it without bound
             self._cache.clear()
         self._cache[access_key_id] = (now, secret)
         return secret
 
     def count(self) -> int:
-        with self.db.session() as s:
-            return len(s.scalars(select(AccessKey.access_key_id)).all())
+        return self.repo.count()
