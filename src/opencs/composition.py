@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from opencs.appapi.app import create_appapi_app
 from opencs.auth.verifier import RequestVerifier
 from opencs.config import Settings
 from opencs.loops import Loop
+from opencs.loops.endpoints import AppFactory, EndpointManager, EndpointSettings
 from opencs.providers.base import Provider
 from opencs.registry.service import RegistryService
 from opencs.secretbox import SecretBox
@@ -30,6 +32,7 @@ from opencs.services.monitor import Monitor, reconcile_inventory
 from opencs.services.projects import ProjectService
 from opencs.services.triggers import TriggerService
 from opencs.store.db import Database, migrate
+from opencs.store.repos.endpoints import EndpointRepo
 from opencs.store.repos.keys import KeyRepo
 from opencs.store.repos.nonces import NonceStore
 from opencs.store.repos.tasks import TaskRepo
@@ -102,10 +105,8 @@ class ControlPlane:
         if s.monitor_interval > 0:
             loops.append(_Named("health", Monitor(self, s.monitor_interval)))  # type: ignore[arg-type]
         if s.appapi:
-            from opencs.appapi import AppApiManager
-
-            self._appapi = AppApiManager(self)  # type: ignore[arg-type]
-            loops.append(_Named("endpoints", self._appapi))
+            self._appapi = endpoint_manager(self)
+            loops.append(self._appapi)
         if s.routing:
             from opencs.routing import RouterService
 
@@ -155,6 +156,16 @@ class _LocalBridge:
 
     def ensure_network(self) -> str:
         return str(self.prov.ensure_network())
+
+
+def endpoint_manager(plane: ControlPlane, app_factory: AppFactory | None = None) -> EndpointManager:
+    """The master_url loop of `plane`, serving the Application API app (or `app_factory`'s)."""
+    s = plane.settings
+    return EndpointManager(
+        EndpointSettings(s.appapi_host, s.appapi_advertise_host, s.appapi_port_range),
+        EndpointRepo(plane.db), plane.box,
+        app_factory or (lambda: create_appapi_app(plane.projects)),
+    )
 
 
 def make_providers(settings: Settings, box: SecretBox) -> dict[str, Provider]:

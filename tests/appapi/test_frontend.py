@@ -22,9 +22,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from opencs.appapi import AppApiManager, route
+from opencs.appapi import route
 from opencs.appapi.frontend import ClusterFrontend
 from opencs.appapi.tlsstream import server_context
+from opencs.composition import endpoint_manager
+from opencs.loops.endpoints import EndpointManager
 from opencs.pki.ca import CertAuthority
 from opencs.runtime import Runtime
 from opencs.store.models import Cluster, InstanceRow
@@ -101,7 +103,7 @@ async def stand_in_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 class Env:
     rt: Runtime
     cid: str
-    mgr: AppApiManager
+    mgr: EndpointManager
     certs: Path
     tmp: Path
 
@@ -203,7 +205,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                       appapi_port_range=PORTS) as rt:
         cid = create_cluster(rt, 2, name="oca-appapi")
         certs = write_certs(rt, cid, tmp / "certs")
-        e = Env(rt, cid, AppApiManager(rt, app_factory=lambda _rt: stand_in_app), certs, tmp)
+        e = Env(rt, cid, endpoint_manager(rt, app_factory=lambda: stand_in_app), certs, tmp)
         e.mgr.start()
         try:
             yield e
@@ -385,7 +387,7 @@ def test_listener_follows_the_cluster_state_and_survives_a_restart(env: Env) -> 
 
     # a new manager (a control-plane restart) reuses the port, the URL and the certificate
     env.mgr.stop()
-    mgr2 = AppApiManager(env.rt, app_factory=lambda _rt: stand_in_app)
+    mgr2 = endpoint_manager(env.rt, app_factory=lambda: stand_in_app)
     mgr2.start()
     env.mgr = mgr2  # the fixture stops whichever is current
     assert mgr2.port(env.cid) == port
@@ -396,7 +398,7 @@ def test_listener_follows_the_cluster_state_and_survives_a_restart(env: Env) -> 
 
 def test_cluster_tasks_wait_for_the_endpoint(env: Env) -> None:
     """With appapi on, a cluster is "running" only with its endpoint's master_url; delete stops it."""
-    env.rt.settings.appapi, env.rt._appapi = True, env.mgr  # what Runtime.start_workers sets up
+    env.rt.settings.appapi, env.rt._appapi = True, env.mgr  # what ControlPlane.start sets up
     try:
         cid2 = create_cluster(env.rt, 1, name="oca-appapi-2")
         c = cluster_row(env.rt, cid2)  # no sleep: set before the task reported success
@@ -428,7 +430,7 @@ def test_runtime_starts_and_stops_the_manager(tmp_path: Path) -> None:
     try:
         rt.start()
         mgr = rt._appapi
-        assert isinstance(mgr, AppApiManager) and mgr._thread is not None and mgr._thread.is_alive()
+        assert isinstance(mgr, EndpointManager) and mgr._thread is not None and mgr._thread.is_alive()
         thread = mgr._thread
     finally:
         rt.close()

@@ -125,7 +125,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         with node_runtime(d / "d", prefix=PREFIX, subnet=SUBNET, appapi=False) as rt:
             assert rt.router is not None
             cid = create_cluster(rt, 2)
-            with TestClient(WithCluster(create_appapi_app(rt), cid)) as api:
+            with TestClient(WithCluster(create_appapi_app(rt.projects), cid)) as api:
                 yield Env(rt, cid, api)
     finally:
         HAProxy(d / "d" / "router").stop()  # by the PID it recorded; a no-op when the runtime did it

@@ -1,6 +1,6 @@
 """The Application API's own routes (spec §10): ``/projects``, ``/services``, ``/volumes``.
 
-``create_appapi_app(rt)`` is an ASGI app served behind a cluster's mTLS endpoint (``frontend.py``),
+``create_appapi_app(projects)`` is an ASGI app served behind a cluster's mTLS endpoint (``frontend.py``),
 which sets ``scope["state"]["cluster_id"]`` and ``["request_id"]``. An optional ``/v1.NN`` prefix is
 stripped, ``/service/…`` (the spec's own typo) is read as ``/services/…``, and errors leave as
 ``{"Code", "Message", "RequestId"}``.
@@ -45,7 +45,7 @@ class _PathRewrite:
         await self.app(scope, receive, send)
 
 
-def create_appapi_app(rt: Any) -> FastAPI:
+def create_appapi_app(projects: ProjectService) -> FastAPI:
     app = FastAPI(
         title="opencs Application API",
         version=__version__,
@@ -56,8 +56,7 @@ def create_appapi_app(rt: Any) -> FastAPI:
         redoc_url=None,
         redirect_slashes=False,
     )
-    app.state.runtime = rt
-    app.state.projects = ProjectService(rt)
+    app.state.projects = projects
     errors.install(app)
     for r in (routes_projects.router, routes_services.router, routes_volumes.router):
         app.include_router(r)

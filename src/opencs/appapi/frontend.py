@@ -69,7 +69,7 @@ def route(path: str) -> Route:
 
 
 class ClusterFrontend:
-    """The listener of one cluster. Runs on the AppApiManager's event loop."""
+    """The listener of one cluster. Runs on the endpoint manager's event loop (opencs.loops.endpoints)."""
 
     def __init__(self, cluster_id: str, ssl_context: ssl.SSLContext, app: AppHost | None,
                  managers: list[str], host: str, port: int) -> None:

@@ -1,4 +1,4 @@
-"""AppApiManager: one mTLS listener per live Swarm cluster, kept in line with the store.
+"""The endpoint manager: one mTLS listener (master_url) per live Swarm cluster, kept in line with the store.
 
 A daemon thread runs an asyncio loop. About once a second it reads the clusters and their
 managers from the store, starts a ClusterFrontend for each cluster that is running, scaling or
@@ -7,13 +7,14 @@ clusters that went away (deleting, deleted, failed, stopped) and writes
 `Cluster.master_url = https://<advertised host>:<port>`. The cluster tasks call `sync()` before
 they mark a cluster running, so master_url is set when DescribeCluster first says "running".
 
-Persisted in `Cluster.spec` so that master_url and the certificate survive restarts:
-  * `appapi_port`: the port, chosen once from `Settings.appapi_port_range`;
+Persisted per cluster so that master_url and the certificate survive restarts:
+  * `appapi_port`: the port, chosen once from the configured range;
   * `appapi_tls`: the endpoint's server certificate (issued by the cluster CA) and its key,
-    encrypted with the runtime's SecretBox. Re-issued when the advertised host changes, the CA
-    changes or it comes within 30 days of expiry.
+    encrypted with the SecretBox. Re-issued when the advertised host changes, the CA changes or it
+    comes within 30 days of expiry.
 
-One AppApiManager per database: two control-plane processes would fight over ports and master_url.
+This loop owns the listeners and nothing else; one per database (two control-plane processes would
+fight over ports and master_url).
 """
 
 from __future__ import annotations
@@ -21,64 +22,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
-import importlib
 import ipaddress
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import select
 
 from opencs.appapi.asgi_bridge import AppHost, ASGIApp
 from opencs.appapi.frontend import ClusterFrontend
 from opencs.appapi.tlsstream import server_context
 from opencs.pki.ca import CertAuthority, not_after, verify_chain
-from opencs.store.db import utcnow
-from opencs.store.models import Cluster, InstanceRow
+from opencs.secretbox import SecretBox
+from opencs.store.repos.endpoints import EndpointRepo, EndpointTarget
 
 if TYPE_CHECKING:
     import ssl
 
-    from opencs.runtime import Runtime
-
 log = logging.getLogger("opencs.appapi")
 
-SERVE_STATES = ("launching", "running", "scaling", "updating")
 REISSUE_BEFORE = _dt.timedelta(days=30)
 # A persisted port that stays taken (by another program) this long is given up for a new one.
 REALLOCATE_AFTER = 10.0
 
-AppFactory = Callable[["Runtime"], ASGIApp]
+AppFactory = Callable[[], ASGIApp]
 
 
-def default_app_factory(rt: Runtime) -> ASGIApp:
-    """`opencs.appapi.app.create_appapi_app(rt)`: the projects/services/volumes routes."""
-    module = importlib.import_module("opencs.appapi.app")
-    app: ASGIApp = module.create_appapi_app(rt)
-    return app
+@dataclass(frozen=True)
+class EndpointSettings:
+    bind_host: str = "127.0.0.1"  # where the listeners bind
+    advertise_host: str = ""  # host in master_url and the certificate; default bind_host
+    port_range: tuple[int, int] = (17000, 17999)  # one port per cluster, kept across restarts
+    interval: float = 1.0
 
 
-@dataclass
-class _Target:
-    cluster_id: str
-    state: str
-    master_url: str
-    has_nodes: bool
-    managers: list[str] = field(default_factory=list)  # docker_host of live managers, oldest first
+class EndpointManager:
+    name = "endpoints"
 
-
-class AppApiManager:
-    def __init__(self, rt: Runtime, *, interval: float = 1.0, app_factory: AppFactory | None = None) -> None:
-        self.rt = rt
-        self.interval = interval
-        self._app_factory = app_factory or default_app_factory
-        s = rt.settings
-        self.bind_host: str = s.appapi_host
-        self.advertise_host: str = s.appapi_advertise_host or s.appapi_host
-        self.port_range: tuple[int, int] = (int(s.appapi_port_range[0]), int(s.appapi_port_range[1]))
+    def __init__(self, settings: EndpointSettings, repo: EndpointRepo, box: SecretBox, app_factory: AppFactory) -> None:
+        self.repo = repo
+        self.box = box
+        self.interval = settings.interval
+        self._app_factory = app_factory
+        self.bind_host: str = settings.bind_host
+        self.advertise_host: str = settings.advertise_host or settings.bind_host
+        self.port_range: tuple[int, int] = (int(settings.port_range[0]), int(settings.port_range[1]))
         if self.advertise_host in ("0.0.0.0", "::", ""):
             log.warning("appapi_host %r is no address clients can use: set appapi_advertise_host", self.bind_host)
         self._app: AppHost | None = None
@@ -123,7 +112,7 @@ class AppApiManager:
         """One reconcile pass now (from another thread), e.g. right after a cluster changed."""
         loop = self._loop
         if loop is None or loop.is_closed() or self._stopping is None or self._stopping.is_set():
-            raise RuntimeError("AppApiManager is not running")
+            raise RuntimeError("the endpoint manager is not running")
         asyncio.run_coroutine_threadsafe(self._reconcile(), loop).result(timeout)
 
     def port(self, cluster_id: str) -> int | None:
@@ -183,7 +172,7 @@ class AppApiManager:
     async def _start_app(self) -> None:
         # Whatever goes wrong with the app, the Docker API part of every endpoint still serves.
         try:
-            app = self._app_factory(self.rt)
+            app = self._app_factory()
         except ModuleNotFoundError as e:
             if e.name != "opencs.appapi.app":
                 log.exception("Application API app cannot be loaded: /projects, /services, /volumes answer 503")
@@ -228,7 +217,7 @@ class AppApiManager:
                 if t.master_url != url:
                     await asyncio.to_thread(self._set_master_url, cid, url)
 
-    async def _start_frontend(self, t: _Target, taken: set[int]) -> ClusterFrontend | None:
+    async def _start_frontend(self, t: EndpointTarget, taken: set[int]) -> ClusterFrontend | None:
         cid = t.cluster_id
         ctx, port = await asyncio.to_thread(self._prepare, cid)
         lo, hi = self.port_range
@@ -266,31 +255,8 @@ class AppApiManager:
 
     # ------------------------------------------------------------ store (worker threads)
 
-    def _scan(self) -> tuple[dict[str, _Target], set[int]]:
-        with self.rt.db.session() as s:
-            live = s.execute(
-                select(Cluster.cluster_id, Cluster.state, Cluster.master_url, Cluster.spec, Cluster.cluster_type)
-                .where(Cluster.state != "deleted")
-            ).all()
-            serve = {r.cluster_id: r for r in live if r.state in SERVE_STATES and r.cluster_type == "swarm"}
-            nodes = s.execute(
-                select(InstanceRow.cluster_id, InstanceRow.role, InstanceRow.swarm_node_id, InstanceRow.docker_host,
-                       InstanceRow.state)
-                .where(InstanceRow.cluster_id.in_(list(serve)))
-                .order_by(InstanceRow.created)
-            ).all() if serve else []  # fmt: skip
-        taken: set[int] = set()
-        for r in live:
-            p = (r.spec or {}).get("appapi_port")
-            if isinstance(p, int):
-                taken.add(p)
-        targets = {cid: _Target(cid, r.state, r.master_url or "", False) for cid, r in serve.items()}
-        for n in nodes:
-            t = targets[n.cluster_id]
-            t.has_nodes = True
-            if n.role == "manager" and n.swarm_node_id and n.docker_host and n.state == "running":
-                t.managers.append(n.docker_host)
-        return targets, taken
+    def _scan(self) -> tuple[dict[str, EndpointTarget], set[int]]:
+        return self.repo.scan()
 
     def _sans(self) -> tuple[list[str], list[str]]:
         """(IPs, DNS names) for the server certificate: the advertised host and a concrete bind IP;
@@ -312,23 +278,21 @@ class AppApiManager:
         """The SSL context (server certificate issued/stored on first use) and the persisted port."""
         ips, dns = self._sans()
         sans = sorted(ips + dns)
-        with self.rt.db.session() as s:
-            c = s.get(Cluster, cluster_id, with_for_update=True)
-            if c is None or not (c.ca_cert_pem and c.ca_key_enc):
-                raise RuntimeError(f"cluster {cluster_id} has no CA")
-            spec = dict(c.spec or {})
-            tls = spec.get("appapi_tls") or {}
-            if not self._cert_ok(tls, c.ca_cert_pem, sans):
-                ca = CertAuthority(cert_pem=c.ca_cert_pem, key_pem=self.rt.box.decrypt(c.ca_key_enc))
-                issued = ca.issue_server(f"opencs-appapi-{cluster_id}", ips=ips, dns_names=dns)
-                tls = {"cert": issued.cert_pem, "key_enc": self.rt.box.encrypt(issued.key_pem), "sans": sans}
-                spec["appapi_tls"] = tls
-                c.spec = spec  # a new dict: SQLAlchemy sees the JSON column change
-                log.info("appapi %s: issued the endpoint's server certificate", cluster_id)
-            ca_pem = c.ca_cert_pem
-            port = spec.get("appapi_port")
-        ctx = server_context(ca_pem, tls["cert"], self.rt.box.decrypt(tls["key_enc"]))
-        return ctx, int(port) if port is not None else None
+
+        def renew(ca_pem: str, ca_key_enc: str, tls: dict[str, Any]) -> dict[str, Any] | None:
+            if self._cert_ok(tls, ca_pem, sans):
+                return None
+            ca = CertAuthority(cert_pem=ca_pem, key_pem=self.box.decrypt(ca_key_enc))
+            issued = ca.issue_server(f"opencs-appapi-{cluster_id}", ips=ips, dns_names=dns)
+            log.info("appapi %s: issued the endpoint's server certificate", cluster_id)
+            return {"cert": issued.cert_pem, "key_enc": self.box.encrypt(issued.key_pem), "sans": sans}
+
+        try:
+            got = self.repo.endpoint_tls(cluster_id, renew)
+        except LookupError as e:
+            raise RuntimeError(str(e)) from None
+        ctx = server_context(got.ca_pem, got.tls["cert"], self.box.decrypt(got.tls["key_enc"]))
+        return ctx, got.port
 
     @staticmethod
     def _cert_ok(tls: dict[str, Any], ca_pem: str, sans: list[str]) -> bool:
@@ -340,14 +304,7 @@ class AppApiManager:
         return not_after(cert) - _dt.datetime.now(_dt.UTC) > REISSUE_BEFORE
 
     def _persist_port(self, cluster_id: str, port: int) -> None:
-        with self.rt.db.session() as s:
-            c = s.get(Cluster, cluster_id, with_for_update=True)
-            if c is not None and (c.spec or {}).get("appapi_port") != port:
-                c.spec = {**(c.spec or {}), "appapi_port": port}
+        self.repo.persist_port(cluster_id, port)
 
     def _set_master_url(self, cluster_id: str, url: str) -> None:
-        with self.rt.db.session() as s:
-            c = s.get(Cluster, cluster_id, with_for_update=True)
-            # never resurrect the master_url of a cluster being deleted meanwhile
-            if c is not None and c.state in SERVE_STATES and c.master_url != url:
-                c.master_url, c.updated = url, utcnow()
+        self.repo.set_master_url(cluster_id, url)
