@@ -6,9 +6,9 @@ from fastapi import FastAPI
 
 from opencs import API_VERSION, __version__
 from opencs.api import errors
+from opencs.api.deps import ApiServices
 from opencs.api.middleware import SignedApiMiddleware
 from opencs.api.routes import clusters, images, instances, meta, tasks, triggers
-from opencs.runtime import Runtime
 
 # reachable without a signature: liveness, the OpenAPI document and its viewer
 # /hook/trigger authenticates with the trigger's own secret (spec §11), /hook/registry with the
@@ -16,7 +16,7 @@ from opencs.runtime import Runtime
 PUBLIC_PATHS = ("/healthz", "/openapi.json", "/docs", "/docs/", "/redoc", "/hook/trigger", "/hook/registry")
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(services: ApiServices) -> FastAPI:
     app = FastAPI(
         title="opencs Container Service API",
         version=__version__,
@@ -24,9 +24,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         "Every route except /healthz and the OpenAPI document needs a signed request "
         "(ROA `acs AK:signature` or ACS3-HMAC-SHA256).",
     )
-    app.state.runtime = runtime
+    app.state.services = services
     errors.install(app)
     for r in (meta.router, clusters.router, tasks.router, instances.router, images.router, triggers.router):
         app.include_router(r)
-    app.add_middleware(SignedApiMiddleware, verifier=runtime.verifier, public_paths=PUBLIC_PATHS)
+    app.add_middleware(SignedApiMiddleware, verifier=services.verifier, public_paths=PUBLIC_PATHS)
     return app

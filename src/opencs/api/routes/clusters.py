@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from opencs.api.body import json_object, validate
+from opencs.api.deps import ApiServices, services
 from opencs.api.errors import request_id_of
 from opencs.api.schemas import AttachInstances, CreateCluster, ResetNode, ScaleCluster
 
@@ -21,8 +22,8 @@ def _body_doc(model: Any) -> dict[str, Any]:
                             "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
-def _rt(request: Request) -> Any:
-    return request.app.state.runtime
+def _rt(request: Request) -> ApiServices:
+    return services(request)
 
 
 def _accepted(request: Request, **body: Any) -> JSONResponse:

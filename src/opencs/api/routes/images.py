@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from opencs.api.deps import services
+
 router = APIRouter()
 
 # local nodes run the host's Debian Docker engine; the ids are accepted as ecs_image_id
@@ -16,5 +18,5 @@ IMAGES = [
 
 @router.get("/images")
 def list_images(request: Request) -> dict[str, Any]:
-    regions = request.app.state.runtime.settings.regions
+    regions = services(request).settings.regions
     return {r: {"items": list(IMAGES)} for r in regions}

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field
 
 from opencs.api.body import json_object, validate
+from opencs.api.deps import services
 from opencs.api.errors import request_id_of
 from opencs.api.schemas import CreateInstances, _Body
 
@@ -18,19 +19,19 @@ router = APIRouter()
 
 @router.get("/instances")
 def list_instances(request: Request, free: bool = Query(False)) -> list[dict[str, Any]]:
-    return request.app.state.runtime.instances.list(free_only=free)
+    return services(request).instances.list(free_only=free)
 
 
 @router.post("/instances", status_code=202)
 async def create_instances(request: Request) -> JSONResponse:
     body = validate(CreateInstances, await json_object(request, required=False))
-    tid = request.app.state.runtime.instances.create(body.count)
+    tid = services(request).instances.create(body.count)
     return JSONResponse({"task_id": tid, "request_id": request_id_of(request)}, status_code=202)
 
 
 @router.delete("/instances/{instance_id}", status_code=202)
 def delete_instance(instance_id: str, request: Request) -> JSONResponse:
-    tid = request.app.state.runtime.instances.delete(instance_id)
+    tid = services(request).instances.delete(instance_id)
     return JSONResponse({"task_id": tid, "instance_id": instance_id, "request_id": request_id_of(request)},
                         status_code=202)
 
@@ -49,6 +50,6 @@ async def register_instance(request: Request) -> JSONResponse:
     body = validate(RegisterSsh, await json_object(request))
     # blocking: SSH login and an engine probe (seconds); keep it off the event loop
     view = await run_in_threadpool(
-        request.app.state.runtime.instances.register_ssh, body.ssh, password=body.password,
+        services(request).instances.register_ssh, body.ssh, password=body.password,
         private_key=body.private_key, known_host_key=body.known_host_key, remote_socket=body.remote_socket)
     return JSONResponse({**view, "request_id": request_id_of(request)}, status_code=201)

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from opencs.api.deps import services
 from opencs.tasks.engine import TaskEngine
 
 router = APIRouter()
@@ -13,5 +14,4 @@ router = APIRouter()
 
 @router.get("/tasks/{task_id}")
 def describe_task(task_id: str, request: Request) -> dict[str, Any]:
-    rt = request.app.state.runtime
-    return TaskEngine.describe(rt.tasks.get(task_id))
+    return TaskEngine.describe(services(request).tasks.get(task_id))

@@ -12,8 +12,10 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from opencs.api.body import json_object, validate
+from opencs.api.deps import services
 from opencs.api.errors import request_id_of
 from opencs.api.schemas import _Body
+from opencs.services.triggers import TriggerService
 
 router = APIRouter()
 
@@ -31,8 +33,8 @@ class RotateTrigger(_Body):
     grace_seconds: Annotated[int, Field(ge=0, le=7 * 24 * 3600)] = 3600
 
 
-def _svc(request: Request) -> Any:
-    return request.app.state.runtime.triggers
+def _svc(request: Request) -> TriggerService:
+    return services(request).triggers
 
 
 @router.post("/clusters/{cluster_id}/triggers")
@@ -77,7 +79,7 @@ async def invoke_trigger(
     timeout: float = Query(120.0, gt=0, le=600),
 ) -> JSONResponse:
     """Answers at once with the task id; with `wait=true` when the task has ended."""
-    rt = request.app.state.runtime
+    rt = services(request)
     inv = await to_thread.run_sync(lambda: rt.triggers.invoke(triggerUrl, secret, type, step))
     body: dict[str, Any] = {"trigger_id": inv.trigger_id, "action": inv.action, "task_id": inv.task_id,
                             "request_id": request_id_of(request)}
@@ -111,8 +113,8 @@ async def registry_events(request: Request) -> JSONResponse:
 
     from opencs.errors import BadRequest, Forbidden
 
-    rt = request.app.state.runtime
-    expected = rt.registry_notify_token()
+    rt = services(request)
+    expected = rt.registry.notify_token()
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if not expected or not hmac.compare_digest(given, expected):
         raise Forbidden("not the bundled registry", code="InvalidRegistryToken")

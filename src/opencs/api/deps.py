@@ -1,0 +1,46 @@
+"""What the control-plane routes need of the process: the services, and nothing else.
+
+The composition root's ControlPlane satisfies this protocol; `create_app` stores it on the app and
+routes read it through `services(request)`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, cast
+
+from starlette.requests import Request
+
+from opencs.auth.verifier import RequestVerifier
+from opencs.config import Settings
+from opencs.registry.service import RegistryService
+from opencs.services.clusters import ClusterService
+from opencs.services.instances import InstanceService
+from opencs.services.triggers import TriggerService
+from opencs.tasks.engine import TaskEngine
+
+
+class ApiServices(Protocol):
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def verifier(self) -> RequestVerifier: ...
+
+    @property
+    def tasks(self) -> TaskEngine: ...
+
+    @property
+    def clusters(self) -> ClusterService: ...
+
+    @property
+    def instances(self) -> InstanceService: ...
+
+    @property
+    def triggers(self) -> TriggerService: ...
+
+    @property
+    def registry(self) -> RegistryService: ...
+
+
+def services(request: Request) -> ApiServices:
+    return cast(ApiServices, request.app.state.services)
