@@ -6,6 +6,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -107,8 +108,12 @@ class ServerProcess:
     """A real `opencs server` subprocess; killed by its PID in teardown."""
 
     def __init__(self, data_dir: Path, database_url: str | None = None, env: dict[str, str] | None = None,
-                 workers: int = 2) -> None:
+                 workers: int = 2, host: str = "127.0.0.1", args: list[str] | None = None,
+                 scheme: str = "http", connect_host: str | None = None) -> None:
         self.data_dir = data_dir
+        # host/args: `opencs server` flags; scheme/connect_host: how this test reaches it
+        self.host, self.args, self.scheme = host, list(args or []), scheme
+        self.connect_host = connect_host or ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
         self.database_url = database_url
         self.port = free_port()
         self.ak = "LTAItest" + secrets.token_hex(6)
@@ -121,12 +126,24 @@ class ServerProcess:
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.connect_host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.endpoint}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA the server generated in its data dir (HTTPS without --tls-cert)."""
+        return self.data_dir / "tls" / "ca.pem"
+
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.scheme == "https" else True
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "opencs.cli.main", "server", "--host", "127.0.0.1", "--port",
-               str(self.port), "--data-dir", str(self.data_dir), "--workers", str(self.workers)]
+        cmd = [sys.executable, "-m", "opencs.cli.main", "server", "--host", self.host, "--port",
+               str(self.port), "--data-dir", str(self.data_dir), "--workers", str(self.workers), *self.args]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
         with open(self.log, "ab") as logf:
@@ -136,9 +153,9 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"http://{self.endpoint}/healthz", timeout=0.5).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=0.5, verify=self.verify()).status_code == 200:
                     return self
-            except httpx.HTTPError:
+            except (httpx.HTTPError, OSError):  # OSError: the CA file is not written yet
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not answer in {timeout}s:\n{self.log.read_text()[-3000:]}")

@@ -52,13 +52,22 @@ class Settings:
     routing_host: str = "127.0.0.1"  # where the per-cluster frontends bind (and the host in routing_url)
     routing_port_range: tuple[int, int] = (18000, 18999)
 
-    # the address clients use to reach this API (trigger URLs); default http://host:port
+    # the API port speaks HTTPS (`opencs server` decides: opencs.pki.server_tls.decide_mode)
+    tls: bool = False
+    # the address clients use to reach this API (trigger URLs, the start-up line); default
+    # <scheme>://<host>:<port>, for a wildcard host the address of the default route
     public_url: str = field(default_factory=lambda: os.environ.get("OPENCS_PUBLIC_URL", ""))
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
         if not self.public_url:
-            self.public_url = f"http://{self.host}:{self.port}"
+            host = self.host
+            if host in ("0.0.0.0", "::"):
+                from opencs.pki.server_tls import advertised_host
+
+                host = advertised_host(host)
+            host = f"[{host}]" if ":" in host else host
+            self.public_url = f"{'https' if self.tls else 'http'}://{host}:{self.port}"
         self.public_url = self.public_url.rstrip("/")
 
     @property

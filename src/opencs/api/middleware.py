@@ -13,6 +13,7 @@ from anyio import to_thread
 
 from opencs import ids
 from opencs.api.errors import REQUEST_ID_HEADER, error_body
+from opencs.api.secure_transport import refusal
 from opencs.auth.verifier import RequestVerifier, SignedRequest
 from opencs.errors import ApiError
 
@@ -45,6 +46,10 @@ class SignedApiMiddleware:
         path: str = scope["path"]
         if path in self.public or any(path.startswith(p) for p in self.public if p.endswith("/")):
             await self.app(scope, receive, send_with_id)
+            return
+        insecure = refusal(scope)
+        if insecure:
+            await self._error(send_with_id, 403, "HttpsRequired", insecure, rid)
             return
 
         body = b""

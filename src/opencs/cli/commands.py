@@ -1,4 +1,4 @@
-"""Client-side CLI commands: configure, api, clusters, tasks, instances, images."""
+"""Client-side CLI commands: api, clusters, tasks, instances, images (configure: configure_cmd)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def make_client(ctx: typer.Context) -> Client:
         raise typer.Exit(EXIT_USAGE)
     try:
         return Client(prof.endpoint, prof.access_key_id, prof.access_key_secret, scheme=prof.scheme,
-                      timeout=float(obj.get("timeout") or 30.0))
+                      timeout=float(obj.get("timeout") or 30.0), ca_file=obj.get("ca_file") or prof.ca_file or None)
     except ValueError as e:
         err(f"Error: {e}")
         raise typer.Exit(EXIT_USAGE) from None
@@ -109,63 +109,6 @@ def _rows(reply: Any, key: str) -> list[dict[str, Any]]:
 WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the task to finish.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.0, help="Seconds to wait for the task.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw JSON reply.")]
-
-
-# ---------------------------------------------------------------------- configure
-
-
-def configure(
-    ctx: typer.Context,
-    profile: Annotated[str | None, typer.Option("--profile", "-p", help="Profile to write.")] = None,
-    endpoint: Annotated[str | None, typer.Option(help="API endpoint, e.g. http://127.0.0.1:8990.")] = None,
-    access_key_id: Annotated[str | None, typer.Option(help="AccessKey ID.")] = None,
-    access_key_secret: Annotated[str | None, typer.Option(help="AccessKey secret.")] = None,
-    scheme: Annotated[str | None, typer.Option(help="Signature scheme: roa or acs3.")] = None,
-) -> None:
-    """Save endpoint and credentials to ~/.opencs/config.json (like `aliyun configure`)."""
-    explicit = profile or (ctx.obj or {}).get("profile")
-    with cli_errors():
-        data = profiles.load_config()
-    name = profiles.selected_name(explicit, data)
-    prof = profiles.stored_profile(name, data)
-
-    interactive = endpoint is None or access_key_id is None or access_key_secret is None
-    if endpoint is None:
-        endpoint = typer.prompt("Endpoint", default=prof.endpoint or "http://127.0.0.1:8990")
-    if access_key_id is None:
-        access_key_id = typer.prompt("AccessKey ID", default=prof.access_key_id or None)
-    if access_key_secret is None:
-        shown = profiles.mask_secret(prof.access_key_secret)
-        answer = typer.prompt(
-            f"AccessKey Secret{f' [{shown}]' if shown else ''}", default="", hide_input=True,
-            show_default=False,
-        )
-        access_key_secret = answer or prof.access_key_secret
-    if scheme is None:
-        scheme = prof.scheme or "roa"
-        if interactive:
-            scheme = typer.prompt("Signature scheme (roa or acs3)", default=scheme)
-    scheme = scheme.strip().lower()
-    if scheme not in profiles.SCHEMES:
-        raise typer.BadParameter("expected roa or acs3", param_hint="--scheme")
-    endpoint = endpoint.strip().rstrip("/")
-    if endpoint and "://" not in endpoint:
-        endpoint = "http://" + endpoint
-    if not endpoint or not access_key_id or not access_key_secret:
-        raise typer.BadParameter("endpoint, AccessKey ID and secret are all required")
-
-    new = profiles.Profile(name=name, endpoint=endpoint, access_key_id=access_key_id.strip(),
-                           access_key_secret=access_key_secret.strip(), scheme=scheme)
-    try:
-        path = profiles.save_profile(new)
-    except OSError as e:
-        err(f"Error: cannot write the configuration: {e}")
-        raise typer.Exit(1) from None
-    typer.echo(f"Saved profile '{name}' to {path}")
-    typer.echo(f"  endpoint:          {new.endpoint}")
-    typer.echo(f"  access key id:     {new.access_key_id}")
-    typer.echo(f"  access key secret: {profiles.mask_secret(new.access_key_secret)}")
-    typer.echo(f"  scheme:            {new.scheme}")
 
 
 # ---------------------------------------------------------------------- api
@@ -493,7 +436,6 @@ def images(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the client commands to the top-level Typer app."""
-    app.command("configure")(configure)
     app.command("api")(api)
     app.add_typer(clusters_app, name="clusters")
     app.add_typer(tasks_app, name="tasks")

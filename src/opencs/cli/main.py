@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from opencs import __version__
-from opencs.cli import commands, keys_cmd, server_cmd
+from opencs.cli import commands, configure_cmd, keys_cmd, server_cmd
 
 app = typer.Typer(
     name="opencs",
@@ -35,6 +35,8 @@ def _global(
         typer.Option("--profile", "-p", envvar="OPENCS_PROFILE", help="Configuration profile to use."),
     ] = None,
     timeout: Annotated[float, typer.Option("--http-timeout", min=1.0, help="HTTP timeout (s).")] = 30.0,
+    ca_file: Annotated[str | None, typer.Option("--ca-file", help="CA to verify an https endpoint against "
+                                                "(default: the profile's pinned CA, else the system's).")] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
@@ -44,9 +46,12 @@ def _global(
     if profile:
         obj["profile"] = profile
     obj.setdefault("timeout", timeout)
+    if ca_file:
+        obj["ca_file"] = ca_file
 
 
 commands.register(app)
+configure_cmd.register(app)
 server_cmd.register(app)
 keys_cmd.register(app)
 

@@ -4,10 +4,12 @@ File layout (mode 0600)::
 
     {"current": "default",
      "profiles": {"default": {"endpoint": "http://127.0.0.1:8990", "access_key_id": "...",
-                              "access_key_secret": "...", "scheme": "roa"}}}
+                              "access_key_secret": "...", "scheme": "roa", "ca_file": ""}}}
 
-``OPENCS_ENDPOINT``, ``OPENCS_ACCESS_KEY_ID``, ``OPENCS_ACCESS_KEY_SECRET`` and
-``OPENCS_SCHEME`` override the selected profile's fields.
+``OPENCS_ENDPOINT``, ``OPENCS_ACCESS_KEY_ID``, ``OPENCS_ACCESS_KEY_SECRET``, ``OPENCS_SCHEME`` and
+``OPENCS_CA_FILE`` override the selected profile's fields. ``ca_file`` is the CA an ``https://``
+endpoint's certificate is verified against (empty: the system trust store); ``opencs configure``
+writes the CA it pinned next to the config file.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ ENV_OVERRIDES = {
     "access_key_id": "OPENCS_ACCESS_KEY_ID",
     "access_key_secret": "OPENCS_ACCESS_KEY_SECRET",
     "scheme": "OPENCS_SCHEME",
+    "ca_file": "OPENCS_CA_FILE",
 }
 
 
@@ -44,6 +47,7 @@ class Profile:
     access_key_id: str = ""
     access_key_secret: str = ""
     scheme: str = "roa"
+    ca_file: str = ""
 
     def missing(self) -> list[str]:
         """Names of the fields a client needs but this profile lacks."""
@@ -127,7 +131,7 @@ def stored_profile(name: str, data: dict[str, Any]) -> Profile:
     raw = data.get("profiles", {}).get(name) or {}
     prof = Profile(name=name)
     if isinstance(raw, dict):
-        for field in ("endpoint", "access_key_id", "access_key_secret", "scheme"):
+        for field in ("endpoint", "access_key_id", "access_key_secret", "scheme", "ca_file"):
             v = raw.get(field)
             if isinstance(v, str) and v:
                 setattr(prof, field, v)
@@ -157,6 +161,11 @@ def resolve_profile(explicit: str | None = None, path: Path | None = None) -> Pr
     if prof.scheme not in SCHEMES:
         raise ProfileError(f"unknown signature scheme {prof.scheme!r} (expected roa or acs3)")
     return prof
+
+
+def pinned_ca_path(profile_name: str, path: Path | None = None) -> Path:
+    """Where ``opencs configure`` keeps the CA it pinned for a profile (beside the config file)."""
+    return (path or config_path()).parent / f"ca-{profile_name}.pem"
 
 
 def save_profile(profile: Profile, *, make_current: bool = True, path: Path | None = None) -> Path:

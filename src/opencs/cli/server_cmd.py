@@ -9,10 +9,14 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from opencs.config import Settings
+
+if TYPE_CHECKING:
+    from opencs.pki.server_tls import ServerCert, TlsMode
 
 log = logging.getLogger("opencs")
 
@@ -49,6 +53,36 @@ def bootstrap_credentials(rt: object) -> None:
         log.warning("created the first admin AccessKey %s; its secret is in %s (mode 0600)", ak, path)
 
 
+def _public_url_error(public_url: str, https: bool) -> str | None:
+    if public_url and https and public_url.lower().startswith("http://"):
+        return (f"--public-url {public_url} says http but the API serves HTTPS; "
+                "give the https:// URL clients use")
+    return None
+
+
+def tls_setup(settings: Settings, mode: TlsMode, extra_names: list[str]) -> ServerCert | None:
+    """The certificate the API port serves (None for plain HTTP): the user's, or the data dir's
+    generated one covering every name the server is reached by. Logs what clients must trust."""
+    from opencs.pki import server_tls as st
+
+    if not mode.https:
+        if mode.insecure_http:
+            log.warning("--insecure-http: the API on %s is plain HTTP beyond loopback; requests and replies "
+                        "cross the network in clear text (replies carrying secrets are refused to "
+                        "non-loopback peers). Serve HTTPS instead: drop --insecure-http.", settings.host)
+        return None
+    if mode.cert_file and mode.key_file:
+        cert = st.load_user_cert(mode.cert_file, mode.key_file)
+    else:
+        ips, dns = st.wanted_names(settings.host, [settings.public_url], extra_names)
+        cert = st.ensure_server_cert(settings.data_dir, ips, dns)
+        log.info("API certificate %s for %s", cert.cert_file, ", ".join(dns + ips))
+    if cert.ca_fingerprint:
+        log.info("API CA SHA-256 fingerprint %s (clients trust it: `opencs ca export --data-dir %s`)",
+                 st.colon_fingerprint(cert.ca_fingerprint), settings.data_dir)
+    return cert
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def server(
@@ -58,26 +92,54 @@ def register(app: typer.Typer) -> None:
         database_url: str | None = DB_OPT,
         workers: int = typer.Option(2, "--workers", help="Task worker threads in this process (0: API only)."),
         log_level: str = typer.Option("info", "--log-level"),
+        public_url: str = typer.Option("", "--public-url", envvar="OPENCS_PUBLIC_URL",
+                                       help="URL clients reach this API by (trigger URLs; a SAN of the "
+                                            "generated certificate). Default: <scheme>://<host>:<port>."),
+        tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate (chain) to serve."),
+        tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
+        tls: bool = typer.Option(False, "--tls", help="HTTPS on loopback too (a generated certificate)."),
+        tls_san: list[str] = typer.Option([], "--tls-san",
+                                          help="Another name or address for the generated certificate."),
+        insecure_http: bool = typer.Option(False, "--insecure-http",
+                                           help="Plain HTTP on a non-loopback address (not recommended)."),
     ) -> None:
-        """Run the control plane in the foreground (API + durable-task workers). SIGTERM stops it cleanly."""
+        """Run the control plane in the foreground (API + durable-task workers). SIGTERM stops it cleanly.
+
+        On loopback the API is plain HTTP unless --tls/--tls-cert; on any other address it is HTTPS
+        (a certificate generated in the data dir unless --tls-cert/--tls-key) and plain HTTP needs
+        --insecure-http."""
         import uvicorn
 
         from opencs.api.app import create_app
+        from opencs.pki import server_tls as st
         from opencs.runtime import open_runtime
 
         _logging(log_level)
-        settings = Settings(data_dir=data_dir, database_url=database_url, host=host, port=port, workers=workers)
+        try:
+            mode = st.decide_mode(host, tls_cert, tls_key, tls=tls, insecure_http=insecure_http)
+            problem = _public_url_error(public_url, mode.https)
+            if problem:
+                raise st.TlsConfigError(problem)
+            settings = Settings(data_dir=data_dir, database_url=database_url, host=host, port=port,
+                                workers=workers, tls=mode.https, public_url=public_url)
+            cert = tls_setup(settings, mode, tls_san)
+        except st.TlsConfigError as e:
+            typer.echo(f"Error: {e}", err=True)
+            raise typer.Exit(2) from None
+        ssl_files = {"ssl_certfile": str(cert.cert_file), "ssl_keyfile": str(cert.key_file)} if cert else {}
         rt = open_runtime(settings)
         bootstrap_credentials(rt)
         rt.start()
-        log.info("opencs listening on http://%s:%d (data %s)", host, port, settings.data_dir)
+        # uvicorn has no HTTP/2 (h11/httptools only): the API speaks HTTP/1.1 with keep-alive
+        log.info("opencs API at %s (listening on %s://%s:%d, data %s)", settings.public_url, mode.scheme,
+                 host, port, settings.data_dir)
         # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to the handler that
         # was there before it: make that handler a clean exit so that rt.close() below still runs
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: sys.exit(0))
         try:
             uvicorn.run(create_app(rt), host=host, port=port, log_level=log_level, access_log=False,
-                        timeout_graceful_shutdown=10)
+                        timeout_graceful_shutdown=10, **ssl_files)
         finally:
             rt.close()
             log.info("opencs stopped")

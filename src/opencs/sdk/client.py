@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -67,6 +68,24 @@ def normalize_scheme(scheme: str) -> str:
     raise ValueError(f"unknown signature scheme {scheme!r} (expected 'roa' or 'acs3')")
 
 
+def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """Verifying TLS context: hostname and chain checked, trusting ``ca_file`` or the system store."""
+    try:
+        return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"cannot use CA file {ca_file}: {e}") from None
+
+
+def _cert_failure(e: BaseException) -> bool:
+    """The server's certificate failed verification: retrying cannot help."""
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def _query_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -92,6 +111,9 @@ class Client:
     in any :class:`httpx.BaseTransport`; ``http_client`` replaces the whole :class:`httpx.Client`
     (e.g. a ``starlette.testclient.TestClient``). ``retries`` extra attempts are made only for
     GET/HEAD/PUT/DELETE after a connection failure or a 502/503/504.
+
+    An ``https://`` endpoint's certificate is always verified: against ``ca_file`` (e.g. the output
+    of ``opencs ca export``) when given, else against the system's trust store.
     """
 
     def __init__(
@@ -107,6 +129,7 @@ class Client:
         backoff: float = 0.3,
         http_client: httpx.Client | None = None,
         user_agent: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         if "://" not in endpoint:
             endpoint = "http://" + endpoint
@@ -127,7 +150,8 @@ class Client:
         self._host = url.netloc.decode("ascii")
         self._prefix = url.raw_path.decode("ascii").split("?", 1)[0].rstrip("/")
         self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(transport=transport, timeout=httpx.Timeout(timeout))
+        self._http = http_client or httpx.Client(transport=transport, timeout=httpx.Timeout(timeout),
+                                                 verify=tls_context(ca_file))
         self._sleep: Callable[[float], None] = time.sleep
         self._clock: Callable[[], float] = time.monotonic
 
@@ -228,7 +252,7 @@ class Client:
             try:
                 resp = self._http.send(req)
             except httpx.RequestError as e:
-                if not last and isinstance(e, RETRYABLE_TRANSPORT):
+                if not last and isinstance(e, RETRYABLE_TRANSPORT) and not _cert_failure(e):
                     self._sleep(self._delay(attempt, None))
                     continue
                 raise self._transport_error(e) from e
@@ -370,6 +394,9 @@ class Client:
     def _transport_error(self, e: httpx.RequestError) -> TransportError:
         if isinstance(e, httpx.TimeoutException):
             msg = f"timed out talking to {self.endpoint} (timeout {self.timeout:g}s)"
+        elif _cert_failure(e):
+            msg = (f"the certificate of {self.endpoint} is not trusted ({e}); pass the server's CA "
+                   "(--ca-file / ca_file=, `opencs ca export` on the server) or run `opencs configure`")
         elif isinstance(e, httpx.ConnectError):
             msg = f"cannot connect to {self.endpoint}: {e or type(e).__name__}"
         else:
