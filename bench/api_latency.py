@@ -1,11 +1,16 @@
 """Signed GET /clusters (100 clusters in the store) against the unauthenticated /healthz of the
 same server, in the same run, over one keep-alive connection each.
 
-    python bench/api_latency.py [--requests 2000] [--database-url postgresql://...]
+    python bench/api_latency.py [--requests 2000] [--database-url postgresql://...] [--https]
 
 Requests are signed before the clock starts (each with its own nonce and Date, as the Tea SDK
 sends them), so the figures are the server's cost plus the loopback round trip.
 Targets (issue 2): p99 <= 10 ms and signed throughput >= 0.5 x the trivial route's.
+
+--https (issue 14): the same signed GET /clusters over HTTPS (a server with the generated
+certificate, one keep-alive TLS connection) against plain HTTP to a second server on the same data,
+both measured in this run in alternating rounds; prints p50/p99 of each and the HTTPS/HTTP ratios.
+Target: p99 <= 10 ms over HTTPS.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--clusters", type=int, default=100)
     ap.add_argument("--database-url", default=None)
+    ap.add_argument("--https", action="store_true", help="HTTPS against plain HTTP (see above)")
+    ap.add_argument("--rounds", type=int, default=6, help="--https: alternating rounds per side")
     args = ap.parse_args()
     db_url, drop = args.database_url, None
     if db_url:  # a database of its own, dropped afterwards: the seeded clusters must not stay
@@ -75,7 +82,7 @@ def main() -> None:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     try:
-        _run(args, db_url)
+        (_run_https if args.https else _run)(args, db_url)
     finally:
         if drop:
             drop()
@@ -112,6 +119,52 @@ def _run(args: argparse.Namespace, database_url: str | None) -> None:
         rps = args.requests / total
         print(f"{name:34s} p50 {pct(lat, .5):6.2f} ms  p99 {pct(lat, .99):6.2f} ms"
               f"  mean {statistics.mean(lat) * 1000:6.2f} ms  {rps:7.0f} req/s  ratio to trivial {rps / base_rps:4.2f}")
+
+
+def _run_https(args: argparse.Namespace, database_url: str | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        seed(data, database_url, args.clusters)
+        env = {"OPENCS_MONITOR_INTERVAL": "0"}
+        plain = ServerProcess(data, database_url=database_url, env=env, workers=0)
+        # the same AccessKey and data; its own port, HTTPS with the data dir's generated certificate
+        tls = ServerProcess(data, database_url=database_url, workers=0, args=["--tls"], scheme="https",
+                            env={**env, "OPENCS_BOOTSTRAP_ACCESS_KEY_ID": plain.ak,
+                                 "OPENCS_BOOTSTRAP_ACCESS_KEY_SECRET": plain.secret})
+        results: dict[str, tuple[list[float], float]] = {"HTTP": ([], 0.0), "HTTPS": ([], 0.0)}
+        try:
+            plain.start()
+            tls.start()
+            signer = Signer(plain.ak, plain.secret, scheme=sig.ROA)
+            sides = {"HTTP": plain, "HTTPS": tls}
+            clients = {k: httpx.Client(base_url=s.url, verify=s.verify(), trust_env=False) for k, s in sides.items()}
+            per_round = max(1, args.requests // args.rounds)
+            for name, c in clients.items():  # warm up: connection (TLS handshake) and caches
+                for _ in range(20):
+                    c.get("/clusters", headers=signer.headers("GET", "/clusters", host=sides[name].endpoint))
+            for r in range(args.rounds):
+                for name in (("HTTP", "HTTPS") if r % 2 == 0 else ("HTTPS", "HTTP")):
+                    c, srv = clients[name], sides[name]
+                    reqs = [c.build_request("GET", "/clusters", headers=signer.headers("GET", "/clusters",
+                                                                                     host=srv.endpoint))
+                            for _ in range(per_round)]
+                    lat, total = run(c, reqs)
+                    results[name] = (results[name][0] + lat, results[name][1] + total)
+            for c in clients.values():
+                c.close()
+        finally:
+            tls.kill()
+            plain.kill()
+    n = per_round * args.rounds
+    print(f"signed GET /clusters (ROA), {args.clusters} clusters, {n} sequential requests per side in "
+          f"{args.rounds} alternating rounds, one keep-alive connection each, "
+          f"store: {'PostgreSQL' if database_url else 'SQLite'}; HTTP/1.1 (uvicorn has no HTTP/2)")
+    for name, (lat, total) in results.items():
+        print(f"{name:6s} p50 {pct(lat, .5):6.2f} ms  p99 {pct(lat, .99):6.2f} ms  mean "
+              f"{statistics.mean(lat) * 1000:6.2f} ms  {n / total:7.0f} req/s")
+    (h, ht), (s_, st) = results["HTTP"], results["HTTPS"]
+    print(f"HTTPS / HTTP: p50 {pct(s_, .5) / pct(h, .5):4.2f}x  p99 {pct(s_, .99) / pct(h, .99):4.2f}x  "
+          f"throughput {ht / st:4.2f}x   (target: HTTPS p99 <= 10 ms: {'met' if pct(s_, .99) <= 10 else 'MISSED'})")
 
 
 if __name__ == "__main__":
