@@ -35,7 +35,7 @@ def _handshake(endpoint: str, ctx: ssl.SSLContext, timeout: float = 10.0) -> lis
     with socket.create_connection((host, port), timeout=timeout) as raw, \
             ctx.wrap_socket(raw, server_hostname=host) as tls:
         # public from Python 3.13; the same method of the C object before
-        get = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain  # type: ignore[union-attr]
+        get = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain  # type: ignore[attr-defined]
         return [c.public_bytes(ssl._ssl.ENCODING_PEM) for c in get()]  # type: ignore[attr-defined]
 
 

@@ -126,7 +126,6 @@ def register(app: typer.Typer) -> None:
         except st.TlsConfigError as e:
             typer.echo(f"Error: {e}", err=True)
             raise typer.Exit(2) from None
-        ssl_files = {"ssl_certfile": str(cert.cert_file), "ssl_keyfile": str(cert.key_file)} if cert else {}
         rt = open_runtime(settings)
         bootstrap_credentials(rt)
         rt.start()
@@ -139,7 +138,8 @@ def register(app: typer.Typer) -> None:
             signal.signal(sig, lambda *_: sys.exit(0))
         try:
             uvicorn.run(create_app(rt), host=host, port=port, log_level=log_level, access_log=False,
-                        timeout_graceful_shutdown=10, **ssl_files)
+                        timeout_graceful_shutdown=10, ssl_certfile=cert.cert_file if cert else None,
+                        ssl_keyfile=cert.key_file if cert else None)
         finally:
             rt.close()
             log.info("opencs stopped")
