@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from opencs import metrics
 from opencs.appapi.app import create_appapi_app
 from opencs.auth.verifier import RequestVerifier
 from opencs.config import Settings
@@ -204,7 +205,9 @@ def build(settings: Settings) -> ControlPlane:
     handlers = TaskRegistry([*cluster_tasks.task_handlers(), *project_tasks.task_handlers(),
                              *project_bluegreen.task_handlers()])
     handlers.load_plugins(settings.task_plugins)
-    tasks = TaskEngine(TaskRepo(db), handlers, lease_seconds=settings.task_lease_seconds)
+    task_repo = TaskRepo(db)
+    tasks = TaskEngine(task_repo, handlers, lease_seconds=settings.task_lease_seconds)
+    metrics.watch_queue(task_repo.active_counts)
     providers = make_providers(settings, box)
     clusters = ClusterService(db, box, tasks, settings, providers)
     instances = InstanceService(db, tasks, clusters)

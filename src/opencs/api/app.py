@@ -7,13 +7,15 @@ from fastapi import FastAPI
 from opencs import API_VERSION, __version__
 from opencs.api import errors
 from opencs.api.deps import ApiServices
+from opencs.api.http_metrics import HttpMetricsMiddleware
 from opencs.api.middleware import SignedApiMiddleware
-from opencs.api.routes import clusters, images, instances, meta, tasks, triggers
+from opencs.api.routes import clusters, images, instances, meta, metrics, tasks, triggers
 
 # reachable without a signature: liveness, the OpenAPI document and its viewer
 # /hook/trigger authenticates with the trigger's own secret (spec §11), /hook/registry with the
 # bundled registry's bearer token
-PUBLIC_PATHS = ("/healthz", "/openapi.json", "/docs", "/docs/", "/redoc", "/hook/trigger", "/hook/registry")
+PUBLIC_PATHS = ("/healthz", "/openapi.json", "/docs", "/docs/", "/redoc", "/hook/trigger", "/hook/registry",
+                "/metrics")
 
 
 def create_app(services: ApiServices) -> FastAPI:
@@ -26,7 +28,9 @@ def create_app(services: ApiServices) -> FastAPI:
     )
     app.state.services = services
     errors.install(app)
-    for r in (meta.router, clusters.router, tasks.router, instances.router, images.router, triggers.router):
+    for r in (meta.router, clusters.router, tasks.router, instances.router, images.router, triggers.router,
+              metrics.router):
         app.include_router(r)
     app.add_middleware(SignedApiMiddleware, verifier=services.verifier, public_paths=PUBLIC_PATHS)
+    app.add_middleware(HttpMetricsMiddleware, routes=app.routes)  # outermost: sees refusals too
     return app

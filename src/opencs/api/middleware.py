@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, unquote
 
 from anyio import to_thread
 
-from opencs import ids
+from opencs import ids, metrics
 from opencs.api.errors import REQUEST_ID_HEADER, error_body
 from opencs.api.secure_transport import refusal
 from opencs.auth.verifier import RequestVerifier, SignedRequest
@@ -77,6 +77,7 @@ class SignedApiMiddleware:
         try:
             scope["state"]["access_key_id"] = await to_thread.run_sync(self.verifier.verify, req)
         except ApiError as e:
+            metrics.signature_failures.labels(e.code).inc()
             await self._error(send_with_id, e.status, e.code, e.message, rid)
             return
 

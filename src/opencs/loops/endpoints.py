@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from opencs import metrics
 from opencs.appapi.asgi_bridge import AppHost, ASGIApp
 from opencs.appapi.frontend import ClusterFrontend
 from opencs.appapi.tlsstream import server_context
@@ -161,7 +162,9 @@ class EndpointManager:
                     break
                 try:
                     await self._reconcile()
+                    metrics.loop_pass(self.name, True)
                 except Exception:
+                    metrics.loop_pass(self.name, False)
                     log.exception("appapi reconcile failed")
         finally:
             for cid in list(self._frontends):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from opencs import metrics
 from opencs.store.changes import TableChanges
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -36,8 +38,29 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
-        return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        return _timed(engine)
+    return _timed(create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True))
+
+
+def _timed(engine: Engine) -> Engine:
+    """Observe every statement's latency, labelled by its verb (SELECT, INSERT, ...)."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: Any, _cursor: Any, _stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
+        conn.info.setdefault("opencs_t0", []).append(time.perf_counter())
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(conn: Any, _cursor: Any, stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
+        starts = conn.info.get("opencs_t0")
+        if starts:
+            verb = stmt.lstrip().split(None, 1)[0].upper() if stmt.strip() else "OTHER"
+            elapsed = time.perf_counter() - starts.pop()
+            metrics.store_latency.labels(verb if verb in _VERBS else "OTHER").observe(elapsed)
+
+    return engine
+
+
+_VERBS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "BEGIN", "COMMIT", "ROLLBACK", "PRAGMA", "WITH"})
 
 
 def migrate(engine: Engine) -> None:

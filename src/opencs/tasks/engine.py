@@ -18,7 +18,7 @@ import traceback
 import uuid
 from typing import Any
 
-from opencs import ids
+from opencs import ids, metrics
 from opencs.errors import ApiError, NotFound
 from opencs.store.db import utcnow
 from opencs.store.models import Task
@@ -240,6 +240,7 @@ class TaskEngine:
             self._finish_failed(ctx, stages, "UnknownTaskType", f"no handler for {task.task_type}", None)
             return
         done, lost = threading.Event(), threading.Event()
+        started, outcome = time.perf_counter(), "lost"
         hb = threading.Thread(target=self._heartbeat, args=(task.task_id, done, lost), daemon=True)
         hb.start()
         try:
@@ -255,11 +256,13 @@ class TaskEngine:
                 ctx.stage = name
                 st.update(state="running", start_time=st.get("start_time") or _now_iso(), message="")
                 self._set_stage(ctx, stages, current_stage=name)
-                fn(ctx)
+                with metrics.timed_stage(task.task_type, name):
+                    fn(ctx)
                 st.update(state="success", end_time=_now_iso())
                 self._set_stage(ctx, stages)
             self._guarded_update(task.task_id, state="success", stages=stages, scratch=dict(ctx.scratch),
                                  result=dict(ctx.result), owner=None, lease_until=0.0)
+            outcome = "success"
         except LeaseLost:
             log.warning("lost the lease of %s; another worker continues it", task.task_id)
         except Exception as e:
@@ -272,8 +275,12 @@ class TaskEngine:
                     st.update(state="fail", end_time=_now_iso(), message=message)
             with contextlib.suppress(LeaseLost):
                 self._finish_failed(ctx, stages, code, message, handler)
+                outcome = "fail"
         finally:
             done.set()
+            metrics.task_duration.labels(task.task_type, outcome).observe(time.perf_counter() - started)
+            if outcome != "lost":
+                metrics.tasks_finished.labels(task.task_type, outcome).inc()
 
     def _finish_failed(
         self, ctx: TaskContext, stages: list[dict[str, Any]], code: str, message: str,

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import event, or_, select, update
+from sqlalchemy import event, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from opencs.store.db import Database, utcnow
@@ -64,6 +64,13 @@ class TaskRepo:
                 update(Task).where(Task.task_id == task_id, Task.owner == owner).values(updated=utcnow(), **values)
             )
             return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+
+    def active_counts(self) -> dict[str, int]:
+        """Tasks not yet ended, by state (pending, running)."""
+        with self.db.session() as s:
+            rows = s.execute(select(Task.state, func.count()).where(Task.state.in_(ACTIVE)).group_by(Task.state))
+            found = {str(state): int(n) for state, n in rows}
+        return {state: found.get(state, 0) for state in ACTIVE}
 
     def release_dead_local_owners(self, host: str) -> int:
         """Tasks owned by a process of this host that no longer exists become free at once."""
