@@ -14,6 +14,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,11 +129,15 @@ def test_secret_reply_refused_over_plain_http_beyond_loopback(tmp_path: Path, ne
     try:
         srv.start()
         path = f"/clusters/{cid}/certs"
-        far = netns.request("http", srv.port, path, signed(srv, path))
+        captured = signed(srv, path)
+        far = netns.request("http", srv.port, path, captured)
         assert far["status"] == 403, far
         err = json.loads(far["body"])
         assert err["Code"] == "HttpsRequired" and "HTTPS" in err["Message"] and err["RequestId"]
         assert "PRIVATE KEY" not in far["body"]
+        # the refused request's nonce is spent: replaying what crossed the network in clear text fails
+        replay = httpx.get(f"http://127.0.0.1:{srv.port}{path}", headers=captured, trust_env=False)
+        assert replay.json()["Code"] == "SignatureNonceUsed", replay.text
         # a reply without secrets still goes to that peer; loopback gets the key as before
         assert netns.request("http", srv.port, f"/clusters/{cid}", signed(srv, f"/clusters/{cid}"))["status"] == 200
         near = httpx.get(f"http://127.0.0.1:{srv.port}{path}", headers=signed(srv, path), trust_env=False)
@@ -161,6 +166,12 @@ def test_non_loopback_address_serves_https_with_matching_sans(tmp_path: Path, ne
         path = f"/clusters/{cid}/certs"
         reply = netns.request("https", srv.port, path, signed(srv, path), ca=srv.ca_file)
         assert reply["status"] == 200 and "PRIVATE KEY" in json.loads(reply["body"])["key"]
+        # master_url (the cluster's own mTLS endpoint) is advertised under the public host too
+        with Client(srv.url, srv.ak, srv.secret, ca_file=str(srv.ca_file)) as cs:
+            deadline = time.monotonic() + 20
+            while not cs.describe_cluster(cid)["master_url"].startswith(f"https://{netns.host_ip}:"):
+                assert time.monotonic() < deadline, cs.describe_cluster(cid)
+                time.sleep(0.2)
     finally:
         srv.kill()
 

@@ -47,10 +47,6 @@ class SignedApiMiddleware:
         if path in self.public or any(path.startswith(p) for p in self.public if p.endswith("/")):
             await self.app(scope, receive, send_with_id)
             return
-        insecure = refusal(scope)
-        if insecure:
-            await self._error(send_with_id, 403, "HttpsRequired", insecure, rid)
-            return
 
         body = b""
         more = True
@@ -79,6 +75,11 @@ class SignedApiMiddleware:
         except ApiError as e:
             metrics.signature_failures.labels(e.code).inc()
             await self._error(send_with_id, e.status, e.code, e.message, rid)
+            return
+        # after verification: a refused request's nonce is spent, so a captured copy cannot be replayed over HTTPS
+        insecure = refusal(scope)
+        if insecure:
+            await self._error(send_with_id, 403, "HttpsRequired", insecure, rid)
             return
 
         replayed = False

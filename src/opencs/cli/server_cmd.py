@@ -122,6 +122,10 @@ def register(app: typer.Typer) -> None:
                 raise st.TlsConfigError(problem)
             settings = Settings(data_dir=data_dir, database_url=database_url, host=host, port=port,
                                 workers=workers, tls=mode.https, public_url=public_url)
+            if not st.is_loopback(host):
+                # master_url: the clusters' endpoints listen where the API does, under the public host
+                settings.appapi_host = host
+                settings.appapi_advertise_host = st.url_host(settings.public_url)
             cert = tls_setup(settings, mode, tls_san)
         except st.TlsConfigError as e:
             typer.echo(f"Error: {e}", err=True)
