@@ -42,6 +42,17 @@ def test_public_url_follows_scheme_and_host() -> None:
     assert Settings(data_dir=Path("d"), public_url="https://api.example:9/").public_url == "https://api.example:9"
 
 
+def test_master_url_follows_the_public_host() -> None:
+    from opencs.cli.server_cmd import advertise_endpoints
+
+    far = Settings(data_dir=Path("d"), host="0.0.0.0", port=1, tls=True, public_url="https://cs.example:1")
+    advertise_endpoints(far)
+    assert (far.appapi_host, far.appapi_advertise_host) == ("0.0.0.0", "cs.example")
+    near = Settings(data_dir=Path("d"))
+    advertise_endpoints(near)
+    assert (near.appapi_host, near.appapi_advertise_host) == ("127.0.0.1", "")
+
+
 def test_wanted_names() -> None:
     ips, dns = st.wanted_names("10.1.2.3", ["https://Api.Example:8990"], ["lb.example", "192.0.2.9"])
     assert ips == ["192.0.2.9", "10.1.2.3"] and dns == ["api.example", "lb.example"]

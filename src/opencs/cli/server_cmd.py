@@ -60,6 +60,16 @@ def _public_url_error(public_url: str, https: bool) -> str | None:
     return None
 
 
+def advertise_endpoints(settings: Settings) -> None:
+    """Beyond loopback, the clusters' endpoints (master_url) listen where the API does and are
+    advertised under the public URL's host; on loopback they stay on 127.0.0.1."""
+    from opencs.pki import server_tls as st
+
+    if not st.is_loopback(settings.host):
+        settings.appapi_host = settings.host
+        settings.appapi_advertise_host = st.url_host(settings.public_url)
+
+
 def tls_setup(settings: Settings, mode: TlsMode, extra_names: list[str]) -> ServerCert | None:
     """The certificate the API port serves (None for plain HTTP): the user's, or the data dir's
     generated one covering every name the server is reached by. Logs what clients must trust."""
@@ -122,10 +132,7 @@ def register(app: typer.Typer) -> None:
                 raise st.TlsConfigError(problem)
             settings = Settings(data_dir=data_dir, database_url=database_url, host=host, port=port,
                                 workers=workers, tls=mode.https, public_url=public_url)
-            if not st.is_loopback(host):
-                # master_url: the clusters' endpoints listen where the API does, under the public host
-                settings.appapi_host = host
-                settings.appapi_advertise_host = st.url_host(settings.public_url)
+            advertise_endpoints(settings)
             cert = tls_setup(settings, mode, tls_san)
         except st.TlsConfigError as e:
             typer.echo(f"Error: {e}", err=True)
