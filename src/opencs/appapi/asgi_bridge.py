@@ -75,20 +75,12 @@ class RequestInfo:
     client: tuple[str, int] | None
 
 
-async def serve(host: AppHost, conn: h11.Connection, tls: TlsStream, req: h11.Request, info: RequestInfo) -> bool:
-    """Run one request through the app; True if the connection may serve another request."""
-    rid = str(info.state.get("request_id", ""))
-    length = next((v for k, v in req.headers if k == b"content-length"), None)
-    if length is not None and int(length) > MAX_BODY:
-        await send_json(conn, tls, 413, error_body("RequestTooLarge", f"body larger than {MAX_BODY} bytes", rid),
-                        rid, close=True)
-        return False
-    method = req.method.decode("ascii")
-    scope: Scope = {
+def _scope(req: h11.Request, info: RequestInfo) -> Scope:
+    return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": req.http_version.decode("ascii"),
-        "method": method,
+        "method": req.method.decode("ascii"),
         "scheme": "https",
         "path": info.path,
         "raw_path": info.raw_path,
@@ -99,78 +91,94 @@ async def serve(host: AppHost, conn: h11.Connection, tls: TlsStream, req: h11.Re
         "client": info.client,
         "state": info.state,
     }
-    body_done = False
-    received = 0
-    response_done = asyncio.Event()
-    started: list[tuple[int, list[tuple[bytes, bytes]]]] = []
-    sent_head = False
 
-    async def receive() -> Message:
-        nonlocal body_done, received
-        if body_done:
-            await response_done.wait()  # nothing more to read: the app sees a disconnect afterwards
+
+class _Exchange:
+    """One request/response between h11 and the ASGI app: the app's receive() and send()."""
+
+    def __init__(self, conn: h11.Connection, tls: TlsStream, method: str, rid: str) -> None:
+        self.conn, self.tls, self.method, self.rid = conn, tls, method, rid
+        self.body_done = False
+        self.received = 0
+        self.response_done = asyncio.Event()
+        self.started: list[tuple[int, list[tuple[bytes, bytes]]]] = []
+        self.sent_head = False
+
+    async def receive(self) -> Message:
+        conn = self.conn
+        if self.body_done:
+            await self.response_done.wait()  # nothing more to read: the app sees a disconnect afterwards
             return {"type": "http.disconnect"}
         if conn.they_are_waiting_for_100_continue:
-            await send_events(conn, tls, h11.InformationalResponse(status_code=100, headers=[]))
+            await send_events(conn, self.tls, h11.InformationalResponse(status_code=100, headers=[]))
         try:
-            event = await next_event(conn, tls, BODY_TIMEOUT)
+            event = await next_event(conn, self.tls, BODY_TIMEOUT)
         except (OSError, TimeoutError, h11.RemoteProtocolError):
-            body_done = True
+            self.body_done = True
             return {"type": "http.disconnect"}
         if isinstance(event, h11.Data):
-            received += len(event.data)
-            if received > MAX_BODY:
-                body_done = True
+            self.received += len(event.data)
+            if self.received > MAX_BODY:
+                self.body_done = True
                 return {"type": "http.disconnect"}
             return {"type": "http.request", "body": bytes(event.data), "more_body": True}
-        body_done = True
+        self.body_done = True
         if isinstance(event, h11.EndOfMessage):
             return {"type": "http.request", "body": b"", "more_body": False}
         return {"type": "http.disconnect"}
 
-    async def send(message: Message) -> None:
-        nonlocal sent_head
-        if response_done.is_set():
+    async def send(self, message: Message) -> None:
+        if self.response_done.is_set():
             return
         if message["type"] == "http.response.start":
             headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", [])]
-            if not any(k == REQUEST_ID_HEADER.encode() for k, _ in headers) and rid:
-                headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
-            started.append((int(message["status"]), headers))
+            if not any(k == REQUEST_ID_HEADER.encode() for k, _ in headers) and self.rid:
+                headers.append((REQUEST_ID_HEADER.encode(), self.rid.encode()))
+            self.started.append((int(message["status"]), headers))
             return
-        if message["type"] != "http.response.body" or not started:
+        if message["type"] != "http.response.body" or not self.started:
             return
         events: list[Any] = []
-        if not sent_head:
-            status, headers = started[0]
+        if not self.sent_head:
+            status, headers = self.started[0]
             events.append(h11.Response(status_code=status, headers=headers))
-            sent_head = True
+            self.sent_head = True
         body = message.get("body", b"")
-        if body and method != "HEAD":  # h11 frames HEAD replies as empty
+        if body and self.method != "HEAD":  # h11 frames HEAD replies as empty
             events.append(h11.Data(data=body))
         if not message.get("more_body", False):
             events.append(h11.EndOfMessage())
-            response_done.set()
-        await send_events(conn, tls, *events)
+            self.response_done.set()
+        await send_events(self.conn, self.tls, *events)
 
+
+async def serve(host: AppHost, conn: h11.Connection, tls: TlsStream, req: h11.Request, info: RequestInfo) -> bool:
+    """Run one request through the app; True if the connection may serve another request."""
+    rid = str(info.state.get("request_id", ""))
+    length = next((v for k, v in req.headers if k == b"content-length"), None)
+    if length is not None and int(length) > MAX_BODY:
+        await send_json(conn, tls, 413, error_body("RequestTooLarge", f"body larger than {MAX_BODY} bytes", rid),
+                        rid, close=True)
+        return False
+    ex = _Exchange(conn, tls, req.method.decode("ascii"), rid)
     try:
-        await host.app(scope, receive, send)
+        await host.app(_scope(req, info), ex.receive, ex.send)
     except Exception:
-        log.exception("Application API request %s %s failed (request %s)", method, info.path, rid)
-        if not sent_head:
+        log.exception("Application API request %s %s failed (request %s)", ex.method, info.path, rid)
+        if not ex.sent_head:
             with contextlib.suppress(Exception):
                 await send_json(conn, tls, 500, error_body("InternalError", "internal error", rid), rid, close=True)
         return False
     finally:
-        response_done.set()
-    if not sent_head:  # the app returned without answering
+        ex.response_done.set()
+    if not ex.sent_head:  # the app returned without answering
         await send_json(conn, tls, 500, error_body("InternalError", "no response", rid), rid, close=True)
         return False
     # A route that takes no body never reads the request's (empty) end: read it now, or the connection
     # would be closed right after the reply while a keep-alive client already reuses it for the next
     # request ("Remote end closed connection without response").
-    while conn.their_state is h11.SEND_BODY and not body_done:
-        msg = await receive()
+    while conn.their_state is h11.SEND_BODY and not ex.body_done:
+        msg = await ex.receive()
         if msg["type"] != "http.request" or not msg.get("more_body"):
             break
     return conn.our_state is h11.DONE and conn.their_state is h11.DONE
