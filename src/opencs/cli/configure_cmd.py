@@ -34,9 +34,12 @@ def _handshake(endpoint: str, ctx: ssl.SSLContext, timeout: float = 10.0) -> lis
     host, port = _address(endpoint)
     with socket.create_connection((host, port), timeout=timeout) as raw, \
             ctx.wrap_socket(raw, server_hostname=host) as tls:
-        # public from Python 3.13; the same method of the C object before
-        get = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain  # type: ignore[attr-defined]
-        return [c.public_bytes(ssl._ssl.ENCODING_PEM) for c in get()]  # type: ignore[attr-defined]
+        # SSLSocket.get_unverified_chain is public from Python 3.13 (DER bytes); before, only the
+        # C object has it (certificate objects)
+        sslobj = getattr(tls, "_sslobj", None)
+        getter = getattr(sslobj, "get_unverified_chain", None) or getattr(tls, "get_unverified_chain")  # noqa: B009
+        pem = ssl._ssl.ENCODING_PEM  # type: ignore[attr-defined]
+        return [ssl.DER_cert_to_PEM_cert(c) if isinstance(c, bytes) else c.public_bytes(pem) for c in getter() or []]
 
 
 def fetch_chain(endpoint: str) -> list[str]:
