@@ -125,3 +125,37 @@ def test_refusal_only_plain_http_beyond_loopback() -> None:
     assert refusal(_scope("https", ("10.0.0.2", 5555))) is None
     for local in (("127.0.0.1", 1), ("::1", 1), ("::ffff:127.0.0.1", 1), ("testclient", 1), None):
         assert refusal(_scope("http", local)) is None, local
+
+
+def test_configure_fetches_the_ca_from_the_handshake(tmp_path: Path) -> None:
+    import socket
+    import ssl
+    import threading
+
+    from opencs.cli.configure_cmd import fetch_chain, verify_endpoint
+
+    served = st.ensure_server_cert(tmp_path, ["127.0.0.1"], [])
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(served.cert_file, served.key_file)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        url = f"https://127.0.0.1:{srv.getsockname()[1]}"
+
+        def serve() -> None:
+            for _ in range(3):
+                conn, _ = srv.accept()
+                try:
+                    with ctx.wrap_socket(conn, server_side=True) as tls:
+                        tls.recv(1)
+                except (OSError, ssl.SSLError):
+                    pass  # the untrusting client hangs up in the handshake
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        chain = fetch_chain(url)
+        assert len(chain) == 2 and chain[-1] == served.ca_pem
+        (tmp_path / "pin.pem").write_text(chain[-1])
+        assert verify_endpoint(url, str(tmp_path / "pin.pem")) is None
+        assert "self-signed" in (verify_endpoint(url, None) or "")
+        t.join(10)
