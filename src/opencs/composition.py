@@ -20,20 +20,28 @@ from opencs import metrics
 from opencs.appapi.app import create_appapi_app
 from opencs.auth.verifier import RequestVerifier
 from opencs.config import Settings
+from opencs.engines.swarm.driver import SwarmDriver
+from opencs.engines.swarm.node import DockerEngine
 from opencs.loops import Loop
 from opencs.loops.endpoints import AppFactory, EndpointManager, EndpointSettings
+from opencs.loops.health import HealthLoop
+from opencs.machine import NodeRuntime
 from opencs.providers.base import Provider
 from opencs.registry.service import RegistryService
 from opencs.secretbox import SecretBox
 from opencs.services import cluster_tasks, project_bluegreen, project_tasks
+from opencs.services.cluster_tasks import ClusterTaskDeps
 from opencs.services.clusters import ClusterService
 from opencs.services.instances import InstanceService
 from opencs.services.keys import KeyService
-from opencs.services.monitor import Monitor, reconcile_inventory
+from opencs.services.monitor import HealthService
+from opencs.services.nodes import Machines
 from opencs.services.projects import ProjectService
 from opencs.services.triggers import TriggerService
 from opencs.store.db import Database, migrate
+from opencs.store.repos.clusters import ClusterRepo
 from opencs.store.repos.endpoints import EndpointRepo
+from opencs.store.repos.instances import InstanceRepo
 from opencs.store.repos.keys import KeyRepo
 from opencs.store.repos.nonces import NonceStore
 from opencs.store.repos.tasks import TaskRepo
@@ -57,6 +65,9 @@ class ControlPlane:
     verifier: RequestVerifier
     providers: dict[str, Provider]
     registry: RegistryService
+    instance_repo: InstanceRepo
+    cluster_driver: SwarmDriver
+    health: HealthService
     triggers: TriggerService = field(init=False)
     projects: ProjectService = field(init=False)
     loops: list[Loop] = field(default_factory=list)
@@ -88,7 +99,7 @@ class ControlPlane:
 
         def reconcile_then_work() -> None:
             try:
-                reconcile_inventory(self)  # type: ignore[arg-type]
+                self.health.reconcile_inventory()
             except Exception:
                 log.exception("start-up reconciliation failed")
             if self.settings.workers > 0 and not self._closing.is_set():
@@ -104,7 +115,7 @@ class ControlPlane:
         loops: list[Loop] = []
         s = self.settings
         if s.monitor_interval > 0:
-            loops.append(_Named("health", Monitor(self, s.monitor_interval)))  # type: ignore[arg-type]
+            loops.append(HealthLoop(self.health, s.monitor_interval))
         if s.appapi:
             self._appapi = endpoint_manager(self)
             loops.append(self._appapi)
@@ -124,9 +135,11 @@ class ControlPlane:
         self.loops.clear()
         self._appapi = self.router = None
         self.tasks.stop()
-        for prov in self.providers.values():
-            if close := getattr(prov, "close", None):  # the ssh provider's tunnels and loop thread
-                close()
+        for name, prov in self.providers.items():
+            try:
+                prov.close()  # the ssh provider's tunnels and loop thread
+            except Exception as e:  # one provider must not keep the store open
+                log.warning("closing provider %s: %s", name, e)
         self.db.close()
 
 
@@ -144,19 +157,26 @@ class _Named:
         self.inner.stop()
 
 
-class _LocalBridge:
-    """The local provider's bridge as the registry sees it."""
+class _MasterUrl:
+    """master_url of a running cluster: the Application API endpoint's when this server serves
+    one (its endpoint manager owns the field), else the engine's own TLS address."""
 
-    def __init__(self, prov: Any) -> None:
-        self.prov = prov
+    def __init__(self, appapi: bool, clusters: ClusterRepo, driver: SwarmDriver) -> None:
+        self.appapi, self.clusters, self.driver = appapi, clusters, driver
+        self.plane: ControlPlane | None = None  # set once built (its endpoint manager starts later)
 
-    @property
-    def gateway_address(self) -> str | None:
-        gw = getattr(self.prov, "gateway", None)
-        return str(gw) if gw else None
-
-    def ensure_network(self) -> str:
-        return str(self.prov.ensure_network())
+    def __call__(self, cluster_id: str) -> str:
+        if not self.appapi:
+            return self.driver.api_url(cluster_id)
+        # ask this process' manager (if any) to start the endpoint now rather than within ~1 s
+        manager = self.plane._appapi if self.plane is not None else None
+        if manager is not None:
+            try:
+                manager.sync()
+            except Exception as e:
+                log.warning("Application API endpoint of %s not ready yet: %s", cluster_id, e)
+        c = self.clusters.get(cluster_id)
+        return c.master_url if c is not None else ""
 
 
 def endpoint_manager(plane: ControlPlane, app_factory: AppFactory | None = None) -> EndpointManager:
@@ -169,11 +189,13 @@ def endpoint_manager(plane: ControlPlane, app_factory: AppFactory | None = None)
     )
 
 
-def make_providers(settings: Settings, box: SecretBox) -> dict[str, Provider]:
+def make_providers(settings: Settings, box: SecretBox, runtime: NodeRuntime | None = None) -> dict[str, Provider]:
+    """The providers of machines; `runtime` is what the cluster engine runs on them (Docker for Swarm)."""
     from opencs.providers.ssh import SshProvider
 
+    runtime = runtime or DockerEngine()
     # existing Docker hosts registered by SSH; always available (nothing to install)
-    providers: dict[str, Provider] = {"ssh": SshProvider(settings.data_dir / "ssh", box)}
+    providers: dict[str, Provider] = {"ssh": SshProvider(settings.data_dir / "ssh", box, runtime=runtime)}
     if settings.local_nodes:
         from opencs.providers.local import LocalProvider
 
@@ -182,6 +204,7 @@ def make_providers(settings: Settings, box: SecretBox) -> dict[str, Provider]:
             bridge=settings.local_bridge,
             subnet=settings.local_subnet,
             prefix=settings.local_prefix,
+            runtime=runtime,
         )
     return providers
 
@@ -190,7 +213,7 @@ def _registry_service(settings: Settings, providers: dict[str, Provider]) -> Reg
     local = providers.get("local")
     # pushes are announced to this control plane (image-update triggers)
     host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    return RegistryService(settings.data_dir, settings.registry_port, _LocalBridge(local) if local else None,
+    return RegistryService(settings.data_dir, settings.registry_port, local.host_network() if local else None,
                            notify_url=f"http://{host}:{settings.port}/hook/registry")
 
 
@@ -202,20 +225,28 @@ def build(settings: Settings) -> ControlPlane:
     migrate(db.engine)
     box = SecretBox.from_file(settings.resolved_secret_key_file)
     keys = KeyService(KeyRepo(db), box)
-    handlers = TaskRegistry([*cluster_tasks.task_handlers(), *project_tasks.task_handlers(),
+    cluster_repo, instance_repo = ClusterRepo(db), InstanceRepo(db)
+    driver = SwarmDriver(instance_repo)
+    providers = make_providers(settings, box, driver.node_runtime)
+    registry = _registry_service(settings, providers)
+    machines = Machines(providers, instance_repo, cluster_repo, box, driver, registry.endpoint)
+    master_url = _MasterUrl(settings.appapi, cluster_repo, driver)
+    cluster_deps = ClusterTaskDeps(cluster_repo, instance_repo, machines, driver, registry, master_url)
+    handlers = TaskRegistry([*cluster_tasks.task_handlers(cluster_deps), *project_tasks.task_handlers(),
                              *project_bluegreen.task_handlers()])
     handlers.load_plugins(settings.task_plugins)
     task_repo = TaskRepo(db)
     tasks = TaskEngine(task_repo, handlers, lease_seconds=settings.task_lease_seconds)
     metrics.watch_queue(task_repo.active_counts)
-    providers = make_providers(settings, box)
-    clusters = ClusterService(db, box, tasks, settings, providers)
-    instances = InstanceService(db, tasks, clusters)
+    clusters = ClusterService(cluster_repo, instance_repo, box, tasks, providers, driver, settings.max_cluster_size)
+    instances = InstanceService(instance_repo, tasks, clusters)
+    health = HealthService(providers, instance_repo, cluster_repo, driver)
     nonces = NonceStore(db, retain=timedelta(seconds=2 * settings.signature_window_seconds + 60))
     verifier = RequestVerifier(keys.active_secret, nonces, settings.signature_window_seconds)
-    plane = ControlPlane(settings, db, box, keys, tasks, clusters, instances, verifier, providers,
-                         _registry_service(settings, providers))
-    plane.triggers = TriggerService(plane)  # type: ignore[arg-type]
-    plane.projects = ProjectService(plane)  # type: ignore[arg-type]
+    plane = ControlPlane(settings, db, box, keys, tasks, clusters, instances, verifier, providers, registry,
+                         instance_repo, driver, health)
+    master_url.plane = plane
+    plane.triggers = TriggerService(plane)
+    plane.projects = ProjectService(plane)
     tasks.services = plane
     return plane

@@ -59,10 +59,11 @@ def srv(tmp_path: Path) -> Any:
 def inventory_agrees(data: Path) -> None:
     """Every instance the provider has is in the store and vice versa; all are running."""
     from opencs.config import Settings
+    from opencs.engines.swarm.node import DockerEngine
     from opencs.providers.local import LocalProvider
     from opencs.runtime import open_runtime
 
-    prov = LocalProvider(data / "nodes", bridge=f"{PREFIX}0", subnet=SUBNET, prefix=PREFIX)
+    prov = LocalProvider(data / "nodes", bridge=f"{PREFIX}0", subnet=SUBNET, prefix=PREFIX, runtime=DockerEngine())
     rt = open_runtime(Settings(data_dir=data, workers=0, local_nodes=False))
     try:
         from sqlalchemy import select

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from opencs.engines.swarm.node import DockerEngine
 from opencs.providers.base import Instance, InstanceSpec, ProviderUnavailable, TLSMaterial
 from opencs.providers.local import LocalProvider, local_provider_leftovers
 
@@ -46,7 +47,8 @@ def local_host() -> None:
 
 
 def make_provider(root: Path) -> LocalProvider:
-    return LocalProvider(root, bridge=TEST_BRIDGE, subnet=TEST_SUBNET, prefix=TEST_PREFIX, stop_grace=5.0)
+    return LocalProvider(root, bridge=TEST_BRIDGE, subnet=TEST_SUBNET, prefix=TEST_PREFIX, stop_grace=5.0,
+                         runtime=DockerEngine())
 
 
 def wait_clean(root: Path, timeout: float = 3.0) -> list[str]:

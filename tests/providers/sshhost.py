@@ -25,6 +25,7 @@ from pathlib import Path
 
 import asyncssh
 
+from opencs.engines.swarm.node import DockerEngine
 from opencs.providers.base import Instance, InstanceSpec, ProviderUnavailable
 from opencs.providers.local import LocalProvider, local_provider_leftovers
 
@@ -80,7 +81,8 @@ class SshHost:
     made_user: bool = False
 
     def __post_init__(self) -> None:
-        self.local = LocalProvider(self.tmp / "nodes", bridge=BRIDGE, subnet=SUBNET, prefix=PREFIX, stop_grace=5.0)
+        self.local = LocalProvider(self.tmp / "nodes", bridge=BRIDGE, subnet=SUBNET, prefix=PREFIX, stop_grace=5.0,
+                                   runtime=DockerEngine())
 
     @property
     def sshd_log(self) -> Path:

@@ -24,6 +24,7 @@ from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
 from opencs.cli.main import app
+from opencs.engines.swarm.node import DockerEngine
 from opencs.providers import localnet as net
 from opencs.providers.base import InstanceNotFound, InstanceSpec, InstanceState, ProviderUnavailable
 from opencs.providers.ssh import SshError, SshProvider
@@ -66,7 +67,7 @@ _roots = iter(range(1000))
 
 @pytest.fixture
 def provider(host: SshHost, box: SecretBox) -> Iterator[SshProvider]:
-    p = SshProvider(host.tmp / f"ssh{next(_roots)}", box)
+    p = SshProvider(host.tmp / f"ssh{next(_roots)}", box, runtime=DockerEngine())
     try:
         yield p
     finally:
@@ -90,7 +91,7 @@ def wait_state(p: SshProvider, iid: str, want: InstanceState, timeout: float = 1
 
 def test_register_tunnel_adopt_destroy(host: SshHost, box: SecretBox) -> None:
     root = host.tmp / "ssh-adopt"
-    p1 = SshProvider(root, box)
+    p1 = SshProvider(root, box, runtime=DockerEngine())
     p2: SshProvider | None = None
     try:
         inst = register_root(p1, host)
@@ -130,7 +131,7 @@ def test_register_tunnel_adopt_destroy(host: SshHost, box: SecretBox) -> None:
         assert not sock.exists()
         with socket.socket(socket.AF_UNIX) as s:
             s.bind(str(sock))
-        p2 = SshProvider(root, box)
+        p2 = SshProvider(root, box, runtime=DockerEngine())
         adopted = p2.adopt()
         assert [(i.instance_id, i.state) for i in adopted] == [(iid, InstanceState.RUNNING)]
         with closing(client(adopted[0].docker_host)) as c:

@@ -7,10 +7,11 @@ The cluster code only ever sees this interface, never which provider made a node
 from __future__ import annotations
 
 import abc
+import builtins
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 class InstanceState(enum.StrEnum):
@@ -70,8 +71,41 @@ class InstanceNotFound(Exception):
     pass
 
 
+class RegistrationFailed(Exception):
+    """Registering an existing host failed. `code` is the API error code; the message names what
+    failed and never contains a credential."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do beyond the interface every provider has: declared, never probed."""
+
+    creates: bool = True  # makes new machines (create/start/stop); False: existing hosts only
+    registers: bool = False  # takes existing hosts by registration (register())
+    reimages: bool = True  # reset() wipes the node's disk; False: it only removes what the cluster made
+    tls_endpoint: bool = True  # machines serve the node runtime's API on a TLS port with the cluster's certs
+
+
+class HostNetwork(Protocol):
+    """A network the provider's nodes share with this host (the local provider's bridge): host
+    services the nodes use, such as the bundled registry, listen on its gateway address."""
+
+    @property
+    def gateway_address(self) -> str | None: ...
+
+    def ensure_network(self) -> str:
+        """Create the network if needed; returns the gateway address."""
+        ...
+
+
 class Provider(abc.ABC):
     name: str
+    capabilities: Capabilities = Capabilities()
 
     @abc.abstractmethod
     def check(self) -> None:
@@ -102,7 +136,22 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def list(self) -> list[Instance]: ...
 
-    def adopt(self) -> list[Instance]:
+    def adopt(self) -> builtins.list[Instance]:
         """After a control-plane restart: find our instances again, restart crashed engines
         (reboot semantics). Default: just list."""
         return self.list()
+
+    # --- capabilities (see Capabilities) ----------------------------------------------------------
+
+    def host_network(self) -> HostNetwork | None:
+        """The network the nodes share with this host, if the provider has one."""
+        return None
+
+    def register(self, target: str, *, password: str | None = None, private_key: str | None = None,
+                 known_host_key: str | None = None, remote_socket: str | None = None) -> Instance:
+        """Take an existing host (capabilities.registers); raise RegistrationFailed naming why."""
+        raise ProviderUnavailable(f"the {self.name} provider does not register existing hosts")
+
+    def close(self) -> None:
+        """Release what the provider holds in this process (connections, threads); not the nodes."""
+        return None

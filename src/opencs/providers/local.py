@@ -1,16 +1,16 @@
-"""The `local` provider: every instance is a real Docker host on this machine.
+"""The `local` provider: every instance is a machine on this host.
 
-Instance = its own network namespace (veth on a host bridge, an IP of `subnet`, no default route) +
-its own dockerd/containerd in a private mount+UTS namespace. Every process of the node (daemons,
-shims, containers) lives in cgroup `/<netns name>` (dockerd runs with `--cgroup-parent` to it), which
-is how stop/destroy/crash recovery find them: by PID, never by process name.
+Machine = its own network namespace (veth on a host bridge, an IP of `subnet`, no default route) +
+a private mount+UTS namespace in which the cluster engine's node runtime (opencs.machine.NodeRuntime:
+the Docker engine for Swarm) runs. Every process of the node (daemons, shims, containers) lives in
+cgroup `/<netns name>` (the runtime is told to put its containers there), which is how stop/destroy/
+crash recovery find them: by PID, never by process name.
 
 On-disk layout, `root_dir/<instance_id>/`:
     state.json   IP, netns/veth/cgroup names, desired state, spec (TLS as file paths)
-    daemon.json  labels, registry mirror, insecure registries
-    (the engine API socket is /run/opencs/<hash of root_dir>/<id>.sock: unix socket paths are short)
-    engine.pid   dockerd's PID (written by the launcher before it execs dockerd)
-    dockerd.log, tls/, etc-docker/ (the node's /etc/docker), data/ (data-root = the "system disk")
+    (the runtime's API socket is /run/opencs/<hash of root_dir>/<id>.sock: unix socket paths are short)
+    engine.pid   the runtime's PID (written by the launcher before it execs the runtime)
+    tls/         the node's server certificate; the runtime's own files and dirs (its "system disk")
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from opencs import ids
+from opencs.machine import MachineInfo, NodeRuntime, RuntimeSettings
 from opencs.providers import localnet as net
 from opencs.providers.base import (
+    Capabilities,
     Instance,
     InstanceNotFound,
     InstanceSpec,
@@ -46,32 +48,31 @@ from opencs.providers.base import (
 
 log = logging.getLogger(__name__)
 
-TLS_PORT = 2376
 _ID_RE = re.compile(r"^i-[a-z0-9]{20}$")
-_REQUIRED_BINARIES = ("dockerd", "containerd", "ip", "iptables", "unshare", "nsenter", "setsid")
+_REQUIRED_BINARIES = ("ip", "iptables", "unshare", "nsenter", "setsid")
 _STD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# Runs as PID $$ inside the node's netns and fresh mount+UTS namespaces, then becomes dockerd.
-# Joining the cgroup comes first so that nothing of the node can escape it.
+# Runs as PID $$ inside the node's netns and fresh mount+UTS namespaces, then becomes the node
+# runtime. Joining the cgroup comes first so that nothing of the node can escape it. Arguments:
+# <n binds> (node path, source)..., <n tmpfs> (node path)..., then the runtime's argv.
 _LAUNCH = r"""
 set -e
 echo $$ > "$OCS_CG_PROCS"
 echo $$ > "$OCS_DIR/engine.pid"
 echo "$OCS_HOSTNAME" > /proc/sys/kernel/hostname
-mkdir -p "$OCS_DIR/.cg" "$OCS_DIR/etc-docker" /etc/docker /run/docker /run/containerd
+mkdir -p "$OCS_DIR/.cg"
 # sysfs must be remounted to show this netns' devices; keep the host cgroup tree across it
 mount --rbind /sys/fs/cgroup "$OCS_DIR/.cg"
 mount -t sysfs sysfs /sys
 mount --rbind "$OCS_DIR/.cg" /sys/fs/cgroup
 umount -l "$OCS_DIR/.cg"
-# own /etc/docker: own engine key (distinct engine ID per node), certs.d
-mount --bind "$OCS_DIR/etc-docker" /etc/docker
-# private exec-root and shim-socket dir: nodes must not see each other's runtime state
-mount -t tmpfs -o mode=0711 ocsrun /run/docker
-mount -t tmpfs -o mode=0711 ocsrun /run/containerd
+n=$1; shift
+while [ "$n" -gt 0 ]; do mkdir -p "$1" "$2"; mount --bind "$2" "$1"; shift 2; n=$((n - 1)); done
+n=$1; shift
+while [ "$n" -gt 0 ]; do mkdir -p "$1"; mount -t tmpfs -o mode=0711 ocsrun "$1"; shift; n=$((n - 1)); done
 # do not pin the other nodes' netns files
 umount -l /run/netns 2>/dev/null || true
-exec dockerd "$@"
+exec "$@"
 """
 
 _check_cache: dict[str, str | None] = {}  # host property: computed once per process
@@ -109,6 +110,7 @@ def _write_private(path: Path, text: str, mode: int) -> None:
 
 class LocalProvider(Provider):
     name = "local"
+    capabilities = Capabilities()
 
     def __init__(
         self,
@@ -117,8 +119,7 @@ class LocalProvider(Provider):
         subnet: str = "10.213.0.0/24",
         prefix: str = "ocs",
         *,
-        storage_driver: str = "overlay2",
-        prefer_offline_images: bool = False,
+        runtime: NodeRuntime | None = None,
         start_timeout: float = 30.0,
         stop_grace: float = 10.0,
     ) -> None:
@@ -131,10 +132,9 @@ class LocalProvider(Provider):
         self.network = ipaddress.ip_network(subnet)
         if self.network.num_addresses < 4:
             raise ValueError("subnet too small")
-        self.gateway = next(self.network.hosts())
+        self.gateway_ip = next(self.network.hosts())
         self.prefix = prefix
-        self.storage_driver = storage_driver
-        self.prefer_offline_images = prefer_offline_images
+        self.runtime = runtime  # what makes a machine a node; None: machines can be inspected/destroyed only
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
         self._lock_path = self.root_dir / ".lock"
@@ -142,10 +142,17 @@ class LocalProvider(Provider):
     # --- Provider interface -----------------------------------------------------------------------
 
     def check(self) -> None:
-        if "result" not in _check_cache:
-            _check_cache["result"] = _probe_host()
-        if problem := _check_cache["result"]:
+        needs = self.runtime.required_binaries if self.runtime is not None else ()
+        key = ",".join(needs)
+        if key not in _check_cache:
+            _check_cache[key] = _probe_host(needs)
+        if problem := _check_cache[key]:
             raise ProviderUnavailable(f"local provider unavailable: {problem}")
+
+    def _runtime(self) -> NodeRuntime:
+        if self.runtime is None:
+            raise ProviderUnavailable("local provider unavailable: no node runtime configured")
+        return self.runtime
 
     def create(self, spec: InstanceSpec) -> Instance:
         self.check()
@@ -220,7 +227,7 @@ class LocalProvider(Provider):
             d = self._dir(instance_id)
             if m := net.mounts_under(d):
                 raise LocalProviderError(f"{instance_id}: mounts still present under {d}: {m}")
-            for sub in ("data", "etc-docker", "tls"):
+            for sub in (*self._runtime().state_dirs, "tls"):
                 shutil.rmtree(d / sub, ignore_errors=True)
             tls = spec.tls or (spec.tls_factory(st.ip) if spec.tls_factory else None)
             st.spec = self._store_spec(st, spec, tls)
@@ -284,7 +291,7 @@ class LocalProvider(Provider):
         return out
 
     def adopt(self) -> builtins.list[Instance]:
-        """Restart every engine that should run but whose dockerd is dead (reboot semantics)."""
+        """Restart every node runtime that should run but is dead (reboot semantics)."""
 
         def revive(iid: str) -> None:
             try:
@@ -306,13 +313,20 @@ class LocalProvider(Provider):
 
     # --- extras -----------------------------------------------------------------------------------
 
+    def host_network(self) -> LocalProvider:
+        return self  # the nodes' bridge: gateway_address, ensure_network()
+
+    @property
+    def gateway_address(self) -> str:
+        return str(self.gateway_ip)
+
     def ensure_network(self) -> str:
         """Create the nodes' bridge if needed and return its address (where host services the
         nodes use, such as the bundled registry, listen)."""
         self.check()
         with net.file_lock(self._lock_path):
-            net.ensure_bridge(self.bridge, f"{self.gateway}/{self.network.prefixlen}")
-        return str(self.gateway)
+            net.ensure_bridge(self.bridge, f"{self.gateway_ip}/{self.network.prefixlen}")
+        return str(self.gateway_ip)
 
     def node_pids(self, instance_id: str) -> builtins.list[int]:
         """Every process of the node (daemons, shims, containers)."""
@@ -357,7 +371,7 @@ class LocalProvider(Provider):
         """Lowest free address after the bridge's; caller holds the provider lock."""
         used = {self._load(i).ip for i in self._ids()}
         for host in self.network.hosts():
-            if host != self.gateway and str(host) not in used:
+            if host != self.gateway_ip and str(host) not in used:
                 return str(host)
         raise LocalProviderError(f"no free address left in {self.network}")
 
@@ -393,9 +407,23 @@ class LocalProvider(Provider):
     def _sock(self, iid: str) -> Path:
         return net.socket_path(self.root_dir, iid)
 
+    def _machine(self, st: _NodeState) -> MachineInfo:
+        return MachineInfo(instance_id=st.instance_id, ip=st.ip, hostname=st.hostname, dir=self._dir(st.instance_id),
+                           cgroup=st.cgroup, api_socket=self._sock(st.instance_id))
+
+    @staticmethod
+    def _settings(st: _NodeState) -> RuntimeSettings:
+        spec = st.spec
+        return RuntimeSettings(labels=dict(spec.get("labels") or {}), registry_mirror=spec.get("registry_mirror"),
+                               insecure_registries=list(spec.get("insecure_registries") or []),
+                               tls_files=spec.get("tls"))
+
+    def _answers(self, st: _NodeState, timeout: float = 1.0) -> bool:
+        return self.runtime is not None and self.runtime.answers(self._sock(st.instance_id), timeout)
+
     def _to_instance(self, st: _NodeState) -> Instance:
         alive = self._engine_alive(st)
-        if alive and net.ping_unix(self._sock(st.instance_id)):
+        if alive and self._answers(st):
             state = InstanceState.RUNNING
         elif st.desired == "stopped" and not alive:
             state = InstanceState.STOPPED
@@ -405,18 +433,18 @@ class LocalProvider(Provider):
             state = InstanceState.PENDING
         else:
             state = InstanceState.UNHEALTHY
-        tls = st.spec.get("tls")
+        port = self.runtime.tls_port(self._settings(st)) if self.runtime is not None else None
         return Instance(
             instance_id=st.instance_id,
             provider=self.name,
             private_ip=st.ip,
             state=state,
             docker_host=f"unix://{self._sock(st.instance_id)}",
-            tls_port=TLS_PORT if tls else None,
+            tls_port=port,
             hostname=st.hostname,
             details={
                 "unix_socket": str(self._sock(st.instance_id)),
-                "tcp_endpoint": f"tcp://{st.ip}:{TLS_PORT}" if tls else None,
+                "tcp_endpoint": f"tcp://{st.ip}:{port}" if port else None,
                 "dir": str(self._dir(st.instance_id)),
                 "netns": st.netns,
                 "veth": st.veth,
@@ -429,48 +457,24 @@ class LocalProvider(Provider):
             },
         )
 
-    def _dockerd_args(self, st: _NodeState) -> builtins.list[str]:
-        d = self._dir(st.instance_id)
-        args = [
-            "--data-root", str(d / "data"),
-            "--exec-root", "/run/docker",
-            "--pidfile", "/run/docker/dockerd.pid",  # private tmpfs: never a stale pidfile after a crash
-            "-H", f"unix://{self._sock(st.instance_id)}",
-            "--config-file", str(d / "daemon.json"),
-            "--storage-driver", self.storage_driver,
-            "--cgroup-parent", f"/{st.cgroup}",
-        ]  # fmt: skip
-        if tls := st.spec.get("tls"):
-            args += [
-                "-H", f"tcp://{st.ip}:{TLS_PORT}", "--tlsverify",
-                "--tlscacert", tls["ca"], "--tlscert", tls["cert"], "--tlskey", tls["key"],
-            ]  # fmt: skip
-        return args
-
-    def _daemon_json(self, st: _NodeState) -> dict[str, Any]:
-        spec = st.spec
-        cfg: dict[str, Any] = {}
-        if spec.get("labels"):
-            cfg["labels"] = [f"{k}={v}" for k, v in sorted(spec["labels"].items())]
-        if spec.get("registry_mirror"):
-            cfg["registry-mirrors"] = [spec["registry_mirror"]]
-        if spec.get("insecure_registries"):
-            cfg["insecure-registries"] = list(spec["insecure_registries"])
-        return cfg
-
     def _boot(self, st: _NodeState) -> None:
         """(Re)start the node like a machine powering on. Caller holds the instance lock."""
+        runtime = self._runtime()
         d = self._dir(st.instance_id)
-        # reboot semantics: shims and containers survive a kill -9 of dockerd and keep the old mount
+        # reboot semantics: shims and containers survive a kill -9 of the runtime and keep the old mount
         # ns, overlay netns and vxlan devices alive ("vxlan interface: file exists" after restart)
         net.cg_kill_all(st.cgroup)
         with net.file_lock(self._lock_path):
-            net.ensure_bridge(self.bridge, f"{self.gateway}/{self.network.prefixlen}")
+            net.ensure_bridge(self.bridge, f"{self.gateway_ip}/{self.network.prefixlen}")
             net.ensure_netns(st.netns, st.veth, self.bridge, f"{st.ip}/{st.prefixlen}")
         net.cg_create(st.cgroup)
         net.cg_set_limits(st.cgroup, st.spec.get("cpus"), st.spec.get("memory_bytes"))
-        (d / "data").mkdir(exist_ok=True)
-        (d / "daemon.json").write_text(json.dumps(self._daemon_json(st), indent=2))
+        m = self._machine(st)
+        plan = runtime.boot_plan(m, self._settings(st))
+        for sub in runtime.state_dirs:
+            (d / sub).mkdir(exist_ok=True)
+        for rel, text in plan.files.items():
+            (d / rel).write_text(text)
         (d / "engine.pid").unlink(missing_ok=True)
         self._sock(st.instance_id).unlink(missing_ok=True)
 
@@ -478,62 +482,65 @@ class LocalProvider(Provider):
             "PATH": os.environ.get("PATH", _STD_PATH) + ":" + _STD_PATH,
             "HOME": "/root",
             "LANG": "C.UTF-8",
+            **plan.env,
             "OCS_DIR": str(d),
             "OCS_CG_PROCS": str(net.PIDS / st.cgroup / "cgroup.procs"),
             "OCS_HOSTNAME": st.hostname,
         }
-        if self.prefer_offline_images:
-            env["DOCKER_SERVICE_PREFER_OFFLINE_IMAGE"] = "1"
+        mounts = [str(len(plan.binds))]
+        for node_path, sub in plan.binds.items():
+            mounts += [node_path, str(d / sub)]
+        mounts += [str(len(plan.tmpfs)), *plan.tmpfs]
         cmd = [
-            "setsid", "--fork",  # detached: dockerd is reparented to init, never our zombie
+            "setsid", "--fork",  # detached: the runtime is reparented to init, never our zombie
             "unshare", "--mount", "--uts", "--propagation", "slave", "--",
             "nsenter", f"--net={net.NETNS_DIR / st.netns}", "--",
-            "/bin/sh", "-c", _LAUNCH, "ocs-node", *self._dockerd_args(st),
+            "/bin/sh", "-c", _LAUNCH, "ocs-node", *mounts, *plan.argv,
         ]  # fmt: skip
-        with open(d / "dockerd.log", "ab") as logf:
+        with open(d / plan.log_name, "ab") as logf:
             logf.write(f"--- boot {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
             logf.flush()
             subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, check=True)
         try:
-            self._wait_engine(st)
+            self._wait_engine(st, Path(plan.argv[0]).name)
         except BaseException:
             net.cg_kill_all(st.cgroup)  # a half-started node must not keep running
             raise
 
-    def _wait_engine(self, st: _NodeState) -> None:
+    def _wait_engine(self, st: _NodeState, name: str) -> None:
+        """Until the runtime (its first process `name`) answers, it dies, or start_timeout."""
         t0 = time.monotonic()
-        sock = self._sock(st.instance_id)
         while True:
             pid = self._pid(st)
             if pid is not None:
-                if net.ping_unix(sock, timeout=2.0):
+                if self._answers(st, timeout=2.0):
                     log.debug("local instance %s up in %.2fs", st.instance_id, time.monotonic() - t0)
                     return
                 if not net.pid_alive_in(pid, st.cgroup):
-                    raise LocalProviderError(f"{st.instance_id}: dockerd exited: {self._log_tail(st)}")
+                    raise LocalProviderError(f"{st.instance_id}: {name} exited: {self._log_tail(st)}")
             elif time.monotonic() - t0 > 10:
                 raise LocalProviderError(f"{st.instance_id}: launcher did not start: {self._log_tail(st)}")
             if time.monotonic() - t0 > self.start_timeout:
                 raise LocalProviderError(
-                    f"{st.instance_id}: engine did not answer in {self.start_timeout:.0f}s: "
+                    f"{st.instance_id}: {name} did not answer in {self.start_timeout:.0f}s: "
                     + self._log_tail(st)
                 )
             time.sleep(0.02)
 
     def _log_tail(self, st: _NodeState, lines: int = 5) -> str:
         try:
-            text = (self._dir(st.instance_id) / "dockerd.log").read_text(errors="replace")
+            text = (self._dir(st.instance_id) / self._runtime().log_name).read_text(errors="replace")
         except OSError:
             return "(no log)"
         return " | ".join(text.strip().splitlines()[-lines:])
 
 
-def _probe_host() -> str | None:
-    """What is missing for the local provider, or None."""
+def _probe_host(runtime_binaries: tuple[str, ...]) -> str | None:
+    """What is missing for the local provider and its node runtime, or None."""
     if os.geteuid() != 0:
-        return "must run as root (network namespaces, cgroups, a dockerd per node)"
+        return "must run as root (network namespaces, cgroups, a node runtime per machine)"
     path = os.environ.get("PATH", "") + ":" + _STD_PATH
-    missing = [b for b in _REQUIRED_BINARIES if shutil.which(b, path=path) is None]
+    missing = [b for b in (*runtime_binaries, *_REQUIRED_BINARIES) if shutil.which(b, path=path) is None]
     if missing:
         return "binaries not found: " + ", ".join(missing)
     if not (net.PIDS / "cgroup.procs").exists():

@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
-import docker  # type: ignore[import-untyped]
-from docker.errors import APIError, DockerException, NotFound  # type: ignore[import-untyped]
 
 from opencs import ids
+from opencs.machine import NodeRuntime
 from opencs.providers import localnet as net
 from opencs.providers.base import (
+    Capabilities,
     Instance,
     InstanceNotFound,
     InstanceSpec,
@@ -64,9 +64,6 @@ from opencs.secretbox import SecretBox
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "1.41"
-# containers the cluster made: swarm tasks, and anything opencs labels with its ids
-_CLUSTER_LABELS = ("com.docker.swarm.service.id", "opencs.cluster", "opencs.instance")
 
 __all__ = ["DEFAULT_REMOTE_SOCKET", "SshError", "SshProvider"]
 
@@ -104,11 +101,15 @@ class _Probe:
 
 class SshProvider(Provider):
     name = "ssh"
+    # hosts opencs does not own: registered, never created, powered or re-imaged; their own engine
+    # configuration (no opencs TLS port)
+    capabilities = Capabilities(creates=False, registers=True, reimages=False, tls_endpoint=False)
 
-    def __init__(self, root_dir: Path, box: SecretBox, *, connect_timeout: float = 10.0,
-                 ping_timeout: float = 5.0) -> None:
+    def __init__(self, root_dir: Path, box: SecretBox, *, runtime: NodeRuntime | None = None,
+                 connect_timeout: float = 10.0, ping_timeout: float = 5.0) -> None:
         self.root_dir = Path(root_dir).absolute()
         self.box = box
+        self.runtime = runtime  # the cluster engine's node software on these hosts (leave/clean on reset)
         self.connect_timeout = connect_timeout
         self.ping_timeout = ping_timeout
         self._lock_path = self.root_dir / ".lock"
@@ -120,9 +121,10 @@ class SshProvider(Provider):
     # --- registration ----------------------------------------------------------------------------
 
     def register(self, target: str, *, password: str | None = None, private_key: str | None = None,
-                 known_host_key: str | None = None, remote_socket: str = DEFAULT_REMOTE_SOCKET) -> Instance:
+                 known_host_key: str | None = None, remote_socket: str | None = None) -> Instance:
         """Check that we can log in and that the engine answers, then record the host and open its
         tunnel. Raises SshError (code + message naming what failed)."""
+        remote_socket = remote_socket or DEFAULT_REMOTE_SOCKET
         tgt = SshTarget.parse(target)
         auth = SshAuth(password=password or None, private_key=private_key or None)
         if not remote_socket.startswith("/") or "\0" in remote_socket:
@@ -216,17 +218,9 @@ class SshProvider(Provider):
             if inst.state != InstanceState.RUNNING:
                 raise SshError("SshUnreachable", f"{instance_id} ({rec.target}): engine not reachable, cannot "
                                                  f"reset it: {inst.details.get('last_error') or 'no answer'}")
-            with contextlib.closing(self._client(instance_id, timeout=60)) as c:
-                self._leave_swarm(c)
-                for label in _CLUSTER_LABELS:
-                    for ct in c.containers.list(all=True, filters={"label": label}):
-                        try:
-                            ct.remove(force=True, v=True)
-                        except NotFound:
-                            pass  # swarm removed its task meanwhile
-                        except APIError as e:
-                            if e.status_code != 409:  # 409: swarm is removing it right now
-                                raise
+            if self.runtime is None:
+                raise ProviderUnavailable("ssh provider: no node runtime configured to reset hosts with")
+            self.runtime.release_host(inst.docker_host, remove_cluster_work=True, timeout=60)
         return self.inspect(instance_id)
 
     def destroy(self, instance_id: str) -> None:
@@ -235,11 +229,12 @@ class SshProvider(Provider):
         with self._ilock(instance_id):
             try:
                 self._loop().run(self._ensure_tunnel(self._load(instance_id)), 15)
-                with contextlib.closing(self._client(instance_id, timeout=15)) as c:
-                    self._leave_swarm(c)
+                if self.runtime is not None:
+                    self.runtime.release_host(f"unix://{self._sock(instance_id)}", remove_cluster_work=False,
+                                              timeout=15)
             except InstanceNotFound:
                 pass
-            except (DockerException, OSError, SshError) as e:  # a dead host is forgotten all the same
+            except Exception as e:  # a dead host is forgotten all the same
                 log.info("ssh host %s: swarm leave skipped: %s", instance_id, e)
             if self._lt is not None:
                 self._loop().run(self._drop_tunnel(instance_id), 15)
@@ -258,7 +253,7 @@ class SshProvider(Provider):
             log.warning("ssh host %s: cannot open the tunnel socket: %s", instance_id, e)
         sock = self._sock(instance_id)
         # through the tunnel itself: this is exactly the path the cluster code will use
-        alive = net.ping_unix(sock, timeout=self.ping_timeout)
+        alive = self.runtime is not None and self.runtime.answers(sock, timeout=self.ping_timeout)
         tunnel = self._tunnels.get(instance_id)  # read-only peek from this thread
         return Instance(
             instance_id=rec.instance_id,
@@ -346,16 +341,6 @@ class SshProvider(Provider):
     async def _drop_all(self) -> None:
         for iid in builtins.list(self._tunnels):
             await self._drop_tunnel(iid)
-
-    def _client(self, iid: str, timeout: int) -> docker.DockerClient:
-        c = docker.DockerClient(base_url=f"unix://{self._sock(iid)}", version=API_VERSION, timeout=timeout)
-        c.api.trust_env = False
-        return c
-
-    @staticmethod
-    def _leave_swarm(c: docker.DockerClient) -> None:
-        if (c.info().get("Swarm") or {}).get("LocalNodeState", "inactive") != "inactive":
-            c.api.leave_swarm(force=True)
 
     def _ilock(self, iid: str) -> threading.RLock:
         with self._lt_guard:

@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 
 import asyncssh
 
+from opencs.providers.base import RegistrationFailed
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -42,14 +44,9 @@ _HOST_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
 
 
-class SshError(Exception):
+class SshError(RegistrationFailed):
     """Registering or reaching a host failed. `code` is the API error code; the message names what
     failed and never contains a credential."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 # --- targets and credentials -------------------------------------------------------------------------

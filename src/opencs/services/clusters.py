@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from typing import Any, Protocol
 
 from opencs import ids
-from opencs.config import Settings
+from opencs.engines.driver import ClusterDriver, ClusterPKI
 from opencs.errors import BadRequest, Conflict, NotFound, ProviderNotAvailable, ValidationFailed
 from opencs.pki.ca import CertAuthority
 from opencs.providers.base import Provider, ProviderUnavailable
 from opencs.secretbox import SecretBox
-from opencs.store.db import Database, utcnow
+from opencs.store.db import utcnow
 from opencs.store.models import Cluster, InstanceRow
-from opencs.tasks.engine import TaskEngine
+from opencs.store.repos.clusters import ClusterGone, ClusterRepo, NameTaken
+from opencs.store.repos.instances import InstanceRepo
 
 # operations that change membership need a settled cluster
 BUSY_OK_FOR_DELETE = ("running", "failed", "stopped")
@@ -34,6 +34,54 @@ STATES = (
 LIST_RECHECK_SECONDS = 1.0
 
 
+class TaskSubmitter(Protocol):
+    """Submits a durable task, atomically with the caller's unit of work when `session` is given."""
+
+    def submit(self, task_type: str, params: dict[str, Any] | None = None, *, cluster_id: str | None = None,
+               target_type: str = "", target_id: str = "", session: Any = None) -> str: ...
+
+
+class CreateRequest(Protocol):
+    """A validated CreateCluster body (api/schemas.py); read-only."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def cluster_type(self) -> str: ...
+
+    @property
+    def password(self) -> str | None: ...
+
+    @property
+    def region_id(self) -> str: ...
+
+    @property
+    def network_mode(self) -> str: ...
+
+    @property
+    def vpc_id(self) -> str: ...
+
+    @property
+    def vswitch_id(self) -> str: ...
+
+    @property
+    def subnet_cidr(self) -> str: ...
+
+    @property
+    def instance_type(self) -> str: ...
+
+    def model_dump(self, *, exclude: set[str]) -> dict[str, Any]: ...
+
+
+class SizeRequest(Protocol):
+    @property
+    def size(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class _ListCache:
     generation: int  # the store's generation of the clusters table when it was built
@@ -46,15 +94,10 @@ def _ts(d: Any) -> str:
     return d.strftime("%Y-%m-%dT%H:%M:%SZ") if d else ""
 
 
-_VIEW_COLUMNS = (
-    "agent_version", "cluster_id", "cluster_type", "created", "external_loadbalancer_id", "master_url", "name",
-    "network_mode", "region_id", "security_group_id", "size", "state", "updated", "vpc_id", "vswitch_id",
-    "subnet_cidr", "instance_type", "spec",
-)  # fmt: skip
 
-
-def cluster_view(c: Cluster) -> dict[str, Any]:
-    """The Cluster object of spec §5.1 (plus a few fields today's SDKs read)."""
+def cluster_view(c: Any) -> dict[str, Any]:
+    """The Cluster object of spec §5.1 (plus a few fields today's SDKs read); `c` is a Cluster row
+    or a plain row of VIEW_COLUMNS."""
     return {
         "agent_version": c.agent_version,
         "cluster_id": c.cluster_id,
@@ -77,16 +120,38 @@ def cluster_view(c: Cluster) -> dict[str, Any]:
     }
 
 
+def _not_found(cluster_id: str) -> NotFound:
+    return NotFound(f"Cluster {cluster_id} not found", code="ErrorClusterNotFound")
+
+
+def check_remove(cluster_id: str, ip: str, r: InstanceRow, members: list[InstanceRow]) -> None:
+    """A cluster keeps at least one node and at least one manager."""
+    if len(members) <= 1:
+        raise Conflict("Cannot remove the last node of a cluster: delete the cluster instead", code="ErrorLastNode")
+    managers = [m for m in members if m.role == "manager"]
+    if r.role == "manager" and len(managers) <= 1:
+        raise Conflict(f"{ip} is the cluster's only swarm manager and cannot be removed", code="ErrorLastManager")
+
+
+def check_reset(instance_id: str, r: InstanceRow, members: list[InstanceRow]) -> None:
+    """Resetting the only manager of a multi-node cluster would orphan the others."""
+    managers = [m for m in members if m.role == "manager"]
+    if r.role == "manager" and len(managers) <= 1 and len(members) > 1:
+        raise Conflict(f"{instance_id} is the only swarm manager: resetting it would orphan the other nodes",
+                       code="ErrorLastManager")
+
+
 class ClusterService:
-    def __init__(self, db: Database, box: SecretBox, tasks: TaskEngine, settings: Settings,
-                 providers: dict[str, Provider]) -> None:
-        self.db = db
+    def __init__(self, clusters: ClusterRepo, instances: InstanceRepo, box: SecretBox, tasks: TaskSubmitter,
+                 providers: Mapping[str, Provider], driver: ClusterDriver, max_cluster_size: int) -> None:
+        self.repo = clusters
+        self.instances = instances
         self.box = box
         self.tasks = tasks
-        self.settings = settings
-        self.providers = providers
+        self.providers = providers  # shared with the composition root
+        self.driver = driver
+        self.max_cluster_size = max_cluster_size
         self._list_cache: _ListCache | None = None
-        self._stamp_query = select(func.count(), func.max(Cluster.updated)).where(Cluster.state != "deleted")
 
     def check_provider(self, name: str = "local") -> None:
         prov = self.providers.get(name)
@@ -102,7 +167,7 @@ class ClusterService:
         store's table generation) and the database was asked less than LIST_RECHECK_SECONDS ago
         (for writes of other processes sharing it). Cheap enough to call in the event loop."""
         c = self._list_cache
-        if (c is not None and c.generation == self.db.changes.generation("clusters")
+        if (c is not None and c.generation == self.repo.generation()
                 and time.monotonic() - c.checked < LIST_RECHECK_SECONDS):
             return c.body
         return None
@@ -112,9 +177,8 @@ class ClusterService:
         newest `updated`) stamp costs one aggregate query instead of loading every row."""
         if (body := self.cached_list_json()) is not None:
             return body
-        generation = self.db.changes.generation("clusters")  # before the query: a write meanwhile misses
-        with self.db.engine.connect() as conn:
-            stamp = tuple(conn.execute(self._stamp_query).one())
+        generation = self.repo.generation()  # before the query: a write meanwhile misses
+        stamp = self.repo.stamp()
         c = self._list_cache
         if c is not None and c.generation == generation and c.stamp == stamp:
             body = c.body
@@ -124,33 +188,20 @@ class ClusterService:
         return body
 
     def list(self) -> list[dict[str, Any]]:
-        # plain rows, not ORM objects: this is the hottest read of the API (3x faster for 100 clusters)
-        cols = [getattr(Cluster, c) for c in _VIEW_COLUMNS]
-        with self.db.engine.connect() as conn:
-            rows = conn.execute(
-                select(*cols).where(Cluster.state != "deleted").order_by(Cluster.created, Cluster.cluster_id)
-            )
-            return [cluster_view(r) for r in rows]  # type: ignore[arg-type]
+        return [cluster_view(r) for r in self.repo.view_rows()]
 
     def page(self, page_number: int, page_size: int) -> dict[str, Any]:
-        with self.db.session() as s:
-            live = Cluster.state != "deleted"
-            total = s.scalar(select(func.count()).select_from(Cluster).where(live)) or 0
-            rows = s.scalars(
-                select(Cluster).where(live).order_by(Cluster.created, Cluster.cluster_id)
-                .offset((page_number - 1) * page_size).limit(page_size)
-            )
-            return {
-                "clusters": [cluster_view(c) for c in rows],
-                "page_info": {"page_number": page_number, "page_size": page_size, "total_count": total},
-            }
+        total, rows = self.repo.page(page_number, page_size)
+        return {
+            "clusters": [cluster_view(c) for c in rows],
+            "page_info": {"page_number": page_number, "page_size": page_size, "total_count": total},
+        }
 
     def get_row(self, cluster_id: str) -> Cluster:
-        with self.db.session() as s:
-            c = s.get(Cluster, cluster_id)
-            if c is None or c.state == "deleted":
-                raise NotFound(f"Cluster {cluster_id} not found", code="ErrorClusterNotFound")
-            return c
+        c = self.repo.get(cluster_id)
+        if c is None or c.state == "deleted":
+            raise _not_found(cluster_id)
+        return c
 
     def get(self, cluster_id: str) -> dict[str, Any]:
         return cluster_view(self.get_row(cluster_id))
@@ -158,13 +209,13 @@ class ClusterService:
     # ------------------------------------------------------------ lifecycle (spec §5.4–5.9)
 
     def _check_size(self, size: int) -> None:
-        if size > self.settings.max_cluster_size:
+        if size > self.max_cluster_size:
             raise ValidationFailed(
-                f"Field 'size': at most {self.settings.max_cluster_size} nodes per cluster on this server",
+                f"Field 'size': at most {self.max_cluster_size} nodes per cluster on this server",
                 code="InvalidParameter.Size",
             )
 
-    def create(self, body: Any) -> tuple[str, str]:
+    def create(self, body: CreateRequest) -> tuple[str, str]:
         if body.cluster_type.lower() not in ("swarm", "aliyun"):
             raise BadRequest(
                 f"cluster_type {body.cluster_type!r} is not available yet: this server creates Swarm clusters",
@@ -179,7 +230,7 @@ class ClusterService:
         now = utcnow()
         spec = body.model_dump(exclude={"password", "name", "size"})
         row = Cluster(
-            cluster_id=cid, name=body.name, cluster_type="swarm", state="launching", size=body.size,
+            cluster_id=cid, name=body.name, cluster_type=self.driver.cluster_type, state="launching", size=body.size,
             region_id=body.region_id or "local", network_mode=body.network_mode, vpc_id=body.vpc_id,
             vswitch_id=body.vswitch_id, subnet_cidr=body.subnet_cidr, instance_type=body.instance_type,
             agent_version="opencs-0.1", spec=spec,
@@ -189,34 +240,32 @@ class ClusterService:
             created=now, updated=now,
         )  # fmt: skip
         try:
-            with self.db.session() as s:
-                if s.scalar(select(Cluster.cluster_id).where(Cluster.name == body.name,
-                                                             Cluster.state != "deleted")):
-                    raise Conflict(f"A cluster named {body.name!r} already exists", code="ErrorClusterNameExists")
-                s.add(row)
-                s.flush()
-                tid = self.tasks.submit("cluster_create", {"size": body.size}, cluster_id=cid, session=s)
-        except IntegrityError:  # a concurrent create with the same name won
+            tid = self.repo.add(row, lambda s: self.tasks.submit("cluster_create", {"size": body.size},
+                                                                 cluster_id=cid, session=s))
+        except NameTaken:
             raise Conflict(f"A cluster named {body.name!r} already exists", code="ErrorClusterNameExists") from None
         return cid, tid
 
     def _transition(self, cluster_id: str, allowed: tuple[str, ...], new_state: str, task_type: str,
                     params: dict[str, Any], target_id: str = "") -> str:
         """Check the state, move to `new_state` and submit the task in one transaction."""
-        with self.db.session() as s:
-            c = s.get(Cluster, cluster_id)
-            if c is None or c.state == "deleted":
-                raise NotFound(f"Cluster {cluster_id} not found", code="ErrorClusterNotFound")
+
+        def check(c: Cluster, _members: builtins.list[InstanceRow]) -> None:
             if c.state not in allowed:
                 raise Conflict(
                     f"Cluster {cluster_id} is {c.state}: this operation needs it {' or '.join(allowed)}",
                     code="ErrorClusterStateConflict",
                 )
-            c.state, c.updated = new_state, utcnow()
-            return self.tasks.submit(task_type, params, cluster_id=cluster_id, session=s,
-                                     target_id=target_id or cluster_id)
 
-    def scale(self, cluster_id: str, body: Any) -> str:
+        try:
+            return self.repo.transition(
+                cluster_id, check, new_state,
+                lambda s: self.tasks.submit(task_type, params, cluster_id=cluster_id, session=s,
+                                            target_id=target_id or cluster_id))
+        except ClusterGone:
+            raise _not_found(cluster_id) from None
+
+    def scale(self, cluster_id: str, body: SizeRequest) -> str:
         self._check_size(body.size)
         c = self.get_row(cluster_id)
         if body.size == c.size:
@@ -228,55 +277,35 @@ class ClusterService:
     def delete(self, cluster_id: str) -> str:
         return self._transition(cluster_id, BUSY_OK_FOR_DELETE, "deleting", "cluster_delete", {})
 
-    def _member(self, s: Any, cluster_id: str, **where: Any) -> InstanceRow:
-        q = select(InstanceRow).where(InstanceRow.cluster_id == cluster_id)
-        for k, v in where.items():
-            q = q.where(getattr(InstanceRow, k) == v)
-        r = s.scalars(q).first()
-        if r is None:
-            what = ", ".join(f"{k} {v}" for k, v in where.items())
-            raise NotFound(f"Cluster {cluster_id} has no node with {what}", code="ErrorNodeNotFound")
-        return r
+    def _member(self, cluster_id: str, what: str, match: Any) -> tuple[InstanceRow, builtins.list[InstanceRow]]:
+        members = self.instances.of_cluster(cluster_id)
+        for r in members:
+            if match(r):
+                return r, members
+        raise NotFound(f"Cluster {cluster_id} has no node with {what}", code="ErrorNodeNotFound")
 
     def remove_node(self, cluster_id: str, ip: str, release_instance: bool) -> str:
-        with self.db.session() as s:
-            self.get_row(cluster_id)
-            r = self._member(s, cluster_id, private_ip=ip)
-            members = s.scalars(select(InstanceRow).where(InstanceRow.cluster_id == cluster_id)).all()
-            if len(members) <= 1:
-                raise Conflict("Cannot remove the last node of a cluster: delete the cluster instead",
-                               code="ErrorLastNode")
-            managers = [m for m in members if m.role == "manager"]
-            if r.role == "manager" and len(managers) <= 1:
-                raise Conflict(f"{ip} is the cluster's only swarm manager and cannot be removed",
-                               code="ErrorLastManager")
-            iid = r.instance_id
+        self.get_row(cluster_id)
+        r, members = self._member(cluster_id, f"private_ip {ip}", lambda m: m.private_ip == ip)
+        check_remove(cluster_id, ip, r, members)
         return self._transition(cluster_id, ("running",), "scaling", "cluster_remove_node",
-                                {"instance_id": iid, "ip": ip, "release_instance": release_instance},
-                                target_id=iid)
+                                {"instance_id": r.instance_id, "ip": ip, "release_instance": release_instance},
+                                target_id=r.instance_id)
 
     def reset_node(self, cluster_id: str, instance_id: str) -> str:
-        with self.db.session() as s:
-            self.get_row(cluster_id)
-            r = self._member(s, cluster_id, instance_id=instance_id)
-            members = s.scalars(select(InstanceRow).where(InstanceRow.cluster_id == cluster_id)).all()
-            managers = [m for m in members if m.role == "manager"]
-            if r.role == "manager" and len(managers) <= 1 and len(members) > 1:
-                raise Conflict(
-                    f"{instance_id} is the only swarm manager: resetting it would orphan the other nodes",
-                    code="ErrorLastManager",
-                )
+        self.get_row(cluster_id)
+        r, members = self._member(cluster_id, f"instance_id {instance_id}", lambda m: m.instance_id == instance_id)
+        check_reset(instance_id, r, members)
         self.check_provider(r.provider)
         return self._transition(cluster_id, ("running",), "updating", "cluster_reset_node",
                                 {"instance_id": instance_id}, target_id=instance_id)
 
-    def attach(self, cluster_id: str, instance_ids: list[str]) -> tuple[list[dict[str, str]], str]:
+    def attach(self, cluster_id: str, instance_ids: builtins.list[str]) -> tuple[builtins.list[dict[str, str]], str]:
         """Reserve free instances for the cluster (atomically) and submit the join task."""
         c = self.get_row(cluster_id)
         self._check_size(c.size + len(instance_ids))
-        with self.db.session() as s:
-            rows = {r.instance_id: r for r in s.scalars(
-                select(InstanceRow).where(InstanceRow.instance_id.in_(instance_ids)))}
+
+        def check(cl: Cluster | None, rows: dict[str, InstanceRow]) -> None:
             for iid in instance_ids:
                 r = rows.get(iid)
                 if r is None:
@@ -286,27 +315,26 @@ class ClusterService:
                                    code="ErrorInstanceBusy")
                 if r.state != "running":
                     raise Conflict(f"Instance {iid} is {r.state}, not running", code="ErrorInstanceNotReady")
-            cl = s.get(Cluster, cluster_id)
             if cl is None or cl.state != "running":
                 raise Conflict(f"Cluster {cluster_id} is {cl.state if cl else 'gone'}: attach needs it running",
                                code="ErrorClusterStateConflict")
-            for iid in instance_ids:
-                rows[iid].cluster_id, rows[iid].role, rows[iid].updated = cluster_id, "", utcnow()
-            cl.state, cl.updated = "scaling", utcnow()
-            tid = self.tasks.submit("cluster_attach", {"instances": instance_ids}, cluster_id=cluster_id, session=s)
+
+        tid = self.repo.attach(cluster_id, instance_ids, check,
+                               lambda s: self.tasks.submit("cluster_attach", {"instances": instance_ids},
+                                                           cluster_id=cluster_id, session=s))
         return [{"code": "200", "instanceId": i, "message": "successful"} for i in instance_ids], tid
 
     def certs(self, cluster_id: str) -> dict[str, str]:
         c = self.get_row(cluster_id)
         if not (c.ca_cert_pem and c.client_cert_pem and c.client_key_enc):
             raise NotFound(f"Cluster {cluster_id} has no certificates", code="ErrorCertsNotFound")
-        return {"ca": c.ca_cert_pem, "cert": c.client_cert_pem, "key": self.box.decrypt(c.client_key_enc)}
+        pki = ClusterPKI(cluster_id, c.ca_cert_pem, "")  # the user's credentials need no CA key
+        cred = self.driver.credentials(pki, c.client_cert_pem, self.box.decrypt(c.client_key_enc))
+        return {"ca": cred.ca_pem, "cert": cred.cert_pem, "key": cred.key_pem}
 
     def nodes(self, cluster_id: str, page_number: int = 1, page_size: int = 100) -> dict[str, Any]:
         c = self.get_row(cluster_id)
-        with self.db.session() as s:
-            rows = list(s.scalars(select(InstanceRow).where(InstanceRow.cluster_id == cluster_id)
-                                  .order_by(InstanceRow.created)))
+        rows = self.instances.of_cluster(cluster_id)
         total = len(rows)
         rows = rows[(page_number - 1) * page_size: page_number * page_size]
         return {

@@ -46,7 +46,7 @@ def client(docker_host: str, timeout: int = 30) -> docker.DockerClient:
 
 
 def _swarm_info(c: docker.DockerClient) -> dict[str, Any]:
-    return c.info().get("Swarm", {})
+    return dict(c.info().get("Swarm") or {})
 
 
 def local_state(docker_host: str) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def init(docker_host: str, advertise_ip: str, heartbeat_s: int = 2) -> str:
     with closing(client(docker_host)) as c:
         s = _swarm_info(c)
         if s.get("LocalNodeState") == "active":
-            return (s.get("Cluster") or {}).get("ID", "")
+            return str((s.get("Cluster") or {}).get("ID", ""))
         spec = c.api.create_swarm_spec(
             dispatcher_heartbeat_period=heartbeat_s * 10**9,  # notice a dead node in seconds
             task_history_retention_limit=2,
@@ -78,7 +78,7 @@ def init(docker_host: str, advertise_ip: str, heartbeat_s: int = 2) -> str:
             subnet_size=24,
             swarm_spec=spec,
         )
-        return (_swarm_info(c).get("Cluster") or {}).get("ID", "")
+        return str((_swarm_info(c).get("Cluster") or {}).get("ID", ""))
 
 
 def join_tokens(manager_host: str) -> dict[str, str]:
@@ -93,7 +93,7 @@ def join(docker_host: str, advertise_ip: str, manager_addrs: list[str], token: s
         s = _swarm_info(c)
         if s.get("LocalNodeState") == "active":
             if (s.get("Cluster") or {}).get("ID", swarm_id) == swarm_id or not s.get("ControlAvailable"):
-                return s.get("NodeID", "")
+                return str(s.get("NodeID", ""))
             raise SwarmError(f"node {advertise_ip} already belongs to another swarm")
         if s.get("LocalNodeState") in ("pending", "error"):
             c.api.leave_swarm(force=True)
@@ -103,7 +103,7 @@ def join(docker_host: str, advertise_ip: str, manager_addrs: list[str], token: s
             listen_addr=f"{advertise_ip}:2377",
             advertise_addr=advertise_ip,
         )
-        return _swarm_info(c).get("NodeID", "")
+        return str(_swarm_info(c).get("NodeID", ""))
 
 
 def leave(docker_host: str) -> None:

@@ -1,0 +1,1 @@
+"""In-memory implementations of the engine interfaces, for unit tests of the rules."""

@@ -1,0 +1,89 @@
+"""Machines and node runtimes: the vocabulary shared by providers and cluster engines.
+
+A provider hands out *machines*: an address, a directory, a cgroup, and a way to run processes in
+them (on this host: a network namespace plus private mount and UTS namespaces). What runs on a
+machine to make it a cluster node — the Docker engine for Swarm, containerd and kubelet for
+Kubernetes — is a *node runtime*, which belongs to the cluster engine (engines/swarm/node.py).
+The provider asks the runtime for a BootPlan at every boot (reboot semantics after a crash) and
+runs it inside the machine; it never knows what the plan starts.
+
+Providers and engines do not import each other (the layer contract); both import this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """What the cluster engine asked for this node (InstanceSpec minus the machine's own limits),
+    with TLS as files the provider wrote into the machine directory."""
+
+    labels: dict[str, str] = field(default_factory=dict)
+    registry_mirror: str | None = None
+    insecure_registries: list[str] = field(default_factory=list)
+    tls_files: dict[str, str] | None = None  # {"ca", "cert", "key"}: paths of PEM files
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """One machine as a node runtime sees it."""
+
+    instance_id: str
+    ip: str
+    hostname: str
+    dir: Path  # private to this machine; survives reboots, wiped (state_dirs) by re-imaging
+    cgroup: str  # the machine's cgroup name in every hierarchy (/<cgroup>)
+    api_socket: Path  # where the runtime must serve its API for the control plane (unix socket)
+
+
+@dataclass(frozen=True)
+class BootPlan:
+    """What the provider runs inside the machine at boot, after it made the machine's namespaces
+    and joined its cgroup: private tmpfs directories, bind mounts from the machine directory, files
+    written first, then `argv` exec'd as the node's first process (its PID is the runtime's)."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    tmpfs: list[str] = field(default_factory=list)  # node paths that get a private tmpfs
+    binds: dict[str, str] = field(default_factory=dict)  # node path -> subdirectory of MachineInfo.dir
+    files: dict[str, str] = field(default_factory=dict)  # path relative to MachineInfo.dir -> content
+    log_name: str = "node.log"  # in MachineInfo.dir: the runtime's output
+
+
+class NodeRuntime(Protocol):
+    """A cluster engine's node software, as a provider runs it on its machines."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def state_dirs(self) -> tuple[str, ...]:
+        """Subdirectories of the machine directory that re-imaging wipes (the "system disk")."""
+        ...
+
+    @property
+    def log_name(self) -> str: ...
+
+    @property
+    def required_binaries(self) -> tuple[str, ...]:
+        """Programs the host must have for this runtime (checked with the provider's own)."""
+        ...
+
+    def tls_port(self, settings: RuntimeSettings) -> int | None:
+        """The TCP port the runtime serves with the cluster's certificates, if it does."""
+        ...
+
+    def boot_plan(self, machine: MachineInfo, settings: RuntimeSettings) -> BootPlan: ...
+
+    def answers(self, api_socket: Path, timeout: float = 1.0) -> bool:
+        """Does the runtime's API answer on this unix socket (MachineInfo.api_socket, or a tunnel to it)?"""
+        ...
+
+    def release_host(self, endpoint: str, remove_cluster_work: bool, timeout: float = 60.0) -> None:
+        """On a host the provider does not own (registered by SSH): leave the cluster and, if asked,
+        remove what the cluster ran there; the host's own workloads stay."""
+        ...

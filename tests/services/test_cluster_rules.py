@@ -1,0 +1,215 @@
+"""The cluster rules (sizes, scale and its rollback, attach, remove node, manager counts, idempotent
+deletes) against the fake cluster driver and fake machines: no root, no dockerd, a real SQLite store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from opencs.api.schemas import CreateCluster, ScaleCluster
+from opencs.engines.driver import DriverError
+from opencs.engines.fake.cluster import FakeClusterDriver
+from opencs.errors import Conflict, NotFound, ProviderNotAvailable, ValidationFailed
+from opencs.providers.fake import FakeProvider
+from opencs.secretbox import SecretBox
+from opencs.services import cluster_tasks
+from opencs.services.cluster_tasks import ClusterTaskDeps
+from opencs.services.clusters import ClusterService
+from opencs.services.instances import InstanceService
+from opencs.services.monitor import HealthService
+from opencs.services.nodes import Machines
+from opencs.store.db import Database, migrate
+from opencs.store.repos.clusters import ClusterRepo
+from opencs.store.repos.instances import InstanceRepo
+from opencs.store.repos.tasks import TaskRepo
+from opencs.tasks.engine import TaskEngine
+from opencs.tasks.registry import TaskRegistry
+
+
+class _NoRegistry:
+    def ensure(self) -> str | None:
+        return None
+
+
+@dataclass
+class World:
+    db: Database
+    provider: FakeProvider
+    driver: FakeClusterDriver
+    instances: InstanceRepo
+    tasks: TaskEngine
+    clusters: ClusterService
+    free: InstanceService
+    health: HealthService
+
+    def run(self, task_id: str) -> str:
+        """Run pending tasks in this thread until `task_id` ended; its final state."""
+        while self.tasks.run_one():
+            pass
+        return self.tasks.get(task_id).state
+
+    def create(self, size: int, name: str = "c1") -> str:
+        cid, tid = self.clusters.create(CreateCluster(name=name, size=size))
+        assert self.run(tid) == "success", self.tasks.get(tid).error_message
+        return cid
+
+    def roles(self, cid: str) -> list[str]:
+        return sorted(r.role for r in self.instances.of_cluster(cid))
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    db = Database(f"sqlite:///{tmp_path / 'store.db'}")
+    migrate(db.engine)
+    box = SecretBox.from_file(tmp_path / "secret.key")
+    providers = {"local": (prov := FakeProvider())}
+    crepo, irepo = ClusterRepo(db), InstanceRepo(db)
+    driver = FakeClusterDriver(irepo)
+    machines = Machines(providers, irepo, crepo, box, driver, lambda: None)
+    deps = ClusterTaskDeps(crepo, irepo, machines, driver, _NoRegistry(), driver.api_url)
+    tasks = TaskEngine(TaskRepo(db), TaskRegistry(cluster_tasks.task_handlers(deps)))
+    clusters = ClusterService(crepo, irepo, box, tasks, providers, driver, max_cluster_size=6)
+    yield World(db, prov, driver, irepo, tasks, clusters, InstanceService(irepo, tasks, clusters),
+                HealthService(providers, irepo, crepo, driver))
+    db.close()
+
+
+def test_create_sizes_and_manager_counts(world: World) -> None:
+    c1 = world.create(2, "two")
+    assert world.roles(c1) == ["manager", "worker"]
+    c3 = world.create(3, "three")
+    assert world.roles(c3) == ["manager"] * 3
+    view = world.clusters.get(c3)
+    assert view["state"] == "running" and view["size"] == 3 and view["master_url"].startswith("https://fake-")
+    # the store and the engine agree on every member
+    eng = world.driver.engines[c3]
+    assert {r.swarm_node_id for r in world.instances.of_cluster(c3)} == set(eng.members)
+
+
+def test_size_limits(world: World) -> None:
+    with pytest.raises(ValidationFailed):
+        world.clusters.create(CreateCluster(name="big", size=7))
+    cid = world.create(1)
+    with pytest.raises(ValidationFailed):
+        world.clusters.scale(cid, ScaleCluster(size=7))
+    with pytest.raises(Exception, match="already has 1"):
+        world.clusters.scale(cid, ScaleCluster(size=1))
+    world.provider.unavailable = "local provider unavailable: no dockerd"
+    with pytest.raises(ProviderNotAvailable):
+        world.clusters.scale(cid, ScaleCluster(size=2))
+
+
+def test_scale_up_then_down_keeps_oldest_manager(world: World) -> None:
+    cid = world.create(2)
+    first = world.instances.of_cluster(cid)[0]
+    assert world.run(world.clusters.scale(cid, ScaleCluster(size=5))) == "success"
+    assert world.roles(cid) == ["manager"] * 3 + ["worker"] * 2
+    assert world.run(world.clusters.scale(cid, ScaleCluster(size=1))) == "success"
+    rows = world.instances.of_cluster(cid)
+    assert [r.instance_id for r in rows] == [first.instance_id] and rows[0].role == "manager"
+    assert set(world.provider.instances) == {first.instance_id}  # the others' machines are gone
+    assert world.clusters.get(cid)["size"] == 1
+
+
+def test_failed_scale_rolls_back_to_previous_size(world: World) -> None:
+    cid = world.create(2)
+    before = {r.instance_id for r in world.instances.of_cluster(cid)}
+    world.provider.fail_creates = 1
+    tid = world.clusters.scale(cid, ScaleCluster(size=4))
+    assert world.run(tid) == "fail"
+    assert "(rolled back)" in (world.tasks.get(tid).error_message or "")
+    assert {r.instance_id for r in world.instances.of_cluster(cid)} == before
+    assert world.clusters.get(cid)["state"] == "running" and world.clusters.get(cid)["size"] == 2
+    assert set(world.provider.instances) == before
+
+
+def test_driver_failure_fails_the_task_with_its_code(world: World) -> None:
+    cid = world.create(1)
+    world.driver.fail["join"] = DriverError("raft said no", "SwarmError")
+    tid = world.clusters.scale(cid, ScaleCluster(size=2))
+    assert world.run(tid) == "fail"
+    row = world.tasks.get(tid)
+    assert row.error_code == "SwarmError" and "raft said no" in (row.error_message or "")
+    assert world.clusters.get(cid)["size"] == 1  # rolled back
+
+
+def test_attach_free_instances(world: World) -> None:
+    cid = world.create(1)
+    assert world.run(world.free.create(2)) == "success"
+    free = [r.instance_id for r in world.instances.all(free_only=True)]
+    assert len(free) == 2 and not world.provider.specs[free[0]].tls_factory  # free machines: no cluster TLS
+    results, tid = world.clusters.attach(cid, free)
+    assert [r["instanceId"] for r in results] == free
+    with pytest.raises(Conflict):  # the cluster is scaling now
+        world.clusters.attach(cid, free)
+    assert world.run(tid) == "success"
+    assert world.roles(cid) == ["manager"] * 3  # three nodes: three managers
+    assert all(world.provider.specs[i].tls_factory for i in free)  # re-imaged with the cluster's cert
+    with pytest.raises(Conflict, match="already belongs"):
+        world.clusters.attach(cid, free[:1])
+    with pytest.raises(NotFound):
+        world.clusters.attach(cid, ["i-" + "0" * 20])
+
+
+def test_remove_node_rules(world: World) -> None:
+    solo = world.create(1, "solo")
+    ip = world.instances.of_cluster(solo)[0].private_ip
+    with pytest.raises(Conflict, match="last node"):
+        world.clusters.remove_node(solo, ip, release_instance=True)
+    cid = world.create(2)
+    mgr, wrk = sorted(world.instances.of_cluster(cid), key=lambda r: r.role)
+    with pytest.raises(Conflict, match="only swarm manager"):
+        world.clusters.remove_node(cid, mgr.private_ip, release_instance=True)
+    with pytest.raises(NotFound):
+        world.clusters.remove_node(cid, "10.1.2.3", release_instance=True)
+    # without release the machine goes back to the pool, re-imaged without the cluster's certificate
+    assert world.run(world.clusters.remove_node(cid, wrk.private_ip, release_instance=False)) == "success"
+    back = world.instances.get(wrk.instance_id)
+    assert back is not None and back.cluster_id is None and back.role == ""
+    assert world.provider.specs[wrk.instance_id].tls_factory is None
+    assert world.clusters.get(cid)["size"] == 1
+
+
+def test_reset_node_rejoins(world: World) -> None:
+    cid = world.create(2)
+    wrk = next(r for r in world.instances.of_cluster(cid) if r.role == "worker")
+    assert world.run(world.clusters.reset_node(cid, wrk.instance_id)) == "success"
+    again = world.instances.get(wrk.instance_id)
+    assert again is not None and again.role == "worker" and again.swarm_node_id != wrk.swarm_node_id
+    mgr = next(r for r in world.instances.of_cluster(cid) if r.role == "manager")
+    with pytest.raises(Conflict, match="only swarm manager"):
+        world.clusters.reset_node(cid, mgr.instance_id)
+
+
+def test_delete_cluster_releases_machines(world: World) -> None:
+    cid = world.create(3)
+    assert world.run(world.clusters.delete(cid)) == "success"
+    assert world.provider.instances == {} and cid not in world.driver.engines
+    with pytest.raises(NotFound):
+        world.clusters.get(cid)
+
+
+def test_repeated_instance_delete_gets_the_running_task(world: World) -> None:
+    assert world.run(world.free.create(1)) == "success"
+    iid = world.instances.all(free_only=True)[0].instance_id
+    first = world.free.delete(iid)
+    assert world.free.delete(iid) == first  # not a second delete task
+    assert world.run(first) == "success"
+    with pytest.raises(NotFound):
+        world.free.delete(iid)
+
+
+def test_health_reports_engine_and_member_state(world: World) -> None:
+    cid = world.create(2)
+    world.health.refresh()
+    assert {r.health for r in world.instances.of_cluster(cid)} == {"healthy"}
+    wrk = next(r for r in world.instances.of_cluster(cid) if r.role == "worker")
+    world.driver.engines[cid].members[wrk.swarm_node_id].state = "down"
+    world.health.refresh()
+    assert world.instances.get(wrk.instance_id).health == "unhealthy: swarm node down"  # type: ignore[union-attr]
+    world.provider.destroy(wrk.instance_id)
+    world.health.refresh()
+    assert world.instances.get(wrk.instance_id).state == "lost"  # type: ignore[union-attr]
