@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from opencs import metrics
+from opencs.api.authorize import Authorizer
 from opencs.appapi.app import create_appapi_app
 from opencs.auth.verifier import RequestVerifier
 from opencs.config import Settings
@@ -31,14 +32,19 @@ from opencs.registry.service import RegistryService
 from opencs.secretbox import SecretBox
 from opencs.services import cluster_tasks, project_bluegreen, project_tasks
 from opencs.services.cluster_tasks import ClusterTaskDeps
+from opencs.services.accounts import AccountService
+from opencs.services.audit import AuditService
 from opencs.services.clusters import ClusterService
 from opencs.services.instances import InstanceService
 from opencs.services.keys import KeyService
 from opencs.services.monitor import HealthService
 from opencs.services.nodes import Machines
+from opencs.services.ownership import ResourceOwners
 from opencs.services.projects import ProjectService
 from opencs.services.triggers import TriggerService
 from opencs.store.db import Database, migrate
+from opencs.store.repos.accounts import AccountRepo
+from opencs.store.repos.audit import AuditRepo
 from opencs.store.repos.clusters import ClusterRepo
 from opencs.store.repos.endpoints import EndpointRepo
 from opencs.store.repos.instances import InstanceRepo
@@ -68,6 +74,9 @@ class ControlPlane:
     instance_repo: InstanceRepo
     cluster_driver: SwarmDriver
     health: HealthService
+    accounts: AccountService = field(init=False)
+    audit: AuditService = field(init=False)
+    authorizer: Authorizer = field(init=False)
     triggers: TriggerService = field(init=False)
     projects: ProjectService = field(init=False)
     loops: list[Loop] = field(default_factory=list)
@@ -246,6 +255,11 @@ def build(settings: Settings) -> ControlPlane:
     plane = ControlPlane(settings, db, box, keys, tasks, clusters, instances, verifier, providers, registry,
                          instance_repo, driver, health)
     master_url.plane = plane
+    account_repo = AccountRepo(db)
+    plane.accounts = AccountService(account_repo, keys)
+    plane.audit = AuditService(AuditRepo(db))
+    plane.authorizer = Authorizer(plane.accounts, ResourceOwners(account_repo, db.changes),
+                                  settings.regions[0] if settings.regions else "*", plane.audit)
     plane.triggers = TriggerService(plane)
     plane.projects = ProjectService(plane)
     tasks.services = plane

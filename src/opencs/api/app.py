@@ -9,7 +9,8 @@ from opencs.api import errors
 from opencs.api.deps import ApiServices
 from opencs.api.http_metrics import HttpMetricsMiddleware
 from opencs.api.middleware import SignedApiMiddleware
-from opencs.api.routes import clusters, images, instances, meta, metrics, tasks, triggers
+from opencs.api.ram import routes as ram
+from opencs.api.routes import audit, clusters, images, instances, meta, metrics, tasks, triggers
 
 # reachable without a signature: liveness, the OpenAPI document and its viewer
 # /hook/trigger authenticates with the trigger's own secret (spec §11), /hook/registry with the
@@ -29,8 +30,9 @@ def create_app(services: ApiServices) -> FastAPI:
     app.state.services = services
     errors.install(app)
     for r in (meta.router, clusters.router, tasks.router, instances.router, images.router, triggers.router,
-              metrics.router):
+              metrics.router, ram.router, audit.router):
         app.include_router(r)
-    app.add_middleware(SignedApiMiddleware, verifier=services.verifier, public_paths=PUBLIC_PATHS)
+    app.add_middleware(SignedApiMiddleware, verifier=services.verifier, public_paths=PUBLIC_PATHS,
+                       authorizer=services.authorizer)
     app.add_middleware(HttpMetricsMiddleware, routes=app.routes)  # outermost: sees refusals too
     return app

@@ -10,6 +10,7 @@ from typing import Protocol, cast
 
 from starlette.requests import Request
 
+from opencs.api.authorize import Authorizer
 from opencs.auth.verifier import RequestVerifier
 from opencs.config import Settings
 from opencs.registry.service import RegistryService
@@ -40,6 +41,9 @@ class ApiServices(Protocol):
 
     @property
     def registry(self) -> RegistryService: ...
+
+    @property
+    def authorizer(self) -> Authorizer: ...
 
 
 def services(request: Request) -> ApiServices:

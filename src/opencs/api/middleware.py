@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, unquote
 from anyio import to_thread
 
 from opencs import ids, metrics
+from opencs.api.authorize import Admission, Authorizer
 from opencs.api.errors import REQUEST_ID_HEADER, error_body
 from opencs.api.secure_transport import refusal
 from opencs.auth.verifier import RequestVerifier, SignedRequest
@@ -25,10 +26,22 @@ MAX_BODY = 16 * 1024 * 1024
 
 
 class SignedApiMiddleware:
-    def __init__(self, app: Any, verifier: RequestVerifier, public_paths: tuple[str, ...] = ()) -> None:
+    def __init__(self, app: Any, verifier: RequestVerifier, public_paths: tuple[str, ...] = (),
+                 authorizer: Authorizer | None = None) -> None:
         self.app = app
         self.verifier = verifier
         self.public = public_paths
+        self.authorizer = authorizer
+
+    def _check(self, req: SignedRequest, scope: Scope) -> Admission | None:
+        """Signature, then authorization (opencs.api.authorize), in one worker-thread hop."""
+        scope["state"]["access_key_id"] = ak = self.verifier.verify(req)
+        if self.authorizer is None:
+            return None
+        scope["state"]["refused_by_policy"] = True  # an error from here on is no signature failure
+        adm = self.authorizer.admit(scope, ak)
+        scope["state"]["refused_by_policy"] = False
+        return adm
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,11 +51,12 @@ class SignedApiMiddleware:
         scope.setdefault("state", {})["request_id"] = rid
         rid_header = (REQUEST_ID_HEADER.encode(), rid.encode())
 
-        async def send_with_id(message: dict[str, Any]) -> None:
+        async def add_id(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), rid_header]
             await send(message)
 
+        send_with_id: Send = add_id
         path: str = scope["path"]
         if path in self.public or any(path.startswith(p) for p in self.public if p.endswith("/")):
             await self.app(scope, receive, send_with_id)
@@ -71,9 +85,10 @@ class SignedApiMiddleware:
             body=body,
         )
         try:
-            scope["state"]["access_key_id"] = await to_thread.run_sync(self.verifier.verify, req)
+            admission = await to_thread.run_sync(self._check, req, scope)
         except ApiError as e:
-            metrics.signature_failures.labels(e.code).inc()
+            if not scope["state"].get("refused_by_policy"):
+                metrics.signature_failures.labels(e.code).inc()
             await self._error(send_with_id, e.status, e.code, e.message, rid)
             return
         # after verification: a refused request's nonce is spent, so a captured copy cannot be replayed over HTTPS
@@ -81,6 +96,8 @@ class SignedApiMiddleware:
         if insecure:
             await self._error(send_with_id, 403, "HttpsRequired", insecure, rid)
             return
+        if admission is not None and self.authorizer is not None:
+            send_with_id = self.authorizer.wrap(admission, scope, send_with_id, to_thread.run_sync)
 
         replayed = False
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from opencs import __version__
-from opencs.cli import commands, configure_cmd, keys_cmd, server_cmd
+from opencs.cli import accounts_cmd, commands, configure_cmd, keys_cmd, server_cmd
 
 app = typer.Typer(
     name="opencs",
@@ -54,6 +54,7 @@ commands.register(app)
 configure_cmd.register(app)
 server_cmd.register(app)
 keys_cmd.register(app)
+accounts_cmd.register(app)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from opencs.errors import Conflict, NotFound
 from opencs.secretbox import SecretBox
 from opencs.store.db import utcnow
 from opencs.store.repos.keys import KeyRecord, KeyRepo
+from opencs.store.tenancy import ROOT_OWNER_USER_ID
 
 
 @dataclass(frozen=True)
@@ -21,10 +22,11 @@ class KeyInfo:
     status: str
     is_admin: bool
     created: datetime
+    user_id: str = ROOT_OWNER_USER_ID
 
 
 def _info(rec: KeyRecord) -> KeyInfo:
-    return KeyInfo(rec.access_key_id, rec.description, rec.status, rec.is_admin, rec.created)
+    return KeyInfo(rec.access_key_id, rec.description, rec.status, rec.is_admin, rec.created, rec.user_id)
 
 
 def _not_found(access_key_id: str) -> NotFound:
@@ -41,10 +43,12 @@ class KeyService:
         self.box = box
         self._cache: dict[str, tuple[float, str | None]] = {}
 
-    def create(self, description: str = "", *, admin: bool = True) -> tuple[str, str]:
-        """Returns (id, secret). The secret is shown to the caller once and stored encrypted."""
+    def create(self, description: str = "", *, admin: bool = True,
+               user_id: str = ROOT_OWNER_USER_ID) -> tuple[str, str]:
+        """Returns (id, secret). The secret is shown to the caller once and stored encrypted.
+        Without a user: a key of the first account's owner."""
         ak, secret = ids.access_key_id(), ids.access_key_secret()
-        if not self.repo.add(self._record(ak, secret, description, admin)):
+        if not self.repo.add(self._record(ak, secret, description, admin, user_id)):
             raise Conflict(f"AccessKey {ak} already exists")
         return ak, secret
 
@@ -62,11 +66,16 @@ class KeyService:
             self._cache.pop(access_key_id, None)
         return changed
 
-    def _record(self, ak: str, secret: str, description: str, admin: bool) -> KeyRecord:
-        return KeyRecord(ak, self.box.encrypt(secret), description, "active", admin, utcnow())
+    def _record(self, ak: str, secret: str, description: str, admin: bool,
+                user_id: str = ROOT_OWNER_USER_ID) -> KeyRecord:
+        return KeyRecord(ak, self.box.encrypt(secret), description, "active", admin, utcnow(), user_id)
 
-    def list(self) -> builtins.list[KeyInfo]:
-        return [_info(r) for r in self.repo.list()]
+    def list(self, user_id: str | None = None) -> builtins.list[KeyInfo]:
+        return [_info(r) for r in self.repo.list(user_id)]
+
+    def get(self, access_key_id: str) -> KeyInfo | None:
+        rec = self.repo.get(access_key_id)
+        return _info(rec) if rec is not None else None
 
     def set_status(self, access_key_id: str, status: str) -> KeyInfo:
         rec = self.repo.update(access_key_id, status=status)

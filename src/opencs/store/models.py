@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, text
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from opencs.store.tenancy import ROOT_ACCOUNT_ID, ROOT_OWNER_USER_ID, owning_account
 
 
 def _utcnow() -> datetime:
@@ -17,9 +19,74 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=False)}
 
 
+class Account(Base):
+    """A tenant: owns clusters, instances and (through them) projects, triggers and registry namespaces."""
+
+    __tablename__ = "accounts"
+    account_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created: Mapped[datetime]
+
+
+class User(Base):
+    """A RAM user of an account; the owner (one per account) is not subject to policies."""
+
+    __tablename__ = "users"
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(32), index=True)
+    user_name: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    comments: Mapped[str] = mapped_column(String(255), default="")
+    is_owner: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime]
+    updated: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("account_id", "user_name", name="ux_users_account_name"),)
+
+
+class Policy(Base):
+    """A custom RAM policy of an account (one version: v1)."""
+
+    __tablename__ = "policies"
+    account_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    policy_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    description: Mapped[str] = mapped_column(String(1024), default="")
+    document: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime]
+    updated: Mapped[datetime]
+
+
+class PolicyAttachment(Base):
+    __tablename__ = "policy_attachments"
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    policy_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(32), index=True)
+    attached: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """One mutating call, append-only; `hash` chains over the previous entry's hash."""
+
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    account_id: Mapped[str] = mapped_column(String(32), default="", index=True)
+    user_name: Mapped[str] = mapped_column(String(64), default="")
+    access_key_id: Mapped[str] = mapped_column(String(64), default="")
+    action: Mapped[str] = mapped_column(String(128))
+    resource: Mapped[str] = mapped_column(String(512), default="")
+    source: Mapped[str] = mapped_column(String(128), default="")
+    request_id: Mapped[str] = mapped_column(String(64), default="")
+    outcome: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
 class AccessKey(Base):
     __tablename__ = "access_keys"
     access_key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # the RAM user the key belongs to (existing keys: the first account's owner)
+    user_id: Mapped[str] = mapped_column(String(32), index=True, default=ROOT_OWNER_USER_ID)
     secret_enc: Mapped[str] = mapped_column(Text)  # Fernet token, never the plain secret
     description: Mapped[str] = mapped_column(String(255), default="")
     status: Mapped[str] = mapped_column(String(16), default="active")  # active | disabled
@@ -43,6 +110,9 @@ class Cluster(Base):
     cluster_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(128))
     cluster_type: Mapped[str] = mapped_column(String(32), default="swarm")
+    # the account of the signed call that created it (opencs.store.tenancy)
+    account_id: Mapped[str] = mapped_column(String(32), index=True, default=owning_account,
+                                            server_default=ROOT_ACCOUNT_ID)
     state: Mapped[str] = mapped_column(String(16), index=True)
     size: Mapped[int] = mapped_column(Integer, default=0)
     region_id: Mapped[str] = mapped_column(String(64), default="")
@@ -85,6 +155,8 @@ class InstanceRow(Base):
     __tablename__ = "instances"
     instance_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     provider: Mapped[str] = mapped_column(String(32))
+    account_id: Mapped[str] = mapped_column(String(32), index=True, default=owning_account,
+                                            server_default=ROOT_ACCOUNT_ID)
     cluster_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     private_ip: Mapped[str] = mapped_column(String(64), default="")
     role: Mapped[str] = mapped_column(String(16), default="")  # manager | worker | "" (free)

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from opencs.store.db import Database
 from opencs.store.models import AccessKey
+from opencs.store.tenancy import ROOT_OWNER_USER_ID
 
 
 @dataclass(frozen=True)
@@ -19,10 +20,12 @@ class KeyRecord:
     status: str
     is_admin: bool
     created: datetime
+    user_id: str = ROOT_OWNER_USER_ID
 
 
 def _record(row: AccessKey) -> KeyRecord:
-    return KeyRecord(row.access_key_id, row.secret_enc, row.description, row.status, row.is_admin, row.created)
+    return KeyRecord(row.access_key_id, row.secret_enc, row.description, row.status, row.is_admin, row.created,
+                     row.user_id)
 
 
 class KeyRepo:
@@ -40,7 +43,7 @@ class KeyRepo:
             if s.get(AccessKey, rec.access_key_id) is not None:
                 return False
             s.add(AccessKey(access_key_id=rec.access_key_id, secret_enc=rec.secret_enc, description=rec.description,
-                            status=rec.status, is_admin=rec.is_admin, created=rec.created))
+                            status=rec.status, is_admin=rec.is_admin, created=rec.created, user_id=rec.user_id))
             return True
 
     def update(self, access_key_id: str, *, secret_enc: str | None = None, status: str | None = None,
@@ -65,9 +68,12 @@ class KeyRepo:
             s.delete(row)
             return True
 
-    def list(self) -> list[KeyRecord]:
+    def list(self, user_id: str | None = None) -> list[KeyRecord]:
         with self.db.session() as s:
-            return [_record(r) for r in s.scalars(select(AccessKey).order_by(AccessKey.created))]
+            q = select(AccessKey).order_by(AccessKey.created)
+            if user_id is not None:
+                q = q.where(AccessKey.user_id == user_id)
+            return [_record(r) for r in s.scalars(q)]
 
     def count(self) -> int:
         with self.db.session() as s:

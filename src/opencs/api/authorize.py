@@ -1,0 +1,252 @@
+"""Authorization of signed calls: the one step after the signature check (SignedApiMiddleware).
+
+Each CS route maps to its RAM action name as Alibaba documents it (the SDKs' request class names,
+e.g. GET /clusters -> cs:DescribeClusters) and a resource `acs:cs:<region>:<account>:cluster/<id>`.
+An account owner may do everything in its account; another user needs a policy allowing the action
+on the resource and none denying it (opencs.services.policies). A resource of another account is
+answered 404 exactly as if it did not exist; lists show only the caller's own. The RAM API on "/"
+checks its own actions (opencs.api.ram.actions), since its resources are named by parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
+
+from opencs.errors import ApiError, Forbidden, NotFound
+from opencs.services.accounts import AccountService, Principal
+from opencs.services.ownership import ResourceOwners
+from opencs.services.policies import decide
+from opencs.store.tenancy import ROOT_ACCOUNT_ID, current_account
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    rx: re.Pattern[str]
+    actions: tuple[str, ...]  # the first is the documented name; the others aliases a policy may use
+    kind: str  # cluster | task | list | create | operator | any | ram
+    mutating: bool
+
+
+def _r(method: str, path: str, actions: str, kind: str, mutating: bool | None = None) -> Route:
+    rx = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "/?$")
+    return Route(method, rx, tuple(actions.split()), kind, method != "GET" if mutating is None else mutating)
+
+
+ROUTES: tuple[Route, ...] = (
+    _r("GET", "/clusters", "DescribeClusters", "list"),
+    _r("GET", "/api/v1/clusters", "DescribeClustersV1 DescribeClusters", "list"),
+    _r("POST", "/clusters", "CreateCluster", "create"),
+    _r("GET", "/clusters/{cluster_id}", "DescribeClusterDetail", "cluster"),
+    _r("PUT", "/clusters/{cluster_id}", "ScaleCluster", "cluster"),
+    _r("DELETE", "/clusters/{cluster_id}", "DeleteCluster", "cluster"),
+    _r("POST", "/clusters/{cluster_id}/attach", "AttachInstances", "operator"),
+    _r("DELETE", "/clusters/{cluster_id}/ip/{ip}", "DeleteClusterNode DeleteClusterNodes", "cluster"),
+    _r("POST", "/clusters/{cluster_id}/instances/{instance_id}/reset", "ResetClusterNode", "cluster"),
+    _r("GET", "/clusters/{cluster_id}/certs", "GetClusterCerts DescribeClusterCerts", "cluster"),
+    _r("GET", "/clusters/{cluster_id}/nodes", "DescribeClusterNodes", "cluster"),
+    _r("POST", "/clusters/{cluster_id}/triggers", "CreateTrigger", "cluster"),
+    _r("GET", "/clusters/{cluster_id}/triggers", "DescribeTrigger", "cluster"),
+    _r("DELETE", "/clusters/{cluster_id}/triggers/{trigger_id}", "DeleteTrigger", "cluster"),
+    _r("POST", "/clusters/{cluster_id}/triggers/{trigger_id}/rotate", "RotateTrigger CreateTrigger", "cluster"),
+    _r("GET", "/tasks/{task_id}", "DescribeTaskInfo", "task"),
+    _r("GET", "/images", "DescribeImages", "any"),
+    _r("GET", "/version", "DescribeApiVersion", "any"),
+    # the machine pool is the operator's (the first account): other accounts get nodes through clusters
+    _r("GET", "/instances", "DescribeInstances", "operator"),
+    _r("POST", "/instances", "CreateInstances", "operator"),
+    _r("POST", "/instances/register", "RegisterInstance", "operator"),
+    _r("DELETE", "/instances/{instance_id}", "DeleteInstance", "operator"),
+    _r("GET", "/audit", "DescribeAuditLog", "any"),
+)
+_RAM_MUTATING = frozenset({"CreateUser", "DeleteUser", "CreateAccessKey", "UpdateAccessKey", "DeleteAccessKey",
+                           "CreatePolicy", "DeletePolicy", "AttachPolicyToUser", "DetachPolicyFromUser"})
+
+
+class RamForbidden(Forbidden):
+    code = "Forbidden.RAM"
+
+
+def _denied(action: str) -> RamForbidden:
+    return RamForbidden(f"User not authorized to operate on the specified resource (cs:{action}), "
+                        "or this API doesn't support RAM.")
+
+
+def match(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+    for r in ROUTES:
+        if r.method == method and (m := r.rx.match(path)):
+            return r, m.groupdict()
+    return None
+
+
+class Audit(Protocol):
+    def record(self, who: Principal | None, action: str, resource: str, source: str, request_id: str,
+               outcome: str) -> None: ...
+
+
+@dataclass
+class Admission:
+    """What was decided for one request: who calls, what it does, how its reply is seen."""
+
+    principal: Principal
+    action: str
+    resource: str
+    mutating: bool
+    list_filter: Callable[[bytes], bytes] | None = None
+
+
+def _ram_call(scope: dict[str, Any]) -> tuple[str, str]:
+    """(Action, the user/policy it names) of a RAM call, from the header (Tea) or the query (sdk-core)."""
+    qs: bytes = scope.get("query_string", b"")
+    q = dict(parse_qsl(qs.decode("latin-1")))
+    action = next((str(v.decode("latin-1")) for k, v in scope.get("headers", []) if k.lower() == b"x-acs-action"),
+                  q.get("Action", ""))
+    named = [f"{kind}/{q[key]}" for kind, key in (("user", "UserName"), ("policy", "PolicyName"),
+                                                 ("key", "UserAccessKeyId")) if q.get(key)]
+    return action, " ".join(named)
+
+
+class Authorizer:
+    def __init__(self, accounts: AccountService, owners: ResourceOwners, region: str,
+                 audit: Audit | None = None) -> None:
+        self.accounts = accounts
+        self.owners = owners
+        self.region = region
+        self.audit = audit
+
+    def admit(self, scope: dict[str, Any], access_key_id: str) -> Admission:
+        """Runs in a worker thread (store reads); raises the refusal as an ApiError."""
+        who = self.accounts.principal(access_key_id)
+        if who is None:
+            raise Forbidden("the AccessKey belongs to no user", code="Forbidden.RAM")
+        scope["state"]["principal"] = who
+        method, path = scope["method"], scope["path"]
+        if path == "/":
+            action, named = _ram_call(scope)
+            return Admission(who, f"ram:{action}", named, action in _RAM_MUTATING)
+        found = match(method, path)
+        if found is None:  # no such route (404 follows) or a new one nobody mapped: owners only
+            if not who.is_owner:
+                raise _denied(f"{method} {path}")
+            return Admission(who, f"{method} {path}", path, method != "GET")
+        route, args = found
+        try:
+            resource, filt = self._resource(who, route, args)
+            if not who.is_owner and not self._allowed(who, route, resource, _context(scope)):
+                raise _denied(route.actions[0])
+        except ApiError as e:
+            if route.mutating and self.audit is not None:
+                self.audit.record(who, f"cs:{route.actions[0]}", args.get("cluster_id", path), _source(scope),
+                                  scope["state"].get("request_id", ""), f"{e.status} {e.code}")
+            raise
+        return Admission(who, f"cs:{route.actions[0]}", resource, route.mutating, filt)
+
+    def _allowed(self, who: Principal, route: Route, resource: str, context: dict[str, str]) -> bool:
+        names = [f"cs:{a}" for a in route.actions]
+        if decide(who.statements, names, resource, context):
+            return True
+        # a list is allowed with the right on some of the clusters; it then shows just those
+        return route.kind == "list" and any(
+            decide(who.statements, names, f"{resource[:-1]}{cid}", context)
+            for cid, acct in self.owners.clusters().items() if acct == who.account_id)
+
+    def _resource(self, who: Principal, route: Route, args: dict[str, str]
+                  ) -> tuple[str, Callable[[bytes], bytes] | None]:
+        base = f"acs:cs:{self.region}:{who.account_id}"
+        if route.kind == "cluster":
+            cid = args["cluster_id"]
+            if self.owners.cluster(cid) not in (None, who.account_id):  # absent: the route says how
+                raise NotFound(f"Cluster {cid} not found", code="ErrorClusterNotFound")
+            return f"{base}:cluster/{cid}", None
+        if route.kind == "task":
+            tid = args["task_id"]
+            if self.owners.task(tid) not in (None, who.account_id):
+                raise NotFound(f"Task {tid} not found", code="ErrorTaskNotFound")
+            return f"{base}:task/{tid}", None
+        if route.kind == "operator" and not (who.is_owner and who.account_id == ROOT_ACCOUNT_ID):
+            raise _denied(route.actions[0] + " (the machine pool belongs to the operator's account)")
+        if route.kind == "list":
+            return f"{base}:cluster/*", self._cluster_filter(who, [f"cs:{a}" for a in route.actions])
+        if route.kind == "create":
+            return f"{base}:cluster/*", None
+        return f"{base}:*", None
+
+    def _cluster_filter(self, who: Principal, names: list[str]) -> Callable[[bytes], bytes] | None:
+        owners = self.owners.clusters()
+        mine = who.account_id
+        if who.is_owner and all(a == mine for a in owners.values()):
+            return None  # one tenant: the reply is the owner's already (the hot path stays as it was)
+        stmts = None if who.is_owner else who.statements
+        region = self.region
+
+        def visible(c: Any) -> bool:
+            cid = c.get("cluster_id") if isinstance(c, dict) else None
+            if not isinstance(cid, str) or self.owners.cluster(cid) != mine:
+                return False
+            return stmts is None or decide(stmts, names, f"acs:cs:{region}:{mine}:cluster/{cid}", {})
+
+        def filt(body: bytes) -> bytes:
+            doc = json.loads(body)
+            if isinstance(doc, list):
+                return json.dumps([c for c in doc if visible(c)]).encode()
+            if isinstance(doc, dict) and isinstance(doc.get("clusters"), list):
+                doc["clusters"] = [c for c in doc["clusters"] if visible(c)]
+                doc.get("page_info", {})["total_count"] = len(doc["clusters"])
+                return json.dumps(doc).encode()
+            return body
+
+        return filt
+
+    def wrap(self, adm: Admission, scope: dict[str, Any], send: Send,
+             record: Callable[[Callable[[], None]], Awaitable[None]]) -> Send:
+        """The reply's sender for an admitted request: rows it creates belong to the caller's account,
+        a list is cut to what the caller may see, and a mutating call is put on record once answered."""
+        current_account.set(adm.principal.account_id)
+        status = 0
+        chunks: list[bytes] = []
+        start: dict[str, Any] = {}
+
+        async def sender(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if adm.list_filter is not None and status == 200:
+                    start.update(message)
+                    return
+                await send(message)
+                return
+            if start:  # a list reply, held back to be filtered
+                chunks.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                body = adm.list_filter(b"".join(chunks)) if adm.list_filter else b"".join(chunks)
+                start["headers"] = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                start["headers"].append((b"content-length", str(len(body)).encode()))
+                await send(start)
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(message)
+            if adm.mutating and self.audit is not None and not message.get("more_body"):
+                audit = self.audit
+                rid = scope["state"].get("request_id", "")
+                await record(lambda: audit.record(adm.principal, adm.action, adm.resource, _source(scope), rid,
+                                                  str(status)))
+
+        return sender
+
+
+def _source(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+def _context(scope: dict[str, Any]) -> dict[str, str]:
+    return {"acs:sourceip": _source(scope) or "127.0.0.1",
+            "acs:securetransport": "true" if scope.get("scheme") == "https" else "false"}

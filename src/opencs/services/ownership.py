@@ -1,0 +1,64 @@
+"""Which account owns a cluster or a task: the 404-as-if-absent rule of another account's resources.
+
+Ownership never changes once a row exists, so known owners are kept in memory; the whole
+cluster -> account map is re-read when this process wrote the clusters table or a second passed
+(rows written by other processes), and an unknown id is asked for on its own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol
+
+
+class OwnerStore(Protocol):
+    def cluster_accounts(self) -> dict[str, str]: ...
+
+    def cluster_account(self, cluster_id: str) -> str | None: ...
+
+    def task_account(self, task_id: str) -> str | None: ...
+
+
+class Generation(Protocol):
+    def generation(self, table: str) -> int: ...
+
+
+class ResourceOwners:
+    RECHECK_SECONDS = 1.0
+
+    def __init__(self, store: OwnerStore, changes: Generation) -> None:
+        self.store = store
+        self.changes = changes
+        self._clusters: dict[str, str] = {}
+        self._stamp: tuple[int, float] = (-1, 0.0)
+        self._tasks: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def clusters(self) -> dict[str, str]:
+        """cluster_id -> account, fresh to within RECHECK_SECONDS for other processes' writes."""
+        gen, now = self.changes.generation("clusters"), time.monotonic()
+        if gen != self._stamp[0] or now - self._stamp[1] > self.RECHECK_SECONDS:
+            fresh = self.store.cluster_accounts()
+            with self._lock:
+                self._clusters, self._stamp = fresh, (gen, now)
+        return self._clusters
+
+    def cluster(self, cluster_id: str) -> str | None:
+        acct = self.clusters().get(cluster_id)
+        if acct is None:
+            acct = self.store.cluster_account(cluster_id)
+            if acct is not None:
+                with self._lock:
+                    self._clusters[cluster_id] = acct
+        return acct
+
+    def task(self, task_id: str) -> str | None:
+        acct = self._tasks.get(task_id)
+        if acct is None:
+            acct = self.store.task_account(task_id)
+            if acct is not None:
+                if len(self._tasks) > 50_000:
+                    self._tasks.clear()
+                self._tasks[task_id] = acct
+        return acct
