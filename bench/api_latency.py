@@ -11,11 +11,17 @@ Targets (issue 2): p99 <= 10 ms and signed throughput >= 0.5 x the trivial route
 certificate, one keep-alive TLS connection) against plain HTTP to a second server on the same data,
 both measured in this run in alternating rounds; prints p50/p99 of each and the HTTPS/HTTP ratios.
 Target: p99 <= 10 ms over HTTPS.
+
+--policy (issue 10): a second account owns a tenth of the clusters (so every list is cut to the
+caller's own) and a sub-user of the first account holds a policy allowing cs:Describe* on its
+clusters; signed GET /clusters is measured as the owner and as the sub-user (policy evaluated and
+the list filtered per cluster), against /healthz in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -35,14 +41,29 @@ from opencs.store.models import Cluster  # noqa: E402
 from tests.conftest import ServerProcess, Signer  # noqa: E402
 
 
-def seed(data: Path, database_url: str | None, n: int) -> None:
+def seed(data: Path, database_url: str | None, n: int, policy: bool = False) -> tuple[str, str] | None:
+    """The clusters; with `policy`, a second account owning every tenth and a sub-user's key (returned)."""
     rt = open_runtime(Settings(data_dir=data, database_url=database_url, workers=0, local_nodes=False))
+    other = rt.accounts.create_account("bench-other")[0] if policy else None
     now = utcnow()
     with rt.db.session() as s:
         for i in range(n):
+            extra = {"account_id": other} if other and i % 10 == 9 else {}
             s.add(Cluster(cluster_id=f"c{i:032x}", name=f"bench-{i}", state="running", size=3, region_id="local",
-                          master_url=f"https://127.0.0.1:{17000 + i}", spec={}, created=now, updated=now))
+                          master_url=f"https://127.0.0.1:{17000 + i}", spec={}, created=now, updated=now, **extra))
+    sub = None
+    if policy:
+        from opencs.store.tenancy import ROOT_ACCOUNT_ID
+
+        rt.accounts.create_user(ROOT_ACCOUNT_ID, "viewer")
+        doc = json.dumps({"Version": "1", "Statement": [
+            {"Effect": "Allow", "Action": "cs:Describe*", "Resource": "acs:cs:*:*:cluster/*"}]})
+        rt.accounts.create_policy(ROOT_ACCOUNT_ID, "viewer", doc)
+        rt.accounts.attach(ROOT_ACCOUNT_ID, "viewer", "viewer")
+        info, secret = rt.accounts.create_key(ROOT_ACCOUNT_ID, "viewer")
+        sub = (info.access_key_id, secret)
     rt.close()
+    return sub
 
 
 def run(client: httpx.Client, reqs: list[httpx.Request]) -> tuple[list[float], float]:
@@ -67,6 +88,7 @@ def main() -> None:
     ap.add_argument("--database-url", default=None)
     ap.add_argument("--https", action="store_true", help="HTTPS against plain HTTP (see above)")
     ap.add_argument("--rounds", type=int, default=6, help="--https: alternating rounds per side")
+    ap.add_argument("--policy", action="store_true", help="two accounts and a sub-user with a policy (see above)")
     args = ap.parse_args()
     db_url, drop = args.database_url, None
     if db_url:  # a database of its own, dropped afterwards: the seeded clusters must not stay
@@ -91,21 +113,25 @@ def main() -> None:
 def _run(args: argparse.Namespace, database_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        seed(data, database_url, args.clusters)
+        sub = seed(data, database_url, args.clusters, args.policy)
         srv = ServerProcess(data, database_url=database_url, env={"OPENCS_MONITOR_INTERVAL": "0"}, workers=0)
         srv.start()
+        mine = args.clusters - args.clusters // 10 if args.policy else args.clusters
         try:
             base = f"http://{srv.endpoint}"
             results = {}
-            for scheme in (sig.ROA, sig.ACS3):
-                signer = Signer(srv.ak, srv.secret, scheme=scheme)
+            who = [("", srv.ak, srv.secret, sig.ROA), ("", srv.ak, srv.secret, sig.ACS3)]
+            if sub:
+                who = [("owner, ", srv.ak, srv.secret, sig.ROA), ("sub-user, ", *sub, sig.ROA)]
+            for label, ak, secret, scheme in who:
+                signer = Signer(ak, secret, scheme=scheme)
                 with httpx.Client(base_url=base, trust_env=False) as c:
-                    assert len(c.get("/clusters", headers=signer.headers("GET", "/clusters", host=srv.endpoint))
-                               .json()) == args.clusters
+                    got = c.get("/clusters", headers=signer.headers("GET", "/clusters", host=srv.endpoint)).json()
+                    assert len(got) == mine, got
                     signed = [c.build_request("GET", "/clusters",
                                               headers=signer.headers("GET", "/clusters", host=srv.endpoint))
                               for _ in range(args.requests)]
-                    results[f"signed GET /clusters ({'ROA' if scheme == sig.ROA else 'ACS3'})"] = run(c, signed)
+                    results[f"signed GET /clusters ({label}{'ROA' if scheme == sig.ROA else 'ACS3'})"] = run(c, signed)
             with httpx.Client(base_url=base, trust_env=False) as c:
                 c.get("/healthz")
                 results["trivial GET /healthz"] = run(c, [c.build_request("GET", "/healthz")
@@ -117,7 +143,7 @@ def _run(args: argparse.Namespace, database_url: str | None) -> None:
           f"store: {'PostgreSQL' if database_url else 'SQLite'}")
     for name, (lat, total) in results.items():
         rps = args.requests / total
-        print(f"{name:34s} p50 {pct(lat, .5):6.2f} ms  p99 {pct(lat, .99):6.2f} ms"
+        print(f"{name:42s} p50 {pct(lat, .5):6.2f} ms  p99 {pct(lat, .99):6.2f} ms"
               f"  mean {statistics.mean(lat) * 1000:6.2f} ms  {rps:7.0f} req/s  ratio to trivial {rps / base_rps:4.2f}")
 
 
