@@ -31,9 +31,9 @@ from opencs.providers.base import Provider
 from opencs.registry.service import RegistryService
 from opencs.secretbox import SecretBox
 from opencs.services import cluster_tasks, project_bluegreen, project_tasks
-from opencs.services.cluster_tasks import ClusterTaskDeps
 from opencs.services.accounts import AccountService
 from opencs.services.audit import AuditService
+from opencs.services.cluster_tasks import ClusterTaskDeps
 from opencs.services.clusters import ClusterService
 from opencs.services.instances import InstanceService
 from opencs.services.keys import KeyService
