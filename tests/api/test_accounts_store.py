@@ -95,3 +95,27 @@ def test_policy_rules() -> None:
                 _doc({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"Nope": {"a": "b"}}})):
         with pytest.raises(MalformedPolicy):
             parse_document(bad)
+
+
+def test_a_new_cluster_belongs_to_the_callers_account(client: Any, runtime: Any) -> None:
+    from opencs.sdk import Client, OpencsError
+
+    b_account, b_ak, b_secret = runtime.accounts.create_account("team-b")
+    a_ak, a_secret = runtime.keys.create("owner A")
+    b = Client("http://testserver", b_ak, b_secret, http_client=client, retries=0)
+    a = Client("http://testserver", a_ak, a_secret, http_client=client, retries=0)
+    try:
+        cid = b.create_cluster({"name": "b-one", "size": 1, "instance_type": "ecs.n1.small"})["cluster_id"]
+    except OpencsError as e:
+        pytest.skip(f"no node provider here: {e.code}")
+    with runtime.db.engine.connect() as c:
+        owner = c.execute(text("SELECT account_id FROM clusters WHERE cluster_id = :c"), {"c": cid}).scalar()
+    assert owner == b_account
+    assert [x["cluster_id"] for x in b.list_clusters()] == [cid]
+    assert cid not in {x["cluster_id"] for x in a.list_clusters()}
+    with pytest.raises(OpencsError) as e:
+        a.describe_cluster(cid)
+    assert (e.value.status, e.value.code) == (404, "ErrorClusterNotFound")
+    with pytest.raises(OpencsError) as e:
+        a.delete_cluster(cid)
+    assert e.value.status == 404
