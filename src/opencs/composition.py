@@ -166,26 +166,16 @@ class _Named:
         self.inner.stop()
 
 
-class _MasterUrl:
-    """master_url of a running cluster: the Application API endpoint's when this server serves
-    one (its endpoint manager owns the field), else the engine's own TLS address."""
+class _ProcessEndpoints:
+    """EndpointSync of the process: its endpoint manager once start() made it (none before)."""
 
-    def __init__(self, appapi: bool, clusters: ClusterRepo, driver: SwarmDriver) -> None:
-        self.appapi, self.clusters, self.driver = appapi, clusters, driver
-        self.plane: ControlPlane | None = None  # set once built (its endpoint manager starts later)
+    def __init__(self) -> None:
+        self.plane: ControlPlane | None = None
 
-    def __call__(self, cluster_id: str) -> str:
-        if not self.appapi:
-            return self.driver.api_url(cluster_id)
-        # ask this process' manager (if any) to start the endpoint now rather than within ~1 s
+    def sync(self) -> None:
         manager = self.plane._appapi if self.plane is not None else None
         if manager is not None:
-            try:
-                manager.sync()
-            except Exception as e:
-                log.warning("Application API endpoint of %s not ready yet: %s", cluster_id, e)
-        c = self.clusters.get(cluster_id)
-        return c.master_url if c is not None else ""
+            manager.sync()
 
 
 def endpoint_manager(plane: ControlPlane, app_factory: AppFactory | None = None) -> EndpointManager:
@@ -239,8 +229,9 @@ def build(settings: Settings) -> ControlPlane:
     providers = make_providers(settings, box, driver.node_runtime)
     registry = _registry_service(settings, providers)
     machines = Machines(providers, instance_repo, cluster_repo, box, driver, registry.endpoint)
-    master_url = _MasterUrl(settings.appapi, cluster_repo, driver)
-    cluster_deps = ClusterTaskDeps(cluster_repo, instance_repo, machines, driver, registry, master_url)
+    endpoints = _ProcessEndpoints()
+    cluster_deps = ClusterTaskDeps(cluster_repo, instance_repo, machines, driver, registry,
+                                   endpoints if settings.appapi else None)
     handlers = TaskRegistry([*cluster_tasks.task_handlers(cluster_deps), *project_tasks.task_handlers(),
                              *project_bluegreen.task_handlers()])
     handlers.load_plugins(settings.task_plugins)
@@ -254,7 +245,7 @@ def build(settings: Settings) -> ControlPlane:
     verifier = RequestVerifier(keys.active_secret, nonces, settings.signature_window_seconds)
     plane = ControlPlane(settings, db, box, keys, tasks, clusters, instances, verifier, providers, registry,
                          instance_repo, driver, health)
-    master_url.plane = plane
+    endpoints.plane = plane
     account_repo = AccountRepo(db)
     plane.accounts = AccountService(account_repo, keys)
     plane.audit = AuditService(AuditRepo(db))

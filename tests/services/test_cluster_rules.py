@@ -69,7 +69,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     crepo, irepo = ClusterRepo(db), InstanceRepo(db)
     driver = FakeClusterDriver(irepo)
     machines = Machines(providers, irepo, crepo, box, driver, lambda: None)
-    deps = ClusterTaskDeps(crepo, irepo, machines, driver, _NoRegistry(), driver.api_url)
+    deps = ClusterTaskDeps(crepo, irepo, machines, driver, _NoRegistry())
     tasks = TaskEngine(TaskRepo(db), TaskRegistry(cluster_tasks.task_handlers(deps)))
     clusters = ClusterService(crepo, irepo, box, tasks, providers, driver, max_cluster_size=6)
     yield World(db, prov, driver, irepo, tasks, clusters, InstanceService(irepo, tasks, clusters),

@@ -6,6 +6,8 @@ import logging
 import threading
 from typing import Protocol
 
+from opencs import metrics
+
 log = logging.getLogger("opencs.monitor")
 
 
@@ -33,8 +35,10 @@ class HealthLoop:
         while not self._stop.wait(self.interval):
             try:
                 self.health.refresh()
+                metrics.loop_pass(self.name, True)
             except Exception:
                 log.exception("health refresh failed")
+                metrics.loop_pass(self.name, False)
 
     def stop(self) -> None:
         self._stop.set()

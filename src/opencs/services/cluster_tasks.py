@@ -27,10 +27,10 @@ class Registry(Protocol):
     def ensure(self) -> str | None: ...
 
 
-class MasterUrl(Protocol):
-    """master_url of a running cluster: the Application API endpoint's, or the engine's own."""
+class EndpointSync(Protocol):
+    """The Application API endpoint manager (loops.endpoints): owns master_url while it serves."""
 
-    def __call__(self, cluster_id: str) -> str: ...
+    def sync(self) -> None: ...
 
 
 @dataclass
@@ -40,7 +40,21 @@ class ClusterTaskDeps:
     machines: Machines
     driver: ClusterDriver
     registry: Registry
-    master_url: MasterUrl
+    # None: this server serves no Application API endpoint; master_url is the engine's own address
+    endpoints: EndpointSync | None = None
+
+
+def master_url(d: ClusterTaskDeps, cluster_id: str) -> str:
+    if d.endpoints is None:
+        return d.driver.api_url(cluster_id)
+    # the endpoint manager owns master_url: keep what it wrote, after asking it to start the
+    # endpoint now rather than within ~1 s
+    try:
+        d.endpoints.sync()
+    except Exception as e:
+        log.warning("Application API endpoint of %s not ready yet: %s", cluster_id, e)
+    c = d.clusters.get(cluster_id)
+    return c.master_url if c is not None else ""
 
 
 def _stage(fn: Callable[[ClusterTaskDeps, TaskContext], None], deps: ClusterTaskDeps) -> StageFn:
@@ -144,7 +158,7 @@ def _create_swarm(d: ClusterTaskDeps, ctx: TaskContext) -> None:
 
 def _create_finish(d: ClusterTaskDeps, ctx: TaskContext) -> None:
     n = len(d.instances.of_cluster(_cid(ctx)))
-    _set_cluster(d, ctx, state="running", size=n, master_url=d.master_url(_cid(ctx)))
+    _set_cluster(d, ctx, state="running", size=n, master_url=master_url(d, _cid(ctx)))
     ctx.result.update(cluster_id=ctx.cluster_id, size=n)
 
 
@@ -163,7 +177,7 @@ def _scale(d: ClusterTaskDeps, ctx: TaskContext) -> None:
 
 def _scale_finish(d: ClusterTaskDeps, ctx: TaskContext) -> None:
     _set_cluster(d, ctx, state="running", size=len(d.instances.of_cluster(_cid(ctx))),
-                 master_url=d.master_url(_cid(ctx)))
+                 master_url=master_url(d, _cid(ctx)))
 
 
 def _scale_rollback(d: ClusterTaskDeps, ctx: TaskContext) -> None:
