@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 from opencs.errors import ApiError, Forbidden, NotFound
 from opencs.services.accounts import AccountService, Principal
 from opencs.services.ownership import ResourceOwners
-from opencs.services.policies import decide
+from opencs.services.policies import Statement, decide
 from opencs.store.tenancy import ROOT_ACCOUNT_ID, current_account
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -120,6 +120,8 @@ class Authorizer:
         self.owners = owners
         self.region = region
         self.audit = audit
+        # (account, the caller's statements or None for an owner) -> (list body, the part it may see)
+        self._cuts: dict[tuple[str, tuple[Statement, ...] | None], tuple[bytes, bytes]] = {}
 
     def admit(self, scope: dict[str, Any], access_key_id: str) -> Admission:
         """Runs in a worker thread (store reads); raises the refusal as an ApiError."""
@@ -192,7 +194,20 @@ class Authorizer:
                 return False
             return stmts is None or decide(stmts, names, f"acs:cs:{region}:{mine}:cluster/{cid}", {})
 
+        key = (mine, stmts)
+
         def filt(body: bytes) -> bytes:
+            # the list body is the service's cached one while nothing changed: so is its cut
+            hit = self._cuts.get(key)
+            if hit is not None and hit[0] == body:
+                return hit[1]
+            out = cut(body)
+            if len(self._cuts) > 1000:
+                self._cuts.clear()
+            self._cuts[key] = (body, out)
+            return out
+
+        def cut(body: bytes) -> bytes:
             doc = json.loads(body)
             if isinstance(doc, list):
                 return json.dumps([c for c in doc if visible(c)]).encode()
