@@ -111,8 +111,15 @@ def test_a_new_cluster_belongs_to_the_callers_account(client: Any, runtime: Any)
     with runtime.db.engine.connect() as c:
         owner = c.execute(text("SELECT account_id FROM clusters WHERE cluster_id = :c"), {"c": cid}).scalar()
     assert owner == b_account
+    # names are B's own: A may use the same one (no 409 telling A what B named its clusters), B not twice
+    a_cid = a.create_cluster({"name": "b-one", "size": 1, "instance_type": "ecs.n1.small"})["cluster_id"]
+    assert a_cid != cid
+    with pytest.raises(OpencsError) as e:
+        b.create_cluster({"name": "b-one", "size": 1, "instance_type": "ecs.n1.small"})
+    assert (e.value.status, e.value.code) == (409, "ErrorClusterNameExists")
     assert [x["cluster_id"] for x in b.list_clusters()] == [cid]
-    assert cid not in {x["cluster_id"] for x in a.list_clusters()}
+    seen_by_a = {x["cluster_id"] for x in a.list_clusters()}
+    assert cid not in seen_by_a and a_cid in seen_by_a
     with pytest.raises(OpencsError) as e:
         a.describe_cluster(cid)
     assert (e.value.status, e.value.code) == (404, "ErrorClusterNotFound")

@@ -138,9 +138,10 @@ class Cluster(Base):
     updated: Mapped[datetime] = mapped_column(onupdate=lambda: _utcnow())
 
     __table_args__ = (
-        # names are unique among clusters that still exist
+        # names are unique among an account's clusters that still exist
         Index(
             "ux_clusters_live_name",
+            "account_id",
             "name",
             unique=True,
             sqlite_where=text("state != 'deleted'"),

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from opencs.store.db import Database, utcnow
 from opencs.store.models import Cluster, InstanceRow
+from opencs.store.tenancy import owning_account
 
 Submit = Callable[[Session], str]  # submits a task inside the caller's unit of work
 
@@ -80,7 +81,9 @@ class ClusterRepo:
         has the name (also when a concurrent create won the race)."""
         try:
             with self.db.session() as s:
-                if s.scalar(select(Cluster.cluster_id).where(Cluster.name == row.name, Cluster.state != "deleted")):
+                row.account_id = row.account_id or owning_account()  # names are unique within an account
+                if s.scalar(select(Cluster.cluster_id).where(Cluster.name == row.name, Cluster.state != "deleted",
+                                                             Cluster.account_id == row.account_id)):
                     raise NameTaken(row.name)
                 s.add(row)
                 s.flush()
