@@ -48,6 +48,20 @@ r = conn.getresponse()
 print(json.dumps({"status": r.status, "body": r.read().decode()}))
 """
 
+RAM_CLIENT = r"""
+import sys
+from aliyunsdkcore.client import AcsClient
+from aliyunsdkram.request.v20150501.CreateAccessKeyRequest import CreateAccessKeyRequest
+c = AcsClient(sys.argv[1], sys.argv[2], "cn-beijing", auto_retry=False)
+c.add_endpoint("cn-beijing", "Ram", sys.argv[3])
+req = CreateAccessKeyRequest()
+req.set_protocol_type("http")
+try:
+    print(c.do_action_with_exception(req))
+except Exception as e:
+    print(type(e).__name__, e)
+"""
+
 
 @dataclass(frozen=True)
 class Netns:
@@ -134,6 +148,10 @@ def test_secret_reply_refused_over_plain_http_beyond_loopback(tmp_path: Path, ne
         err = json.loads(far["body"])
         assert err["Code"] == "HttpsRequired" and "HTTPS" in err["Message"] and err["RequestId"]
         assert "PRIVATE KEY" not in far["body"]
+        # RAM CreateAccessKey (a new secret) from that peer through sdk-core over plain HTTP: refused too
+        ram = subprocess.run(["ip", "netns", "exec", netns.name, sys.executable, "-c", RAM_CLIENT, srv.ak, srv.secret,
+                              f"{netns.host_ip}:{srv.port}"], capture_output=True, text=True, timeout=60)
+        assert "HttpsRequired" in ram.stdout, ram.stdout + ram.stderr
         # the refused request's nonce is spent: replaying what crossed the network in clear text fails
         replay = httpx.get(f"http://127.0.0.1:{srv.port}{path}", headers=captured, trust_env=False)
         assert replay.json()["Code"] == "SignatureNonceUsed", replay.text
