@@ -73,7 +73,8 @@ class Signer:
     def __init__(self, ak: str, secret: str, scheme: str = sig.ROA) -> None:
         self.ak, self.secret, self.scheme = ak, secret, scheme
 
-    def headers(self, method: str, path: str, query: dict[str, str] | None = None, body: bytes = b"",
+    def headers(self, method: str, path: str, query: dict[str, str] | list[tuple[str, str]] | None = None,
+                body: bytes = b"",
                 *, nonce: str | None = "auto", date: float | None = None, host: str = "testserver",
                 content_type: str | None = "application/json") -> dict[str, str]:
         when = time.time() if date is None else date
@@ -91,7 +92,9 @@ class Signer:
             h["x-acs-signature-nonce"] = str(uuid.uuid4()) if nonce == "auto" else nonce
         if body and content_type:
             h["content-type"] = content_type
-        return sig.sign_headers(method=method, path=path, query=sorted((query or {}).items()), headers=h,
+        # a list keeps repeated keys in their order (the canonical form sorts by name only, stably)
+        pairs = sorted(query.items()) if isinstance(query, dict) else list(query or [])
+        return sig.sign_headers(method=method, path=path, query=pairs, headers=h,
                                 body=body, access_key_id=self.ak, secret=self.secret, scheme=self.scheme)
 
     def url(self, path: str, query: dict[str, str] | None = None) -> str:

@@ -57,7 +57,7 @@ def test_missing_authorization(client: Any, runtime: Any) -> None:
 def test_malformed_authorization(client: Any, signer: Signer) -> None:
     h = signer.headers("GET", "/clusters")
     h["authorization"] = "Bearer abc"
-    assert_error(client.get("/clusters", headers=h), 400, "InvalidAuthorization")
+    assert_error(client.get("/clusters", headers=h), 401, "InvalidAuthorization")
 
 
 def test_unknown_key(client: Any, runtime: Any) -> None:

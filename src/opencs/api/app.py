@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from opencs import API_VERSION, __version__
-from opencs.api import errors
+from opencs.api import errors, openapi
 from opencs.api.deps import ApiServices
 from opencs.api.http_metrics import HttpMetricsMiddleware
 from opencs.api.middleware import SignedApiMiddleware
@@ -29,10 +29,12 @@ def create_app(services: ApiServices) -> FastAPI:
     )
     app.state.services = services
     errors.install(app)
+    openapi.install(app)  # the document says what each route really answers
     for r in (meta.router, clusters.router, tasks.router, instances.router, images.router, triggers.router,
               metrics.router, ram.router, audit.router):
         app.include_router(r)
     app.add_middleware(SignedApiMiddleware, verifier=services.verifier, public_paths=PUBLIC_PATHS,
                        authorizer=services.authorizer)
+    app.add_middleware(errors.InternalErrors)  # a 500 keeps the connection and the request id
     app.add_middleware(HttpMetricsMiddleware, routes=app.routes)  # outermost: sees refusals too
     return app

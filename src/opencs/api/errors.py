@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 from opencs import ids
 from opencs.errors import ApiError
@@ -45,6 +46,16 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route serves at this path (asked the way the router matches)."""
+    scope = {k: v for k, v in request.scope.items() if k not in ("route", "endpoint", "path_params")}
+    return ", ".join(m for m in _METHODS
+                     if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in request.app.router.routes))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
@@ -65,10 +76,49 @@ def install(app: FastAPI) -> None:
         msg = str(exc.detail)
         if exc.status_code == 404 and msg == "Not Found":
             msg = f"No API at {request.method} {request.url.path}"
-        return error_response(exc.status_code, code, msg, request_id_of(request))
+        resp = error_response(exc.status_code, code, msg, request_id_of(request))
+        resp.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # RFC 9110 §15.5.6; Starlette names only the first route's methods
+            resp.headers["allow"] = _allowed(request)
+        return resp
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         rid = request_id_of(request)
         log.exception("unexpected error (request %s)", rid)
-        return error_response(500, "InternalError", "The server hit an unexpected error; see its log.", rid)
+        return error_response(500, "InternalError", INTERNAL_MESSAGE, rid)
+
+
+INTERNAL_MESSAGE = "The server hit an unexpected error; see its log."
+
+
+class InternalErrors:
+    """Outermost ASGI layer: an exception no handler answered becomes a JSON 500 with the request id,
+    and is not re-raised, so the server keeps the keep-alive connection (Starlette's
+    ServerErrorMiddleware re-raises, which makes uvicorn close it and drops the request id header)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            rid = request_id_of(scope)
+            log.exception("unexpected error (request %s)", rid)
+            if started:  # a reply half sent cannot be repaired: let the server drop the connection
+                raise
+            body, headers = error_body(500, "InternalError", INTERNAL_MESSAGE, rid)
+            headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": body})

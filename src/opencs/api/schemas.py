@@ -5,11 +5,36 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from opencs.services.instance_types import resources_for
+
+# Bounds of every input (issue 13): the same constraints validate the request and appear in the
+# OpenAPI document. No control characters in identifiers or stored text: PostgreSQL refuses NUL.
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+ID_MAX = 128
+TOKEN_MAX = 1024  # a trigger token or secret
+PAGE_MAX = 1_000_000  # (page - 1) * size must stay far inside a 64-bit OFFSET
+
+
+def Text(max_length: int) -> Any:  # noqa: N802 - used like a type
+    return Annotated[str, Field(max_length=max_length, pattern=PRINTABLE)]
+
+
+def _path_id(what: str, max_length: int = ID_MAX) -> Any:
+    return Annotated[str, Path(min_length=1, max_length=max_length, pattern=PRINTABLE, description=what)]
+
+
+ClusterId = _path_id("cluster id")
+InstanceId = _path_id("instance id")
+TaskId = _path_id("task id")
+TriggerId = _path_id("trigger id")
+NodeIp = _path_id("a node's private IP address", 45)
+PageNumber = Annotated[int, Query(ge=1, le=PAGE_MAX)]
+QueryText = Annotated[str | None, Query(max_length=ID_MAX, pattern=PRINTABLE)]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9\u4e00-\u9fff][A-Za-z0-9\u4e00-\u9fff-]{0,62}$")
 INSTANCE_RE = re.compile(r"^i-[a-z0-9]{20}$")
@@ -33,24 +58,31 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
 
+MAX_SIZE = 1000  # nodes; the server's own limit (OPENCS_MAX_CLUSTER_SIZE) is usually lower
+Password = Annotated[str, Field(min_length=8, max_length=30)]
+DiskCategory = Literal["cloud", "cloud_efficiency", "cloud_ssd", "cloud_essd"]
+IoOptimized = Annotated[str, Field(max_length=16)] | bool | None
+
+
 class CreateCluster(_Body):
-    name: str
-    size: Annotated[int, Field(ge=1)]
-    instance_type: str = "ecs.n1.small"
-    cluster_type: str = "swarm"
-    password: str | None = None
+    # the validator below enforces the pattern with a message of its own
+    name: Annotated[str, Field(min_length=1, max_length=63, json_schema_extra={"pattern": NAME_RE.pattern})]
+    size: Annotated[int, Field(ge=1, le=MAX_SIZE)]
+    instance_type: Text(64) = "ecs.n1.small"
+    cluster_type: Text(32) = "swarm"
+    password: Password | None = None
     network_mode: Literal["vpc", "classic"] = "vpc"
-    subnet_cidr: str = ""
-    vpc_id: str = ""
-    vswitch_id: str = ""
-    region_id: str = ""
-    data_disk_category: Literal["cloud", "cloud_efficiency", "cloud_ssd", "cloud_essd"] = "cloud_efficiency"
+    subnet_cidr: Text(43) = ""
+    vpc_id: Text(ID_MAX) = ""
+    vswitch_id: Text(ID_MAX) = ""
+    region_id: Text(64) = ""
+    data_disk_category: DiskCategory = "cloud_efficiency"
     data_disk_size: Annotated[int, Field(ge=0, le=32768)] = 0
-    ecs_image_id: str = ""
-    io_optimized: str | bool | None = None
+    ecs_image_id: Text(ID_MAX) = ""
+    io_optimized: IoOptimized = None
     need_slb: bool = True
     release_eip_flag: bool = False
-    rds_instances: list[str] = []
+    rds_instances: Annotated[list[Text(ID_MAX)], Field(max_length=50)] = []
 
     @field_validator("name")
     @classmethod
@@ -90,13 +122,13 @@ class CreateCluster(_Body):
 
 
 class ScaleCluster(_Body):
-    size: Annotated[int, Field(ge=1)]
-    password: str | None = None
-    instance_type: str | None = None
-    data_disk_category: str | None = None
-    data_disk_size: int | None = None
-    ecs_image_id: str = ""
-    io_optimized: str | bool | None = None
+    size: Annotated[int, Field(ge=1, le=MAX_SIZE)]
+    password: Password | None = None
+    instance_type: Text(64) | None = None
+    data_disk_category: Text(32) | None = None
+    data_disk_size: Annotated[int, Field(ge=0, le=32768)] | None = None
+    ecs_image_id: Text(ID_MAX) = ""
+    io_optimized: IoOptimized = None
     release_eip_flag: bool = False
 
     @field_validator("password")
@@ -106,9 +138,10 @@ class ScaleCluster(_Body):
 
 
 class AttachInstances(_Body):
-    instances: Annotated[list[str], Field(min_length=1, max_length=50)]
-    password: str | None = None
-    ecs_image_id: str = ""
+    instances: Annotated[list[Annotated[str, Field(json_schema_extra={"pattern": INSTANCE_RE.pattern})]],
+                         Field(min_length=1, max_length=50, json_schema_extra={"uniqueItems": True})]
+    password: Password | None = None
+    ecs_image_id: Text(ID_MAX) = ""
     release_eip_flag: bool = False
 
     @field_validator("instances")
@@ -123,8 +156,8 @@ class AttachInstances(_Body):
 
 
 class ResetNode(_Body):
-    password: str | None = None
-    ecs_image_id: str = ""
+    password: Password | None = None
+    ecs_image_id: Text(ID_MAX) = ""
     release_eip_flag: bool = False
 
 

@@ -77,7 +77,8 @@ class RequestVerifier:
         try:
             auth = sig.parse_authorization(auth_value)
         except sig.MalformedAuthorization as e:
-            raise BadRequest(f"Authorization header is malformed: {e}", code="InvalidAuthorization") from None
+            # 401 like a missing one: no usable credential (RFC 9110 §15.5.2; schemathesis' ignored_auth)
+            raise Unauthenticated(f"Authorization header is malformed: {e}", code="InvalidAuthorization") from None
 
         when = _parse_time(h, auth.scheme)
         skew = abs(self.clock() - when)

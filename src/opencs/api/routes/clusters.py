@@ -11,7 +11,16 @@ from fastapi.responses import JSONResponse, Response
 from opencs.api.body import json_object, validate
 from opencs.api.deps import ApiServices, services
 from opencs.api.errors import request_id_of
-from opencs.api.schemas import AttachInstances, CreateCluster, ResetNode, ScaleCluster
+from opencs.api.schemas import (
+    AttachInstances,
+    ClusterId,
+    CreateCluster,
+    InstanceId,
+    NodeIp,
+    PageNumber,
+    ResetNode,
+    ScaleCluster,
+)
 
 router = APIRouter()
 
@@ -42,14 +51,14 @@ async def list_clusters(request: Request) -> Response:
 @router.get("/api/v1/clusters")
 def list_clusters_paged(
     request: Request,
-    page_number: int = Query(1, ge=1),
+    page_number: PageNumber = 1,
     page_size: int = Query(10, ge=1, le=100),
 ) -> dict[str, Any]:
     return _rt(request).clusters.page(page_number, page_size)
 
 
 @router.get("/clusters/{cluster_id}")
-def describe_cluster(cluster_id: str, request: Request) -> dict[str, Any]:
+def describe_cluster(cluster_id: ClusterId, request: Request) -> dict[str, Any]:
     return _rt(request).clusters.get(cluster_id)
 
 
@@ -61,21 +70,21 @@ async def create_cluster(request: Request) -> JSONResponse:
 
 
 @router.put("/clusters/{cluster_id}", status_code=202, openapi_extra=_body_doc(ScaleCluster))
-async def scale_cluster(cluster_id: str, request: Request) -> JSONResponse:
+async def scale_cluster(cluster_id: ClusterId, request: Request) -> JSONResponse:
     body = validate(ScaleCluster, await json_object(request))
     tid = _rt(request).clusters.scale(cluster_id, body)
     return _accepted(request, cluster_id=cluster_id, task_id=tid)
 
 
 @router.delete("/clusters/{cluster_id}", status_code=202)
-def delete_cluster(cluster_id: str, request: Request) -> JSONResponse:
+def delete_cluster(cluster_id: ClusterId, request: Request) -> JSONResponse:
     # a JSON body, not "202, no body": the Tea SDK fails to parse an empty reply (CLIENT-COMPAT.md)
     tid = _rt(request).clusters.delete(cluster_id)
     return _accepted(request, cluster_id=cluster_id, task_id=tid)
 
 
 @router.post("/clusters/{cluster_id}/attach", status_code=202, openapi_extra=_body_doc(AttachInstances))
-async def attach_instances(cluster_id: str, request: Request) -> JSONResponse:
+async def attach_instances(cluster_id: ClusterId, request: Request) -> JSONResponse:
     body = validate(AttachInstances, await json_object(request))
     results, tid = _rt(request).clusters.attach(cluster_id, body.instances)
     return _accepted(request, list=results, task_id=tid, cluster_id=cluster_id)
@@ -83,29 +92,29 @@ async def attach_instances(cluster_id: str, request: Request) -> JSONResponse:
 
 @router.delete("/clusters/{cluster_id}/ip/{ip}", status_code=202)
 def remove_node(
-    cluster_id: str, ip: str, request: Request, releaseInstance: bool = Query(False)  # noqa: N803
+    cluster_id: ClusterId, ip: NodeIp, request: Request, releaseInstance: bool = Query(False)  # noqa: N803
 ) -> JSONResponse:
     tid = _rt(request).clusters.remove_node(cluster_id, ip, releaseInstance)
     return _accepted(request, cluster_id=cluster_id, task_id=tid)
 
 
 @router.post("/clusters/{cluster_id}/instances/{instance_id}/reset", status_code=202)
-async def reset_node(cluster_id: str, instance_id: str, request: Request) -> JSONResponse:
+async def reset_node(cluster_id: ClusterId, instance_id: InstanceId, request: Request) -> JSONResponse:
     validate(ResetNode, await json_object(request, required=False))
     tid = _rt(request).clusters.reset_node(cluster_id, instance_id)
     return _accepted(request, cluster_id=cluster_id, task_id=tid)
 
 
 @router.get("/clusters/{cluster_id}/certs")
-def cluster_certs(cluster_id: str, request: Request) -> dict[str, str]:
+def cluster_certs(cluster_id: ClusterId, request: Request) -> dict[str, str]:
     return _rt(request).clusters.certs(cluster_id)
 
 
 @router.get("/clusters/{cluster_id}/nodes")
 def cluster_nodes(
-    cluster_id: str,
+    cluster_id: ClusterId,
     request: Request,
-    pageNumber: int = Query(1, ge=1),  # noqa: N803 - the SDK's parameter names
+    pageNumber: PageNumber = 1,  # noqa: N803 - the SDK's parameter names
     pageSize: int = Query(100, ge=1, le=1000),  # noqa: N803
 ) -> dict[str, Any]:
     return _rt(request).clusters.nodes(cluster_id, pageNumber, pageSize)

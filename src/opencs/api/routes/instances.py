@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field
 from opencs.api.body import json_object, validate
 from opencs.api.deps import services
 from opencs.api.errors import request_id_of
-from opencs.api.schemas import CreateInstances, _Body
+from opencs.api.schemas import CreateInstances, InstanceId, _Body
 
 router = APIRouter()
 
@@ -30,7 +30,7 @@ async def create_instances(request: Request) -> JSONResponse:
 
 
 @router.delete("/instances/{instance_id}", status_code=202)
-def delete_instance(instance_id: str, request: Request) -> JSONResponse:
+def delete_instance(instance_id: InstanceId, request: Request) -> JSONResponse:
     tid = services(request).instances.delete(instance_id)
     return JSONResponse({"task_id": tid, "instance_id": instance_id, "request_id": request_id_of(request)},
                         status_code=202)

@@ -14,7 +14,7 @@ from pydantic import Field
 from opencs.api.body import json_object, validate
 from opencs.api.deps import services
 from opencs.api.errors import request_id_of
-from opencs.api.schemas import _Body
+from opencs.api.schemas import TOKEN_MAX, ClusterId, QueryText, TriggerId, _Body
 from opencs.services.triggers import TriggerService
 
 router = APIRouter()
@@ -38,7 +38,7 @@ def _svc(request: Request) -> TriggerService:
 
 
 @router.post("/clusters/{cluster_id}/triggers")
-async def create_trigger(cluster_id: str, request: Request) -> JSONResponse:
+async def create_trigger(cluster_id: ClusterId, request: Request) -> JSONResponse:
     body = validate(CreateTrigger, await json_object(request))
     if body.cluster_id and body.cluster_id != cluster_id:
         from opencs.errors import BadRequest
@@ -50,19 +50,19 @@ async def create_trigger(cluster_id: str, request: Request) -> JSONResponse:
 
 
 @router.get("/clusters/{cluster_id}/triggers")
-def list_triggers(cluster_id: str, request: Request, project_id: str | None = None,
-                  Name: str | None = None) -> list[dict[str, Any]]:  # noqa: N803 - the Tea SDK's name
+def list_triggers(cluster_id: ClusterId, request: Request, project_id: QueryText = None,
+                  Name: QueryText = None) -> list[dict[str, Any]]:  # noqa: N803 - the Tea SDK's name
     return _svc(request).list(cluster_id, project_id or Name)
 
 
 @router.delete("/clusters/{cluster_id}/triggers/{trigger_id}")
-def delete_trigger(cluster_id: str, trigger_id: str, request: Request) -> JSONResponse:
+def delete_trigger(cluster_id: ClusterId, trigger_id: TriggerId, request: Request) -> JSONResponse:
     _svc(request).delete(cluster_id, trigger_id)
     return JSONResponse({"id": trigger_id, "request_id": request_id_of(request)})
 
 
 @router.post("/clusters/{cluster_id}/triggers/{trigger_id}/rotate")
-async def rotate_trigger(cluster_id: str, trigger_id: str, request: Request) -> JSONResponse:
+async def rotate_trigger(cluster_id: ClusterId, trigger_id: TriggerId, request: Request) -> JSONResponse:
     body = validate(RotateTrigger, await json_object(request, required=False))
     out = _svc(request).rotate(cluster_id, trigger_id, body.grace_seconds)
     return JSONResponse({**out, "request_id": request_id_of(request)})
@@ -71,10 +71,10 @@ async def rotate_trigger(cluster_id: str, trigger_id: str, request: Request) -> 
 @router.api_route("/hook/trigger", methods=["GET", "POST"])
 async def invoke_trigger(
     request: Request,
-    triggerUrl: str = Query(""),  # noqa: N803 - the spec's parameter names
-    secret: str = Query(""),
-    type: str | None = Query(None),  # noqa: A002
-    step: str | None = Query(None),
+    triggerUrl: str = Query("", max_length=TOKEN_MAX),  # noqa: N803 - the spec's parameter names
+    secret: str = Query("", max_length=TOKEN_MAX),
+    type: str | None = Query(None, max_length=32),  # noqa: A002
+    step: str | None = Query(None, max_length=32),
     wait: bool = Query(False),
     timeout: float = Query(120.0, gt=0, le=600),
 ) -> JSONResponse:
