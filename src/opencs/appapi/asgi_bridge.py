@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +17,10 @@ from opencs.appapi.tlsstream import TlsStream
 log = logging.getLogger("opencs.appapi")
 
 Scope = dict[str, Any]
-Message = dict[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+Message = MutableMapping[str, Any]
+# the shape of starlette.types.ASGIApp: what FastAPI apps are
+ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+                   Awaitable[None]]
 
 MAX_BODY = 16 * 1024 * 1024  # as the OpenAPI: project templates are small
 BODY_TIMEOUT = 60.0

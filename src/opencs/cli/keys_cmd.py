@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.console import Console
@@ -11,17 +13,22 @@ from rich.table import Table
 from opencs.cli.server_cmd import DATA_DIR_OPT, DB_OPT
 from opencs.config import Settings
 
+if TYPE_CHECKING:
+    from opencs.composition import ControlPlane
+
+T = TypeVar("T")
+
 keys_app = typer.Typer(help="Manage AccessKeys (works on the data dir / database directly).", no_args_is_help=True)
 console = Console()
 
 
-def _runtime(data_dir: Path, database_url: str | None):  # type: ignore[no-untyped-def]
-    from opencs.runtime import open_runtime
+def _runtime(data_dir: Path, database_url: str | None) -> ControlPlane:
+    from opencs.composition import build
 
-    return open_runtime(Settings(data_dir=data_dir, database_url=database_url, workers=0))
+    return build(Settings(data_dir=data_dir, database_url=database_url, workers=0))
 
 
-def _run(fn):  # type: ignore[no-untyped-def]
+def _run(fn: Callable[[], T]) -> T:
     from opencs.errors import ApiError
 
     try:

@@ -51,7 +51,8 @@ def _checker() -> FormatChecker:
 
 @functools.cache
 def _schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_FILE.read_text())
+    schema: dict[str, Any] = json.loads(SCHEMA_FILE.read_text())
+    return schema
 
 
 @functools.cache
