@@ -30,6 +30,11 @@ class Registry(Protocol):
 class EndpointSync(Protocol):
     """The Application API endpoint manager (loops.endpoints): owns master_url while it serves."""
 
+    @property
+    def owns_master_url(self) -> bool:
+        """Whether the Application API is on (read when asked: settings may change at run time)."""
+        ...
+
     def sync(self) -> None: ...
 
 
@@ -45,7 +50,7 @@ class ClusterTaskDeps:
 
 
 def master_url(d: ClusterTaskDeps, cluster_id: str) -> str:
-    if d.endpoints is None:
+    if d.endpoints is None or not d.endpoints.owns_master_url:
         return d.driver.api_url(cluster_id)
     # the endpoint manager owns master_url: keep what it wrote, after asking it to start the
     # endpoint now rather than within ~1 s
