@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from opencs import metrics
+from opencs.api.authorize import Authorizer
 from opencs.appapi.app import create_appapi_app
 from opencs.auth.verifier import RequestVerifier
 from opencs.config import Settings
@@ -30,15 +31,20 @@ from opencs.providers.base import Provider
 from opencs.registry.service import RegistryService
 from opencs.secretbox import SecretBox
 from opencs.services import cluster_tasks, project_bluegreen, project_tasks
+from opencs.services.accounts import AccountService
+from opencs.services.audit import AuditService
 from opencs.services.cluster_tasks import ClusterTaskDeps
 from opencs.services.clusters import ClusterService
 from opencs.services.instances import InstanceService
 from opencs.services.keys import KeyService
 from opencs.services.monitor import HealthService
 from opencs.services.nodes import Machines
+from opencs.services.ownership import ResourceOwners
 from opencs.services.projects import ProjectService
 from opencs.services.triggers import TriggerService
 from opencs.store.db import Database, migrate
+from opencs.store.repos.accounts import AccountRepo
+from opencs.store.repos.audit import AuditRepo
 from opencs.store.repos.clusters import ClusterRepo
 from opencs.store.repos.endpoints import EndpointRepo
 from opencs.store.repos.instances import InstanceRepo
@@ -68,6 +74,9 @@ class ControlPlane:
     instance_repo: InstanceRepo
     cluster_driver: SwarmDriver
     health: HealthService
+    accounts: AccountService = field(init=False)
+    audit: AuditService = field(init=False)
+    authorizer: Authorizer = field(init=False)
     triggers: TriggerService = field(init=False)
     projects: ProjectService = field(init=False)
     loops: list[Loop] = field(default_factory=list)
@@ -157,26 +166,21 @@ class _Named:
         self.inner.stop()
 
 
-class _MasterUrl:
-    """master_url of a running cluster: the Application API endpoint's when this server serves
-    one (its endpoint manager owns the field), else the engine's own TLS address."""
+class _ProcessEndpoints:
+    """EndpointSync of the process: its endpoint manager once start() made it (none before)."""
 
-    def __init__(self, settings: Settings, clusters: ClusterRepo, driver: SwarmDriver) -> None:
-        self.settings, self.clusters, self.driver = settings, clusters, driver
-        self.plane: ControlPlane | None = None  # set once built (its endpoint manager starts later)
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.plane: ControlPlane | None = None
 
-    def __call__(self, cluster_id: str) -> str:
-        if not self.settings.appapi:
-            return self.driver.api_url(cluster_id)
-        # ask this process' manager (if any) to start the endpoint now rather than within ~1 s
+    @property
+    def owns_master_url(self) -> bool:
+        return self.settings.appapi
+
+    def sync(self) -> None:
         manager = self.plane._appapi if self.plane is not None else None
         if manager is not None:
-            try:
-                manager.sync()
-            except Exception as e:
-                log.warning("Application API endpoint of %s not ready yet: %s", cluster_id, e)
-        c = self.clusters.get(cluster_id)
-        return c.master_url if c is not None else ""
+            manager.sync()
 
 
 def endpoint_manager(plane: ControlPlane, app_factory: AppFactory | None = None) -> EndpointManager:
@@ -230,8 +234,8 @@ def build(settings: Settings) -> ControlPlane:
     providers = make_providers(settings, box, driver.node_runtime)
     registry = _registry_service(settings, providers)
     machines = Machines(providers, instance_repo, cluster_repo, box, driver, registry.endpoint)
-    master_url = _MasterUrl(settings, cluster_repo, driver)
-    cluster_deps = ClusterTaskDeps(cluster_repo, instance_repo, machines, driver, registry, master_url)
+    endpoints = _ProcessEndpoints(settings)
+    cluster_deps = ClusterTaskDeps(cluster_repo, instance_repo, machines, driver, registry, endpoints)
     handlers = TaskRegistry([*cluster_tasks.task_handlers(cluster_deps), *project_tasks.task_handlers(),
                              *project_bluegreen.task_handlers()])
     handlers.load_plugins(settings.task_plugins)
@@ -245,7 +249,12 @@ def build(settings: Settings) -> ControlPlane:
     verifier = RequestVerifier(keys.active_secret, nonces, settings.signature_window_seconds)
     plane = ControlPlane(settings, db, box, keys, tasks, clusters, instances, verifier, providers, registry,
                          instance_repo, driver, health)
-    master_url.plane = plane
+    endpoints.plane = plane
+    account_repo = AccountRepo(db)
+    plane.accounts = AccountService(account_repo, keys)
+    plane.audit = AuditService(AuditRepo(db))
+    plane.authorizer = Authorizer(plane.accounts, ResourceOwners(account_repo, db.changes),
+                                  settings.regions[0] if settings.regions else "*", plane.audit)
     plane.triggers = TriggerService(plane)
     plane.projects = ProjectService(plane)
     tasks.services = plane
