@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(docker.io docker-registry busybox-static iproute2 iptables postgresql haproxy openssh-server)
+DEBS=(docker.io docker-registry busybox-static iproute2 iptables postgresql haproxy openssh-server
+      containerd runc containernetworking-plugins gcc libc6-dev)  # the last line: Kubernetes nodes
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${DEBS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

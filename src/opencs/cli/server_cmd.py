@@ -192,6 +192,7 @@ def register(app: typer.Typer) -> None:
                             ("haproxy", "routing (apt-get install haproxy)")):
             path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin:/bin")
             line(path is not None, why, path or "missing")
+        _doctor_kubernetes()
         raise typer.Exit(0 if ok else 1)
 
     @app.command()
@@ -213,3 +214,18 @@ def register(app: typer.Typer) -> None:
         log.info("opencs worker running (%d threads)", workers)
         stop.wait()
         rt.close()
+
+
+def _doctor_kubernetes() -> None:
+    """Kubernetes clusters are optional: report what they need, never fail the Swarm checks."""
+    from opencs.engines.kubernetes import binary
+    from opencs.engines.kubernetes.node import missing_host_binaries
+
+    try:
+        state, detail = "ok", f"{binary.KUBERNETES_VERSION} at {binary.binary()}"
+    except binary.BinaryMissing as e:
+        state, detail = "--", str(e)
+    typer.echo(f"[{state}] Kubernetes binary (optional, for Kubernetes clusters): {detail}")
+    missing = missing_host_binaries()
+    detail = f"missing {', '.join(missing)}" if missing else "containerd, runc, CNI plugins"
+    typer.echo(f"[{'--' if missing else 'ok'}] Kubernetes node runtime: {detail}")
