@@ -21,16 +21,20 @@ from opencs.api.authorize import Authorizer
 from opencs.appapi.app import create_appapi_app
 from opencs.auth.verifier import RequestVerifier
 from opencs.config import Settings
+from opencs.engines.apps import AppEngines
+from opencs.engines.swarm.apps import SwarmAppEngines, SwarmMember
 from opencs.engines.swarm.driver import SwarmDriver
 from opencs.engines.swarm.node import DockerEngine
 from opencs.loops import Loop
 from opencs.loops.endpoints import AppFactory, EndpointManager, EndpointSettings
 from opencs.loops.health import HealthLoop
+from opencs.loops.router import EngineRoutes, RouterLoop
 from opencs.machine import NodeRuntime
 from opencs.providers.base import Provider
 from opencs.registry.service import RegistryService
+from opencs.routing.router import RouterService, Routes
 from opencs.secretbox import SecretBox
-from opencs.services import cluster_tasks, project_bluegreen, project_tasks
+from opencs.services import cluster_tasks
 from opencs.services.accounts import AccountService
 from opencs.services.audit import AuditService
 from opencs.services.cluster_tasks import ClusterTaskDeps
@@ -41,6 +45,8 @@ from opencs.services.monitor import HealthService
 from opencs.services.nodes import Machines
 from opencs.services.ownership import ResourceOwners
 from opencs.services.projects import ProjectService
+from opencs.services.projects import bluegreen as project_bluegreen
+from opencs.services.projects import tasks as project_tasks
 from opencs.services.triggers import TriggerService
 from opencs.store.db import Database, migrate
 from opencs.store.repos.accounts import AccountRepo
@@ -49,8 +55,13 @@ from opencs.store.repos.clusters import ClusterRepo
 from opencs.store.repos.endpoints import EndpointRepo
 from opencs.store.repos.instances import InstanceRepo
 from opencs.store.repos.keys import KeyRepo
+from opencs.store.repos.members import MemberRepo
 from opencs.store.repos.nonces import NonceStore
+from opencs.store.repos.projects import ProjectRepo
+from opencs.store.repos.routes import RouteRepo
 from opencs.store.repos.tasks import TaskRepo
+from opencs.store.repos.triggers import TriggerRepo
+from opencs.store.repos.volumes import VolumeRepo
 from opencs.tasks.engine import TaskEngine
 from opencs.tasks.registry import TaskRegistry
 
@@ -74,6 +85,8 @@ class ControlPlane:
     instance_repo: InstanceRepo
     cluster_driver: SwarmDriver
     health: HealthService
+    app_engines: AppEngines
+    routes: Routes
     accounts: AccountService = field(init=False)
     audit: AuditService = field(init=False)
     authorizer: Authorizer = field(init=False)
@@ -83,7 +96,7 @@ class ControlPlane:
     # transitional: services that still take the whole process read these (being removed)
     extras: dict[str, Any] = field(default_factory=dict)
     _appapi: Any = None
-    router: Any = None
+    router: RouterService | None = None
     _starter: threading.Thread | None = None
     _closing: threading.Event = field(default_factory=threading.Event)
 
@@ -129,10 +142,8 @@ class ControlPlane:
             self._appapi = endpoint_manager(self)
             loops.append(self._appapi)
         if s.routing:
-            from opencs.routing import RouterService
-
-            self.router = RouterService(self)
-            loops.append(_Named("router", self.router))
+            self.router = router_service(s, self.db, self.app_engines, owner=True)
+            loops.append(RouterLoop(self.router, self.routes))
         return loops
 
     def close(self) -> None:
@@ -193,6 +204,23 @@ def endpoint_manager(plane: ControlPlane, app_factory: AppFactory | None = None)
     )
 
 
+def router_service(s: Settings, db: Database, engines: AppEngines, *, owner: bool) -> RouterService:
+    return RouterService(RouteRepo(db), EngineRoutes(engines), s.data_dir, bind_host=s.routing_host,
+                         port_range=s.routing_port_range, owner=owner)
+
+
+def app_engines(db: Database) -> AppEngines:
+    """Transitional: Swarm application engines over the store's member rows (the cluster drivers
+    will provide them)."""
+    members = MemberRepo(db)
+
+    def of(cluster_id: str) -> list[SwarmMember]:
+        return [SwarmMember(m.node_id, m.ip, m.endpoint, m.role, m.state, m.details)
+                for m in members.of_cluster(cluster_id)]
+
+    return SwarmAppEngines(of)
+
+
 def make_providers(settings: Settings, box: SecretBox, runtime: NodeRuntime | None = None) -> dict[str, Provider]:
     """The providers of machines; `runtime` is what the cluster engine runs on them (Docker for Swarm)."""
     from opencs.providers.ssh import SshProvider
@@ -236,8 +264,7 @@ def build(settings: Settings) -> ControlPlane:
     machines = Machines(providers, instance_repo, cluster_repo, box, driver, registry.endpoint)
     endpoints = _ProcessEndpoints(settings)
     cluster_deps = ClusterTaskDeps(cluster_repo, instance_repo, machines, driver, registry, endpoints)
-    handlers = TaskRegistry([*cluster_tasks.task_handlers(cluster_deps), *project_tasks.task_handlers(),
-                             *project_bluegreen.task_handlers()])
+    handlers = TaskRegistry(cluster_tasks.task_handlers(cluster_deps))
     handlers.load_plugins(settings.task_plugins)
     task_repo = TaskRepo(db)
     tasks = TaskEngine(task_repo, handlers, lease_seconds=settings.task_lease_seconds)
@@ -247,15 +274,19 @@ def build(settings: Settings) -> ControlPlane:
     health = HealthService(providers, instance_repo, cluster_repo, driver)
     nonces = NonceStore(db, retain=timedelta(seconds=2 * settings.signature_window_seconds + 60))
     verifier = RequestVerifier(keys.active_secret, nonces, settings.signature_window_seconds)
+    engines = app_engines(db)
+    # a process without the router loop (e.g. `opencs worker`) re-applies routes by one pass
+    routes = Routes((lambda: router_service(settings, db, engines, owner=False)) if settings.routing else None)
     plane = ControlPlane(settings, db, box, keys, tasks, clusters, instances, verifier, providers, registry,
-                         instance_repo, driver, health)
+                         instance_repo, driver, health, engines, routes)
     endpoints.plane = plane
     account_repo = AccountRepo(db)
     plane.accounts = AccountService(account_repo, keys)
     plane.audit = AuditService(AuditRepo(db))
     plane.authorizer = Authorizer(plane.accounts, ResourceOwners(account_repo, db.changes),
                                   settings.regions[0] if settings.regions else "*", plane.audit)
-    plane.triggers = TriggerService(plane)
-    plane.projects = ProjectService(plane)
+    plane.projects = ProjectService(ProjectRepo(db), VolumeRepo(db), tasks, plane.app_engines, routes, box)
+    handlers.add_all([*project_tasks.task_handlers(plane.projects), *project_bluegreen.task_handlers(plane.projects)])
+    plane.triggers = TriggerService(TriggerRepo(db), clusters, settings.public_url, plane.projects)
     tasks.services = plane
     return plane

@@ -58,7 +58,7 @@ def projects(runtime: Any) -> Projects:
     with runtime.db.session() as s:
         s.add(Cluster(cluster_id=CID, name="t", state="running", size=1, spec={}, created=now, updated=now))
     p = Projects(runtime)
-    runtime.projects = p
+    runtime.projects = runtime.triggers.projects = p
     return p
 
 

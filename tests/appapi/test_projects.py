@@ -475,31 +475,30 @@ def test_project_rows_and_one_operation_at_a_time(runtime: Any) -> None:
     """The store side on SQLite and PostgreSQL: rows, the compare-and-set that keeps one task per
     project, views without an engine."""
     from opencs.errors import Conflict
-    from opencs.services.projects import ProjectService
     from opencs.store.db import utcnow
     from opencs.store.models import Project, Task
 
-    ps = ProjectService(runtime)
+    ps = runtime.projects
     now = utcnow()
     with runtime.db.session() as s:
         s.add(Project(cluster_id="c1", name="p", description="d", version="1.0", template="web:\n  image: x",
                       environment={"A": "1"}, latest_image=False, desired_state="running", current_state="running",
-                      extra={}, created=now, updated=now))
-    tid = ps._begin("c1", "p", "project_stop", {"timeout": 1},
+                      created=now, updated=now))
+    tid = ps.begin("c1", "p", "project_stop", {"timeout": 1},
                     mutate=lambda r: {"desired_state": "stopped", "current_state": "stopping"})
     with pytest.raises(Conflict) as ei:
-        ps._begin("c1", "p", "project_stop", {"timeout": 1}, mutate=lambda r: {})
+        ps.begin("c1", "p", "project_stop", {"timeout": 1}, mutate=lambda r: {})
     assert ei.value.code == "ProjectBusy"
-    forced = ps._begin("c1", "p", "project_remove", {"volumes": False, "force": True},
+    forced = ps.begin("c1", "p", "project_remove", {"volumes": False, "force": True},
                        mutate=lambda r: {"current_state": "removing"}, force=True)
-    row = ps._get_row("c1", "p")
+    row = ps.get_row("c1", "p")
     assert row.task_id == forced != tid and row.current_state == "removing" and row.desired_state == "stopped"
     task = runtime.tasks.get(forced)
     assert task.task_type == "project_remove" and task.target_type == "project" and task.target_id == "p"
     with runtime.db.session() as s:
         for t in s.query(Task).all():
             t.state = "success"
-    ps._begin("c1", "p", "project_stop", {"timeout": 1}, mutate=lambda r: {})  # idle again
-    view = ps._project_view(ps._get_row("c1", "p"), None, services=False, containers=False)
+    ps.begin("c1", "p", "project_stop", {"timeout": 1}, mutate=lambda r: {})  # idle again
+    view = ps.project_view(ps.get_row("c1", "p"), None, services=False, containers=False)
     assert view["name"] == "p" and view["environment"] == {"A": "1"} and view["services"] == []
     assert view["created"].endswith("Z")

@@ -38,7 +38,7 @@ services:
 def test_new_version_stack_and_weights() -> None:
     from opencs.compose import Options, build_stack
     from opencs.errors import BadRequest
-    from opencs.services.project_bluegreen import green_model, parse_weights
+    from opencs.services.projects.bluegreen import green_model, parse_weights
 
     tpl = template("v2") + "    ports: ['8080:8080']\n    volumes: ['data:/data']\nvolumes:\n  data: {}\n"
     blue = build_stack("shop", tpl, {}, Options(ipvs=False))
@@ -69,7 +69,7 @@ def split(port: int, n: int = 200) -> Counter[str]:
 
 
 def swarm_services(env: Env) -> list[str]:
-    with closing(engine_client(env.rt.projects.manager_host(env.cid))) as c:
+    with closing(engine_client(env.rt.projects.engine(env.cid).manager())) as c:
         return sorted(s["Spec"]["Name"] for s in c.api.services(filters={"label": "com.docker.stack.namespace=bg"}))
 
 

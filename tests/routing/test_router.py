@@ -138,7 +138,7 @@ def test_routing_follows_the_swarm_without_failing_requests(env: Env) -> None:
     servers = {b.domain: b.servers for b in fe.backends}["web.test"]
     (cid, info), = p["services"][0]["containers"].items()
     assert [s.addr for s in servers] == [info["node"]]
-    with closing(engine_client(env.rt.projects.manager_host(env.cid))) as c:
+    with closing(engine_client(env.rt.projects.engine(env.cid).manager())) as c:
         task = c.api.tasks(filters={"service": "web_web", "desired-state": "running"})[0]
     published = task["Status"]["PortStatus"]["Ports"][0]["PublishedPort"]
     assert servers[0].port == published and published != 8080

@@ -407,8 +407,8 @@ def test_config_hash_ignores_replicas_and_force_update() -> None:
 
 def test_service_helpers() -> None:
     from opencs.errors import BadRequest
-    from opencs.services.app_volumes import engine_spec, validate_options
     from opencs.services.projects import bump_version, parse_signal
+    from opencs.services.projects.volumes import engine_spec, validate_options
 
     assert bump_version("1.0") == "1.1" and bump_version("v9") == "v10" and bump_version("abc") == "abc.1"
     assert parse_signal(None) == "SIGKILL" and parse_signal("term") == "SIGTERM" and parse_signal("9") == "9"

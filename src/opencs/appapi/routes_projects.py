@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from opencs.api.body import json_object
 from opencs.errors import BadRequest
 from opencs.services.projects import ProjectService
+from opencs.services.projects.requests import CreateProject, UpdateProject
 
 router = APIRouter()
 
@@ -83,8 +84,8 @@ async def list_projects(request: Request, q: str | None = None, services: str | 
 @router.post("/projects", include_in_schema=False)
 async def create_project(request: Request) -> Response:
     ps, cid = projects(request), cluster_of(request)
-    body = await json_object(request)
-    name = await call(ps.create, cid, body)
+    req = CreateProject.from_body(await json_object(request))
+    name = await call(ps.create, cid, req)
     return Response(status_code=201, headers={"Location": f"/projects/{name}"})
 
 
@@ -123,9 +124,9 @@ async def redeploy_project(request: Request, name: str) -> Response:
 @router.post("/projects/{name}/update")
 async def update_project(request: Request, name: str) -> Response:
     ps, cid = projects(request), cluster_of(request)
-    body = await json_object(request)
-    tid = await call(ps.update, cid, name, body)
-    if body.get("update_method") in ("blue-green", "blue_green", "bluegreen"):
+    req = UpdateProject.from_body(await json_object(request))
+    tid = await call(ps.update, cid, name, req)
+    if req.method == "blue-green":
         # the spec shows no body; the release's durable task id is an addition clients may ignore
         return JSONUTF8({"task_id": tid}, status_code=202)
     return Response(status_code=202)

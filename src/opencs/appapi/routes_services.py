@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from opencs.api.body import json_object
 from opencs.appapi.routes_projects import JSONUTF8, call, cluster_of, flag, projects, seconds
+from opencs.services.projects.requests import ScaleService
 
 router = APIRouter()
 
@@ -45,6 +46,6 @@ async def kill_service(request: Request, service_id: str, signal: str | None = N
 
 @router.post("/services/{service_id}/scale")
 async def scale_service(request: Request, service_id: str) -> Response:
-    body = await json_object(request)
-    await call(projects(request).scale_service, cluster_of(request), service_id, body)
+    req = ScaleService.from_body(await json_object(request))
+    await call(projects(request).scale_service, cluster_of(request), service_id, req)
     return Response(status_code=200)

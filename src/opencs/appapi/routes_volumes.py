@@ -7,14 +7,15 @@ from starlette.responses import Response
 
 from opencs.api.body import json_object
 from opencs.appapi.routes_projects import JSONUTF8, call, cluster_of, projects
+from opencs.services.projects.volumes import CreateVolume
 
 router = APIRouter()
 
 
 @router.post("/volumes/create")
 async def create_volume(request: Request) -> Response:
-    body = await json_object(request)
-    data = await call(projects(request).volumes().create, cluster_of(request), body)
+    req = CreateVolume.from_body(await json_object(request))
+    data = await call(projects(request).volumes().create, cluster_of(request), req)
     return JSONUTF8(data, status_code=201)
 
 

@@ -60,6 +60,11 @@ class ServiceModel:
     published: list[tuple[int, str, str]]  # (published port, protocol, mode)
     latest_image: bool = False
 
+    @property
+    def stop_grace_ns(self) -> int:
+        """How long the engine waits after SIGTERM before it kills a container (nanoseconds)."""
+        return int(self.spec["TaskTemplate"]["ContainerSpec"].get("StopGracePeriod", 10 * 10**9))
+
 
 @dataclass
 class StackModel:

@@ -1,6 +1,7 @@
 """Simple routing (spec §13) through one HAProxy per control plane; see ``router.py``."""
 
+from opencs.compose.release import RELEASE_LABEL
 from opencs.routing.haproxy import HAProxy, HAProxyError
-from opencs.routing.router import RELEASE_LABEL, RouterService, sync_routes
+from opencs.routing.router import RouterService, Routes
 
-__all__ = ["RELEASE_LABEL", "HAProxy", "HAProxyError", "RouterService", "sync_routes"]
+__all__ = ["RELEASE_LABEL", "HAProxy", "HAProxyError", "RouterService", "Routes"]

@@ -8,17 +8,19 @@ tasks of the services naming that domain, reached at ``node IP : host-mode publi
 nodes have no IPVS, so no VIPs and no routing mesh; ``compose/normalize.py`` publishes every routed
 port in host mode, letting the engine choose the port when the template does not).
 
-``RouterService`` computes the routes from the swarms (labels + running tasks) and the store
-(blue-green weights), renders the config and has HAProxy reload only when the text changed. It runs
-as a loop (about once a second) and ``sync()`` runs one pass at once: project tasks call it so a
-deploy, a scale or a blue-green weight change is live when the task says so.
+``RouterService`` computes the routes from the clusters' application engines (a ``RouteSource``:
+routing-labelled ports and their running tasks) and the store (a ``RouteStore``: clusters to route,
+blue-green splits), renders the config and has HAProxy reload only when the text changed. The
+router loop (``opencs.loops.router``) runs it about once a second; ``Routes.sync()`` runs one pass
+at once: project tasks call it so a deploy, a scale or a blue-green weight change is live when the
+task says so. Nothing here speaks to an engine library or to SQL.
 
 Domains: ``http://web.example.com`` or ``web.example.com`` match that host (port-less,
 case-insensitive); a bare prefix ``web`` means ``web.<cluster_id>.opencs.local`` (the console's
 "domain prefix"). Paths and ports in a label are ignored; several domains are separated by ``;``.
-Blue-green (``services/project_bluegreen.py``): services labelled ``opencs.release=green`` are a
-project's new version; ``Project.extra["blue_green"]["slots"]`` = ``{"blue": W, "green": W}`` splits
-each routed domain of the project between the two by HAProxy server weights.
+Blue-green (``services/projects/bluegreen.py``): services labelled ``opencs.release=green`` are a
+project's new version; the release's slots (``{"blue": W, "green": W}``) split each routed domain of
+the project between the two by HAProxy server weights.
 """
 
 from __future__ import annotations
@@ -29,30 +31,18 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterable
-from contextlib import closing
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-from docker.errors import DockerException
-from sqlalchemy import select
-
-from opencs.compose.normalize import NAMESPACE_LABEL, ROUTING_LABEL_PREFIX
-from opencs.engines.swarm import client
 from opencs.routing.haproxy import HAProxy, HAProxyError
-from opencs.store.models import Cluster, InstanceRow, Project
-
-if TYPE_CHECKING:
-    from opencs.runtime import Runtime
+from opencs.store.repos.routes import RoutedCluster
 
 log = logging.getLogger("opencs.routing")
 
-SERVE_STATES = ("running", "scaling", "updating")
-RELEASE_LABEL = "opencs.release"  # "green" on the new version's services during a blue-green release
 DEFAULT_DOMAIN = "opencs.local"  # bare prefixes: <prefix>.<cluster_id>.opencs.local
 MAX_WEIGHT = 256  # HAProxy server weights are 0-256
-SWARM_TIMEOUT = 5
 
 _LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -118,40 +108,40 @@ class Endpoint:
     release: str
 
 
-def routes_from_swarm(cluster_id: str, services: list[dict[str, Any]], tasks: list[dict[str, Any]],
-                      node_addrs: dict[str, str]) -> dict[str, list[Endpoint]]:
+class TaskWay(Protocol):
+    """One running task's address for a routed port (engines.apps.TaskAddress)."""
+
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def addr(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+
+
+class RoutedPortLike(Protocol):
+    """A routing-labelled container port of a service (engines.apps.RoutedPort)."""
+
+    @property
+    def project(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def release(self) -> str: ...
+    @property
+    def domains(self) -> str: ...
+    @property
+    def tasks(self) -> Sequence[TaskWay]: ...
+
+
+def routes_from_ports(cluster_id: str, ports: Iterable[RoutedPortLike]) -> dict[str, list[Endpoint]]:
     """domain → endpoints (running tasks with a published port for the routed container port)."""
-    by_service: dict[str, list[dict[str, Any]]] = {}
-    for t in tasks:
-        if t.get("DesiredState") == "running" and (t.get("Status") or {}).get("State") == "running":
-            by_service.setdefault(t.get("ServiceID", ""), []).append(t)
     out: dict[str, list[Endpoint]] = {}
-    for s in services:
-        labels = s.get("Spec", {}).get("Labels") or {}
-        project = labels.get(NAMESPACE_LABEL, "")
-        release = labels.get(RELEASE_LABEL, "blue")
-        for key, value in labels.items():
-            if not key.startswith(ROUTING_LABEL_PREFIX) or not key[len(ROUTING_LABEL_PREFIX):].isdigit():
-                continue
-            target = int(key[len(ROUTING_LABEL_PREFIX):])
-            domains = parse_domains(value, cluster_id)
-            if not domains:
-                continue
-            ingress = [p.get("PublishedPort") for p in (s.get("Endpoint") or {}).get("Ports") or []
-                       if p.get("TargetPort") == target and p.get("PublishMode") == "ingress"
-                       and p.get("Protocol", "tcp") == "tcp" and p.get("PublishedPort")]
-            eps: list[Endpoint] = []
-            for t in by_service.get(s["ID"], []):
-                addr = node_addrs.get(t.get("NodeID", ""), "")
-                if not addr:
-                    continue
-                ports = [p.get("PublishedPort") for p in (t.get("Status", {}).get("PortStatus") or {}).get("Ports")
-                         or [] if p.get("TargetPort") == target and p.get("Protocol", "tcp") == "tcp"]
-                port = next((p for p in ports if p), None) or (ingress[0] if ingress else None)
-                if port:
-                    eps.append(Endpoint(t["ID"], addr, int(port), project, s["Spec"]["Name"], release))
-            for d in domains:
-                out.setdefault(d, []).extend(eps)
+    for rp in ports:
+        domains = parse_domains(rp.domains, cluster_id)
+        eps = [Endpoint(t.task_id, t.addr, t.port, rp.project, rp.service, rp.release) for t in rp.tasks]
+        for d in domains:
+            out.setdefault(d, []).extend(eps)
     return out
 
 
@@ -267,27 +257,47 @@ def render(frontends: Iterable[Frontend], bind_host: str, watch: tuple[str, str]
 # ---------------------------------------------------------------- the service
 
 
+class RouteStore(Protocol):
+    """What the router reads and writes in the store (opencs.store.repos.routes)."""
+
+    def routed_clusters(self) -> list[RoutedCluster]:
+        """Running Swarm clusters that have members."""
+
+    def release_slots(self, cluster_ids: list[str]) -> dict[str, dict[str, dict[str, int]]]:
+        """cluster → project → {"blue": W, "green": W} of the blue-green releases in progress."""
+
+    def save_route(self, cluster_id: str, port: int, url: str) -> None:
+        """Persist the cluster's frontend port and routing_url (if the cluster still serves)."""
+
+
+class RoutesUnavailable(Exception):
+    """The cluster's engine did not answer (the router keeps the last routes)."""
+
+
+class RouteSource(Protocol):
+    def routed_ports(self, cluster_id: str) -> Sequence[RoutedPortLike]:
+        """The cluster's routed ports now; RoutesUnavailable when no manager answers."""
+
+
 @dataclass
 class _ClusterScan:
     cluster_id: str
-    spec: dict[str, Any]
-    managers: list[str]
-    node_addrs: dict[str, str]
+    routing_port: int | None
     slots: dict[str, dict[str, int]]
 
 
 class RouterService:
-    def __init__(self, rt: Runtime, *, interval: float = 1.0, owner: bool = True) -> None:
+    def __init__(self, store: RouteStore, source: RouteSource, data_dir: Path, *, bind_host: str = "127.0.0.1",
+                 port_range: tuple[int, int] = (18000, 18999), interval: float = 1.0, owner: bool = True) -> None:
         """``owner``: this process runs the loop and may start HAProxy; a process without the loop
         (``owner=False``) only re-applies routes to the HAProxy that is already running."""
-        self.rt = rt
+        self.store = store
+        self.source = source
         self.interval = interval
         self.owner = owner
-        s = rt.settings
-        self.bind_host: str = getattr(s, "routing_host", "127.0.0.1")
-        lo, hi = getattr(s, "routing_port_range", (18000, 18999))
-        self.port_range = (int(lo), int(hi))
-        self.haproxy = HAProxy(s.data_dir / "router")
+        self.bind_host = bind_host
+        self.port_range = (int(port_range[0]), int(port_range[1]))
+        self.haproxy = HAProxy(data_dir / "router")
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -358,7 +368,7 @@ class RouterService:
                     return "stopped"
                 return "off"
             serving = self._serving_ports()
-            taken = {int(p) for sc in scans for p in [sc.spec.get("routing_port")] if isinstance(p, int)}
+            taken = {sc.routing_port for sc in scans if sc.routing_port is not None}
             frontends: dict[str, Frontend] = {}
             for sc in scans:
                 port = self._port(sc, serving, taken)
@@ -406,58 +416,24 @@ class RouterService:
     # ------------------------------------------------------------ store and swarm
 
     def _scan(self) -> list[_ClusterScan]:
-        with self.rt.db.session() as s:
-            clusters = s.execute(select(Cluster.cluster_id, Cluster.spec).where(
-                Cluster.state.in_(SERVE_STATES), Cluster.cluster_type == "swarm")).all()
-            ids = [c.cluster_id for c in clusters]
-            nodes = s.execute(select(InstanceRow.cluster_id, InstanceRow.role, InstanceRow.state,
-                                     InstanceRow.docker_host, InstanceRow.swarm_node_id, InstanceRow.private_ip)
-                              .where(InstanceRow.cluster_id.in_(ids)).order_by(InstanceRow.created)).all() \
-                if ids else []
-            projects = s.execute(select(Project.cluster_id, Project.name, Project.extra)
-                                 .where(Project.cluster_id.in_(ids))).all() if ids else []
-        scans = {c.cluster_id: _ClusterScan(c.cluster_id, dict(c.spec or {}), [], {}, {}) for c in clusters}
-        for n in nodes:
-            sc = scans[n.cluster_id]
-            if n.swarm_node_id and n.private_ip:
-                sc.node_addrs[n.swarm_node_id] = n.private_ip
-            if n.role == "manager" and n.docker_host and n.state == "running":
-                sc.managers.append(n.docker_host)
-        for p in projects:
-            bg = (p.extra or {}).get("blue_green") or {}
-            slots = bg.get("slots")
-            if isinstance(slots, dict):
-                scans[p.cluster_id].slots[p.name] = {k: int(v) for k, v in slots.items()}
-        return [sc for sc in scans.values() if sc.node_addrs]
+        clusters = self.store.routed_clusters()
+        slots = self.store.release_slots([c.cluster_id for c in clusters]) if clusters else {}
+        return [_ClusterScan(c.cluster_id, c.routing_port, slots.get(c.cluster_id, {})) for c in clusters]
 
     def _cluster_endpoints(self, sc: _ClusterScan) -> dict[str, list[Endpoint]]:
-        last_err = ""
-        for host in sc.managers:
-            try:
-                with closing(client(host, timeout=SWARM_TIMEOUT)) as c:
-                    services = [x for x in c.api.services(filters={"label": NAMESPACE_LABEL})
-                                if any(k.startswith(ROUTING_LABEL_PREFIX) for k in (x["Spec"].get("Labels") or {}))]
-                    tasks = list(c.api.tasks(filters={"desired-state": "running"})) if services else []
-                    nodes = c.api.nodes() if services else []
-            except (DockerException, OSError) as e:
-                last_err = str(e)
-                continue
-            addrs = dict(sc.node_addrs)
-            for n in nodes:  # members the store does not know (joined by hand): the swarm's address
-                addr = (n.get("Status") or {}).get("Addr", "")
-                if n["ID"] not in addrs and addr and addr != "0.0.0.0":
-                    addrs[n["ID"]] = addr
-            eps = routes_from_swarm(sc.cluster_id, services, tasks, addrs)
-            self._endpoints[sc.cluster_id] = eps
-            if self._failing.pop(sc.cluster_id, None):
-                log.info("routing %s: the swarm answers again", sc.cluster_id)
-            return eps
-        # no manager answered: keep serving the last routes rather than dropping the traffic
-        err = last_err or "no running manager"
-        if self._failing.get(sc.cluster_id) != err:
-            log.warning("routing %s: cannot read the swarm (%s); keeping the last routes", sc.cluster_id, err)
-            self._failing[sc.cluster_id] = err
-        return self._endpoints.get(sc.cluster_id, {})
+        try:
+            eps = routes_from_ports(sc.cluster_id, self.source.routed_ports(sc.cluster_id))
+        except RoutesUnavailable as e:
+            # no manager answered: keep serving the last routes rather than dropping the traffic
+            err = str(e) or "no running manager"
+            if self._failing.get(sc.cluster_id) != err:
+                log.warning("routing %s: cannot read the swarm (%s); keeping the last routes", sc.cluster_id, err)
+                self._failing[sc.cluster_id] = err
+            return self._endpoints.get(sc.cluster_id, {})
+        self._endpoints[sc.cluster_id] = eps
+        if self._failing.pop(sc.cluster_id, None):
+            log.info("routing %s: the swarm answers again", sc.cluster_id)
+        return eps
 
     def _serving_ports(self) -> set[int]:
         text = self.haproxy.running_config() or ""
@@ -478,7 +454,7 @@ class RouterService:
     def _port(self, sc: _ClusterScan, serving: set[int], taken: set[int]) -> int | None:
         """The cluster's persisted port (kept across restarts), or the first free one of the range."""
         lo, hi = self.port_range
-        port = sc.spec.get("routing_port")
+        port = sc.routing_port
         if isinstance(port, int) and lo <= port <= hi and (port in serving or self._bindable(port)):
             return port
         for p in range(lo, hi + 1):
@@ -486,52 +462,51 @@ class RouterService:
                 if isinstance(port, int):
                     log.warning("routing %s: port %d is not usable; moving to %d", sc.cluster_id, port, p)
                 taken.add(p)
-                sc.spec["routing_port"] = p
+                sc.routing_port = p
                 return p
         log.error("routing %s: no free port in %d-%d", sc.cluster_id, lo, hi)
         return None
 
     def _persist(self, sc: _ClusterScan, port: int) -> None:
-        url = self.url(port)
-        with self.rt.db.session() as s:
-            c = s.get(Cluster, sc.cluster_id, with_for_update=True)
-            if c is None or c.state not in SERVE_STATES:
-                return
-            spec = c.spec or {}
-            if spec.get("routing_port") != port or spec.get("routing_url") != url:
-                c.spec = {**spec, "routing_port": port, "routing_url": url}  # a new dict: SQLAlchemy sees it
+        self.store.save_route(sc.cluster_id, port, self.url(port))
 
 
 # ---------------------------------------------------------------- for the project tasks
 
 
-def _router(rt: Any) -> RouterService | None:
-    router = getattr(rt, "router", None)
-    if router is not None:
-        return router  # type: ignore[no-any-return]
-    if not getattr(rt.settings, "routing", False):
-        return None
-    # a process without the loop (e.g. `opencs worker`): one pass against the same HAProxy
-    cached = rt.extras.get("routing.oneshot")
-    if cached is None:
-        cached = rt.extras["routing.oneshot"] = RouterService(rt, owner=False)
-    return cached  # type: ignore[no-any-return]
+class Routes:
+    """What the project tasks call so that a deploy, a scale or a weight change is live when the
+    task says so: one pass of the loop's router, or, in a process without the loop (e.g. `opencs
+    worker`), of a non-owning router against the same HAProxy (made on first use)."""
 
+    def __init__(self, oneshot: Callable[[], RouterService] | None) -> None:
+        self._oneshot = oneshot
+        self._cached: RouterService | None = None
+        self.active: RouterService | None = None  # set by the router loop while it runs
 
-def sync_routes(rt: Any, *, drain: bool = False) -> bool:
-    """Make the routes current now (after a deploy, scale or weight change). With ``drain``, also
-    wait until no request is served under the previous routes. Never raises: routing problems must
-    not fail an application operation (they are logged)."""
-    router = _router(rt)
-    if router is None:
+    def _router(self) -> RouterService | None:
+        if self.active is not None:
+            return self.active
+        if self._oneshot is None:
+            return None
+        if self._cached is None:
+            self._cached = self._oneshot()
+        return self._cached
+
+    def sync(self, *, drain: bool = False) -> bool:
+        """Make the routes current now. With ``drain``, also wait until no request is served under
+        the previous routes. Never raises: routing problems must not fail an application operation
+        (they are logged)."""
+        router = self._router()
+        if router is None:
+            return False
+        try:
+            action = router.sync()
+            if drain and not router.drain():
+                log.warning("routing: HAProxy workers of the previous routes still have connections after 10s")
+            return action != "off"
+        except (HAProxyError, OSError) as e:
+            log.warning("routing sync failed: %s", e)
+        except Exception:
+            log.exception("routing sync failed")
         return False
-    try:
-        action = router.sync()
-        if drain and not router.drain():
-            log.warning("routing: HAProxy workers of the previous routes still have connections after 10s")
-        return action != "off"
-    except (HAProxyError, DockerException, OSError) as e:
-        log.warning("routing sync failed: %s", e)
-    except Exception:
-        log.exception("routing sync failed")
-    return False

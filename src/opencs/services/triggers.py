@@ -17,16 +17,12 @@ import secrets
 import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
-
-from sqlalchemy import select
+from typing import Any, Protocol
 
 from opencs.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
 from opencs.store.db import utcnow
 from opencs.store.models import Trigger
-
-if TYPE_CHECKING:
-    from opencs.runtime import Runtime
+from opencs.store.repos.triggers import TriggerRepo
 
 ACTIONS = ("redeploy", "scaling")
 MAX_STEP = 100
@@ -47,6 +43,11 @@ class ProjectActions(Protocol):
 
     def trigger_images(self, cluster_id: str, project: str) -> list[str]:
         """The image references the project's services use (for image-update triggers)."""
+
+
+class ClusterCheck(Protocol):
+    def get_row(self, cluster_id: str) -> object:
+        """The cluster (NotFound when there is none)."""
 
 
 def _ts(d: datetime | None) -> str | None:
@@ -85,16 +86,23 @@ class Invocation:
 
 
 class TriggerService:
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
+    def __init__(self, repo: TriggerRepo, clusters: ClusterCheck, public_url: str,
+                 projects: ProjectActions | None = None) -> None:
+        self.repo = repo
+        self.clusters = clusters
+        self.public_url = public_url
+        self._projects = projects
         self._digest_key = secrets.token_bytes(32)
 
     @property
     def projects(self) -> ProjectActions:
-        projects = getattr(self.rt, "projects", None)
-        if projects is None:
+        if self._projects is None:
             raise ApiError("projects are not available on this server", code="ProjectsUnavailable", status=503)
-        return projects  # type: ignore[no-any-return]
+        return self._projects
+
+    @projects.setter
+    def projects(self, projects: ProjectActions) -> None:
+        self._projects = projects
 
     # ------------------------------------------------------------ management (signed API)
 
@@ -104,7 +112,7 @@ class TriggerService:
         return head + tail
 
     def trigger_url(self, token: str) -> str:
-        return f"{self.rt.settings.public_url}/hook/trigger?triggerUrl={token}"
+        return f"{self.public_url}/hook/trigger?triggerUrl={token}"
 
     def view(self, t: Trigger) -> dict[str, Any]:
         return {
@@ -123,7 +131,7 @@ class TriggerService:
 
     def create(self, cluster_id: str, project: str, action: str, service: str = "",
                image_update: bool = False) -> dict[str, Any]:
-        self.rt.clusters.get_row(cluster_id)
+        self.clusters.get_row(cluster_id)
         if action not in ACTIONS:
             raise BadRequest(f"Field 'action': must be one of {', '.join(ACTIONS)}")
         if action == "scaling" and not service:
@@ -139,38 +147,33 @@ class TriggerService:
         row = Trigger(trigger_id=trigger_id, cluster_id=cluster_id, project=project, action=action,
                       service=service, image_update=image_update, token=token, secret_hash=_hash(secret),
                       created=utcnow())
-        with self.rt.db.session() as s:
-            s.add(row)
+        self.repo.add(row)
         return {**self.view(row), "secret": secret}
 
-    def list(self, cluster_id: str, project: str | None = None) -> list[dict[str, Any]]:
-        self.rt.clusters.get_row(cluster_id)
-        with self.rt.db.session() as s:
-            q = select(Trigger).where(Trigger.cluster_id == cluster_id).order_by(Trigger.created)
-            if project:
-                q = q.where(Trigger.project == project)
-            return [self.view(t) for t in s.scalars(q)]
+    def list_triggers(self, cluster_id: str, project: str | None = None) -> list[dict[str, Any]]:
+        self.clusters.get_row(cluster_id)
+        return [self.view(t) for t in self.repo.of_cluster(cluster_id, project)]
 
-    def _get(self, s: Any, cluster_id: str, trigger_id: str) -> Trigger:
-        t = s.get(Trigger, trigger_id)
+    def _get(self, cluster_id: str, trigger_id: str) -> Trigger:
+        t = self.repo.get(trigger_id)
         if t is None or t.cluster_id != cluster_id:
             raise NotFound(f"Trigger {trigger_id} not found in cluster {cluster_id}", code="ErrorTriggerNotFound")
-        return t  # type: ignore[no-any-return]
+        return t
 
     def delete(self, cluster_id: str, trigger_id: str) -> None:
-        with self.rt.db.session() as s:
-            s.delete(self._get(s, cluster_id, trigger_id))
+        self.repo.delete(self._get(cluster_id, trigger_id).trigger_id)
 
     def rotate(self, cluster_id: str, trigger_id: str, grace_seconds: int = DEFAULT_GRACE_SECONDS) -> dict[str, Any]:
         if not 0 <= grace_seconds <= 7 * 24 * 3600:
             raise BadRequest("Field 'grace_seconds': 0 to 604800")
-        with self.rt.db.session() as s:
-            t = self._get(s, cluster_id, trigger_id)
-            secret = self._new_secret(t.token)
-            t.previous_secret_hash = t.secret_hash if grace_seconds else None
-            t.previous_until = utcnow() + timedelta(seconds=grace_seconds) if grace_seconds else None
-            t.secret_hash = _hash(secret)
-            return {**self.view(t), "secret": secret, "grace_seconds": grace_seconds}
+        t = self._get(cluster_id, trigger_id)
+        secret = self._new_secret(t.token)
+        fresh = self.repo.update(trigger_id, previous_secret_hash=t.secret_hash if grace_seconds else None,
+                                 previous_until=utcnow() + timedelta(seconds=grace_seconds) if grace_seconds else None,
+                                 secret_hash=_hash(secret))
+        if fresh is None:
+            raise NotFound(f"Trigger {trigger_id} not found in cluster {cluster_id}", code="ErrorTriggerNotFound")
+        return {**self.view(fresh), "secret": secret, "grace_seconds": grace_seconds}
 
     # ------------------------------------------------------------ invocation (public, secret-authenticated)
 
@@ -180,23 +183,21 @@ class TriggerService:
         if not secret:
             raise Forbidden("secret is required", code="MissingSecret")
         parse_token(token)  # shape first: a clear 400 for garbage
-        with self.rt.db.session() as s:
-            t = s.scalars(select(Trigger).where(Trigger.token == token.strip())).first()
-            if t is None:  # the spec's examples carry a stray "=" after the token
-                t = s.scalars(select(Trigger).where(Trigger.token == token.strip().rstrip("=") + "=" *
-                                                    (-len(token.strip().rstrip("=")) % 4))).first()
-            if t is None:
-                raise NotFound("No trigger has this triggerUrl (deleted?)", code="ErrorTriggerNotFound")
-            given = _hash(secret)
+        given = _hash(secret)
+
+        def check(t: Trigger) -> None:
             ok = hmac.compare_digest(given, t.secret_hash)
             if not ok and t.previous_secret_hash and t.previous_until and utcnow() < t.previous_until:
                 ok = hmac.compare_digest(given, t.previous_secret_hash)
             if not ok:
                 raise Forbidden("The secret does not match this trigger", code="InvalidTriggerSecret")
-            # written here, in the reading transaction and before the task is submitted: afterwards it
-            # would wait for the SQLite write lock that the woken task worker holds
-            t.last_invoked = utcnow()
-            return t  # type: ignore[no-any-return]
+
+        bare = token.strip().rstrip("=")
+        # the spec's examples carry a stray "=" after the token
+        t = self.repo.invoked([token.strip(), bare + "=" * (-len(bare) % 4)], check)
+        if t is None:
+            raise NotFound("No trigger has this triggerUrl (deleted?)", code="ErrorTriggerNotFound")
+        return t
 
     def invoke(self, token: str, secret: str, type_: str | None, step: str | None) -> Invocation:
         t = self.authenticate(token, secret)
@@ -219,10 +220,8 @@ class TriggerService:
     def on_image_push(self, repository: str, tag: str) -> list[str]:
         """A push reached the bundled registry: redeploy the projects whose image-update triggers use
         that image. Returns the task ids."""
-        with self.rt.db.session() as s:
-            triggers = list(s.scalars(select(Trigger).where(Trigger.image_update.is_(True))))
         tasks: list[str] = []
-        for t in triggers:
+        for t in self.repo.following_images():
             try:
                 images = self.projects.trigger_images(t.cluster_id, t.project)
             except ApiError:

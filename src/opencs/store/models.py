@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from opencs.store.project_state import ProjectState, ProjectStateType
 from opencs.store.tenancy import ROOT_ACCOUNT_ID, ROOT_OWNER_USER_ID, owning_account
 
 
@@ -213,8 +214,8 @@ class Project(Base):
     # the release before the last update (rollback target; blue-green keeps both sides)
     previous_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
     previous_template: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # scale overrides, stopped services, warnings, last error, update method, blue-green state ...
-    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # scale overrides, stopped services, pinned images, last error, the blue-green release ...
+    state: Mapped[ProjectState] = mapped_column(ProjectStateType, default=ProjectState)
     created: Mapped[datetime]
     updated: Mapped[datetime]
 

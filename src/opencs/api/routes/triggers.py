@@ -52,7 +52,7 @@ async def create_trigger(cluster_id: ClusterId, request: Request) -> JSONRespons
 @router.get("/clusters/{cluster_id}/triggers")
 def list_triggers(cluster_id: ClusterId, request: Request, project_id: QueryText = None,
                   Name: QueryText = None) -> list[dict[str, Any]]:  # noqa: N803 - the Tea SDK's name
-    return _svc(request).list(cluster_id, project_id or Name)
+    return _svc(request).list_triggers(cluster_id, project_id or Name)
 
 
 @router.delete("/clusters/{cluster_id}/triggers/{trigger_id}")

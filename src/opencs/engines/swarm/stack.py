@@ -13,27 +13,31 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
-from docker.errors import APIError, DockerException, NotFound
+from docker.errors import APIError, NotFound
 
 from opencs.compose.normalize import HASH_LABEL, NAMESPACE_LABEL, NetworkModel, ServiceModel, StackModel
 from opencs.engines.swarm import client
+from opencs.engines.swarm.observe import (
+    FAILED_TASK_STATES,
+    STOPPED_CONSTRAINT,
+    _age,
+    current_tasks,
+    desired_count,
+    snapshot,
+    stack_services,
+    task_problem,
+)
 
 log = logging.getLogger("opencs.stack")
 
-STOPPED_CONSTRAINT = "node.labels.opencs.stopped==true"  # matches no node: a stopped global service
-RUNNING_TASK_STATES = ("running",)
-STARTING_TASK_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting")
-FAILED_TASK_STATES = ("failed", "rejected", "orphaned")
 
 
 class StackError(Exception):
@@ -80,16 +84,6 @@ def kernel_has_ipvs() -> bool:
     return any(base.glob("ip_vs.ko*")) if base.is_dir() else False
 
 
-def kernel_has_filesystem(fstype: str) -> bool | None:
-    """Is ``fstype`` (nfs, fuse, …) in this kernel's /proc/filesystems? None if unknowable."""
-    try:
-        text = Path("/proc/filesystems").read_text()
-    except OSError:
-        return None
-    names = {line.split()[-1] for line in text.splitlines() if line.strip()}
-    return fstype in names
-
-
 # ---------------------------------------------------------------- hashing
 
 
@@ -127,11 +121,6 @@ def image_present(docker_host: str, image: str) -> bool:
             return True
         except NotFound:
             return False
-
-
-def pin(image: str, digest: str) -> str:
-    base = image.split("@", 1)[0]
-    return f"{base}@{digest}"
 
 
 def _explain(e: Exception) -> str:
@@ -174,12 +163,13 @@ def ensure_network(c: docker.DockerClient, nm: NetworkModel) -> str:
     return str(r["Id"])
 
 
-def remove_networks(manager_host: str, project: str, timeout: float = 30.0) -> None:
-    """Remove the stack's networks; tasks detach asynchronously, so retry while endpoints remain."""
+def remove_networks(manager_host: str, project: str, timeout: float = 30.0, labels: Iterable[str] = ()) -> None:
+    """Remove the stack's networks (those with all `labels` too); tasks detach asynchronously, so
+    retry while endpoints remain."""
     end = time.time() + timeout
     with closing(client(manager_host)) as c:
         while True:
-            nets = c.api.networks(filters={"label": f"{NAMESPACE_LABEL}={project}"})
+            nets = c.api.networks(filters={"label": [f"{NAMESPACE_LABEL}={project}", *labels]})
             left = []
             for n in nets:
                 try:
@@ -196,11 +186,6 @@ def remove_networks(manager_host: str, project: str, timeout: float = 30.0) -> N
 
 
 # ---------------------------------------------------------------- services
-
-
-def stack_services(c: docker.DockerClient, project: str | None) -> list[dict[str, Any]]:
-    flt = f"{NAMESPACE_LABEL}={project}" if project else NAMESPACE_LABEL
-    return list(c.api.services(filters={"label": flt}))
 
 
 def _desired_spec(svc: ServiceModel, *, replicas: int | None, stopped: bool, image: str | None,
@@ -355,186 +340,6 @@ def deploy(
     return plan
 
 
-def remove_services(manager_host: str, project: str) -> list[str]:
-    with closing(client(manager_host)) as c:
-        removed = []
-        for s in stack_services(c, project):
-            try:
-                c.api.remove_service(s["ID"])
-                removed.append(s["Spec"]["Name"])
-            except NotFound:
-                pass
-        return removed
-
-
-# ---------------------------------------------------------------- observing
-
-
-@dataclass
-class NodeInfo:
-    node_id: str
-    ip: str
-    docker_host: str
-    hostname: str = ""
-    state: str = "unknown"
-
-
-@dataclass
-class Snapshot:
-    """One consistent-enough look at a cluster: services and tasks from a manager, containers from
-    every node's own engine (only when asked)."""
-
-    services: list[dict[str, Any]]
-    tasks: list[dict[str, Any]]
-    nodes: dict[str, NodeInfo]
-    containers: dict[str, dict[str, dict[str, Any]]] | None  # node id → container id → summary
-    unreachable: dict[str, str] = field(default_factory=dict)  # node id → error
-
-    def service(self, full_name: str) -> dict[str, Any] | None:
-        for s in self.services:
-            if s["Spec"]["Name"] == full_name:
-                return s
-        return None
-
-    def tasks_of(self, service_id: str) -> list[dict[str, Any]]:
-        return [t for t in self.tasks if t.get("ServiceID") == service_id]
-
-
-def _parallel(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
-        return list(pool.map(fn, items))
-
-
-def node_containers(docker_host: str, project: str | None) -> dict[str, dict[str, Any]]:
-    flt = f"{NAMESPACE_LABEL}={project}" if project else NAMESPACE_LABEL
-    with closing(client(docker_host, timeout=10)) as c:
-        return {x["Id"]: x for x in c.api.containers(all=True, filters={"label": flt})}
-
-
-def snapshot(manager_host: str, nodes: list[NodeInfo], project: str | None, *, containers: bool) -> Snapshot:
-    with closing(client(manager_host)) as c:
-        services = stack_services(c, project)
-        ids = [s["ID"] for s in services]
-        tasks = list(c.api.tasks(filters={"service": ids})) if ids else []
-        swarm_nodes = {n["ID"]: n for n in c.api.nodes()}
-    by_id: dict[str, NodeInfo] = {}
-    for n in nodes:
-        sn = swarm_nodes.get(n.node_id)
-        if sn:
-            n.hostname = sn.get("Description", {}).get("Hostname", "") or n.hostname
-            n.state = sn.get("Status", {}).get("State", "unknown")
-            n.ip = n.ip or sn.get("Status", {}).get("Addr", "")
-        by_id[n.node_id] = n
-    for nid, sn in swarm_nodes.items():  # members the store does not know (joined by hand)
-        if nid not in by_id:
-            by_id[nid] = NodeInfo(nid, sn.get("Status", {}).get("Addr", ""), "",
-                                  sn.get("Description", {}).get("Hostname", ""), sn.get("Status", {}).get("State", ""))
-    snap = Snapshot(services, tasks, by_id, None)
-    if containers:
-        wanted = sorted({t.get("NodeID") for t in tasks if t.get("NodeID")})
-
-        def look(nid: str) -> tuple[str, dict[str, dict[str, Any]] | None, str]:
-            n = by_id.get(nid)
-            if n is None or not n.docker_host:
-                return nid, None, "no engine address known for this node"
-            try:
-                return nid, node_containers(n.docker_host, project), ""
-            except (DockerException, OSError) as e:
-                return nid, None, str(e)
-
-        snap.containers = {}
-        for nid, found, err in _parallel(look, wanted):
-            if found is None:
-                snap.unreachable[nid] = err
-            else:
-                snap.containers[nid] = found
-    return snap
-
-
-def task_ip(task: dict[str, Any], prefer_network: str | None = None) -> str:
-    atts = task.get("NetworksAttachments") or []
-    chosen = None
-    for a in atts:
-        name = a.get("Network", {}).get("Spec", {}).get("Name", "")
-        if name == "ingress":
-            continue
-        if prefer_network and name == prefer_network:
-            chosen = a
-            break
-        chosen = chosen or a
-    if not chosen or not chosen.get("Addresses"):
-        return ""
-    return str(chosen["Addresses"][0]).split("/")[0]
-
-
-_HEALTH_RE = re.compile(r"\((healthy|unhealthy|health: starting)\)")
-
-
-def container_health(summary: dict[str, Any]) -> str:
-    """'success' | 'failure' | 'starting' (Container Service's words), from `docker ps` status."""
-    m = _HEALTH_RE.search(summary.get("Status", ""))
-    if m:
-        return {"healthy": "success", "unhealthy": "failure", "health: starting": "starting"}[m.group(1)]
-    return "success" if summary.get("State") == "running" else "failure"
-
-
-def current_tasks(snap: Snapshot, service_id: str) -> list[dict[str, Any]]:
-    """Tasks the swarm wants running (the service's containers now)."""
-    return [t for t in snap.tasks_of(service_id) if t.get("DesiredState") in ("running", "ready")]
-
-
-def desired_count(svc: dict[str, Any], snap: Snapshot) -> int:
-    mode = svc["Spec"].get("Mode", {})
-    if "Replicated" in mode:
-        return int(mode["Replicated"].get("Replicas", 0))
-    constraints = svc["Spec"]["TaskTemplate"].get("Placement", {}).get("Constraints", []) or []
-    if STOPPED_CONSTRAINT in constraints:
-        return 0
-    return len({t.get("NodeID") for t in current_tasks(snap, svc["ID"])}) or 1
-
-
-def service_state(svc: dict[str, Any] | None, snap: Snapshot) -> str:
-    """running | stopped | stopping | updating | starting | degraded | missing."""
-    if svc is None:
-        return "missing"
-    want = desired_count(svc, snap)
-    cur = current_tasks(snap, svc["ID"])
-    running = sum(1 for t in cur if t.get("Status", {}).get("State") == "running")
-    all_running = sum(1 for t in snap.tasks_of(svc["ID"]) if t.get("Status", {}).get("State") == "running")
-    us = (svc.get("UpdateStatus") or {}).get("State", "")
-    if us in ("updating", "rollback_started"):
-        return "updating"
-    if want == 0:
-        return "stopping" if all_running else "stopped"
-    if running >= want:
-        return "running"
-    recent_fail = [t for t in snap.tasks_of(svc["ID"]) if t.get("Status", {}).get("State") in FAILED_TASK_STATES
-                   and _age(t.get("Status", {}).get("Timestamp", "")) < 30]
-    return "degraded" if recent_fail else "starting"
-
-
-def _age(ts: str) -> float:
-    from datetime import UTC, datetime
-
-    if not ts:
-        return 1e9
-    try:
-        t = datetime.strptime(ts[:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
-    except ValueError:
-        try:
-            t = datetime.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-        except ValueError:
-            return 1e9
-    return (datetime.now(UTC) - t).total_seconds()
-
-
-def task_problem(task: dict[str, Any]) -> str:
-    st = task.get("Status", {})
-    return str(st.get("Err") or st.get("Message") or st.get("State", ""))
-
-
 # ---------------------------------------------------------------- waiting
 
 
@@ -610,148 +415,3 @@ def wait_converged(
         if time.time() > end:
             raise StackError(f"not converged after {timeout:.0f}s: {msg}", "Timeout")
         time.sleep(0.5)
-
-
-def wait_gone(nodes: list[NodeInfo], project: str, timeout: float = 60.0) -> None:
-    """Until no node has a container of the stack (a removed service's tasks stop asynchronously)."""
-    end = time.time() + timeout
-    while True:
-        left: list[str] = []
-
-        def look(n: NodeInfo) -> list[str]:
-            try:
-                return [f"{n.ip}:{cid[:12]}" for cid in node_containers(n.docker_host, project)]
-            except (DockerException, OSError):
-                return []  # an unreachable node cannot be waited for
-
-        for found in _parallel(look, nodes):
-            left += found
-        if not left:
-            return
-        if time.time() > end:
-            raise StackError(f"containers still present after {timeout:.0f}s: {', '.join(left[:5])}", "Timeout")
-        time.sleep(0.5)
-
-
-# ---------------------------------------------------------------- container operations on their nodes
-
-
-def signal_containers(targets: list[tuple[NodeInfo, str]], signal: str) -> list[str]:
-    """Send ``signal`` to each (node, container id) through that node's own engine. Returns errors."""
-
-    def one(item: tuple[NodeInfo, str]) -> str:
-        node, cid = item
-        try:
-            with closing(client(node.docker_host, timeout=10)) as c:
-                c.api.kill(cid, signal=signal)
-            return ""
-        except NotFound:
-            return ""  # gone meanwhile
-        except APIError as e:
-            if e.status_code == 409:  # not running
-                return ""
-            return f"{node.ip} {cid[:12]}: {_explain(e)}"
-        except (DockerException, OSError) as e:
-            return f"{node.ip} {cid[:12]}: {e}"
-
-    return [e for e in _parallel(one, targets) if e]
-
-
-def stop_containers(targets: list[tuple[NodeInfo, str]], timeout: int) -> list[str]:
-    def one(item: tuple[NodeInfo, str]) -> str:
-        node, cid = item
-        try:
-            with closing(client(node.docker_host, timeout=timeout + 30)) as c:
-                c.api.stop(cid, timeout=timeout)
-            return ""
-        except NotFound:
-            return ""
-        except (DockerException, OSError) as e:
-            return f"{node.ip} {cid[:12]}: {e}"
-
-    return [e for e in _parallel(one, targets) if e]
-
-
-# ---------------------------------------------------------------- volumes on nodes
-
-
-def remove_project_volumes(nodes: list[NodeInfo], project: str, timeout: float = 30.0) -> list[str]:
-    """Remove the stack's volumes on every node; returns what could not be removed."""
-
-    def one(n: NodeInfo) -> list[str]:
-        errs: list[str] = []
-        end = time.time() + timeout
-        try:
-            with closing(client(n.docker_host, timeout=20)) as c:
-                vols = c.api.volumes(filters={"label": f"{NAMESPACE_LABEL}={project}"}).get("Volumes") or []
-                for v in vols:
-                    while True:
-                        try:
-                            c.api.remove_volume(v["Name"])
-                            break
-                        except NotFound:
-                            break
-                        except APIError as e:
-                            if e.status_code == 409 and time.time() < end:
-                                time.sleep(0.5)  # a container is still being removed
-                                continue
-                            errs.append(f"{n.ip} {v['Name']}: {_explain(e)}")
-                            break
-        except (DockerException, OSError) as e:
-            errs.append(f"{n.ip}: {e}")
-        return errs
-
-    return [e for errs in _parallel(one, nodes) for e in errs]
-
-
-def volume_summaries(docker_host: str) -> tuple[str, list[dict[str, Any]], dict[str, list[dict[str, str]]]]:
-    """(engine hostname, volumes, volume name → containers using it) of one node."""
-    with closing(client(docker_host, timeout=10)) as c:
-        hostname = c.api.info().get("Name", "")
-        vols = c.api.volumes().get("Volumes") or []
-        refs: dict[str, list[dict[str, str]]] = {}
-        for ct in c.api.containers(all=True):
-            for m in ct.get("Mounts") or []:
-                if m.get("Type") == "volume" and m.get("Name"):
-                    refs.setdefault(m["Name"], []).append(
-                        {"Name": (ct.get("Names") or [""])[0].lstrip("/"), "ID": ct["Id"]})
-        return hostname, vols, refs
-
-
-def create_volume(docker_host: str, name: str, driver: str, options: dict[str, str],
-                  labels: dict[str, str]) -> dict[str, Any]:
-    with closing(client(docker_host, timeout=30)) as c:
-        return dict(c.api.create_volume(name, driver=driver, driver_opts=options or None, labels=labels))
-
-
-def remove_volume(docker_host: str, name: str) -> None:
-    with closing(client(docker_host, timeout=30)) as c, suppress(NotFound):
-        c.api.remove_volume(name)
-
-
-def probe_mount(docker_host: str, volume: str, image: str = "busybox", timeout: float = 60.0) -> None:
-    """Mount ``volume`` in a throw-away container on that node; raises StackError with the engine's
-    own mount error. The probe container is always removed."""
-    with closing(client(docker_host, timeout=int(timeout))) as c:
-        cid = None
-        try:
-            try:
-                c.api.inspect_image(image)
-            except NotFound:
-                c.api.pull(image, tag=None if ":" in image or "@" in image else "latest")
-            host_config = c.api.create_host_config(binds={volume: {"bind": "/mnt/probe", "mode": "rw"}},
-                                                   network_mode="none")
-            cid = c.api.create_container(image, ["true"], host_config=host_config,
-                                         labels={"opencs.probe": "volume"})["Id"]
-            c.api.start(cid)
-            c.api.wait(cid, timeout=timeout)
-        except APIError as e:
-            raise StackError(_explain(e), "VolumeMountFailed") from None
-        except (DockerException, OSError) as e:
-            raise StackError(f"mount probe failed: {e}", "VolumeMountFailed") from None
-        finally:
-            if cid:
-                try:
-                    c.api.remove_container(cid, force=True)
-                except (DockerException, OSError):
-                    log.warning("could not remove probe container %s on %s", cid, docker_host)

@@ -25,17 +25,18 @@ import secrets as pysecrets
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from docker.errors import APIError, DockerException, NotFound
+from pydantic import BaseModel, ConfigDict
 
-from opencs.engines.swarm import stack
+from opencs.engines.apps import AppEngine, AppEngineError, AppNode, EngineUnreachable, VolumeDriverMissing, VolumeInfo
 from opencs.errors import ApiError, BadRequest, Conflict
 from opencs.errors import NotFound as ApiNotFound
+from opencs.secretbox import SecretBox
 from opencs.store.db import utcnow
 from opencs.store.models import AppVolume
+from opencs.store.repos.volumes import VolumeRepo
 
 if TYPE_CHECKING:
-    from opencs.runtime import Runtime
-    from opencs.services.projects import ProjectService
+    from opencs.services.projects.core import ProjectCore
 
 log = logging.getLogger("opencs.volumes")
 
@@ -141,37 +142,18 @@ def validate_options(driver: str, opts: dict[str, str]) -> dict[str, str]:
     return opts
 
 
-class VolumeService:
-    def __init__(self, rt: Runtime, projects: ProjectService) -> None:
-        self.rt = rt
-        self.projects = projects
+class CreateVolume(BaseModel):
+    """POST /volumes/create (spec §10.25; Docker's `Name`/`Driver`/`DriverOpts`/`Labels` too)."""
 
-    # ------------------------------------------------------------ store
+    model_config = ConfigDict(frozen=True)
 
-    def _row(self, cluster_id: str, name: str) -> AppVolume | None:
-        with self.rt.db.session() as s:
-            return s.get(AppVolume, (cluster_id, name))
+    name: str
+    driver: str
+    options: dict[str, str]  # validated for the driver
+    labels: dict[str, str]
 
-    def cluster_volumes(self, cluster_id: str) -> dict[str, dict[str, Any]]:
-        """name → engine driver config (secrets decrypted) for the stack normalizer."""
-        from sqlalchemy import select
-
-        out: dict[str, dict[str, Any]] = {}
-        with self.rt.db.session() as s:
-            rows = list(s.scalars(select(AppVolume).where(AppVolume.cluster_id == cluster_id)))
-        for r in rows:
-            opts = dict(r.options or {})
-            if r.secret_enc:
-                opts.update(json.loads(self.rt.box.decrypt(r.secret_enc)))
-            drv, eopts = engine_spec(r.driver, opts)
-            out[r.name] = {"driver": drv, "options": eopts,
-                           "labels": {LABEL_KIND: "cluster", LABEL_DRIVER: r.driver, **(r.labels or {})}}
-        return out
-
-    # ------------------------------------------------------------ create
-
-    def create(self, cluster_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.projects.usable_cluster(cluster_id)
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> CreateVolume:
         docker_style = "Name" in body or "Driver" in body or "DriverOpts" in body
         name = body.get("name", body.get("Name"))
         if name in (None, "") and docker_style:
@@ -189,27 +171,61 @@ class VolumeService:
             raise BadRequest("Field 'labels': an object of string values", code="InvalidParameter.Labels")
         if any(str(k).startswith("opencs.") for k in labels):
             raise BadRequest("Field 'labels': the prefix 'opencs.' is reserved", code="InvalidParameter.Labels")
-        opts = validate_options(driver, _str_opts(raw_opts))
+        return cls(name=name, driver=driver, options=validate_options(driver, _str_opts(raw_opts)),
+                   labels={str(k): v for k, v in labels.items()})
+
+
+class VolumeService:
+    def __init__(self, repo: VolumeRepo, box: SecretBox, projects: ProjectCore) -> None:
+        self.repo = repo
+        self.box = box
+        self.projects = projects
+
+    # ------------------------------------------------------------ store
+
+    def _row(self, cluster_id: str, name: str) -> AppVolume | None:
+        return self.repo.get(cluster_id, name)
+
+    def cluster_volumes(self, cluster_id: str) -> dict[str, dict[str, Any]]:
+        """name → engine driver config (secrets decrypted) for the stack normalizer."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.repo.of_cluster(cluster_id):
+            opts = dict(r.options or {})
+            if r.secret_enc:
+                opts.update(json.loads(self.box.decrypt(r.secret_enc)))
+            drv, eopts = engine_spec(r.driver, opts)
+            out[r.name] = {"driver": drv, "options": eopts,
+                           "labels": {LABEL_KIND: "cluster", LABEL_DRIVER: r.driver, **(r.labels or {})}}
+        return out
+
+    # ------------------------------------------------------------ create
+
+    def create(self, cluster_id: str, req: CreateVolume) -> dict[str, Any]:
+        self.projects.usable_cluster(cluster_id)
+        name, driver, opts, labels = req.name, req.driver, dict(req.options), dict(req.labels)
         if self._row(cluster_id, name) is not None:
             raise Conflict(f"volume {name!r} already exists", code="VolumeExists")
-        nodes = self.projects.node_infos(cluster_id)
+        engine = self.projects.engine(cluster_id)
+        nodes = engine.nodes()
         if not nodes:
             raise Conflict("the cluster has no nodes", code="ErrorClusterStateConflict")
         for n in nodes:
             try:
-                _, vols, _ = stack.volume_summaries(n.docker_host)
-            except (DockerException, OSError) as e:
-                raise ApiError(f"node {n.ip} is not reachable: {e}", code="NodeUnreachable", status=503) from None
-            if any(v["Name"] == name for v in vols):
+                vols = engine.node_volumes(n).volumes
+            except EngineUnreachable as e:
+                raise ApiError(f"node {n.ip} is not reachable: {e.detail}", code="NodeUnreachable",
+                               status=503) from None
+            if any(v.name == name for v in vols):
                 raise Conflict(f"a volume named {name!r} already exists on node {n.ip}", code="VolumeExists")
 
         eng_driver, eng_opts = engine_spec(driver, opts)
         eng_labels = {**labels, LABEL_KIND: "cluster", LABEL_DRIVER: driver}
-        created: list[stack.NodeInfo] = []
-        results: dict[str, dict[str, Any]] = {}
+        created: list[AppNode] = []
+        results: dict[str, VolumeInfo] = {}
         hidden = [opts[k] for k in OSS_SECRET_KEYS if driver == "ossfs" and opts.get(k)]
         try:
-            self._create_everywhere(nodes, name, driver, eng_driver, eng_opts, eng_labels, created, results)
+            self._create_everywhere(engine, nodes, name, driver, (eng_driver, eng_opts, eng_labels), created,
+                                    results)
         except ApiError as e:
             for value in hidden:  # an engine or plugin error may echo the options
                 e.message = e.message.replace(value, "****")
@@ -218,38 +234,41 @@ class VolumeService:
 
         plain = {k: v for k, v in opts.items() if not (driver == "ossfs" and k in OSS_SECRET_KEYS)}
         secret = {k: v for k, v in opts.items() if driver == "ossfs" and k in OSS_SECRET_KEYS}
-        with self.rt.db.session() as s:
-            s.add(AppVolume(cluster_id=cluster_id, name=name, driver=driver, options=plain,
-                            secret_enc=self.rt.box.encrypt(json.dumps(secret)) if secret else None,
-                            labels=dict(labels), created=utcnow()))
+        self.repo.add(AppVolume(cluster_id=cluster_id, name=name, driver=driver, options=plain,
+                                secret_enc=self.box.encrypt(json.dumps(secret)) if secret else None,
+                                labels=dict(labels), created=utcnow()))
         first = results[nodes[0].node_id]
-        return {"Name": name, "Driver": driver, "Mountpoint": first.get("Mountpoint", ""),
-                "Labels": dict(labels) or None, "Scope": first.get("Scope", "")}
+        return {"Name": name, "Driver": driver, "Mountpoint": first.mountpoint,
+                "Labels": dict(labels) or None, "Scope": first.scope}
 
-    def _create_everywhere(self, nodes: list[stack.NodeInfo], name: str, driver: str, eng_driver: str,
-                           eng_opts: dict[str, str], eng_labels: dict[str, str], created: list[stack.NodeInfo],
-                           results: dict[str, dict[str, Any]]) -> None:
-        """Create the volume on every node and probe its mount; on any failure remove it again."""
+    def _create_everywhere(self, engine: AppEngine, nodes: list[AppNode], name: str, driver: str,
+                           spec: tuple[str, dict[str, str], dict[str, str]], created: list[AppNode],
+                           results: dict[str, VolumeInfo]) -> None:
+        """Create the volume on every node and probe its mount; on any failure remove it again.
+        `spec`: the engine's (driver, options, labels)."""
+        eng_driver, eng_opts, eng_labels = spec
         try:
             for n in nodes:
                 try:
-                    results[n.node_id] = stack.create_volume(n.docker_host, name, eng_driver, eng_opts, eng_labels)
+                    results[n.node_id] = engine.create_volume(n, name, eng_driver, eng_opts, eng_labels)
                     created.append(n)
-                except NotFound as e:
+                except VolumeDriverMissing as e:
                     raise VolumeMountFailed(
-                        f"the {driver} volume driver is not available on node {n.ip}: {stack._explain(e)}. "
+                        f"the {driver} volume driver is not available on node {n.ip}: {e.message}. "
                         + self._hint(driver), code="VolumeDriverUnavailable") from None
-                except APIError as e:
-                    raise BadRequest(f"node {n.ip} refused the volume: {stack._explain(e)}",
+                except EngineUnreachable:
+                    raise
+                except AppEngineError as e:
+                    raise BadRequest(f"node {n.ip} refused the volume: {e.message}",
                                      code="VolumeCreateFailed") from None
             if driver != "local" or eng_opts:
-                self._probe(nodes, name, driver)
+                self._probe(engine, nodes, name, driver)
         except BaseException:
             for n in created:
                 try:
-                    stack.remove_volume(n.docker_host, name)
-                except (DockerException, OSError) as e:
-                    log.warning("could not remove half-created volume %s on %s: %s", name, n.ip, e)
+                    engine.remove_volume(n, name)
+                except AppEngineError as e:
+                    log.warning("could not remove half-created volume %s on %s: %s", name, n.ip, e.message)
             raise
 
     @staticmethod
@@ -259,12 +278,12 @@ class VolumeService:
                     "bucket's OSS endpoint")
         return ""
 
-    def _probe(self, nodes: list[stack.NodeInfo], name: str, driver: str) -> None:
-        def one(n: stack.NodeInfo) -> str:
+    def _probe(self, engine: AppEngine, nodes: list[AppNode], name: str, driver: str) -> None:
+        def one(n: AppNode) -> str:
             try:
-                stack.probe_mount(n.docker_host, name)
+                engine.probe_mount(n, name)
                 return ""
-            except stack.StackError as e:
+            except AppEngineError as e:
                 return f"node {n.ip}: {e.message}"
 
         with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as pool:
@@ -272,8 +291,7 @@ class VolumeService:
         if not errors:
             return
         hint = ""
-        if driver == "nas" and stack.kernel_has_filesystem("nfs") is False and \
-                any(n.docker_host.startswith("unix://") for n in nodes):
+        if driver == "nas" and engine.lacks_filesystem("nfs"):
             hint = (" — this host's kernel has no NFS client ('nfs' is missing from /proc/filesystems), so NAS "
                     "volumes cannot be mounted on its nodes")
         elif driver == "ossfs":
@@ -284,22 +302,22 @@ class VolumeService:
     # ------------------------------------------------------------ read
 
     def _scan(self, cluster_id: str) -> list[dict[str, Any]]:
-        nodes = self.projects.node_infos(cluster_id)
+        engine = self.projects.engine(cluster_id)
+        nodes = engine.nodes()
 
-        def one(n: stack.NodeInfo) -> list[dict[str, Any]]:
+        def one(n: AppNode) -> list[dict[str, Any]]:
             try:
-                hostname, vols, refs = stack.volume_summaries(n.docker_host)
-            except (DockerException, OSError) as e:
-                log.info("volumes of node %s: %s", n.ip, e)
+                found = engine.node_volumes(n)
+            except AppEngineError as e:
+                log.info("volumes of node %s: %s", n.ip, e.message)
                 return []
             out = []
-            for v in vols:
-                lbl = dict(v.get("Labels") or {})
-                drv = lbl.get(LABEL_DRIVER) or v.get("Driver", "")
-                user = {k: val for k, val in lbl.items() if not k.startswith("opencs.")}
-                out.append({"Name": v["Name"], "Driver": drv, "Mountpoint": v.get("Mountpoint", ""),
-                            "Labels": user or None, "Scope": v.get("Scope", ""), "Node": hostname or n.ip,
-                            "Refs": refs.get(v["Name"], [])})
+            for v in found.volumes:
+                drv = v.labels.get(LABEL_DRIVER) or v.driver
+                user = {k: val for k, val in v.labels.items() if not k.startswith("opencs.")}
+                out.append({"Name": v.name, "Driver": drv, "Mountpoint": v.mountpoint,
+                            "Labels": user or None, "Scope": v.scope, "Node": found.hostname or n.ip,
+                            "Refs": [{"Name": r.name, "ID": r.container_id} for r in v.refs]})
             return out
 
         if not nodes:
@@ -334,18 +352,16 @@ class VolumeService:
         if users:
             raise Conflict(f"volume {name!r} is in use by container(s): {', '.join(users)}", code="VolumeInUse")
         errors = []
-        for n in self.projects.node_infos(cluster_id):
+        engine = self.projects.engine(cluster_id)
+        for n in engine.nodes():
             try:
-                stack.remove_volume(n.docker_host, name)
-            except APIError as e:
-                errors.append(f"node {n.ip}: {stack._explain(e)}")
-            except (DockerException, OSError) as e:
-                errors.append(f"node {n.ip}: {e}")
+                engine.remove_volume(n, name)
+            except EngineUnreachable as e:
+                errors.append(f"node {n.ip}: {e.detail}")
+            except AppEngineError as e:
+                errors.append(f"node {n.ip}: {e.message}")
         if errors:
             raise Conflict(f"volume {name!r} could not be removed everywhere: {'; '.join(errors)}",
                            code="VolumeRemoveFailed")
         if row is not None:
-            with self.rt.db.session() as s:
-                r = s.get(AppVolume, (cluster_id, name))
-                if r is not None:
-                    s.delete(r)
+            self.repo.delete(cluster_id, name)
