@@ -1,4 +1,4 @@
-"""Migration 0005 carries the untyped projects.extra of existing rows over into the typed state."""
+"""Migration 0006 carries the untyped projects.extra of existing rows over into the typed state."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _upgrade(db: Database, rev: str) -> None:
 
 def test_extra_becomes_typed_state(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'm.db'}")
-    _upgrade(db, "0004_accounts")
+    _upgrade(db, "0005_cluster_names")
     with db.engine.begin() as conn:
         for name, extra in (("p", EXTRA), ("empty", {})):
             conn.execute(sa.text(

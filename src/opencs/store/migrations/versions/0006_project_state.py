@@ -1,7 +1,7 @@
 """project state: the untyped projects.extra dict becomes projects.state (opencs.store.project_state)
 
-Revision ID: 0005
-Revises: 0004_accounts
+Revision ID: 0006
+Revises: 0005_cluster_names
 
 Existing rows are carried over: every key ProjectState knows is copied from extra into state (the
 model ignores keys it does not know when it reads the column). Downgrade copies it back.
@@ -13,8 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004_accounts"
+revision = "0006"
+down_revision = "0005_cluster_names"
 branch_labels = None
 depends_on = None
 
