@@ -163,3 +163,10 @@ class ResetNode(_Body):
 
 class CreateInstances(_Body):
     count: Annotated[int, Field(ge=1, le=50)] = 1
+
+    @field_validator("count", mode="before")
+    @classmethod
+    def _not_bool(cls, v: object) -> object:
+        if isinstance(v, bool):  # pydantic would take true for 1 (and 2.0 for 2, which JSON Schema allows)
+            raise ValueError("must be an integer, not a boolean")
+        return v
