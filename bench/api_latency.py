@@ -34,8 +34,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from opencs.auth import signature as sig  # noqa: E402
+from opencs.composition import build  # noqa: E402
 from opencs.config import Settings  # noqa: E402
-from opencs.runtime import open_runtime  # noqa: E402
 from opencs.store.db import utcnow  # noqa: E402
 from opencs.store.models import Cluster  # noqa: E402
 from tests.conftest import ServerProcess, Signer  # noqa: E402
@@ -43,7 +43,7 @@ from tests.conftest import ServerProcess, Signer  # noqa: E402
 
 def seed(data: Path, database_url: str | None, n: int, policy: bool = False) -> tuple[str, str] | None:
     """The clusters; with `policy`, a second account owning every tenth and a sub-user's key (returned)."""
-    rt = open_runtime(Settings(data_dir=data, database_url=database_url, workers=0, local_nodes=False))
+    rt = build(Settings(data_dir=data, database_url=database_url, workers=0, local_nodes=False))
     other = rt.accounts.create_account("bench-other")[0] if policy else None
     now = utcnow()
     with rt.db.session() as s:

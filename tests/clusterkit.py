@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from opencs.api.schemas import CreateCluster
+from opencs.composition import ControlPlane, build
 from opencs.config import Settings
-from opencs.runtime import Runtime, open_runtime
 
 
 def require_local_nodes() -> None:
@@ -27,7 +27,7 @@ def require_local_nodes() -> None:
 
 
 @contextmanager
-def node_runtime(data_dir: Path, prefix: str, subnet: str, *, workers: int = 2, **kw: Any) -> Iterator[Runtime]:
+def node_runtime(data_dir: Path, prefix: str, subnet: str, *, workers: int = 2, **kw: Any) -> Iterator[ControlPlane]:
     """A runtime whose local nodes use bridge `<prefix>0` and `subnet`. On exit: every instance it
     knows is destroyed by id, its registry stopped by PID, and nothing of the prefix may remain."""
     require_local_nodes()
@@ -36,7 +36,7 @@ def node_runtime(data_dir: Path, prefix: str, subnet: str, *, workers: int = 2, 
 
     settings = Settings(data_dir=data_dir, local_prefix=prefix, local_bridge=f"{prefix}0", local_subnet=subnet,
                         workers=workers, monitor_interval=kw.pop("monitor_interval", 0), **kw)
-    rt = open_runtime(settings)
+    rt = build(settings)
     try:
         rt.start()
         yield rt
@@ -51,14 +51,14 @@ def node_runtime(data_dir: Path, prefix: str, subnet: str, *, workers: int = 2, 
         assert not left, f"leftovers: {left}"
 
 
-def create_cluster(rt: Runtime, size: int, name: str = "kit", timeout: float = 120) -> str:
+def create_cluster(rt: ControlPlane, size: int, name: str = "kit", timeout: float = 120) -> str:
     cid, tid = rt.clusters.create(CreateCluster(name=name, size=size))
     row = rt.tasks.wait(tid, timeout)
     assert row.state == "success", f"create failed: {row.error_code} {row.error_message}"
     return cid
 
 
-def write_certs(rt: Runtime, cluster_id: str, d: Path) -> Path:
+def write_certs(rt: ControlPlane, cluster_id: str, d: Path) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     for k, v in rt.clusters.certs(cluster_id).items():
         (d / f"{k}.pem").write_text(v)

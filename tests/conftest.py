@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
 from opencs.auth import signature as sig
 
@@ -56,15 +57,29 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
 
 @pytest.fixture
 def runtime(tmp_path: Path, database_url: str | None) -> Iterator[Any]:
+    from opencs.composition import build
     from opencs.config import Settings
-    from opencs.runtime import open_runtime
 
-    rt = open_runtime(Settings(data_dir=tmp_path / "data", database_url=database_url, workers=0,
-                               task_plugins=["tests.api.sdk_tasks"]))
+    rt = build(Settings(data_dir=tmp_path / "data", database_url=database_url, workers=0,
+                               task_plugins=["tests.plugins.sdk_tasks"]))
     try:
         yield rt
     finally:
         rt.close()
+
+
+# real servers and nodes make a test an integration test (the kind is a marker, not a folder):
+# `-m "not integration"` runs the pure tests, without root, in seconds
+_REAL_FIXTURES = {"server_factory", "pg_url"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        real = item.get_closest_marker("docker") or item.get_closest_marker("postgres")
+        mod = getattr(item, "module", None)
+        starts_server = mod is not None and "ServerProcess" in vars(mod)
+        if real or starts_server or _REAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 class Signer:
@@ -191,3 +206,28 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
     finally:
         for s in started:
             s.kill()
+
+# signed in-process clients of the control-plane API (any test directory may use them)
+
+
+@pytest.fixture
+def app(runtime: Any) -> Any:
+    from opencs.api.app import create_app
+
+    return create_app(runtime)
+
+
+@pytest.fixture
+def client(app: Any) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def creds(runtime: Any) -> tuple[str, str]:
+    return runtime.keys.create("test")
+
+
+@pytest.fixture(params=[sig.ROA, sig.ACS3])
+def signer(request: pytest.FixtureRequest, creds: tuple[str, str]) -> Signer:
+    return Signer(*creds, scheme=request.param)

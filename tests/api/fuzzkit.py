@@ -231,10 +231,10 @@ def http_schema(base_url: str, signed: bool) -> Any:
 def local_runtime(tmp: Path, database_url: str | None = None) -> Iterator[Any]:
     """A control plane with no node provider that can create nodes (cluster creation answers 412),
     no task workers, no per-cluster endpoints or routing: the API surface alone."""
+    from opencs.composition import build
     from opencs.config import Settings
-    from opencs.runtime import open_runtime
 
-    rt = open_runtime(Settings(data_dir=tmp / "data", database_url=database_url, workers=0, local_nodes=False,
+    rt = build(Settings(data_dir=tmp / "data", database_url=database_url, workers=0, local_nodes=False,
                                appapi=False, routing=False, monitor_interval=0))
     try:
         yield rt

@@ -124,10 +124,10 @@ def test_replayed_nonce_after_restart(tmp_path: Any, database_url: Any, creds: A
     from starlette.testclient import TestClient
 
     from opencs.api.app import create_app
+    from opencs.composition import build
     from opencs.config import Settings
-    from opencs.runtime import open_runtime
 
-    rt2 = open_runtime(Settings(data_dir=tmp_path / "data", database_url=database_url, workers=0))
+    rt2 = build(Settings(data_dir=tmp_path / "data", database_url=database_url, workers=0))
     try:
         ak, secret = rt2.keys.create("replay")
         h = Signer(ak, secret).headers("GET", "/clusters", nonce="n-restart")
@@ -135,7 +135,7 @@ def test_replayed_nonce_after_restart(tmp_path: Any, database_url: Any, creds: A
             assert c.get("/clusters", headers=h).status_code == 200
     finally:
         rt2.close()
-    rt3 = open_runtime(Settings(data_dir=tmp_path / "data", database_url=database_url, workers=0))
+    rt3 = build(Settings(data_dir=tmp_path / "data", database_url=database_url, workers=0))
     try:
         with TestClient(create_app(rt3)) as c:
             assert_error(c.get("/clusters", headers=h), 400, "SignatureNonceUsed")

@@ -7,8 +7,8 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from tests.api import sdk_tasks
 from tests.conftest import Signer
+from tests.plugins import sdk_tasks
 
 
 def sample(text: str, name: str, **labels: str) -> float:

@@ -15,9 +15,9 @@ import pytest
 from opencs.errors import NotFound
 from opencs.store.db import utcnow
 from opencs.store.models import Cluster
-from tests.api import sdk_tasks
 from tests.api.test_auth_errors import assert_error
 from tests.conftest import Signer
+from tests.plugins import sdk_tasks
 
 
 class Projects:

@@ -25,10 +25,9 @@ from sqlalchemy import select
 from opencs.appapi import route
 from opencs.appapi.frontend import ClusterFrontend
 from opencs.appapi.tlsstream import server_context
-from opencs.composition import endpoint_manager
+from opencs.composition import ControlPlane, endpoint_manager
 from opencs.loops.endpoints import EndpointManager
 from opencs.pki.ca import CertAuthority
-from opencs.runtime import Runtime
 from opencs.store.models import Cluster, InstanceRow
 from tests.clusterkit import create_cluster, node_runtime, write_certs
 
@@ -101,7 +100,7 @@ async def stand_in_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 @dataclass
 class Env:
-    rt: Runtime
+    rt: ControlPlane
     cid: str
     mgr: EndpointManager
     certs: Path
@@ -143,7 +142,7 @@ def docker_env(tmp: Path) -> dict[str, str]:
     return e
 
 
-def manager_socket(rt: Runtime, cid: str) -> str:
+def manager_socket(rt: ControlPlane, cid: str) -> str:
     with rt.db.session() as s:
         r = s.scalars(select(InstanceRow).where(InstanceRow.cluster_id == cid, InstanceRow.role == "manager")).first()
         assert r is not None
@@ -161,14 +160,14 @@ def wait_for(fn: Any, timeout: float = 60, what: str = "condition") -> Any:
         time.sleep(0.3)
 
 
-def cluster_row(rt: Runtime, cid: str) -> Cluster:
+def cluster_row(rt: ControlPlane, cid: str) -> Cluster:
     with rt.db.session() as s:
         c = s.get(Cluster, cid)
         assert c is not None
         return c
 
 
-def set_state(rt: Runtime, cid: str, state: str) -> None:
+def set_state(rt: ControlPlane, cid: str, state: str) -> None:
     with rt.db.session() as s:
         c = s.get(Cluster, cid)
         assert c is not None
@@ -422,10 +421,10 @@ def test_cluster_tasks_wait_for_the_endpoint(env: Env) -> None:
 
 
 def test_runtime_starts_and_stops_the_manager(tmp_path: Path) -> None:
+    from opencs.composition import build
     from opencs.config import Settings
-    from opencs.runtime import open_runtime
 
-    rt = open_runtime(Settings(data_dir=tmp_path / "d", local_nodes=False, workers=0, monitor_interval=0,
+    rt = build(Settings(data_dir=tmp_path / "d", local_nodes=False, workers=0, monitor_interval=0,
                                appapi_port_range=PORTS))
     try:
         rt.start()

@@ -159,7 +159,7 @@ def document(app: FastAPI) -> dict[str, Any]:
 
 
 def install(app: FastAPI) -> None:
-    cache: dict[str, Any] = {}
+    cache: dict[str, dict[str, Any]] = {}
 
     def openapi() -> dict[str, Any]:
         if "doc" not in cache:

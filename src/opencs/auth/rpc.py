@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import parse_qsl, quote
@@ -20,11 +20,15 @@ from opencs.errors import BadRequest, Forbidden
 REQUIRED = ("AccessKeyId", "Signature", "Timestamp", "SignatureNonce")
 
 
-class _Request(Protocol):
-    method: str
-    query: list[tuple[str, str]]
-    headers: object
-    body: bytes
+class _Request(Protocol):  # read-only members: the verifier's SignedRequest is frozen
+    @property
+    def method(self) -> str: ...
+    @property
+    def query(self) -> list[tuple[str, str]]: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def body(self) -> bytes: ...
 
 
 class _Nonces(Protocol):
@@ -51,7 +55,7 @@ def is_rpc(query: list[tuple[str, str]]) -> bool:
 def params_of(req: _Request) -> list[tuple[str, str]]:
     """Query and form-body parameters (the SDK signs both)."""
     params = list(req.query)
-    ctype = str(req.headers.get("content-type", ""))  # type: ignore[attr-defined]
+    ctype = req.headers.get("content-type", "")
     if req.body and ctype.startswith("application/x-www-form-urlencoded"):
         params += parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True)
     return params

@@ -33,9 +33,9 @@ def _logging(level: str) -> None:
 def bootstrap_credentials(rt: object) -> None:
     """OPENCS_BOOTSTRAP_ACCESS_KEY_ID/SECRET: ensure that admin key (idempotent). Otherwise, on
     the very first start, create one and write it to a 0600 file; log the path, never the secret."""
-    from opencs.runtime import Runtime
+    from opencs.composition import ControlPlane
 
-    assert isinstance(rt, Runtime)
+    assert isinstance(rt, ControlPlane)
     ak = os.environ.get("OPENCS_BOOTSTRAP_ACCESS_KEY_ID", "")
     secret = os.environ.get("OPENCS_BOOTSTRAP_ACCESS_KEY_SECRET", "")
     if ak or secret:
@@ -121,8 +121,8 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from opencs.api.app import create_app
+        from opencs.composition import build
         from opencs.pki import server_tls as st
-        from opencs.runtime import open_runtime
 
         _logging(log_level)
         try:
@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
         except st.TlsConfigError as e:
             typer.echo(f"Error: {e}", err=True)
             raise typer.Exit(2) from None
-        rt = open_runtime(settings)
+        rt = build(settings)
         bootstrap_credentials(rt)
         rt.start()
         # uvicorn has no HTTP/2 (h11/httptools only): the API speaks HTTP/1.1 with keep-alive
@@ -163,8 +163,8 @@ def register(app: typer.Typer) -> None:
         """Check what this machine offers opencs: store, node providers, registry, router."""
         import shutil
 
+        from opencs.composition import build
         from opencs.providers.base import ProviderUnavailable
-        from opencs.runtime import open_runtime
 
         ok = True
 
@@ -175,7 +175,7 @@ def register(app: typer.Typer) -> None:
 
         settings = Settings(data_dir=data_dir, database_url=database_url, workers=0)
         try:
-            rt = open_runtime(settings)
+            rt = build(settings)
         except Exception as e:  # report, do not crash: this command is for broken machines
             line(False, "store", str(e).splitlines()[0])
             raise typer.Exit(1) from None
@@ -203,10 +203,10 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option("info", "--log-level"),
     ) -> None:
         """Run durable-task workers only (scale out beside `opencs server` on PostgreSQL)."""
-        from opencs.runtime import open_runtime
+        from opencs.composition import build
 
         _logging(log_level)
-        rt = open_runtime(Settings(data_dir=data_dir, database_url=database_url, workers=workers))
+        rt = build(Settings(data_dir=data_dir, database_url=database_url, workers=workers))
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

@@ -11,7 +11,7 @@ import pytest
 from opencs.errors import ApiError, BadRequest, Conflict, NotFound
 from opencs.services.projects.requests import CreateProject, ScaleService, UpdateProject
 from opencs.services.projects.volumes import CreateVolume
-from tests.unit.apps_kit import CID, WEB, Kit, make_kit
+from tests.services.apps_kit import CID, WEB, Kit, make_kit
 
 
 @pytest.fixture

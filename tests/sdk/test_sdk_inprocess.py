@@ -18,7 +18,7 @@ from opencs.sdk import (
     TaskFailed,
     TaskTimeout,
 )
-from tests.api.sdk_tasks import FAIL, OK, SLOW, gate
+from tests.plugins.sdk_tasks import FAIL, OK, SLOW, gate
 
 # ---------------------------------------------------------------------- fixtures
 

@@ -108,11 +108,11 @@ def netns() -> Iterator[Netns]:
 
 def seed_cluster(data_dir: Path) -> str:
     """A cluster row with a CA and a client certificate, as a finished create leaves it."""
-    from opencs.runtime import open_runtime
+    from opencs.composition import build
     from opencs.store.db import utcnow
     from opencs.store.models import Cluster
 
-    rt = open_runtime(Settings(data_dir=data_dir, workers=0, local_nodes=False))
+    rt = build(Settings(data_dir=data_dir, workers=0, local_nodes=False))
     ca = CertAuthority.create("tls-test cluster")
     client = ca.issue_client("user")
     cid = "c" + secrets.token_hex(16)

@@ -23,8 +23,8 @@ from typer.testing import CliRunner, Result
 
 from opencs.cli.main import app
 from opencs.sdk import ACS3, ROA, Client
-from tests.api.sdk_tasks import FAIL, OK, SLOW, gate
 from tests.conftest import ServerProcess, free_port
+from tests.plugins.sdk_tasks import FAIL, OK, SLOW, gate
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_VARS = ("OPENCS_ENDPOINT", "OPENCS_ACCESS_KEY_ID", "OPENCS_ACCESS_KEY_SECRET", "OPENCS_SCHEME",

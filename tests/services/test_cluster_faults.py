@@ -58,13 +58,13 @@ def srv(tmp_path: Path) -> Any:
 
 def inventory_agrees(data: Path) -> None:
     """Every instance the provider has is in the store and vice versa; all are running."""
+    from opencs.composition import build
     from opencs.config import Settings
     from opencs.engines.swarm.node import DockerEngine
     from opencs.providers.local import LocalProvider
-    from opencs.runtime import open_runtime
 
     prov = LocalProvider(data / "nodes", bridge=f"{PREFIX}0", subnet=SUBNET, prefix=PREFIX, runtime=DockerEngine())
-    rt = open_runtime(Settings(data_dir=data, workers=0, local_nodes=False))
+    rt = build(Settings(data_dir=data, workers=0, local_nodes=False))
     try:
         from sqlalchemy import select
 
@@ -156,10 +156,10 @@ def test_conflicts_and_a_dead_worker(srv: Srv) -> None:
     assert c.describe_cluster(cid)["state"] == "running"
 
     # a service with a task on every node; then the worker's engine dies (kill -9 of dockerd)
+    from opencs.composition import build
     from opencs.config import Settings
-    from opencs.runtime import open_runtime
 
-    rt = open_runtime(Settings(data_dir=srv.data, workers=0, **{"local_prefix": PREFIX,
+    rt = build(Settings(data_dir=srv.data, workers=0, **{"local_prefix": PREFIX,
                                                                  "local_bridge": f"{PREFIX}0", "local_subnet": SUBNET}))
     try:
         inst = rt.providers["local"].inspect(worker["instance_id"])

@@ -22,7 +22,7 @@ from opencs.engines.kubernetes.kubeconfig import kubeconfig
 from opencs.engines.kubernetes.pki import ClusterPKI
 from opencs.pki import load_cert, verify_chain
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from opencs.composition import build
 from opencs.config import Settings
-from opencs.runtime import open_runtime
 from tests.conftest import Signer
 
 PLUGIN_ENV = {"OPENCS_TASK_PLUGINS": "tests.plugins.slow_tasks", "OPENCS_TASK_LEASE_SECONDS": "3",
@@ -26,7 +26,7 @@ def journal(path: Path) -> list[list[str]]:
 
 
 def submit(data_dir: Path, database_url: str | None, params: dict[str, Any], n: int = 1) -> list[str]:
-    rt = open_runtime(Settings(data_dir=data_dir, database_url=database_url, workers=0, local_nodes=False,
+    rt = build(Settings(data_dir=data_dir, database_url=database_url, workers=0, local_nodes=False,
                                task_plugins=["tests.plugins.slow_tasks"]))
     try:
         return [rt.tasks.submit("test_slow", params) for _ in range(n)]
@@ -114,7 +114,7 @@ def test_several_workers_on_postgres_never_run_a_task_twice(pg_url: str, tmp_pat
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "opencs.cli.main", "worker", "--data-dir", str(data), "--database-url",
                      pg_url, "--workers", "3"], env=env, stdout=subprocess.DEVNULL, stderr=log))
-        rt = open_runtime(Settings(data_dir=data, database_url=pg_url, workers=0, local_nodes=False,
+        rt = build(Settings(data_dir=data, database_url=pg_url, workers=0, local_nodes=False,
                                    task_plugins=["tests.plugins.slow_tasks"]))
         try:
             end = time.time() + 90
