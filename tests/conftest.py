@@ -61,24 +61,23 @@ def runtime(tmp_path: Path, database_url: str | None) -> Iterator[Any]:
     from opencs.config import Settings
 
     rt = build(Settings(data_dir=tmp_path / "data", database_url=database_url, workers=0,
-                               task_plugins=["tests.plugins.sdk_tasks"]))
+                        task_plugins=["tests.plugins.sdk_tasks"]))
     try:
         yield rt
     finally:
         rt.close()
 
 
-# real servers and nodes make a test an integration test (the kind is a marker, not a folder):
-# `-m "not integration"` runs the pure tests, without root, in seconds
+# the kind of a test is a marker, not a folder: a module that starts real processes declares
+# `pytestmark = pytest.mark.integration`; real nodes (docker), PostgreSQL and server_factory imply it.
+# `-m "not integration"` runs the rest, without root
 _REAL_FIXTURES = {"server_factory", "pg_url"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         real = item.get_closest_marker("docker") or item.get_closest_marker("postgres")
-        mod = getattr(item, "module", None)
-        starts_server = mod is not None and "ServerProcess" in vars(mod)
-        if real or starts_server or _REAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if real or _REAL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
 
 
@@ -207,9 +206,8 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
         for s in started:
             s.kill()
 
+
 # signed in-process clients of the control-plane API (any test directory may use them)
-
-
 @pytest.fixture
 def app(runtime: Any) -> Any:
     from opencs.api.app import create_app

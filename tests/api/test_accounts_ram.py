@@ -21,6 +21,8 @@ import pytest
 from opencs.sdk import Client, OpencsError
 from tests.sdks import REGION, core_call, core_client, tea_client
 
+pytestmark = pytest.mark.integration  # starts real server processes (not only in-process apps)
+
 RAM_POLICY = {"Version": "1", "Statement": [
     {"Effect": "Allow", "Action": ["cs:DescribeClusters", "cs:GetClusterCerts"], "Resource": "acs:cs:*:*:cluster/A1"},
 ]}

@@ -32,6 +32,8 @@ from opencs.sdk.errors import TransportError
 from tests.conftest import ServerProcess, Signer
 from tests.sdks import REGION
 
+pytestmark = pytest.mark.integration  # starts real server processes (not only in-process apps)
+
 MONITOR_OFF = {"OPENCS_MONITOR_INTERVAL": "0"}
 
 # a client run inside the namespace: one request, the status and body on stdout

@@ -8,6 +8,8 @@ import pytest
 
 from tests.sdks import core_call, core_client, tea_client
 
+pytestmark = pytest.mark.integration  # starts real server processes (not only in-process apps)
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Any:

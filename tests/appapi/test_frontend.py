@@ -31,6 +31,8 @@ from opencs.pki.ca import CertAuthority
 from opencs.store.models import Cluster, InstanceRow
 from tests.clusterkit import create_cluster, node_runtime, write_certs
 
+pytestmark = pytest.mark.integration  # real TLS listeners, and real nodes in some tests
+
 PORTS = (17900, 17949)  # a slice of the default range, away from other test runs' first ports
 SERVICE = "oca-ticker"
 

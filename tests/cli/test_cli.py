@@ -26,6 +26,8 @@ from opencs.sdk import ACS3, ROA, Client
 from tests.conftest import ServerProcess, free_port
 from tests.plugins.sdk_tasks import FAIL, OK, SLOW, gate
 
+pytestmark = pytest.mark.integration  # starts real server processes (not only in-process apps)
+
 REPO = Path(__file__).resolve().parents[2]
 ENV_VARS = ("OPENCS_ENDPOINT", "OPENCS_ACCESS_KEY_ID", "OPENCS_ACCESS_KEY_SECRET", "OPENCS_SCHEME",
             "OPENCS_PROFILE")

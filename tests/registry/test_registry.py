@@ -33,6 +33,7 @@ from opencs.registry.image import (
 )
 
 pytestmark = [
+    pytest.mark.integration,  # runs Debian's docker-registry processes
     pytest.mark.skipif(
         not REGISTRY_BIN.exists(), reason=f"{REGISTRY_BIN} missing (apt-get install docker-registry)"
     ),

@@ -15,6 +15,8 @@ from opencs.routing.haproxy import HAProxy, find_binary, parse_show_proc
 from opencs.routing.router import Backend, Endpoint, Frontend, parse_domains, render, weigh
 from tests.routing.conftest import Env, Hammer, fetch
 
+pytestmark = pytest.mark.integration  # runs HAProxy
+
 WEB = """
 version: '3'
 services:

@@ -17,6 +17,8 @@ from opencs.composition import build
 from opencs.config import Settings
 from tests.conftest import Signer
 
+pytestmark = pytest.mark.integration  # starts real server processes (not only in-process apps)
+
 PLUGIN_ENV = {"OPENCS_TASK_PLUGINS": "tests.plugins.slow_tasks", "OPENCS_TASK_LEASE_SECONDS": "3",
               "OPENCS_MONITOR_INTERVAL": "0"}
 
