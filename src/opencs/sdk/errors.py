@@ -58,7 +58,7 @@ class TransportError(OpencsError):
 class TaskFailed(OpencsError):
     """A task ended in state ``fail``; ``code``/``message`` come from the task's ``error``."""
 
-    def __init__(self, task: dict[str, Any]) -> None:
+    def __init__(self, task: Any) -> None:
         err = task.get("error") or {}
         code = str(err.get("code") or "TaskFailed") if isinstance(err, dict) else "TaskFailed"
         message = str(err.get("message") or "") if isinstance(err, dict) else str(err)
@@ -69,16 +69,33 @@ class TaskFailed(OpencsError):
         self.task_id: str | None = task.get("task_id")
 
 
-class TaskTimeout(OpencsError, TimeoutError):
+class ProjectFailed(OpencsError):
+    """A waited-for project ended in ``current_state`` ``failed``; ``message`` is its reason."""
+
+    def __init__(self, project: Any) -> None:
+        name = project.get("name", "?")
+        message = str(project.get("message") or f"project {name} failed")
+        super().__init__(0, "ProjectFailed", message, None)
+        self.project = project
+        self.name: str = str(name)
+
+
+class WaitTimeout(OpencsError, TimeoutError):
+    """A waiter gave up; ``last`` is the last state seen (may be ``None``)."""
+
+    def __init__(self, code: str, message: str, timeout: float, last: Any) -> None:
+        super().__init__(0, code, message, None)
+        self.timeout = timeout
+        self.last = last
+
+
+class TaskTimeout(WaitTimeout):
     """:meth:`Client.wait_task` gave up; ``task`` is the last state seen (may be ``None``)."""
 
-    def __init__(self, task_id: str, timeout: float, task: dict[str, Any] | None) -> None:
+    def __init__(self, task_id: str, timeout: float, task: Any) -> None:
         state = (task or {}).get("state", "unknown")
-        super().__init__(
-            0, "TaskTimeout", f"task {task_id} still {state} after {timeout:g}s", None
-        )
+        super().__init__("TaskTimeout", f"task {task_id} still {state} after {timeout:g}s", timeout, task)
         self.task_id = task_id
-        self.timeout = timeout
         self.task = task
 
 

@@ -1,0 +1,118 @@
+"""Waiters and pagers, written once as flows (see :mod:`opencs.sdk.core`) for both clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any
+
+from opencs.sdk import application as appapi
+from opencs.sdk import control
+from opencs.sdk.core import Emit, Flow, Now, Paged, Sleep
+from opencs.sdk.errors import ProjectFailed, TaskFailed, TaskTimeout, WaitTimeout
+from opencs.sdk.models import Cluster, Node, Project, Service, Task
+
+TASK_SUCCESS = frozenset({"success", "succeeded", "successful"})
+TASK_FAILED = frozenset({"fail", "failed", "error", "canceled", "cancelled"})
+
+
+def wait_task(task_id: str, timeout: float = 600, poll: float = 0.5,
+              on_update: Callable[[Task], None] | None = None) -> Flow[Task]:
+    """Poll a task until it succeeds and return it.
+
+    ``on_update`` is called with the task after every poll. Raises :class:`TaskFailed` when the
+    task fails and :class:`TaskTimeout` (a :class:`TimeoutError`) after ``timeout`` seconds.
+    """
+    deadline = (yield Now()) + timeout
+    while True:
+        task: Task = yield control.describe_task(task_id)
+        if on_update is not None:
+            on_update(task)
+        state = task.state.lower()
+        if state in TASK_SUCCESS:
+            return task
+        if state in TASK_FAILED:
+            raise TaskFailed(task)
+        remaining = deadline - (yield Now())
+        if remaining <= 0:
+            raise TaskTimeout(task_id, timeout, task)
+        yield Sleep(min(poll, remaining))
+
+
+def wait_project(name: str, states: Collection[str] = ("running",), timeout: float = 300, poll: float = 0.5,
+                 on_update: Callable[[Project], None] | None = None) -> Flow[Project]:
+    """Poll ``GET /projects/{name}`` until its ``current_state`` is one of ``states`` (default:
+    running) and return it; :class:`ProjectFailed` when it is ``failed`` (not asked for),
+    :class:`WaitTimeout` after ``timeout`` seconds."""
+    deadline = (yield Now()) + timeout
+    while True:
+        project: Project = yield appapi.get_project(name, containers=False)
+        if on_update is not None:
+            on_update(project)
+        if project.current_state in states:
+            return project
+        if project.current_state == "failed":
+            raise ProjectFailed(project)
+        remaining = deadline - (yield Now())
+        if remaining <= 0:
+            raise WaitTimeout("ProjectTimeout", f"project {name} still {project.current_state} after "
+                              f"{timeout:g}s (waiting for {', '.join(states)})", timeout, project)
+        yield Sleep(min(poll, remaining))
+
+
+def wait_service(service_id: str, containers: int | None = None, states: Collection[str] = ("running",),
+                 timeout: float = 300, poll: float = 0.5) -> Flow[Service]:
+    """Poll ``GET /services/{id}`` until its state is one of ``states`` and, with ``containers``,
+    it has that many running containers."""
+    deadline = (yield Now()) + timeout
+    while True:
+        svc: Service = yield appapi.get_service(service_id)
+        running = sum(1 for c in svc.containers.values() if c.running)
+        if svc.current_state in states and (containers is None or running == containers):
+            return svc
+        remaining = deadline - (yield Now())
+        if remaining <= 0:
+            raise WaitTimeout("ServiceTimeout", f"service {service_id} still {svc.current_state} with {running} "
+                              f"running container(s) after {timeout:g}s", timeout, svc)
+        yield Sleep(min(poll, remaining))
+
+
+def wait_cluster(cluster_id: str, states: Collection[str] = ("running",), timeout: float = 600,
+                 poll: float = 1.0) -> Flow[Cluster]:
+    """Poll ``GET /clusters/{id}`` until its state is one of ``states``."""
+    deadline = (yield Now()) + timeout
+    while True:
+        cluster: Cluster = yield control.describe_cluster(cluster_id)
+        if cluster.state in states:
+            return cluster
+        remaining = deadline - (yield Now())
+        if remaining <= 0:
+            raise WaitTimeout("ClusterTimeout", f"cluster {cluster_id} still {cluster.state} after {timeout:g}s",
+                              timeout, cluster)
+        yield Sleep(min(poll, remaining))
+
+
+# ---------------------------------------------------------------------- pagers
+
+
+def iter_clusters(page_size: int = 50) -> Paged[Cluster]:
+    """Every cluster, page by page (``GET /api/v1/clusters``)."""
+    page = 1
+    while True:
+        got: Any = yield control.list_clusters_paged(page, page_size)
+        for c in got.clusters:
+            yield Emit(c)
+        if not got.clusters or page * page_size >= got.page_info.total_count:
+            return
+        page += 1
+
+
+def iter_nodes(cluster_id: str, page_size: int = 100) -> Paged[Node]:
+    """Every node of a cluster, page by page (``GET /clusters/{id}/nodes``)."""
+    page = 1
+    while True:
+        got: Any = yield control.cluster_nodes(cluster_id, page, page_size)
+        for n in got.nodes:
+            yield Emit(n)
+        if not got.nodes or page * page_size >= got.page.total_count:
+            return
+        page += 1
