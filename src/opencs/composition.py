@@ -5,7 +5,7 @@ its collaborators through its constructor; nothing reaches back into the process
 
     settings ─▶ store (Database, repositories) ─▶ secrets (SecretBox) ─▶ providers ─▶ cluster drivers
              ─▶ services (keys, clusters, instances, projects, triggers) ─▶ task registry + engine
-             ─▶ loops (endpoint manager, router, health monitor), started by `start()`
+             ─▶ loops (endpoint manager, router, health monitor, usage collector), started by `start()`
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from opencs.engines.apps import AppEngines
 from opencs.engines.swarm.apps import SwarmAppEngines, SwarmMember
 from opencs.engines.swarm.driver import SwarmDriver
 from opencs.engines.swarm.node import DockerEngine
+from opencs.engines.swarm.usage import SwarmUsageReader
 from opencs.loops import Loop
 from opencs.loops.endpoints import AppFactory, EndpointManager, EndpointSettings
 from opencs.loops.health import HealthLoop
 from opencs.loops.router import EngineRoutes, RouterLoop
+from opencs.loops.usage import UsageLoop
 from opencs.machine import NodeRuntime
 from opencs.providers.base import Provider
 from opencs.registry.service import RegistryService
@@ -48,6 +50,7 @@ from opencs.services.projects import ProjectService
 from opencs.services.projects import bluegreen as project_bluegreen
 from opencs.services.projects import tasks as project_tasks
 from opencs.services.triggers import TriggerService
+from opencs.services.usage import UsageService
 from opencs.store.db import Database, migrate
 from opencs.store.repos.accounts import AccountRepo
 from opencs.store.repos.audit import AuditRepo
@@ -92,6 +95,7 @@ class ControlPlane:
     authorizer: Authorizer = field(init=False)
     triggers: TriggerService = field(init=False)
     projects: ProjectService = field(init=False)
+    usage: UsageService | None = None  # container/node usage collector (None: off)
     loops: list[Loop] = field(default_factory=list)
     # transitional: services that still take the whole process read these (being removed)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -144,6 +148,8 @@ class ControlPlane:
         if s.routing:
             self.router = router_service(s, self.db, self.app_engines, owner=True)
             loops.append(RouterLoop(self.router, self.routes))
+        if self.usage is not None:
+            loops.append(UsageLoop(self.usage, s.usage_interval))
         return loops
 
     def close(self) -> None:
@@ -288,5 +294,7 @@ def build(settings: Settings) -> ControlPlane:
     plane.projects = ProjectService(ProjectRepo(db), VolumeRepo(db), tasks, plane.app_engines, routes, box)
     handlers.add_all([*project_tasks.task_handlers(plane.projects), *project_bluegreen.task_handlers(plane.projects)])
     plane.triggers = TriggerService(TriggerRepo(db), clusters, settings.public_url, plane.projects)
+    if settings.usage_interval > 0:
+        plane.usage = UsageService(cluster_repo, instance_repo, {"swarm": SwarmUsageReader()})
     tasks.services = plane
     return plane

@@ -16,7 +16,7 @@ from opencs.api.routes import audit, clusters, images, instances, meta, metrics,
 # /hook/trigger authenticates with the trigger's own secret (spec §11), /hook/registry with the
 # bundled registry's bearer token
 PUBLIC_PATHS = ("/healthz", "/openapi.json", "/docs", "/docs/", "/redoc", "/hook/trigger", "/hook/registry",
-                "/metrics")
+                "/metrics", "/metrics/containers")
 
 
 def create_app(services: ApiServices) -> FastAPI:

@@ -17,6 +17,7 @@ from opencs.registry.service import RegistryService
 from opencs.services.clusters import ClusterService
 from opencs.services.instances import InstanceService
 from opencs.services.triggers import TriggerService
+from opencs.services.usage import UsageService
 from opencs.tasks.engine import TaskEngine
 
 
@@ -44,6 +45,10 @@ class ApiServices(Protocol):
 
     @property
     def authorizer(self) -> Authorizer: ...
+
+    @property
+    def usage(self) -> UsageService | None:
+        """The container/node usage collector (None when it is off)."""
 
 
 def services(request: Request) -> ApiServices:

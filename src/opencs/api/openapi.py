@@ -20,7 +20,7 @@ from opencs.api import schemas
 from opencs.api.errors import REQUEST_ID_HEADER
 
 # routes outside the signature (the trigger URL carries its own secret, spec §11)
-UNSIGNED = {"/hook/trigger", "/metrics"}  # /metrics: loopback or a metrics token instead
+UNSIGNED = {"/hook/trigger", "/metrics", "/metrics/containers"}  # /metrics*: loopback or a metrics token instead
 
 # what a route answers besides its success, by the errors its service raises
 # 400 bad field / query, 404 unknown id, 409 state conflict, 412 no node provider, 415 body type
@@ -29,6 +29,7 @@ _ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/clusters"): (),
     ("get", "/images"): (),
     ("get", "/metrics"): (403,),
+    ("get", "/metrics/containers"): (403, 404),
     ("get", "/api/v1/clusters"): (400,),
     ("post", "/clusters"): (400, 409, 412, 415),
     ("get", "/clusters/{cluster_id}"): (400, 404),

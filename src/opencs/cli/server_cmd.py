@@ -206,7 +206,7 @@ def register(app: typer.Typer) -> None:
         from opencs.composition import build
 
         _logging(log_level)
-        rt = build(Settings(data_dir=data_dir, database_url=database_url, workers=workers))
+        rt = build(Settings(data_dir=data_dir, database_url=database_url, workers=workers, usage_interval=0))
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

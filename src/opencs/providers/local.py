@@ -53,11 +53,11 @@ _REQUIRED_BINARIES = ("ip", "iptables", "unshare", "nsenter", "setsid")
 _STD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Runs as PID $$ inside the node's netns and fresh mount+UTS namespaces, then becomes the node
-# runtime. Joining the cgroup comes first so that nothing of the node can escape it. Arguments:
+# runtime. Joining the cgroups comes first so that nothing of the node can escape them. Arguments:
 # <n binds> (node path, source)..., <n tmpfs> (node path)..., then the runtime's argv.
 _LAUNCH = r"""
 set -e
-echo $$ > "$OCS_CG_PROCS"
+for f in $OCS_CG_PROCS; do echo $$ > "$f"; done
 echo $$ > "$OCS_DIR/engine.pid"
 echo "$OCS_HOSTNAME" > /proc/sys/kernel/hostname
 mkdir -p "$OCS_DIR/.cg"
@@ -484,7 +484,7 @@ class LocalProvider(Provider):
             "LANG": "C.UTF-8",
             **plan.env,
             "OCS_DIR": str(d),
-            "OCS_CG_PROCS": str(net.PIDS / st.cgroup / "cgroup.procs"),
+            "OCS_CG_PROCS": " ".join(str(net.CGROUP_ROOT / c / st.cgroup / "cgroup.procs") for c in net.NODE_CGROUPS),
             "OCS_HOSTNAME": st.hostname,
         }
         mounts = [str(len(plan.binds))]

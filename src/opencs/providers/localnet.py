@@ -171,7 +171,12 @@ def hierarchies() -> list[Path]:
     return out
 
 
-def cg_create(name: str, controllers: tuple[str, ...] = ("pids", "cpu", "memory")) -> None:
+# v1 hierarchies a local machine's processes join: pids first (how its processes are found), the
+# others so that its limits and usage figures cover its daemons, not only its containers
+NODE_CGROUPS = ("pids", "cpu", "cpuacct", "memory", "blkio")
+
+
+def cg_create(name: str, controllers: tuple[str, ...] = NODE_CGROUPS) -> None:
     for c in controllers:
         (CGROUP_ROOT / c / name).mkdir(exist_ok=True)
 

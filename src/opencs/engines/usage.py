@@ -1,0 +1,57 @@
+"""Resource usage of containers and nodes (issue 12, item 2): what a cluster engine reports and the
+interface the collector (opencs.services.usage) reads it through.
+
+Counters (CPU seconds, network and block I/O bytes) are cumulative since the container or machine
+started, as the kernel keeps them; a restart resets them, which Prometheus' rate() understands.
+No engine library object crosses this seam: readers return these values or raise
+EngineUnreachable (opencs.engines.apps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_seconds: float
+    memory_bytes: int  # everything charged to the group, page cache included
+    memory_working_set_bytes: int  # minus inactive file pages: what the OOM killer looks at
+    memory_limit_bytes: int | None  # None: unlimited
+    net_rx_bytes: int
+    net_tx_bytes: int
+    blkio_read_bytes: int
+    blkio_write_bytes: int
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """A cluster member as the collector hands it to a reader."""
+
+    instance_id: str
+    endpoint: str  # the engine's API (docker host URL)
+    cgroup: str | None = None  # the machine's cgroup on this host (local machines); None: remote host
+
+
+@dataclass(frozen=True)
+class ContainerUsage:
+    container_id: str
+    name: str
+    project: str  # "" for containers no project made
+    service_id: str  # <project>_<service> (spec §13), "" outside a service
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class NodeUsage:
+    instance_id: str
+    usage: Usage | None  # None when the machine's own figures cannot be read from here
+    containers: list[ContainerUsage] = field(default_factory=list)
+    source: str = "cgroup"  # where the container figures came from: cgroup | engine
+
+
+class UsageReader(Protocol):
+    def read(self, node: NodeRef) -> NodeUsage:
+        """The node's usage and its running containers' (raises EngineUnreachable)."""
+        ...
