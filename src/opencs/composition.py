@@ -22,6 +22,11 @@ from opencs.appapi.app import create_appapi_app
 from opencs.auth.verifier import RequestVerifier
 from opencs.config import Settings
 from opencs.engines.apps import AppEngines
+from opencs.engines.driver import ClusterDriver
+from opencs.engines.drivers import DriverSet
+from opencs.engines.kubernetes import binary as kube_binary
+from opencs.engines.kubernetes.driver import KubernetesDriver
+from opencs.engines.kubernetes.runtime import KubernetesNodeRuntime
 from opencs.engines.swarm.apps import SwarmAppEngines, SwarmMember
 from opencs.engines.swarm.driver import SwarmDriver
 from opencs.engines.swarm.node import DockerEngine
@@ -33,6 +38,7 @@ from opencs.loops.router import EngineRoutes, RouterLoop
 from opencs.loops.usage import UsageLoop
 from opencs.machine import NodeRuntime
 from opencs.providers.base import Provider
+from opencs.registry.pause import PAUSE_REPOSITORY, PAUSE_TAG
 from opencs.registry.service import RegistryService
 from opencs.routing.router import RouterService, Routes
 from opencs.secretbox import SecretBox
@@ -44,7 +50,7 @@ from opencs.services.clusters import ClusterService
 from opencs.services.instances import InstanceService
 from opencs.services.keys import KeyService
 from opencs.services.monitor import HealthService
-from opencs.services.nodes import Machines
+from opencs.services.nodes import ClusterBook, Machines
 from opencs.services.ownership import ResourceOwners
 from opencs.services.projects import ProjectService
 from opencs.services.projects import bluegreen as project_bluegreen
@@ -86,7 +92,7 @@ class ControlPlane:
     providers: dict[str, Provider]
     registry: RegistryService
     instance_repo: InstanceRepo
-    cluster_driver: SwarmDriver
+    cluster_driver: ClusterDriver
     health: HealthService
     app_engines: AppEngines
     routes: Routes
@@ -227,8 +233,10 @@ def app_engines(db: Database) -> AppEngines:
     return SwarmAppEngines(of)
 
 
-def make_providers(settings: Settings, box: SecretBox, runtime: NodeRuntime | None = None) -> dict[str, Provider]:
-    """The providers of machines; `runtime` is what the cluster engine runs on them (Docker for Swarm)."""
+def make_providers(settings: Settings, box: SecretBox, runtime: NodeRuntime | None = None,
+                   runtimes: dict[str, NodeRuntime] | None = None) -> dict[str, Provider]:
+    """The providers of machines; `runtime` is what the cluster engine runs on them by default (Docker
+    for Swarm), `runtimes` the other engines' node runtimes by name (Kubernetes: local machines only)."""
     from opencs.providers.ssh import SshProvider
 
     runtime = runtime or DockerEngine()
@@ -243,6 +251,7 @@ def make_providers(settings: Settings, box: SecretBox, runtime: NodeRuntime | No
             subnet=settings.local_subnet,
             prefix=settings.local_prefix,
             runtime=runtime,
+            runtimes=runtimes,
         )
     return providers
 
@@ -255,6 +264,22 @@ def _registry_service(settings: Settings, providers: dict[str, Provider]) -> Reg
                            notify_url=f"http://{host}:{settings.port}/hook/registry")
 
 
+def _engines(settings: Settings, box: SecretBox, cluster_repo: ClusterRepo,
+             instance_repo: InstanceRepo) -> tuple[DriverSet, dict[str, Provider], RegistryService]:
+    """The cluster drivers by type (Swarm the default, Kubernetes), the providers that boot their
+    node runtimes, and the bundled registry both pull through."""
+    book = ClusterBook(cluster_repo, box)
+    kube_runtime = KubernetesNodeRuntime(pause_image=f"{PAUSE_REPOSITORY}:{PAUSE_TAG}")
+    registry: list[RegistryService] = []  # made after the providers (it listens on their bridge)
+    kube = KubernetesDriver(instance_repo, book, kube_runtime,
+                            seed_images=lambda: registry[0].seed_kubernetes(kube_binary.bin_dir() / "coredns"),
+                            etcd_fsync=settings.kubernetes_etcd_fsync)
+    driver = DriverSet(SwarmDriver(instance_repo), [kube], book.cluster_type)
+    providers = make_providers(settings, box, driver.node_runtime, runtimes=driver.runtimes)
+    registry.append(_registry_service(settings, providers))
+    return driver, providers, registry[0]
+
+
 def build(settings: Settings) -> ControlPlane:
     """Open the store (migrating it), the secrets and the providers, and wire every service."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -264,9 +289,7 @@ def build(settings: Settings) -> ControlPlane:
     box = SecretBox.from_file(settings.resolved_secret_key_file)
     keys = KeyService(KeyRepo(db), box)
     cluster_repo, instance_repo = ClusterRepo(db), InstanceRepo(db)
-    driver = SwarmDriver(instance_repo)
-    providers = make_providers(settings, box, driver.node_runtime)
-    registry = _registry_service(settings, providers)
+    driver, providers, registry = _engines(settings, box, cluster_repo, instance_repo)
     machines = Machines(providers, instance_repo, cluster_repo, box, driver, registry.endpoint)
     endpoints = _ProcessEndpoints(settings)
     cluster_deps = ClusterTaskDeps(cluster_repo, instance_repo, machines, driver, registry, endpoints)

@@ -41,6 +41,8 @@ class Settings:
     local_subnet: str = field(default_factory=lambda: os.environ.get("OPENCS_LOCAL_SUBNET", "10.213.0.0/24"))
     local_prefix: str = field(default_factory=lambda: os.environ.get("OPENCS_LOCAL_PREFIX", "ocs"))
     registry_port: int = field(default_factory=lambda: int(_env_float("OPENCS_REGISTRY_PORT", 5000)))
+    # Kubernetes masters' etcd syncs to disk (off: --unsafe-no-fsync, for tests on a busy disk only)
+    kubernetes_etcd_fsync: bool = field(default_factory=lambda: os.environ.get("OPENCS_K8S_ETCD_FSYNC", "1") != "0")
     monitor_interval: float = field(default_factory=lambda: _env_float("OPENCS_MONITOR_INTERVAL", 3.0))
     # container and node usage (GET /metrics/containers) read every this many seconds; 0 = off
     usage_interval: float = field(default_factory=lambda: _env_float("OPENCS_USAGE_INTERVAL", 15.0))

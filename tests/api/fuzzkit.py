@@ -39,6 +39,7 @@ PLACEHOLDER = "opencs-fuzz-sign-me"
 SEMANTIC_400 = {
     ("POST", "/clusters"): "password needs three character classes; instance_type must be a known type",
     ("PUT", "/clusters/{cluster_id}"): "the same as above, and a new size differs from the current one",
+    ("POST", "/api/v2/clusters/{cluster_id}"): "worker_instance_types must be known types; a password's classes",
     ("POST", "/clusters/{cluster_id}/triggers"): "a body cluster_id must equal the path's; action/service pairs",
     ("POST", "/clusters/{cluster_id}/instances/{instance_id}/reset"): "a password is stripped before its bounds apply",
     ("GET", "/hook/trigger"): "triggerUrl must be a token this server issued",

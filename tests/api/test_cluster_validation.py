@@ -63,9 +63,14 @@ def test_create_rejects_size_over_maximum(client: Any, runtime: Any, creds: Any)
     assert snapshot(runtime) == before
 
 
-def test_kubernetes_is_refused_clearly(client: Any, runtime: Any, creds: Any) -> None:
-    r = post(client, Signer(*creds), "/clusters", {**GOOD, "cluster_type": "ManagedKubernetes"})
-    assert "Swarm" in assert_error(r, 400, "ClusterTypeNotSupported")["Message"]
+@pytest.mark.parametrize(("ctype", "says"), [("ManagedKubernetes", "'Kubernetes'"), ("Ask", "serverless"),
+                                             ("mesos", "not offered")])
+def test_cluster_types_not_offered_are_refused_clearly(client: Any, runtime: Any, creds: Any, ctype: str,
+                                                       says: str) -> None:
+    before = snapshot(runtime)
+    r = post(client, Signer(*creds), "/clusters", {**GOOD, "cluster_type": ctype})
+    assert says in assert_error(r, 400, "ClusterTypeNotSupported")["Message"]
+    assert snapshot(runtime) == before
 
 
 class Unavailable:

@@ -29,6 +29,10 @@ def test_secret_replies_need_https_beyond_loopback(app: Any, signer: Signer) -> 
     assert call(app, "127.0.0.1", "http", "GET", path, signer.headers("GET", path)).status_code == 404
     # no secret in the reply: served to anyone signed
     assert call(app, "10.9.9.9", "http", "GET", "/clusters", signer.headers("GET", "/clusters")).status_code == 200
+    kubeconfig = "/k8s/c0000000000000000000000000000000/user_config"  # spec §6.8: the caller's credential
+    assert call(app, "10.9.9.9", "http", "GET", kubeconfig, signer.headers("GET", kubeconfig)).json()["Code"] \
+        == "HttpsRequired"
+    assert call(app, "10.9.9.9", "https", "GET", kubeconfig, signer.headers("GET", kubeconfig)).status_code == 404
     trig = "/clusters/c0000000000000000000000000000000/triggers"
     refused = call(app, "10.9.9.9", "http", "POST", trig, signer.headers("POST", trig))
     assert refused.json()["Code"] == "HttpsRequired"

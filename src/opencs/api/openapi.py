@@ -40,6 +40,10 @@ _ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/clusters/{cluster_id}/instances/{instance_id}/reset"): (400, 404, 409, 412, 415),
     ("get", "/clusters/{cluster_id}/certs"): (400, 404),
     ("get", "/clusters/{cluster_id}/nodes"): (400, 404),
+    ("get", "/k8s/{cluster_id}/user_config"): (400, 404, 409),
+    ("post", "/api/v2/clusters/{cluster_id}"): (400, 404, 409, 412, 415),
+    ("post", "/api/v2/clusters/{cluster_id}/nodes/remove"): (400, 404, 409, 415),
+    ("post", "/clusters/{cluster_id}/nodes"): (400, 404, 409, 415),
     ("get", "/tasks/{task_id}"): (400, 404),
     ("get", "/instances"): (400,),
     ("post", "/instances"): (400, 409, 412, 415),
@@ -69,6 +73,7 @@ _BODIES: dict[tuple[str, str], tuple[type[BaseModel], bool]] = {}
 
 
 def _register_bodies() -> None:
+    from opencs.api import k8s_schemas
     from opencs.api.routes import instances, triggers
 
     _BODIES.update({
@@ -80,6 +85,9 @@ def _register_bodies() -> None:
         ("post", "/instances/register"): (instances.RegisterSsh, True),
         ("post", "/clusters/{cluster_id}/triggers"): (triggers.CreateTrigger, True),
         ("post", "/clusters/{cluster_id}/triggers/{trigger_id}/rotate"): (triggers.RotateTrigger, False),
+        ("post", "/api/v2/clusters/{cluster_id}"): (k8s_schemas.ScaleOutCluster, True),
+        ("post", "/api/v2/clusters/{cluster_id}/nodes/remove"): (k8s_schemas.RemoveNodes, True),
+        ("post", "/clusters/{cluster_id}/nodes"): (k8s_schemas.RemoveNodes, True),
     })
 
 
@@ -105,8 +113,23 @@ def _error_reply(status: int) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """pydantic's local "#/$defs/X" references resolved in place: in the document they would point
+    at its root, where no $defs are."""
+    if isinstance(node, dict):
+        ref = node.get("$ref", "")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
 def _body_schema(model: type[BaseModel], max_size: int | None) -> dict[str, Any]:
     schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+    schema = dict(_inline(schema, defs))
     size = schema.get("properties", {}).get("size")
     if size is not None and max_size:  # this server's limit (OPENCS_MAX_CLUSTER_SIZE), not the API's
         size["maximum"] = min(size.get("maximum", max_size), max_size)

@@ -94,6 +94,9 @@ class CreateCluster(_Body):
             raise ValueError("1-63 letters, Chinese characters, digits or '-', not starting with '-'")
         return v
 
+    def stored_spec(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"password", "name", "size"})
+
     @field_validator("instance_type")
     @classmethod
     def _itype(cls, v: str) -> str:

@@ -219,7 +219,7 @@ def register(app: typer.Typer) -> None:
 def _doctor_kubernetes() -> None:
     """Kubernetes clusters are optional: report what they need, never fail the Swarm checks."""
     from opencs.engines.kubernetes import binary
-    from opencs.engines.kubernetes.node import missing_host_binaries
+    from opencs.engines.kubernetes.runtime import missing_host_binaries
 
     try:
         state, detail = "ok", f"{binary.KUBERNETES_VERSION} at {binary.binary()}"

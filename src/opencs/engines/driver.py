@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opencs.machine import NodeRuntime
 
@@ -91,6 +91,7 @@ class NodeConfig:
     registry_mirror: str | None = None
     insecure_registries: list[str] = field(default_factory=list)
     tls_for_ip: Callable[[str], TLSFiles] | None = None
+    runtime: str = ""  # the node runtime's name ("": the provider's default, the Docker engine)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,21 @@ class ClusterDriver(abc.ABC):
     """One cluster engine. `cluster_type` is the spec's value (\"swarm\", \"kubernetes\")."""
 
     cluster_type: str
+    accepts: tuple[str, ...] = ()  # create bodies' cluster_type values it takes (lower case)
+
+    def check(self, cluster_type: str, spec: Mapping[str, Any]) -> str:
+        """Before anything is created: whether this engine makes a cluster of this type and these
+        settings on this server. Returns the cluster type to record; DriverError if it cannot
+        (code ClusterTypeNotSupported, InvalidParameter or EngineUnavailable)."""
+        if cluster_type.lower() not in (self.accepts or (self.cluster_type.lower(),)):
+            raise DriverError(f"cluster_type {cluster_type!r} is not offered by this server", "ClusterTypeNotSupported")
+        return self.cluster_type
+
+    def user_credentials(self, pki: ClusterPKI, user: str, admin: bool, minutes: int | None) -> Credentials:
+        """A credential of its own for one caller (GET /k8s/{id}/user_config): `user` is its
+        identity in the engine, `admin` whether it may do everything, `minutes` its lifetime."""
+        raise DriverError(f"{self.cluster_type} clusters have no per-user credentials: use "
+                          "GET /clusters/{id}/certs", "ErrorClusterTypeMismatch")
 
     @property
     @abc.abstractmethod
@@ -134,8 +150,8 @@ class ClusterDriver(abc.ABC):
         """What runs on a machine to make it a node of this engine (providers boot it)."""
 
     @abc.abstractmethod
-    def managers_for(self, size: int) -> int:
-        """How many control-plane members a cluster of `size` nodes has."""
+    def managers_for(self, cluster_id: str, size: int) -> int:
+        """How many control-plane members the cluster has at `size` nodes."""
 
     @abc.abstractmethod
     def node_config(self, pki: ClusterPKI | None, instance_id: str, registry: str | None) -> NodeConfig:
@@ -147,8 +163,8 @@ class ClusterDriver(abc.ABC):
 
     @abc.abstractmethod
     def join(self, cluster_id: str, size: int) -> None:
-        """Make every running machine of the cluster a ready member, with managers_for(size)
-        managers (used by create, scale, attach and after a reset)."""
+        """Make every running machine of the cluster a ready member, with managers_for(cluster_id,
+        size) managers (used by create, scale, attach and after a reset)."""
 
     @abc.abstractmethod
     def set_managers(self, cluster_id: str, want: int) -> None:

@@ -48,6 +48,7 @@ class InstanceSpec:
     insecure_registries: list[str] = field(default_factory=list)
     cpus: float | None = None  # resource limits mapped from instance_type (None: unlimited)
     memory_bytes: int | None = None
+    runtime: str = ""  # the node runtime the cluster engine wants ("": the provider's default, Docker)
 
 
 @dataclass

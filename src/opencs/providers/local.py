@@ -49,8 +49,7 @@ from opencs.providers.base import (
 log = logging.getLogger(__name__)
 
 _ID_RE = re.compile(r"^i-[a-z0-9]{20}$")
-_REQUIRED_BINARIES = ("ip", "iptables", "unshare", "nsenter", "setsid")
-_STD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_STD_PATH = net.STD_PATH
 
 # Runs as PID $$ inside the node's netns and fresh mount+UTS namespaces, then becomes the node
 # runtime. Joining the cgroups comes first so that nothing of the node can escape them. Arguments:
@@ -120,6 +119,7 @@ class LocalProvider(Provider):
         prefix: str = "ocs",
         *,
         runtime: NodeRuntime | None = None,
+        runtimes: dict[str, NodeRuntime] | None = None,
         start_timeout: float = 30.0,
         stop_grace: float = 10.0,
     ) -> None:
@@ -135,27 +135,35 @@ class LocalProvider(Provider):
         self.gateway_ip = next(self.network.hosts())
         self.prefix = prefix
         self.runtime = runtime  # what makes a machine a node; None: machines can be inspected/destroyed only
+        # other cluster engines' node runtimes, by name (InstanceSpec.runtime; "" is `runtime`)
+        self.runtimes = dict(runtimes or {})
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
         self._lock_path = self.root_dir / ".lock"
 
     # --- Provider interface -----------------------------------------------------------------------
 
-    def check(self) -> None:
-        needs = self.runtime.required_binaries if self.runtime is not None else ()
+    def check(self, runtime: str = "") -> None:
+        rt = self.runtime if not runtime else self.runtimes.get(runtime)
+        needs = rt.required_binaries if rt is not None else ()
         key = ",".join(needs)
         if key not in _check_cache:
-            _check_cache[key] = _probe_host(needs)
+            _check_cache[key] = net.probe_host(needs)
         if problem := _check_cache[key]:
             raise ProviderUnavailable(f"local provider unavailable: {problem}")
 
-    def _runtime(self) -> NodeRuntime:
-        if self.runtime is None:
-            raise ProviderUnavailable("local provider unavailable: no node runtime configured")
-        return self.runtime
+    def _runtime(self, name: str = "") -> NodeRuntime:
+        rt = self.runtime if not name else self.runtimes.get(name)
+        if rt is None:
+            raise ProviderUnavailable(f"local provider unavailable: no node runtime {name or 'default'!r} configured")
+        return rt
+
+    def _runtime_of(self, st: _NodeState) -> NodeRuntime | None:
+        name = str(st.spec.get("runtime") or "")
+        return self.runtime if not name else self.runtimes.get(name)
 
     def create(self, spec: InstanceSpec) -> Instance:
-        self.check()
+        self.check(spec.runtime)
         self.root_dir.mkdir(parents=True, exist_ok=True)
         if spec.instance_id is not None and not _ID_RE.match(spec.instance_id):
             raise ValueError(f"instance_id must be 'i-' + 20 lowercase alphanumerics: {spec.instance_id!r}")
@@ -227,7 +235,8 @@ class LocalProvider(Provider):
             d = self._dir(instance_id)
             if m := net.mounts_under(d):
                 raise LocalProviderError(f"{instance_id}: mounts still present under {d}: {m}")
-            for sub in (*self._runtime().state_dirs, "tls"):
+            old = self._runtime_of(st)  # re-imaging may change the runtime (attach): wipe both disks
+            for sub in {*(old.state_dirs if old else ()), *self._runtime(spec.runtime).state_dirs, "tls"}:
                 shutil.rmtree(d / sub, ignore_errors=True)
             tls = spec.tls or (spec.tls_factory(st.ip) if spec.tls_factory else None)
             st.spec = self._store_spec(st, spec, tls)
@@ -393,6 +402,7 @@ class LocalProvider(Provider):
             "insecure_registries": list(spec.insecure_registries),
             "cpus": spec.cpus,
             "memory_bytes": spec.memory_bytes,
+            "runtime": spec.runtime,
         }
 
     def _pid(self, st: _NodeState) -> int | None:
@@ -419,7 +429,8 @@ class LocalProvider(Provider):
                                tls_files=spec.get("tls"))
 
     def _answers(self, st: _NodeState, timeout: float = 1.0) -> bool:
-        return self.runtime is not None and self.runtime.answers(self._sock(st.instance_id), timeout)
+        rt = self._runtime_of(st)
+        return rt is not None and rt.answers(self._sock(st.instance_id), timeout)
 
     def _to_instance(self, st: _NodeState) -> Instance:
         alive = self._engine_alive(st)
@@ -433,7 +444,8 @@ class LocalProvider(Provider):
             state = InstanceState.PENDING
         else:
             state = InstanceState.UNHEALTHY
-        port = self.runtime.tls_port(self._settings(st)) if self.runtime is not None else None
+        rt = self._runtime_of(st)
+        port = rt.tls_port(self._settings(st)) if rt is not None else None
         return Instance(
             instance_id=st.instance_id,
             provider=self.name,
@@ -459,7 +471,7 @@ class LocalProvider(Provider):
 
     def _boot(self, st: _NodeState) -> None:
         """(Re)start the node like a machine powering on. Caller holds the instance lock."""
-        runtime = self._runtime()
+        runtime = self._runtime(str(st.spec.get("runtime") or ""))
         d = self._dir(st.instance_id)
         # reboot semantics: shims and containers survive a kill -9 of the runtime and keep the old mount
         # ns, overlay netns and vxlan devices alive ("vxlan interface: file exists" after restart)
@@ -474,6 +486,7 @@ class LocalProvider(Provider):
         for sub in runtime.state_dirs:
             (d / sub).mkdir(exist_ok=True)
         for rel, text in plan.files.items():
+            (d / rel).parent.mkdir(parents=True, exist_ok=True)
             (d / rel).write_text(text)
         (d / "engine.pid").unlink(missing_ok=True)
         self._sock(st.instance_id).unlink(missing_ok=True)
@@ -529,29 +542,13 @@ class LocalProvider(Provider):
 
     def _log_tail(self, st: _NodeState, lines: int = 5) -> str:
         try:
-            text = (self._dir(st.instance_id) / self._runtime().log_name).read_text(errors="replace")
+            rt = self._runtime_of(st)
+            text = (self._dir(st.instance_id) / (rt.log_name if rt else "node.log")).read_text(errors="replace")
         except OSError:
             return "(no log)"
         return " | ".join(text.strip().splitlines()[-lines:])
 
 
-def _probe_host(runtime_binaries: tuple[str, ...]) -> str | None:
-    """What is missing for the local provider and its node runtime, or None."""
-    if os.geteuid() != 0:
-        return "must run as root (network namespaces, cgroups, a node runtime per machine)"
-    path = os.environ.get("PATH", "") + ":" + _STD_PATH
-    missing = [b for b in (*runtime_binaries, *_REQUIRED_BINARIES) if shutil.which(b, path=path) is None]
-    if missing:
-        return "binaries not found: " + ", ".join(missing)
-    if not (net.PIDS / "cgroup.procs").exists():
-        return f"no cgroup v1 pids hierarchy at {net.PIDS}"
-    try:
-        p = subprocess.run(["unshare", "--net", "--", "true"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"cannot create a network namespace: {e}"
-    if p.returncode != 0:
-        return f"cannot create a network namespace: {p.stderr.strip()}"
-    return None
 
 
 def local_provider_leftovers(prefix: str, bridge: str, root_dir: Path | None = None) -> list[str]:

@@ -27,6 +27,8 @@ NETNS_DIR = Path("/run/netns")
 # (a test run and a real server use different roots and bridges but share iptables).
 HOST_LOCK = Path("/run/lock/opencs-localnet.lock")
 IFNAME_MAX = 15
+STD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+REQUIRED_BINARIES = ("ip", "iptables", "unshare", "nsenter", "setsid")
 
 
 class HostCommandError(RuntimeError):
@@ -337,3 +339,25 @@ def leftovers(prefix: str, bridge: str, root_dir: Path | None = None) -> list[st
         with contextlib.suppress(OSError):
             sock_dir.rmdir()  # socket_path() made it; leave nothing behind
     return found
+
+
+# --- host check ----------------------------------------------------------------------------------------
+
+
+def probe_host(runtime_binaries: tuple[str, ...]) -> str | None:
+    """What is missing for the local provider and a node runtime, or None."""
+    if os.geteuid() != 0:
+        return "must run as root (network namespaces, cgroups, a node runtime per machine)"
+    path = os.environ.get("PATH", "") + ":" + STD_PATH
+    missing = [b for b in (*runtime_binaries, *REQUIRED_BINARIES) if shutil.which(b, path=path) is None]
+    if missing:
+        return "binaries not found: " + ", ".join(missing)
+    if not (PIDS / "cgroup.procs").exists():
+        return f"no cgroup v1 pids hierarchy at {PIDS}"
+    try:
+        p = subprocess.run(["unshare", "--net", "--", "true"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"cannot create a network namespace: {e}"
+    if p.returncode != 0:
+        return f"cannot create a network namespace: {p.stderr.strip()}"
+    return None

@@ -210,6 +210,9 @@ class SshProvider(Provider):
         """What "re-imaging" can mean on a machine we do not own: leave the swarm and remove the
         containers the cluster made. Engine settings of `spec` (TLS on 2376, labels, registry mirror,
         limits) are NOT applied: that is the host's own dockerd configuration."""
+        if spec.runtime:
+            raise ProviderUnavailable(f"{instance_id} is an ssh host: it runs its own Docker engine, not the "
+                                      f"{spec.runtime!r} node runtime (Kubernetes nodes over SSH are not offered yet)")
         with self._ilock(instance_id):
             rec = self._load(instance_id)
             if spec.tls is not None or spec.tls_factory is not None:

@@ -9,8 +9,12 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
+from opencs.registry.binary_image import seed_binary
 from opencs.registry.bundled import BundledRegistry
 from opencs.registry.image import seed_busybox
+from opencs.registry.pause import PAUSE_REPOSITORY, PAUSE_TAG, seed_pause
+
+COREDNS_REPOSITORY, COREDNS_TAG = "opencs/coredns", "v1.14.7"  # scripts/build-kubernetes.sh's version
 
 
 class NodeBridge(Protocol):
@@ -30,6 +34,7 @@ class RegistryService:
         self.notify_url = notify_url
         self._lock = threading.Lock()
         self._seeded = False
+        self._kube_images: dict[str, str] | None = None
         self.running: BundledRegistry | None = None
 
     def endpoint(self) -> str | None:
@@ -52,6 +57,24 @@ class RegistryService:
                 self._seeded = True
             self.running = reg
         return endpoint
+
+    def seed_kubernetes(self, coredns: Path | None) -> dict[str, str]:
+        """The images a Kubernetes cluster pulls from the bundled registry: the project's pause
+        (sandbox) image, and CoreDNS from the given binary if there is one. Returns their references
+        by name ({"pause": host:port/repo:tag, "coredns": ...}); pushed once per process."""
+        endpoint = self.ensure()
+        if endpoint is None:
+            return {}
+        with self._lock:
+            if self._kube_images is None:
+                url = f"http://{endpoint}"
+                seed_pause(url)
+                images = {"pause": f"{endpoint}/{PAUSE_REPOSITORY}:{PAUSE_TAG}"}
+                if coredns is not None and coredns.exists():
+                    seed_binary(url, COREDNS_REPOSITORY, COREDNS_TAG, coredns, "coredns")
+                    images["coredns"] = f"{endpoint}/{COREDNS_REPOSITORY}:{COREDNS_TAG}"
+                self._kube_images = images
+            return dict(self._kube_images)
 
     def notify_token(self) -> str:
         """Bearer token the bundled registry sends with its notifications; kept in the data dir so

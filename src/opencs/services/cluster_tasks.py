@@ -59,7 +59,8 @@ def master_url(d: ClusterTaskDeps, cluster_id: str) -> str:
     except Exception as e:
         log.warning("Application API endpoint of %s not ready yet: %s", cluster_id, e)
     c = d.clusters.get(cluster_id)
-    return c.master_url if c is not None else ""
+    # an engine without the Application API (Kubernetes: the apiserver) has no endpoint there
+    return (c.master_url if c is not None else "") or d.driver.api_url(cluster_id)
 
 
 def _stage(fn: Callable[[ClusterTaskDeps, TaskContext], None], deps: ClusterTaskDeps) -> StageFn:
@@ -134,9 +135,9 @@ def _converge_size(d: ClusterTaskDeps, ctx: TaskContext, target: int, plan_key: 
             ctx.progress(f"removing node {r.private_ip}")
             d.driver.remove_node(cid, r.instance_id)
             d.machines.destroy([r.instance_id])
-    ctx.progress("joining nodes to the swarm")
+    ctx.progress("joining nodes to the cluster")
     _form(d, cid, target)
-    d.driver.set_managers(cid, d.driver.managers_for(target))
+    d.driver.set_managers(cid, d.driver.managers_for(cid, target))
 
 
 # ---------------------------------------------------------------- create
@@ -168,7 +169,13 @@ def _create_finish(d: ClusterTaskDeps, ctx: TaskContext) -> None:
 
 
 def _create_rollback(d: ClusterTaskDeps, ctx: TaskContext) -> None:
-    d.machines.destroy([r.instance_id for r in d.instances.of_cluster(_cid(ctx))])
+    c = d.clusters.get(_cid(ctx))
+    rows = d.instances.of_cluster(_cid(ctx))
+    if c is not None and (c.spec or {}).get("disable_rollback"):
+        # spec §6.3: disable_rollback true keeps what was made, for inspection; DELETE releases it
+        _set_cluster(d, ctx, state="failed", size=len(rows))
+        return
+    d.machines.destroy([r.instance_id for r in rows])
     _set_cluster(d, ctx, state="failed", size=0)
 
 
@@ -228,26 +235,33 @@ def _attach_rollback(d: ClusterTaskDeps, ctx: TaskContext) -> None:
 # ---------------------------------------------------------------- remove node by IP
 
 
+def _removed_ids(ctx: TaskContext) -> list[str]:
+    """The instances a remove task takes out: one (by IP, spec §5.7) or several (§6.13)."""
+    return list(ctx.params.get("instance_ids") or [ctx.params["instance_id"]])
+
+
 def _remove_leave(d: ClusterTaskDeps, ctx: TaskContext) -> None:
-    r = d.instances.get(ctx.params["instance_id"])
-    if r is None:
-        return  # already gone (re-run after a crash)
-    ctx.progress(f"draining and removing {r.private_ip} from the swarm")
-    d.driver.remove_node(_cid(ctx), r.instance_id)
+    for iid in _removed_ids(ctx):
+        r = d.instances.get(iid)
+        if r is None:
+            continue  # already gone (re-run after a crash)
+        ctx.progress(f"draining and removing {r.private_ip} from the cluster")
+        d.driver.remove_node(_cid(ctx), r.instance_id)
 
 
 def _remove_release(d: ClusterTaskDeps, ctx: TaskContext) -> None:
-    r = d.instances.get(ctx.params["instance_id"])
-    if r is None:
-        return
-    if ctx.params.get("release_instance"):
-        d.machines.destroy([r.instance_id])
-    elif r.cluster_id:
-        d.machines.release_to_pool(r)
+    for iid in _removed_ids(ctx):
+        r = d.instances.get(iid)
+        if r is None:
+            continue
+        if ctx.params.get("release_instance"):
+            d.machines.destroy([r.instance_id])
+        elif r.cluster_id:
+            d.machines.release_to_pool(r)
     cid = _cid(ctx)
     remaining = d.instances.of_cluster(cid)
     if remaining:
-        d.driver.set_managers(cid, d.driver.managers_for(len(remaining)))
+        d.driver.set_managers(cid, d.driver.managers_for(cid, len(remaining)))
 
 
 # ---------------------------------------------------------------- reset node

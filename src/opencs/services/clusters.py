@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from opencs import ids
-from opencs.engines.driver import ClusterDriver, ClusterPKI
+from opencs.engines.driver import ClusterDriver, ClusterPKI, DriverError
 from opencs.errors import BadRequest, Conflict, NotFound, ProviderNotAvailable, ValidationFailed
-from opencs.pki.ca import CertAuthority
+from opencs.pki.ca import CertAuthority, not_after
 from opencs.providers.base import Provider, ProviderUnavailable
 from opencs.secretbox import SecretBox
 from opencs.store.db import utcnow
@@ -74,12 +74,19 @@ class CreateRequest(Protocol):
     @property
     def instance_type(self) -> str: ...
 
-    def model_dump(self, *, exclude: set[str]) -> dict[str, Any]: ...
+    def stored_spec(self) -> dict[str, Any]:
+        """What the store keeps of the body: no secret; the engine's settings and view extras."""
+        ...
 
 
 class SizeRequest(Protocol):
     @property
     def size(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class _Size:
+    size: int
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,11 @@ def _ts(d: Any) -> str:
 
 def cluster_view(c: Any) -> dict[str, Any]:
     """The Cluster object of spec §5.1 (plus a few fields today's SDKs read); `c` is a Cluster row
-    or a plain row of VIEW_COLUMNS."""
+    or a plain row of VIEW_COLUMNS. An engine's own fields (spec["view"], made from the create body:
+    Kubernetes versions, CIDRs, what had no effect) come first; the common ones are never replaced."""
+    extra = dict((c.spec or {}).get("view") or {})
     return {
+        **extra,
         "agent_version": c.agent_version,
         "cluster_id": c.cluster_id,
         "cluster_type": c.cluster_type,
@@ -203,6 +213,11 @@ class ClusterService:
             raise _not_found(cluster_id)
         return c
 
+    def type_of(self, cluster_id: str) -> str | None:
+        """The live cluster's type in lower case, None if there is no such cluster."""
+        c = self.repo.get(cluster_id)
+        return c.cluster_type.lower() if c is not None and c.state != "deleted" else None
+
     def get(self, cluster_id: str) -> dict[str, Any]:
         return cluster_view(self.get_row(cluster_id))
 
@@ -215,12 +230,18 @@ class ClusterService:
                 code="InvalidParameter.Size",
             )
 
+    def _engine_check(self, cluster_type: str, spec: dict[str, Any]) -> str:
+        """The engine's word on a create body (type offered, settings possible here), as a 4xx."""
+        try:
+            return self.driver.check(cluster_type, spec)
+        except DriverError as e:
+            if e.code == "EngineUnavailable":
+                raise ProviderNotAvailable(e.message) from None
+            raise BadRequest(e.message, code=e.code) from None
+
     def create(self, body: CreateRequest) -> tuple[str, str]:
-        if body.cluster_type.lower() not in ("swarm", "aliyun"):
-            raise BadRequest(
-                f"cluster_type {body.cluster_type!r} is not available yet: this server creates Swarm clusters",
-                code="ClusterTypeNotSupported",
-            )
+        spec = body.stored_spec()
+        ctype = self._engine_check(body.cluster_type, spec)
         self._check_size(body.size)
         self.check_provider()
         cid = ids.cluster_id()
@@ -228,9 +249,8 @@ class ClusterService:
         ca = CertAuthority.create(f"opencs cluster {cid}")
         client = ca.issue_client(f"opencs-user-{cid}")
         now = utcnow()
-        spec = body.model_dump(exclude={"password", "name", "size"})
         row = Cluster(
-            cluster_id=cid, name=body.name, cluster_type=self.driver.cluster_type, state="launching", size=body.size,
+            cluster_id=cid, name=body.name, cluster_type=ctype, state="launching", size=body.size,
             region_id=body.region_id or "local", network_mode=body.network_mode, vpc_id=body.vpc_id,
             vswitch_id=body.vswitch_id, subnet_cidr=body.subnet_cidr, instance_type=body.instance_type,
             agent_version="opencs-0.1", spec=spec,
@@ -330,7 +350,55 @@ class ClusterService:
             raise NotFound(f"Cluster {cluster_id} has no certificates", code="ErrorCertsNotFound")
         pki = ClusterPKI(cluster_id, c.ca_cert_pem, "")  # the user's credentials need no CA key
         cred = self.driver.credentials(pki, c.client_cert_pem, self.box.decrypt(c.client_key_enc))
-        return {"ca": cred.ca_pem, "cert": cred.cert_pem, "key": cred.key_pem}
+        out = {"ca": cred.ca_pem, "cert": cred.cert_pem, "key": cred.key_pem}
+        if cred.kubeconfig:  # spec §6.11: a Kubernetes cluster's certs are a kubeconfig
+            out["config"] = cred.kubeconfig
+        return out
+
+    def user_config(self, cluster_id: str, user: str, admin: bool, minutes: int | None) -> dict[str, str]:
+        """GET /k8s/{id}/user_config (spec §6.8): a kubeconfig with a credential of the caller's own
+        (`user` its identity in the cluster; `admin`: cluster-admin, as the account's owner is)."""
+        c = self.get_row(cluster_id)
+        if c.state in ("launching", "failed", "deleting") or not (c.ca_cert_pem and c.ca_key_enc):
+            raise Conflict(f"Cluster {cluster_id} is {c.state}: its apiserver has no endpoint yet",
+                           code="ErrorClusterStateConflict")
+        pki = ClusterPKI(cluster_id, c.ca_cert_pem, self.box.decrypt(c.ca_key_enc))
+        try:
+            cred = self.driver.user_credentials(pki, user, admin, minutes)
+        except DriverError as e:
+            raise BadRequest(e.message, code=e.code) from None
+        return {"config": cred.kubeconfig, "expiration": _ts(not_after(cred.cert_pem))}
+
+    def scale_out(self, cluster_id: str, count: int) -> str:
+        """POST /api/v2/clusters/{id} (spec §6.7): `count` more worker nodes."""
+        c = self.get_row(cluster_id)
+        return self.scale(cluster_id, _Size(c.size + count))
+
+    def scale_workers(self, cluster_id: str, workers: int) -> str:
+        """Legacy Kubernetes scale (spec §6.2): `workers` worker nodes besides the masters."""
+        self.get_row(cluster_id)
+        masters = sum(1 for r in self.instances.of_cluster(cluster_id) if r.role == "manager")
+        return self.scale(cluster_id, _Size(max(1, masters) + workers))
+
+    def remove_nodes(self, cluster_id: str, nodes: builtins.list[str], release: bool, drain: bool) -> str:
+        """Spec §6.13: take worker nodes (by node name, instance id or IP) out, in one task."""
+        self.get_row(cluster_id)
+        members = self.instances.of_cluster(cluster_id)
+        picked: builtins.list[InstanceRow] = []
+        for n in nodes:
+            r = next((m for m in members if n in (m.instance_id, m.private_ip, m.swarm_node_id)), None)
+            if r is None:
+                raise NotFound(f"Cluster {cluster_id} has no node {n!r}", code="ErrorNodeNotFound")
+            if r.role == "manager":
+                raise Conflict(f"{n} is a master: only worker nodes are removed (spec §6.13)",
+                               code="ErrorMasterNode")
+            picked.append(r)
+        if len(picked) >= len(members):
+            raise Conflict("Cannot remove every node of a cluster: delete the cluster instead", code="ErrorLastNode")
+        ids_ = [r.instance_id for r in picked]
+        return self._transition(cluster_id, ("running",), "scaling", "cluster_remove_node",
+                                {"instance_ids": ids_, "release_instance": release, "drain": drain},
+                                target_id=",".join(ids_)[:64])
 
     def nodes(self, cluster_id: str, page_number: int = 1, page_size: int = 100) -> dict[str, Any]:
         c = self.get_row(cluster_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from opencs import ids
 from opencs.engines.driver import ClusterDriver, ClusterPKI, DriverError, run_parallel
@@ -64,7 +64,7 @@ class Machines:
         get no TLS endpoint."""
         cfg = self.driver.node_config(self.pki(c) if c is not None else None, instance_id, self.registry_endpoint())
         spec = InstanceSpec(instance_id=instance_id, labels=dict(cfg.labels), registry_mirror=cfg.registry_mirror,
-                            insecure_registries=list(cfg.insecure_registries))
+                            insecure_registries=list(cfg.insecure_registries), runtime=cfg.runtime)
         if c is not None and c.instance_type:
             res = resources_for(c.instance_type)
             spec.cpus, spec.memory_bytes = res.cpus, res.memory_bytes
@@ -129,6 +129,34 @@ class Machines:
         inst = self.reimage(r, None)
         self.instances.update(r.instance_id, cluster_id=None, role="", swarm_node_id="", state=str(inst.state),
                               docker_host=inst.docker_host, details=dict(inst.details), health="unknown")
+
+
+class ClusterBook:
+    """What cluster engines read of a cluster in the store (engines.kubernetes.driver.ClusterBook):
+    its type, its CA with the key decrypted, its settings (the create body as stored)."""
+
+    def __init__(self, clusters: ClusterRepo, box: SecretBox) -> None:
+        self.clusters = clusters
+        self.box = box
+
+    def _row(self, cluster_id: str) -> Cluster:
+        c = self.clusters.get(cluster_id)
+        if c is None:
+            raise DriverError(f"cluster {cluster_id} vanished", "ErrorClusterNotFound")
+        return c
+
+    def cluster_type(self, cluster_id: str) -> str | None:
+        c = self.clusters.get(cluster_id)
+        return c.cluster_type if c is not None else None
+
+    def pki(self, cluster_id: str) -> ClusterPKI:
+        c = self._row(cluster_id)
+        if not (c.ca_cert_pem and c.ca_key_enc):
+            raise DriverError(f"cluster {cluster_id} has no CA", "ErrorCertsNotFound")
+        return ClusterPKI(cluster_id, c.ca_cert_pem, self.box.decrypt(c.ca_key_enc))
+
+    def settings(self, cluster_id: str) -> dict[str, Any]:
+        return dict(self._row(cluster_id).spec or {})
 
 
 class MemberSource(Protocol):

@@ -95,3 +95,78 @@ def test_version_pin_matches_go_mod() -> None:
     assert re.search(rf"^\s*k8s\.io/kubernetes {re.escape(binary.KUBERNETES_VERSION)}$", go_mod, re.M)
     staging = binary.KUBERNETES_VERSION.replace("v1.", "v0.", 1)
     assert re.search(rf"k8s\.io/api => k8s\.io/api {re.escape(staging)}$", go_mod, re.M)
+
+
+def test_service_account_key_is_derived_from_the_ca() -> None:
+    a, b = ClusterPKI.create("c-a"), ClusterPKI.create("c-b")
+    again = ClusterPKI.from_ca(a.ca.cert_pem, a.ca.key_pem)
+    assert ClusterPKI.from_ca(a.ca.cert_pem, a.ca.key_pem).sa_pub_pem == again.sa_pub_pem
+    assert ClusterPKI.from_ca(b.ca.cert_pem, b.ca.key_pem).sa_pub_pem != again.sa_pub_pem
+
+
+def test_node_runtime_boot_plan(tmp_path: Path) -> None:
+    from opencs.engines.kubernetes.runtime import KubernetesNodeRuntime
+    from opencs.machine import MachineInfo, RuntimeSettings
+
+    m = MachineInfo("i-aaaaaaaaaaaaaaaaaaaa", "10.9.0.5", "i-aaaaaaaaaaaaaaaaaaaa", tmp_path, "ocsnaaaa",
+                    Path("/run/opencs/x/i-aaaaaaaaaaaaaaaaaaaa.sock"))
+    rt = KubernetesNodeRuntime()
+    plan = rt.boot_plan(m, RuntimeSettings(registry_mirror="http://10.9.0.1:5000"))
+    toml = plan.files["k8s/containerd.toml"]
+    assert 'address = "/run/opencs/x/i-aaaaaaaaaaaaaaaaaaaa.sock"' in toml  # the provider's API socket
+    assert 'address = "/run/containerd/containerd.sock.ttrpc"' in toml  # private: nothing left on the host
+    assert 'sandbox_image = "10.9.0.1:5000/opencs/pause:3.10"' in toml
+    assert "exec containerd --config" in plan.files["k8s/units/containerd.sh"]
+    assert plan.files["k8s/machine-id"] == rt.boot_plan(m, RuntimeSettings()).files["k8s/machine-id"]
+    assert "/sys/fs/cgroup/pids" not in plan.env["OCS_CG_HIER"].split()  # the launcher joined it already
+    assert plan.binds["/var/lib/kubelet"] == "k8s/kubelet" and "/run/containerd" in plan.tmpfs
+    assert rt.tls_port(RuntimeSettings()) is None and "k8s/certs.d/docker.io/hosts.toml" in plan.files
+
+
+def test_plans(tmp_path: Path, pki: ClusterPKI) -> None:
+    from opencs.engines.kubernetes import plans
+
+    net = ClusterNetwork(pod_cidr="172.20.0.0/16", service_cidr="172.21.0.0/20", node_cidr_mask=25)
+    cp = plans.control_plane(tmp_path, pki, "i-m", "10.9.0.2", net)
+    kcm = cp.units["kube-controller-manager"]
+    assert "--allocate-node-cidrs" in kcm and kcm[kcm.index("--node-cidr-mask-size") + 1] == "25"
+    assert cp.files["pki/ca.key"][1] == 0o600 and "--unsafe-no-fsync" not in cp.units["etcd"]
+    s = plans.NodeSettings("i-m", "10.9.0.2", "ocsn", "/run/x.sock", "https://10.9.0.2:6443", net, master=True)
+    node = plans.node(tmp_path, pki, s)
+    assert plans.MASTER_TAINT in node.units["kubelet"] and "/var/lib/kubelet" in node.units["kubelet"]
+    kubelet = yaml.safe_load(node.files["kubelet.yaml"][0])
+    assert kubelet["containerRuntimeEndpoint"] == "unix:///run/x.sock" and kubelet["clusterDNS"] == ["172.21.0.10"]
+    plans.install(tmp_path, cp)
+    first = (tmp_path / "pki" / "apiserver.crt").read_text()
+    plans.install(tmp_path, plans.control_plane(tmp_path, pki, "i-m", "10.9.0.2", net))
+    assert (tmp_path / "pki" / "apiserver.crt").read_text() == first  # a running component keeps its cert
+    assert (tmp_path / "units" / "etcd.sh").read_text().startswith("exec ")
+
+
+def test_routes_between_nodes() -> None:
+    from opencs.engines.kubernetes.network import routes_text, wanted_routes
+
+    cidrs = {"a": ("172.20.0.0/25", "10.9.0.2"), "b": ("172.20.0.128/25", "10.9.0.3"), "c": ("", "10.9.0.4")}
+    want = wanted_routes("a", cidrs, "172.21.0.0/20")
+    assert want == {"172.21.0.0/20": "", "172.20.0.128/25": "10.9.0.3"}
+    assert routes_text(want) == "172.20.0.128/25 10.9.0.3\n172.21.0.0/20\n"
+
+
+def test_driver_set_dispatches_by_cluster_type() -> None:
+    from opencs.engines.driver import DriverError
+    from opencs.engines.drivers import DriverSet
+    from opencs.engines.fake.cluster import FakeClusterDriver
+
+    class Kube(FakeClusterDriver):
+        cluster_type, accepts = "Kubernetes", ("kubernetes",)
+
+        def managers_for(self, cluster_id: str, size: int) -> int:
+            return 1
+
+    swarm, kube = FakeClusterDriver(book=None), Kube(book=None)  # type: ignore[arg-type]
+    ds = DriverSet(swarm, [kube], {"c-k": "Kubernetes", "c-s": "swarm"}.get)
+    assert ds.of("c-k") is kube and ds.of("c-s") is swarm and ds.of("c-unknown") is swarm
+    assert ds.managers_for("c-k", 5) == 1 and ds.managers_for("c-s", 5) == 3
+    assert ds.check("KUBERNETES", {}) == "Kubernetes" and ds.check("aliyun", {}) == "swarm"
+    with pytest.raises(DriverError, match="not offered"):
+        ds.check("mesos", {})

@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse, Response
 from opencs.api.body import json_object, validate
 from opencs.api.deps import ApiServices, services
 from opencs.api.errors import request_id_of
+from opencs.api.k8s_schemas import CreateKubernetesCluster, ScaleKubernetes
+from opencs.api.routes import kubernetes as k8s
 from opencs.api.schemas import (
     AttachInstances,
     ClusterId,
@@ -64,15 +66,21 @@ def describe_cluster(cluster_id: ClusterId, request: Request) -> dict[str, Any]:
 
 @router.post("/clusters", status_code=202, openapi_extra=_body_doc(CreateCluster))
 async def create_cluster(request: Request) -> JSONResponse:
-    body = validate(CreateCluster, await json_object(request))
+    # the create endpoints differ by body only (spec §6.0): cluster_type picks the schema
+    data = await json_object(request)
+    body: CreateKubernetesCluster | CreateCluster = k8s.kubernetes_body(data) or validate(CreateCluster, data)
     cid, tid = await to_thread.run_sync(_rt(request).clusters.create, body)
     return _accepted(request, cluster_id=cid, task_id=tid)
 
 
 @router.put("/clusters/{cluster_id}", status_code=202, openapi_extra=_body_doc(ScaleCluster))
 async def scale_cluster(cluster_id: ClusterId, request: Request) -> JSONResponse:
-    body = validate(ScaleCluster, await json_object(request))
-    tid = _rt(request).clusters.scale(cluster_id, body)
+    data = await json_object(request)
+    clusters = _rt(request).clusters
+    if clusters.type_of(cluster_id) == "kubernetes":  # spec §6.2: the workers in all
+        tid = clusters.scale_workers(cluster_id, validate(ScaleKubernetes, data).num_of_nodes)
+    else:
+        tid = clusters.scale(cluster_id, validate(ScaleCluster, data))
     return _accepted(request, cluster_id=cluster_id, task_id=tid)
 
 

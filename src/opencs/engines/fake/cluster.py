@@ -42,6 +42,7 @@ class FakeEngineCluster:
 
 class FakeClusterDriver(ClusterDriver):
     cluster_type = "swarm"
+    accepts = ("swarm", "aliyun")
 
     def __init__(self, book: NodeBook) -> None:
         self.book = book
@@ -68,7 +69,7 @@ class FakeClusterDriver(ClusterDriver):
     def node_runtime(self) -> NodeRuntime:
         raise DriverError("the fake cluster driver runs on fake machines (providers.fake)", "NoRuntime")
 
-    def managers_for(self, size: int) -> int:
+    def managers_for(self, cluster_id: str, size: int) -> int:
         return 3 if size >= 3 else 1
 
     def node_config(self, pki: ClusterPKI | None, instance_id: str, registry: str | None) -> NodeConfig:
@@ -93,7 +94,7 @@ class FakeClusterDriver(ClusterDriver):
     def join(self, cluster_id: str, size: int) -> None:
         self._enter("join", cluster_id)
         eng = self._engine(cluster_id)
-        want = self.managers_for(size)
+        want = self.managers_for(cluster_id, size)
         for r in self.book.of_cluster(cluster_id):
             if r.state != "running" or (r.swarm_node_id and r.role):
                 continue

@@ -54,8 +54,9 @@ class ClusterNetwork:
         return str(ipaddress.ip_network(self.service_cidr)[10])
 
 
-def containerd_toml(node_dir: Path, sandbox_image: str) -> str:
-    """containerd 1.6 (config version 2) with the CRI plugin; state on the machine's private tmpfs."""
+def containerd_toml(node_dir: Path, sandbox_image: str, address: str = CONTAINERD_SOCK) -> str:
+    """containerd 1.6 (config version 2) with the CRI plugin; state on the machine's private tmpfs,
+    the API on `address`."""
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return f"""version = 2
 root = {json.dumps(str(node_dir / "containerd"))}
@@ -66,7 +67,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   "io.containerd.tracing.processor.v1.otlp"]
 
 [grpc]
-  address = {json.dumps(CONTAINERD_SOCK)}
+  address = {json.dumps(address)}
+
+[ttrpc]
+  address = "/run/containerd/containerd.sock.ttrpc"
 
 [plugins."io.containerd.internal.v1.opt"]
   path = {json.dumps(str(node_dir / "containerd-opt"))}
@@ -146,6 +150,8 @@ class KubeletSettings:
     max_pods: int = 110
     pod_logs_dir: Path | None = None
     resolv_conf: Path | None = None
+    runtime_socket: str = CONTAINERD_SOCK
+    cpu_policy: str = "none"  # spec §6.3 cpu_policy: none | static
 
 
 def kubelet_config(s: KubeletSettings) -> str:
@@ -165,7 +171,7 @@ def kubelet_config(s: KubeletSettings) -> str:
             "x509": {"clientCAFile": str(s.pki_dir / "ca.crt")},
         },
         "authorization": {"mode": "Webhook"},
-        "containerRuntimeEndpoint": f"unix://{CONTAINERD_SOCK}",
+        "containerRuntimeEndpoint": f"unix://{s.runtime_socket}",
         "cgroupDriver": "cgroupfs",
         "cgroupRoot": f"/{s.cgroup}",
         "cgroupsPerQOS": True,
@@ -204,6 +210,9 @@ def kubelet_config(s: KubeletSettings) -> str:
         cfg["podLogsDir"] = str(s.pod_logs_dir)
     if s.system_reserved:
         cfg["systemReserved"] = dict(s.system_reserved)
+    if s.cpu_policy == "static":  # exclusive CPUs for Guaranteed pods need some CPU reserved
+        cfg["cpuManagerPolicy"] = "static"
+        cfg.setdefault("systemReserved", {}).setdefault("cpu", "100m")
     return yaml.safe_dump(cfg, sort_keys=False)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from opencs.pki import CertAuthority, IssuedCert, load_cert
@@ -47,6 +48,7 @@ def issue(
     ips: Iterable[str] = (),
     dns_names: Iterable[str] = (),
     days: int = 365,
+    minutes: int | None = None,
 ) -> IssuedCert:
     """A leaf signed by the cluster CA: subject CN=user, one O per group, EC P-256 key."""
     ca_cert = load_cert(ca.cert_pem)
@@ -66,7 +68,8 @@ def issue(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _SKEW)
-        .not_valid_after(min(now + _dt.timedelta(days=days), ca_cert.not_valid_after_utc))
+        .not_valid_after(min(now + (_dt.timedelta(minutes=minutes) if minutes else _dt.timedelta(days=days)),
+                             ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
@@ -94,6 +97,19 @@ class ClusterPKI:
         sa = ec.generate_private_key(ec.SECP256R1())
         return cls(CertAuthority.create(f"kubernetes-{cluster_id}"), _pem_key(sa), _pem_pub(sa))
 
+    @classmethod
+    def from_ca(cls, ca_cert_pem: str, ca_key_pem: str) -> ClusterPKI:
+        """The PKI of a cluster whose store keeps only its CA: the service-account key is derived
+        from the CA key (HKDF), so every master and every restart signs tokens with the same key."""
+        secret = serialization.load_pem_private_key(ca_key_pem.encode("ascii"), password=None)
+        der = secret.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption())
+        info = b"opencs kubernetes service-account key"
+        okm = HKDF(algorithm=hashes.SHA256(), length=48, salt=None, info=info).derive(der)
+        order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # of P-256
+        sa = ec.derive_private_key(int.from_bytes(okm, "big") % (order - 1) + 1, ec.SECP256R1())
+        return cls(CertAuthority(cert_pem=ca_cert_pem, key_pem=ca_key_pem), _pem_key(sa), _pem_pub(sa))
+
     def apiserver(self, ips: Iterable[str], service_ip: str, dns_domain: str = "cluster.local") -> IssuedCert:
         names = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", f"kubernetes.default.svc.{dns_domain}"]
         return issue(
@@ -101,8 +117,8 @@ class ClusterPKI:
             dns_names=[*names, "localhost"],
         )  # fmt: skip
 
-    def client(self, user: str, groups: Sequence[str] = ()) -> IssuedCert:
-        return issue(self.ca, user, groups)
+    def client(self, user: str, groups: Sequence[str] = (), minutes: int | None = None) -> IssuedCert:
+        return issue(self.ca, user, groups, minutes=minutes)
 
     def admin(self, user: str = "kubernetes-admin") -> IssuedCert:
         return issue(self.ca, user, ["system:masters"])

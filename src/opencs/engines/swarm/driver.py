@@ -66,6 +66,7 @@ def _translated(fn: F) -> F:
 
 class SwarmDriver(ClusterDriver):
     cluster_type = "swarm"
+    accepts = ("swarm", "aliyun")
 
     def __init__(self, book: NodeBook, runtime: DockerEngine | None = None,
                  app_engine_factory: Callable[[Callable[[], list[str]]], AppEngine] | None = None) -> None:
@@ -80,7 +81,7 @@ class SwarmDriver(ClusterDriver):
     def node_runtime(self) -> DockerEngine:
         return self._runtime
 
-    def managers_for(self, size: int) -> int:
+    def managers_for(self, cluster_id: str, size: int) -> int:
         """One manager for 1-2 nodes; three (raft quorum survives one loss) from size 3."""
         return MANAGERS_FROM_SIZE_3 if size >= MANAGERS_FROM_SIZE_3 else 1
 
@@ -163,7 +164,7 @@ class SwarmDriver(ClusterDriver):
         leader = self._leader(cluster_id)
         tokens = swarm.join_tokens(leader.docker_host)
         swarm_id = swarm.local_state(leader.docker_host)["swarm_id"]
-        want = self.managers_for(size)
+        want = self.managers_for(cluster_id, size)
         n_mgr = len(self._managers(cluster_id))
         # managers join one at a time (each changes the raft quorum); workers all at once
         workers: list[InstanceRow] = []

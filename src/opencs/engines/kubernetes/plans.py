@@ -1,0 +1,193 @@
+"""What a machine runs as a Kubernetes master or node: its files (certificates, kubeconfigs, configs)
+and its units (argv of each component), as pure data. The driver writes a plan into the machine's
+`k8s/` directory; the machine's supervisor (runtime.py) runs the units.
+
+Control plane: embedded etcd on the machine's loopback only (its own netns: no other machine can
+reach it), kube-apiserver on https://<machine ip>:6443 (RBAC and the Node authorizer on),
+kube-controller-manager (allocates each node's pod CIDR, signs with the cluster CA) and
+kube-scheduler. Node: kubelet (cgroupfs driver under the machine's cgroup, no host-wide kernel
+setting) and kube-proxy (iptables or nftables). Node certificates are minted directly from the
+cluster CA (kubelet client CN=system:node:<name> in O=system:nodes, its serving certificate for
+the node IP), so a node joins without a bootstrap round.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from opencs.engines.kubernetes import binary
+from opencs.engines.kubernetes.config import (
+    ClusterNetwork,
+    KubeletSettings,
+    cni_conflist,
+    kube_proxy_config,
+    kubelet_config,
+)
+from opencs.engines.kubernetes.kubeconfig import kubeconfig
+from opencs.engines.kubernetes.pki import ClusterPKI
+from opencs.engines.kubernetes.runtime import KUBELET_ROOT, unit_script
+from opencs.pki import IssuedCert
+
+APISERVER_PORT = 6443
+CONTROL_PLANE_UNITS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+NODE_UNITS = ("kubelet", "kube-proxy")
+MASTER_TAINT = "node-role.kubernetes.io/control-plane=:NoSchedule"
+CNI_CONFLIST = "cni/net.d/10-opencs.conflist"
+
+
+@dataclass
+class Plan:
+    files: dict[str, tuple[str, int]] = field(default_factory=dict)  # path under k8s/ -> (text, mode)
+    units: dict[str, list[str]] = field(default_factory=dict)  # unit name -> argv
+
+    def add_pair(self, name: str, cred: IssuedCert) -> None:
+        self.files[f"pki/{name}.crt"] = (cred.cert_pem, 0o644)
+        self.files[f"pki/{name}.key"] = (cred.key_pem, 0o600)
+
+
+def server_url(ip: str) -> str:
+    return f"https://{ip}:{APISERVER_PORT}"
+
+
+def control_plane(k: Path, pki: ClusterPKI, name: str, ip: str, net: ClusterNetwork,
+                  etcd_fsync: bool = True) -> Plan:
+    """The control plane of one master; `k` is the machine's k8s/ directory."""
+    p, d, exe = Plan(), k / "pki", str(binary.binary())
+    server = server_url(ip)
+    p.files["pki/ca.crt"] = (pki.ca.cert_pem, 0o644)
+    p.files["pki/ca.key"] = (pki.ca.key_pem, 0o600)
+    p.files["pki/sa.key"] = (pki.sa_key_pem, 0o600)
+    p.files["pki/sa.pub"] = (pki.sa_pub_pem, 0o644)
+    p.add_pair("apiserver", pki.apiserver([ip], net.apiserver_service_ip, net.dns_domain))
+    p.add_pair("apiserver-kubelet-client", pki.client("kube-apiserver-kubelet-client", ["system:masters"]))
+    for user in ("system:kube-controller-manager", "system:kube-scheduler"):
+        short = user.split(":", 1)[1]
+        p.files[f"pki/{short}.kubeconfig"] = (kubeconfig(server, pki.ca.cert_pem, pki.client(user), user=short), 0o600)
+    admin = pki.admin("opencs-admin")
+    p.add_pair("admin", admin)
+    p.files["pki/admin.kubeconfig"] = (kubeconfig(server, pki.ca.cert_pem, admin, user="admin"), 0o600)
+    p.units["etcd"] = [
+        exe, "etcd", "--name", name, "--data-dir", str(k / "etcd"),
+        "--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379",
+        "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+        "--initial-cluster", f"{name}=http://127.0.0.1:2380",
+        "--log-level", "warn", "--quota-backend-bytes", str(2 << 30),
+        *([] if etcd_fsync else ["--unsafe-no-fsync"]),
+    ]  # fmt: skip
+    p.units["kube-apiserver"] = [
+        exe, "kube-apiserver",
+        "--advertise-address", ip, "--bind-address", ip, "--secure-port", str(APISERVER_PORT),
+        "--etcd-servers", "http://127.0.0.1:2379",
+        "--client-ca-file", str(d / "ca.crt"),
+        "--tls-cert-file", str(d / "apiserver.crt"), "--tls-private-key-file", str(d / "apiserver.key"),
+        "--kubelet-client-certificate", str(d / "apiserver-kubelet-client.crt"),
+        "--kubelet-client-key", str(d / "apiserver-kubelet-client.key"),
+        "--kubelet-certificate-authority", str(d / "ca.crt"),
+        "--kubelet-preferred-address-types", "InternalIP,Hostname",
+        "--service-account-issuer", f"https://kubernetes.default.svc.{net.dns_domain}",
+        "--service-account-key-file", str(d / "sa.pub"),
+        "--service-account-signing-key-file", str(d / "sa.key"),
+        "--service-cluster-ip-range", net.service_cidr,
+        "--service-node-port-range", net.node_port_range,
+        "--authorization-mode", "Node,RBAC",
+        "--enable-admission-plugins", "NodeRestriction",
+        "--allow-privileged", "--profiling=false", "--v", "1",
+    ]  # fmt: skip
+    common = ["--bind-address", "127.0.0.1", "--leader-elect=false", "--profiling=false", "--v", "1"]
+    kc = str(d / "kube-controller-manager.kubeconfig")
+    p.units["kube-controller-manager"] = [
+        exe, "kube-controller-manager", "--kubeconfig", kc,
+        "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc, *common,
+        "--client-ca-file", str(d / "ca.crt"), "--root-ca-file", str(d / "ca.crt"),
+        "--cluster-signing-cert-file", str(d / "ca.crt"), "--cluster-signing-key-file", str(d / "ca.key"),
+        "--service-account-private-key-file", str(d / "sa.key"), "--use-service-account-credentials",
+        # each node's pod CIDR (Node.spec.podCIDR): the driver routes it and writes the node's CNI range
+        "--allocate-node-cidrs", "--cluster-cidr", net.pod_cidr,
+        "--node-cidr-mask-size", str(net.node_cidr_mask), "--service-cluster-ip-range", net.service_cidr,
+        "--node-monitor-grace-period", "20s",
+    ]  # fmt: skip
+    kc = str(d / "kube-scheduler.kubeconfig")
+    p.units["kube-scheduler"] = [
+        exe, "kube-scheduler", "--kubeconfig", kc,
+        "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc, *common,
+    ]  # fmt: skip
+    return p
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    name: str  # the Node's name (the instance id)
+    ip: str
+    cgroup: str  # the machine's top cgroup: kubelet's cgroupRoot
+    runtime_socket: str  # containerd's API (the machine's api_socket)
+    server: str  # https://<apiserver>:6443
+    network: ClusterNetwork = field(default_factory=ClusterNetwork)
+    proxy_mode: str = "iptables"
+    master: bool = False  # tainted NoSchedule: workloads go to workers
+    system_reserved: dict[str, str] = field(default_factory=dict)
+    cpu_policy: str = "none"
+
+
+def node(k: Path, pki: ClusterPKI, s: NodeSettings) -> Plan:
+    """kubelet and kube-proxy of one machine (masters are nodes too, tainted)."""
+    p, d, exe = Plan(), k / "pki", str(binary.binary())
+    p.files["pki/ca.crt"] = (pki.ca.cert_pem, 0o644)
+    p.add_pair("kubelet", pki.kubelet_serving(s.name, s.ip))
+    kc = kubeconfig(s.server, pki.ca.cert_pem, pki.kubelet_client(s.name), user=f"system:node:{s.name}")
+    p.files["pki/kubelet.kubeconfig"] = (kc, 0o600)
+    kc = kubeconfig(s.server, pki.ca.cert_pem, pki.client("system:kube-proxy"), user="kube-proxy")
+    p.files["pki/kube-proxy.kubeconfig"] = (kc, 0o600)
+    # pods with dnsPolicy Default get this: the machines have no upstream resolver
+    p.files["resolv.conf"] = ("options ndots:1\n", 0o644)
+    ks = KubeletSettings(
+        node_name=s.name, node_ip=s.ip, cgroup=s.cgroup, pki_dir=d, network=s.network,
+        system_reserved=s.system_reserved, pod_logs_dir=k / "pod-logs", resolv_conf=k / "resolv.conf",
+        runtime_socket=s.runtime_socket, cpu_policy=s.cpu_policy,
+    )  # fmt: skip
+    p.files["kubelet.yaml"] = (kubelet_config(ks), 0o644)
+    proxy = kube_proxy_config(d / "kube-proxy.kubeconfig", s.name, s.ip, s.network, s.proxy_mode)
+    p.files["kube-proxy.yaml"] = (proxy, 0o644)
+    p.units["kubelet"] = [
+        exe, "kubelet", "--config", str(k / "kubelet.yaml"), "--kubeconfig", str(d / "kubelet.kubeconfig"),
+        "--root-dir", KUBELET_ROOT, "--cert-dir", str(d),
+        "--hostname-override", s.name, "--node-ip", s.ip,
+        *(["--register-with-taints", MASTER_TAINT] if s.master else []), "--v", "1",
+    ]  # fmt: skip
+    p.units["kube-proxy"] = [exe, "kube-proxy", "--config", str(k / "kube-proxy.yaml"), "--v", "1"]
+    return p
+
+
+def cni(k: Path, pod_cidr: str) -> Plan:
+    """The node's CNI bridge over its pod CIDR (containerd picks up the file when it appears)."""
+    return Plan(files={CNI_CONFLIST: (cni_conflist(pod_cidr, k / "cni" / "ipam"), 0o644)})
+
+
+def _write(path: Path, text: str, mode: int) -> bool:
+    """Atomically, only if different; True if written."""
+    try:
+        if path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return True
+
+
+def install(k: Path, plan: Plan, keep: frozenset[str] = frozenset()) -> None:
+    """Write a plan into a machine's k8s/ directory: files first (never re-issued when present: a
+    running component keeps its certificate), then the units, which the supervisor starts."""
+    for rel, (text, mode) in plan.files.items():
+        path = k / rel
+        if rel.startswith("pki/") and path.exists() and rel not in keep:
+            continue
+        _write(path, text, mode)
+    for name, argv in plan.units.items():
+        _write(k / "units" / f"{name}.sh", unit_script(argv), 0o644)

@@ -1,0 +1,147 @@
+"""Kubernetes bodies of spec §6 (no nodes, no root): each bad field gets a 400 naming it and changes
+nothing; a good body is recorded with what it means here (and what had no effect)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from opencs.engines.kubernetes import binary
+from opencs.providers.fake import FakeProvider
+from tests.api.test_auth_errors import assert_error, snapshot
+from tests.conftest import Signer
+
+GOOD: dict[str, Any] = {
+    "cluster_type": "Kubernetes", "name": "k8s-1", "region_id": "cn-beijing", "num_of_nodes": 2,
+    "snat_entry": True, "master_instance_types": ["ecs.n1.medium"], "master_system_disk_category": "cloud_efficiency",
+    "master_system_disk_size": 40, "master_vswitch_ids": ["vsw-1"], "worker_instance_types": ["ecs.n1.medium"],
+    "worker_system_disk_category": "cloud_ssd", "worker_system_disk_size": 120, "worker_vswitch_ids": ["vsw-1"],
+    "login_password": "Test1234!",
+}  # fmt: skip
+REQUIRED = ("name", "region_id", "num_of_nodes", "snat_entry", "master_instance_types", "master_system_disk_category",
+            "master_system_disk_size", "master_vswitch_ids", "worker_instance_types", "worker_system_disk_category",
+            "worker_system_disk_size", "worker_vswitch_ids")
+CID = "c00000000000000000000000000000000"
+
+
+def post(client: Any, signer: Signer, path: str, body: Any) -> Any:
+    raw = json.dumps(body).encode()
+    return client.request("POST", path, content=raw, headers=signer.headers("POST", path, body=raw))
+
+
+@pytest.fixture
+def database_url() -> None:
+    """The body rules do not depend on the store: SQLite only (overrides conftest's two stores)."""
+    return None
+
+
+@pytest.mark.parametrize("missing", REQUIRED)
+def test_each_required_field(client: Any, runtime: Any, creds: Any, missing: str) -> None:
+    before = snapshot(runtime)
+    r = post(client, Signer(*creds), "/clusters", {k: v for k, v in GOOD.items() if k != missing})
+    assert f"'{missing}'" in assert_error(r, 400, "InvalidParameter")["Message"]
+    assert snapshot(runtime) == before
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "says"),
+    [
+        ({"num_of_nodes": 301}, "num_of_nodes", "300"),
+        ({"num_of_nodes": True}, "num_of_nodes", "integer"),
+        ({"num_of_nodes": "2"}, "num_of_nodes", "integer"),
+        ({"snat_entry": "yes"}, "snat_entry", "boolean"),
+        ({"name": "-x"}, "name", "letters"),
+        ({"master_instance_types": "ecs.n1.medium"}, "master_instance_types", "list"),
+        ({"master_instance_types": ["huge"]}, "master_instance_types", "instance type"),
+        ({"worker_instance_types": []}, "worker_instance_types", "at least 1"),
+        ({"master_system_disk_category": "floppy"}, "master_system_disk_category", "cloud_ssd"),
+        ({"worker_system_disk_size": 5}, "worker_system_disk_size", "20"),
+        ({"worker_vswitch_ids": []}, "worker_vswitch_ids", "at least 1"),
+        ({"login_password": "short"}, "login_password", "8"),
+        ({"key_pair": "kp-1"}, "key_pair", "mutually exclusive"),
+        ({"login_password": None}, "login_password", "one of key_pair or login_password"),
+        ({"master_count": 2}, "master_count", "1, 3 or 5"),
+        ({"master_count": 3}, "master_count", "highly available"),
+        ({"proxy_mode": "ipvs"}, "proxy_mode", "IPVS"),
+        ({"proxy_mode": "userspace"}, "proxy_mode", "iptables"),
+        ({"kubernetes_version": "1.12.6-aliyun.1"}, "kubernetes_version", "offers Kubernetes 1.34.4"),
+        ({"container_cidr": "300.0.0.0/16"}, "container_cidr", "IPv"),
+        ({"container_cidr": "172.19.0.0/16"}, "container_cidr", "overlaps service_cidr"),
+        ({"node_cidr_mask": "12"}, "node_cidr_mask", "16"),
+        ({"node_port_range": "80-90"}, "node_port_range", "30000"),
+        ({"cpu_policy": "dynamic"}, "cpu_policy", "static"),
+        ({"addons": [{"name": "terway-eniip"}]}, "addons", "terway"),
+        ({"addons": [{"version": "1"}]}, "addons", "name"),
+        ({"tags": [{"value": "v"}]}, "tags", "key"),
+        ({"timeout_mins": 0}, "timeout_mins", "1"),
+        ({"disable_rollback": "no"}, "disable_rollback", "boolean"),
+        ({"worker_period_unit": "Day"}, "worker_period_unit", "Month"),
+    ],
+)
+def test_bad_fields(client: Any, runtime: Any, creds: Any, change: dict[str, Any], field: str,
+                    says: str) -> None:
+    before = snapshot(runtime)
+    r = post(client, Signer(*creds), "/clusters", {**GOOD, **change})
+    msg = assert_error(r, 400, "InvalidParameter")["Message"]
+    assert field in msg and says in msg, msg
+    assert snapshot(runtime) == before
+
+
+def test_a_good_body_is_recorded_with_its_meaning(client: Any, runtime: Any, creds: Any) -> None:
+    try:
+        binary.binary()
+    except binary.BinaryMissing as e:
+        pytest.skip(str(e))
+    runtime.providers["local"] = FakeProvider()  # the body's rules only: no machine is made (workers=0)
+    s = Signer(*creds)
+    body = {**GOOD, "kubernetes_version": "1.34.4-aliyun.1", "node_cidr_mask": "25", "addons": [{"name": "flannel"}],
+            "tags": [{"key": "team", "value": "a"}], "os_type": "Linux", "master_count": 1}
+    r = post(client, s, "/clusters", body)
+    assert r.status_code == 202, r.text
+    cid = r.json()["cluster_id"]
+    path = f"/clusters/{cid}"
+    d = client.get(path, headers=s.headers("GET", path)).json()
+    assert d["cluster_type"] == "Kubernetes" and d["state"] == "launching" and d["size"] == 3
+    assert d["current_version"] == "1.34.4" and d["node_cidr_mask"] == "25" and d["proxy_mode"] == "iptables"
+    assert d["container_cidr"] == "172.16.0.0/16" and d["tags"] == [{"key": "team", "value": "a"}]
+    no_effect = {x["field"]: x["reason"] for x in d["no_effect"]}
+    assert {"snat_entry", "master_vswitch_ids", "worker_system_disk_category", "login_password"} <= set(no_effect)
+    assert "flannel" in no_effect["addons.flannel"] or "bridge" in no_effect["addons.flannel"]
+    assert "§6.3" in no_effect["os_type"]
+    assert "Test1234!" not in json.dumps(d)
+    # a second Kubernetes cluster of the same name is refused like any other
+    assert_error(post(client, s, "/clusters", body), 409, "ErrorClusterNameExists")
+
+
+def test_kubernetes_routes_reject_bad_requests(client: Any, runtime: Any, creds: Any) -> None:
+    s = Signer(*creds)
+    before = snapshot(runtime)
+    cases = [
+        (f"/api/v2/clusters/{CID}", {"count": 0}, 400, "count"),
+        (f"/api/v2/clusters/{CID}", {"count": 1}, 400, "vswitch_ids"),
+        (f"/api/v2/clusters/{CID}", {"count": 1, "vswitch_ids": ["v"], "worker_data_disk": False,
+                                     "worker_instance_types": ["ecs.n1.small"]}, 404, "not found"),
+        (f"/api/v2/clusters/{CID}/nodes/remove", {"nodes": []}, 400, "nodes"),
+        (f"/api/v2/clusters/{CID}/nodes/remove", {"nodes": ["a", "a"]}, 400, "twice"),
+        (f"/api/v2/clusters/{CID}/nodes/remove", {"nodes": ["i-x"]}, 404, "not found"),
+        (f"/clusters/{CID}/nodes", {"nodes": ["i-x"], "release_node": "yes"}, 400, "release_node"),
+    ]
+    for path, body, status, says in cases:
+        r = post(client, s, path, body)
+        assert r.status_code == status and says in r.json()["Message"], (path, body, r.text)
+    path = f"/k8s/{CID}/user_config"
+    r = client.get(path, headers=s.headers("GET", path))
+    assert_error(r, 404, "ErrorClusterNotFound")
+    assert snapshot(runtime) == before
+
+
+def test_swarm_clusters_have_no_user_kubeconfig(client: Any, runtime: Any, creds: Any) -> None:
+    runtime.providers["local"] = FakeProvider()
+    s = Signer(*creds)
+    r = post(client, s, "/clusters", {"name": "sw", "size": 1})
+    cid = r.json()["cluster_id"]
+    runtime.clusters.repo.update(cid, state="running")
+    path = f"/k8s/{cid}/user_config"
+    assert_error(client.get(path, headers=s.headers("GET", path)), 400, "ErrorClusterTypeMismatch")
