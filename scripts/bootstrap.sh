@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(docker.io docker-registry busybox-static iproute2 iptables postgresql haproxy openssh-server
-      containerd runc containernetworking-plugins gcc libc6-dev)  # the last line: Kubernetes nodes
+      containerd runc containernetworking-plugins gcc libc6-dev  # this line: Kubernetes nodes
+      chromium)  # the web console's end-to-end test (Playwright drives Debian's Chromium)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${DEBS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  command -v npm >/dev/null || missing+=(npm)  # the console's assets (any npm will do: nodejs may bring its own)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "==> apt-get install ${missing[*]}"
     apt-get update -qq
@@ -36,3 +38,6 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/pip install -q -e '.[test]'
   touch .venv/.installed
 fi
+
+# the web console's htmx, from the npm registry at the pinned versions (web/package-lock.json)
+scripts/console-assets.sh

@@ -15,8 +15,9 @@ from opencs.api.routes import audit, clusters, images, instances, kubernetes, me
 # reachable without a signature: liveness, the OpenAPI document and its viewer
 # /hook/trigger authenticates with the trigger's own secret (spec §11), /hook/registry with the
 # bundled registry's bearer token
+# /console: the web console's pages authenticate with its session cookie (opencs.console)
 PUBLIC_PATHS = ("/healthz", "/openapi.json", "/docs", "/docs/", "/redoc", "/hook/trigger", "/hook/registry",
-                "/metrics", "/metrics/containers")
+                "/metrics", "/metrics/containers", "/console", "/console/")
 
 
 def create_app(services: ApiServices) -> FastAPI:

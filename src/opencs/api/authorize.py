@@ -144,15 +144,34 @@ class Authorizer:
             return Admission(who, f"{method} {path}", path, method != "GET")
         route, args = found
         try:
-            resource, filt = self._resource(who, route, args)
-            if not who.is_owner and not self._allowed(who, route, resource, _context(scope)):
-                raise _denied(route.actions[0])
+            resource, filt = self._decide(who, route, args, _context(scope))
         except ApiError as e:
             if route.mutating and self.audit is not None:
                 self.audit.record(who, f"cs:{route.actions[0]}", args.get("cluster_id", path), _source(scope),
                                   scope["state"].get("request_id", ""), f"{e.status} {e.code}")
             raise
         return Admission(who, f"cs:{route.actions[0]}", resource, route.mutating, filt)
+
+    def _decide(self, who: Principal, route: Route, args: dict[str, str], context: dict[str, str]
+                ) -> tuple[str, Callable[[bytes], bytes] | None]:
+        """The resource and list cut of an allowed call; raises the refusal."""
+        resource, filt = self._resource(who, route, args)
+        if not who.is_owner and not self._allowed(who, route, resource, context):
+            raise _denied(route.actions[0])
+        return resource, filt
+
+    def permits(self, who: Principal, method: str, path: str, scope: dict[str, Any]) -> bool:
+        """Whether `who` may make this call, decided as `admit` would but without a record: the
+        console asks it to show only the buttons the user may press (scope: the browser's, for its
+        source address and scheme)."""
+        found = match(method, path)
+        if found is None:
+            return who.is_owner
+        try:
+            self._decide(who, found[0], found[1], _context(scope))
+        except ApiError:
+            return False
+        return True
 
     def _allowed(self, who: Principal, route: Route, resource: str, context: dict[str, str]) -> bool:
         names = [f"cs:{a}" for a in route.actions]

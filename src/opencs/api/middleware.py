@@ -23,6 +23,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_BODY = 16 * 1024 * 1024
+# an ASGI scope key no HTTP server sets: a call the console makes in-process for its signed-in user,
+# whose session stands for the signature; authorization, HTTPS rules and audit apply unchanged
+IN_PROCESS_CALLER = "opencs.in_process_access_key_id"
 
 
 class SignedApiMiddleware:
@@ -35,7 +38,8 @@ class SignedApiMiddleware:
 
     def _check(self, req: SignedRequest, scope: Scope) -> Admission | None:
         """Signature, then authorization (opencs.api.authorize), in one worker-thread hop."""
-        scope["state"]["access_key_id"] = ak = self.verifier.verify(req)
+        known = scope.get(IN_PROCESS_CALLER)
+        scope["state"]["access_key_id"] = ak = known if isinstance(known, str) else self.verifier.verify(req)
         if self.authorizer is None:
             return None
         scope["state"]["refused_by_policy"] = True  # an error from here on is no signature failure

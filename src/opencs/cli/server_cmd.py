@@ -16,6 +16,9 @@ import typer
 from opencs.config import Settings
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from opencs.composition import ControlPlane
     from opencs.pki.server_tls import ServerCert, TlsMode
 
 log = logging.getLogger("opencs")
@@ -93,6 +96,15 @@ def tls_setup(settings: Settings, mode: TlsMode, extra_names: list[str]) -> Serv
     return cert
 
 
+def with_console(app: FastAPI, rt: ControlPlane) -> FastAPI:
+    """The control-plane app with the web console mounted at /console (it calls the app in-process)."""
+    from opencs.console.app import PATH, mount
+
+    mount(app, rt)
+    log.info("opencs console at %s%s/ (sign in with an AccessKey pair)", rt.settings.public_url.rstrip("/"), PATH)
+    return app
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def server(
@@ -148,7 +160,7 @@ def register(app: typer.Typer) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: sys.exit(0))
         try:
-            uvicorn.run(create_app(rt), host=host, port=port, log_level=log_level, access_log=False,
+            uvicorn.run(with_console(create_app(rt), rt), host=host, port=port, log_level=log_level, access_log=False,
                         timeout_graceful_shutdown=10, ssl_certfile=cert.cert_file if cert else None,
                         ssl_keyfile=cert.key_file if cert else None)
         finally:

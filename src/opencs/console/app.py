@@ -1,0 +1,47 @@
+"""The console's ASGI app, mounted at /console on the control-plane app (`mount`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from opencs.api.authorize import Authorizer
+from opencs.appapi.app import create_appapi_app
+from opencs.console import routes_auth, routes_clusters, routes_tasks
+from opencs.console.calls import ASGIApp, ControlPlaneApi
+from opencs.console.deps import ConsoleServices
+from opencs.console.web import HERE, Console
+from opencs.services.accounts import Principal
+
+PATH = "/console"
+
+
+def cert_holder_access(authorizer: Authorizer) -> Any:
+    """Who may use a cluster's Application API: whoever may get its certificates (what master_url
+    asks of a caller: a client certificate of the cluster)."""
+
+    def decide(who: Principal, cluster_id: str, method: str, path: str, scope: dict[str, Any]) -> bool:
+        return authorizer.permits(who, "GET", f"/clusters/{cluster_id}/certs", scope)
+
+    return decide
+
+
+def create_console(services: ConsoleServices, api: ASGIApp) -> Starlette:
+    app = Starlette(routes=[
+        *routes_auth.routes, *routes_clusters.routes, *routes_tasks.routes,
+        Mount("/assets", StaticFiles(directory=HERE / "assets"), name="assets"),
+        Mount("/static", StaticFiles(directory=HERE / "static", check_dir=False), name="static"),
+    ])
+    app.state.console = Console(services, ControlPlaneApi(api), create_appapi_app(services.projects),
+                                cert_holder_access(services.authorizer))
+    return app
+
+
+def mount(app: Starlette, services: ConsoleServices) -> Starlette:
+    """Serve the console at /console of `app` (the control-plane app, which it calls in-process)."""
+    console = create_console(services, app)
+    app.mount(PATH, console)
+    return console

@@ -1,0 +1,28 @@
+"""What the console needs of the process (the composition root's ControlPlane satisfies it)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from opencs.api.authorize import Authorizer
+from opencs.config import Settings
+from opencs.services.accounts import AccountService
+from opencs.services.keys import KeyService
+from opencs.services.projects import ProjectService
+
+
+class ConsoleServices(Protocol):
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def keys(self) -> KeyService: ...
+
+    @property
+    def accounts(self) -> AccountService: ...
+
+    @property
+    def authorizer(self) -> Authorizer: ...
+
+    @property
+    def projects(self) -> ProjectService: ...

@@ -1,0 +1,38 @@
+"""Form values to API bodies, and API errors back to the form field they name."""
+
+from __future__ import annotations
+
+import re
+
+from opencs.console.calls import Reply
+
+_FIELD = re.compile(r"^Field '([\w.]+)': ")
+_LINE = re.compile(r"\(line (\d+), column (\d+)\)|line (\d+)")
+
+
+def field_errors(reply: Reply) -> tuple[dict[str, str], str]:
+    """({field: message}, message for the whole form) of a refused call: the API names the first
+    field it refused as "Field 'name': ..." (opencs.api.body.validate)."""
+    msg = reply.message
+    m = _FIELD.match(msg)
+    if m:
+        return {m.group(1).split(".")[0]: msg[m.end():]}, ""
+    return {}, f"{msg} ({reply.code})" if reply.code else msg
+
+
+def error_line(message: str) -> int | None:
+    """The 1-based line of a compose template an error names, if it names one."""
+    m = _LINE.search(message)
+    if not m:
+        return None
+    return int(m.group(1) or m.group(3))
+
+
+def to_int(value: str | None) -> int | str | None:
+    """A number field: an int when it is one, else the text as typed (the API names the mistake)."""
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return value

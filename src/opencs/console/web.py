@@ -1,0 +1,184 @@
+"""The request side of every console page: the session, the CSRF check, rendering, the calls.
+
+`page(fn)` wraps an endpoint: no session → the sign-in page (htmx: an HX-Redirect); a state-changing
+method without the session's CSRF token → 403, before anything runs. The endpoint gets a `Ctx`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import parse_qsl
+
+from anyio import to_thread
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from opencs.api.secure_transport import loopback_peer
+from opencs.console.calls import ASGIApp, Caller, ControlPlaneApi, Reply, app_scope, call_asgi
+from opencs.console.deps import ConsoleServices
+from opencs.console.sessions import COOKIE, Session, Sessions
+from opencs.services.accounts import Principal
+
+HERE = Path(__file__).parent
+SAFE_METHODS = ("GET", "HEAD")
+DENIED = "User not authorized to operate on the specified resource, or this API doesn't support RAM."
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+# no inline script or style, nothing from elsewhere: the page runs only the console's own files
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.globals["assets_ok"] = (HERE / "static" / "htmx.min.js").is_file()
+    return env
+
+
+@dataclass
+class Console:
+    """One console of one process: its services, sessions, templates and the apps it calls."""
+
+    services: ConsoleServices
+    api: ControlPlaneApi
+    appapi: ASGIApp
+    app_access: Callable[[Principal, str, str, str, dict[str, Any]], bool]
+    sessions: Sessions = field(default_factory=Sessions)
+    env: Environment = field(default_factory=environment)
+
+
+def console_of(request: Request) -> Console:
+    c: Console = request.app.state.console
+    return c
+
+
+@dataclass
+class Ctx:
+    request: Request
+    console: Console
+    session: Session
+    who: Principal
+    form: dict[str, str]
+
+    @property
+    def caller(self) -> Caller:
+        c = self.request.scope.get("client")
+        return Caller(self.session.access_key_id, (str(c[0]), int(c[1])) if c else None,
+                      self.request.url.scheme, self.request.headers.get("host", "localhost"))
+
+    async def api(self, method: str, path: str, *, body: dict[str, Any] | None = None,
+                  query: dict[str, str] | None = None) -> Reply:
+        return await self.console.api.call(self.caller, method, path, body=body, query=query)
+
+    def may(self, method: str, path: str) -> bool:
+        """Whether the user may make this control-plane call (decides which buttons show)."""
+        return self.console.services.authorizer.permits(self.who, method, path, self.scope)
+
+    @property
+    def scope(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request.scope)
+
+    def may_app(self, cluster_id: str, method: str, path: str) -> bool:
+        return self.console.app_access(self.who, cluster_id, method, path, self.scope)
+
+    async def app(self, cluster_id: str, method: str, path: str, *, body: dict[str, Any] | None = None,
+                  query: dict[str, str] | None = None) -> Reply:
+        """A call of the cluster's Application API, admitted as master_url admits it."""
+        if not self.may_app(cluster_id, method, path):
+            return Reply(403, {"Code": "Forbidden.RAM", "Message": DENIED})
+        raw = json.dumps(body).encode() if body is not None else b""
+        scope = app_scope(self.caller, cluster_id, method, path, query, raw, "CONSOLE-" + secrets.token_hex(8))
+        return await call_asgi(self.console.appapi, scope, raw)
+
+    def html(self, template: str, **values: Any) -> str:
+        """A fragment as text (an SSE event's data)."""
+        return self.console.env.get_template(template).render(
+            request=self.request, prefix=prefix(self.request), ctx=self, who=self.who, csrf=self.session.csrf, **values)
+
+    def render(self, template: str, status: int = 200, headers: dict[str, str] | None = None,
+               **values: Any) -> HTMLResponse:
+        return render(self.request, template, status, headers, ctx=self, who=self.who,
+                      csrf=self.session.csrf, **values)
+
+
+def render(request: Request, template: str, status: int = 200, headers: dict[str, str] | None = None,
+           **values: Any) -> HTMLResponse:
+    html = console_of(request).env.get_template(template).render(request=request, prefix=prefix(request), **values)
+    return HTMLResponse(html, status, headers={"Content-Security-Policy": CSP, "X-Frame-Options": "DENY",
+                                               "Referrer-Policy": "same-origin", "Cache-Control": "no-store",
+                                               **(headers or {})})
+
+
+def prefix(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def transport_refusal(request: Request) -> str | None:
+    """The console holds a session secret: beyond loopback it is HTTPS only, like secret replies."""
+    if request.url.scheme == "http" and not loopback_peer(cast(dict[str, Any], request.scope)):
+        return "The console is served over HTTPS only to peers beyond loopback: open the https:// URL."
+    return None
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        return {}
+    raw = await request.body()
+    return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def to_signin(request: Request) -> Response:
+    url = prefix(request) + "/signin"
+    if htmx(request):
+        return Response(status_code=204, headers={"HX-Redirect": url})
+    return RedirectResponse(url, 303)
+
+
+def refuse(request: Request, status: int, message: str) -> Response:
+    return render(request, "error.html", status, message=message, who=None, csrf="")
+
+
+def principal_of(services: ConsoleServices, access_key_id: str) -> Principal | None:
+    """The user of an active key (store reads: a worker thread)."""
+    if not services.keys.active_secret(access_key_id):
+        return None
+    return services.accounts.principal(access_key_id)
+
+
+Endpoint = Callable[[Ctx], Awaitable[Response]]
+
+
+def page(fn: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        problem = transport_refusal(request)
+        if problem:
+            return refuse(request, 403, problem)
+        console = console_of(request)
+        session = console.sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            return to_signin(request)
+        who = await to_thread.run_sync(principal_of, console.services, session.access_key_id)
+        if who is None:  # the key was disabled or deleted since: the session ends with it
+            console.sessions.close(session.sid)
+            return to_signin(request)
+        form: dict[str, str] = {}
+        if request.method not in SAFE_METHODS:
+            form = await read_form(request)
+            if not session.csrf_ok(request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)):
+                return refuse(request, 403, "The form carries no valid CSRF token: reload the page and try again.")
+        return await fn(Ctx(request, console, session, who, form))
+
+    endpoint.__name__ = fn.__name__
+    return endpoint

@@ -1,0 +1,138 @@
+"""The console in-process: sign-in into a session cookie, CSRF refusal, sign-out, and a user's RAM
+rights applied to what the pages show and do (the same decision as the signed API's)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from opencs.api.app import create_app
+from opencs.api.schemas import CreateCluster
+from opencs.composition import ControlPlane, build
+from opencs.config import Settings
+from opencs.console.app import mount
+from opencs.store.tenancy import ROOT_ACCOUNT_ID
+
+
+@pytest.fixture
+def plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    rt = build(Settings(data_dir=tmp_path / "data", workers=0))  # tasks stay pending: no nodes are made
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@pytest.fixture
+def http(plane: ControlPlane) -> Iterator[TestClient]:
+    app = create_app(plane)
+    mount(app, plane)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def sign_in(c: TestClient, ak: str, secret: str) -> str:
+    r = c.post("/console/signin", data={"access_key_id": ak, "access_key_secret": secret}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    page = c.get("/console/clusters")
+    assert page.status_code == 200
+    m = re.search(r'X-CSRF-Token": "([^"]+)"', page.text)
+    assert m
+    return m.group(1)
+
+
+def user(plane: ControlPlane, name: str, policy: dict[str, Any] | None = None) -> tuple[str, str]:
+    plane.accounts.create_user(ROOT_ACCOUNT_ID, name)
+    if policy is not None:
+        plane.accounts.create_policy(ROOT_ACCOUNT_ID, f"p-{name}", json.dumps(policy))
+        plane.accounts.attach(ROOT_ACCOUNT_ID, name, f"p-{name}")
+    info, secret = plane.accounts.create_key(ROOT_ACCOUNT_ID, name)
+    return info.access_key_id, secret
+
+
+def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_the_session(plane: ControlPlane,
+                                                                             http: TestClient) -> None:
+    ak, secret = plane.keys.create("console")
+    assert http.get("/console/clusters", follow_redirects=False).headers["location"] == "/console/signin"
+    bad = http.post("/console/signin", data={"access_key_id": ak, "access_key_secret": secret + "x"})
+    assert bad.status_code == 401 and "wrong" in bad.text
+    r = http.post("/console/signin", data={"access_key_id": ak, "access_key_secret": secret}, follow_redirects=False)
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
+    assert secret not in r.headers["set-cookie"] and ak not in r.headers["set-cookie"]
+    page = http.get("/console/clusters")
+    assert page.status_code == 200 and "Create a cluster" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    csrf = re.search(r'X-CSRF-Token": "([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    assert http.post("/console/signout", data={"csrf_token": csrf}, follow_redirects=False).status_code == 303
+    assert http.get("/console/clusters", follow_redirects=False).status_code == 303
+    # htmx requests are sent to the sign-in page by a header, not a redirect body
+    rows = http.get("/console/clusters/rows", headers={"HX-Request": "true"})
+    assert rows.headers["hx-redirect"] == "/console/signin"
+
+
+def test_a_forged_post_without_the_csrf_token_is_refused_before_anything_runs(plane: ControlPlane,
+                                                                             http: TestClient) -> None:
+    csrf = sign_in(http, *plane.keys.create("console"))
+    for headers, data in (({}, {"name": "forged", "size": "1"}),
+                          ({"X-CSRF-Token": "nope"}, {"name": "forged", "size": "1"}),
+                          ({}, {"name": "forged", "size": "1", "csrf_token": csrf[:-1]})):
+        r = http.post("/console/clusters", data=data, headers=headers)
+        assert r.status_code == 403 and "CSRF" in r.text
+    assert plane.clusters.list_json() == b"[]"
+    ok = http.post("/console/clusters", data={"name": "real", "size": "1"}, headers={"X-CSRF-Token": csrf})
+    assert ok.status_code == 200 and "Create cluster real" in ok.text
+    # the API's own field validation, shown at the field
+    bad = http.post("/console/clusters", data={"name": "-bad", "size": "0"}, headers={"X-CSRF-Token": csrf})
+    assert bad.status_code == 422 and 'id="error-name"' in bad.text
+
+
+def test_a_sign_in_from_another_site_is_refused(plane: ControlPlane, http: TestClient) -> None:
+    ak, secret = plane.keys.create("console")
+    r = http.post("/console/signin", data={"access_key_id": ak, "access_key_secret": secret},
+                  headers={"Origin": "https://evil.example"}, follow_redirects=False)
+    assert r.status_code == 403 and "set-cookie" not in r.headers
+
+
+def test_a_user_without_rights_sees_neither_resources_nor_buttons(plane: ControlPlane, http: TestClient) -> None:
+    cid, _ = plane.clusters.create(CreateCluster(name="secret-one", size=1))
+    csrf = sign_in(http, *user(plane, "nobody"))
+    page = http.get("/console/clusters").text
+    assert "secret-one" not in page and cid not in page
+    assert "Create a cluster" not in page and "Delete" not in page
+    detail = http.get(f"/console/clusters/{cid}")
+    assert detail.status_code == 403 and "Download certificates" not in detail.text
+    # pressing a button the page does not show: the API's decision refuses it
+    r = http.post(f"/console/clusters/{cid}/delete", headers={"X-CSRF-Token": csrf})
+    assert "not authorized" in r.text
+    assert plane.clusters.get(cid)["state"] != "deleting"
+    assert http.get(f"/console/clusters/{cid}/certs.zip").status_code == 403
+
+
+def test_a_read_only_user_sees_its_cluster_without_the_buttons(plane: ControlPlane, http: TestClient) -> None:
+    mine, _ = plane.clusters.create(CreateCluster(name="visible", size=1))
+    other, _ = plane.clusters.create(CreateCluster(name="invisible", size=1))
+    policy = {"Version": "1", "Statement": [{
+        "Effect": "Allow", "Action": ["cs:DescribeClusters", "cs:DescribeClusterDetail", "cs:DescribeClusterNodes"],
+        "Resource": [f"acs:cs:*:*:cluster/{mine}"]}]}
+    sign_in(http, *user(plane, "reader", policy))
+    page = http.get("/console/clusters").text
+    assert ">visible<" in page and "invisible" not in page and other not in page
+    assert "Create a cluster" not in page and "Delete" not in page
+    detail = http.get(f"/console/clusters/{mine}").text
+    assert "visible" in detail and "Scale" not in detail and "Download certificates" not in detail
+    assert "Delete cluster" not in detail and "Projects" not in detail
+
+
+def test_a_disabled_key_ends_its_session(plane: ControlPlane, http: TestClient) -> None:
+    ak, secret = user(plane, "temp")
+    sign_in(http, ak, secret)
+    plane.accounts.set_key_status(ROOT_ACCOUNT_ID, "temp", ak, active=False)
+    plane.keys._cache.clear()  # the 2 s verification cache of this process
+    assert http.get("/console/clusters", follow_redirects=False).status_code == 303
