@@ -60,7 +60,8 @@ def create_cluster(rt: ControlPlane, size: int, name: str = "kit", timeout: floa
 
 def write_certs(rt: ControlPlane, cluster_id: str, d: Path) -> Path:
     d.mkdir(parents=True, exist_ok=True)
-    for k, v in rt.clusters.certs(cluster_id).items():
+    issued = rt.cluster_certs.issue(cluster_id)  # the account owner's
+    for k, v in (("ca", issued.ca_pem), ("cert", issued.cert_pem), ("key", issued.key_pem)):
         (d / f"{k}.pem").write_text(v)
     (d / "key.pem").chmod(0o600)
     return d

@@ -19,6 +19,7 @@ from typing import Any
 from opencs import metrics
 from opencs.api.authorize import Authorizer
 from opencs.appapi.app import create_appapi_app
+from opencs.appapi.guard import AppApiGuard
 from opencs.auth.verifier import RequestVerifier
 from opencs.config import Settings
 from opencs.engines.apps import AppEngines
@@ -45,6 +46,7 @@ from opencs.secretbox import SecretBox
 from opencs.services import cluster_tasks
 from opencs.services.accounts import AccountService
 from opencs.services.audit import AuditService
+from opencs.services.cluster_certs import ClusterCertService
 from opencs.services.cluster_tasks import ClusterTaskDeps
 from opencs.services.clusters import ClusterService
 from opencs.services.instances import InstanceService
@@ -60,6 +62,7 @@ from opencs.services.usage import UsageService
 from opencs.store.db import Database, migrate
 from opencs.store.repos.accounts import AccountRepo
 from opencs.store.repos.audit import AuditRepo
+from opencs.store.repos.certs import CertRepo
 from opencs.store.repos.clusters import ClusterRepo
 from opencs.store.repos.endpoints import EndpointRepo
 from opencs.store.repos.instances import InstanceRepo
@@ -100,6 +103,7 @@ class ControlPlane:
     audit: AuditService = field(init=False)
     authorizer: Authorizer = field(init=False)
     triggers: TriggerService = field(init=False)
+    cluster_certs: ClusterCertService = field(init=False)
     projects: ProjectService = field(init=False)
     usage: UsageService | None = None  # container/node usage collector (None: off)
     loops: list[Loop] = field(default_factory=list)
@@ -209,10 +213,12 @@ class _ProcessEndpoints:
 def endpoint_manager(plane: ControlPlane, app_factory: AppFactory | None = None) -> EndpointManager:
     """The master_url loop of `plane`, serving the Application API app (or `app_factory`'s)."""
     s = plane.settings
+    guard = AppApiGuard(plane.cluster_certs, s.regions[0] if s.regions else "*", plane.audit)
     return EndpointManager(
         EndpointSettings(s.appapi_host, s.appapi_advertise_host, s.appapi_port_range),
         EndpointRepo(plane.db), plane.box,
         app_factory or (lambda: create_appapi_app(plane.projects)),
+        guard,
     )
 
 
@@ -312,6 +318,8 @@ def build(settings: Settings) -> ControlPlane:
     account_repo = AccountRepo(db)
     plane.accounts = AccountService(account_repo, keys)
     plane.audit = AuditService(AuditRepo(db))
+    plane.cluster_certs = ClusterCertService(CertRepo(db), clusters, plane.accounts, box, driver,
+                                             settings.client_cert_days)
     plane.authorizer = Authorizer(plane.accounts, ResourceOwners(account_repo, db.changes),
                                   settings.regions[0] if settings.regions else "*", plane.audit)
     plane.projects = ProjectService(ProjectRepo(db), VolumeRepo(db), tasks, plane.app_engines, routes, box)

@@ -56,6 +56,9 @@ class Settings:
     routing_host: str = "127.0.0.1"  # where the per-cluster frontends bind (and the host in routing_url)
     routing_port_range: tuple[int, int] = (18000, 18999)
 
+    # lifetime of a cluster client certificate from GET /clusters/{id}/certs without TemporaryDurationMinutes
+    client_cert_days: int = field(default_factory=lambda: int(_env_float("OPENCS_CLIENT_CERT_DAYS", 365)))
+
     # bearer token that opens /metrics to peers other than loopback (empty: loopback only)
     metrics_token: str = field(default_factory=lambda: os.environ.get("OPENCS_METRICS_TOKEN", ""))
     # the API port speaks HTTPS (`opencs server` decides: opencs.pki.server_tls.decide_mode)

@@ -50,7 +50,11 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", "/clusters/{cluster_id}/attach", "AttachInstances", "operator"),
     _r("DELETE", "/clusters/{cluster_id}/ip/{ip}", "DeleteClusterNode DeleteClusterNodes", "cluster"),
     _r("POST", "/clusters/{cluster_id}/instances/{instance_id}/reset", "ResetClusterNode", "cluster"),
-    _r("GET", "/clusters/{cluster_id}/certs", "GetClusterCerts DescribeClusterCerts", "cluster"),
+    # issuing a certificate creates a credential: on record like a mutating call
+    _r("GET", "/clusters/{cluster_id}/certs", "GetClusterCerts DescribeClusterCerts", "cluster", True),
+    _r("GET", "/clusters/{cluster_id}/certs/states", "ListClusterCertStates", "cluster"),
+    _r("DELETE", "/clusters/{cluster_id}/certs/{serial}", "RevokeClusterCert", "cluster"),
+    _r("DELETE", "/clusters/{cluster_id}/certs", "RevokeClusterCerts RevokeK8sClusterKubeConfig", "cluster"),
     _r("GET", "/clusters/{cluster_id}/nodes", "DescribeClusterNodes", "cluster"),
     _r("POST", "/clusters/{cluster_id}/nodes", "DeleteClusterNodes", "cluster"),
     _r("GET", "/k8s/{cluster_id}/user_config", "DescribeClusterUserKubeconfig", "cluster", mutating=False),
@@ -274,7 +278,9 @@ class Authorizer:
             if adm.mutating and self.audit is not None and not message.get("more_body"):
                 audit = self.audit
                 rid = scope["state"].get("request_id", "")
-                await record(lambda: audit.record(adm.principal, adm.action, adm.resource, _source(scope), rid,
+                detail = scope["state"].get("audit_detail")  # what the route made, e.g. a certificate
+                resource = f"{adm.resource}/{detail}" if detail else adm.resource
+                await record(lambda: audit.record(adm.principal, adm.action, resource, _source(scope), rid,
                                                   str(status)))
 
         return sender

@@ -14,6 +14,7 @@ from opencs.api.authorize import Authorizer
 from opencs.auth.verifier import RequestVerifier
 from opencs.config import Settings
 from opencs.registry.service import RegistryService
+from opencs.services.cluster_certs import ClusterCertService
 from opencs.services.clusters import ClusterService
 from opencs.services.instances import InstanceService
 from opencs.services.triggers import TriggerService
@@ -39,6 +40,9 @@ class ApiServices(Protocol):
 
     @property
     def triggers(self) -> TriggerService: ...
+
+    @property
+    def cluster_certs(self) -> ClusterCertService: ...
 
     @property
     def registry(self) -> RegistryService: ...

@@ -154,14 +154,16 @@ class _Exchange:
         await send_events(self.conn, self.tls, *events)
 
 
-async def serve(host: AppHost, conn: h11.Connection, tls: TlsStream, req: h11.Request, info: RequestInfo) -> bool:
-    """Run one request through the app; True if the connection may serve another request."""
+async def serve(host: AppHost, conn: h11.Connection, tls: TlsStream, req: h11.Request,
+                info: RequestInfo) -> tuple[bool, int]:
+    """Run one request through the app; (whether the connection may serve another request, the
+    reply's status)."""
     rid = str(info.state.get("request_id", ""))
     length = next((v for k, v in req.headers if k == b"content-length"), None)
     if length is not None and int(length) > MAX_BODY:
         await send_json(conn, tls, 413, error_body("RequestTooLarge", f"body larger than {MAX_BODY} bytes", rid),
                         rid, close=True)
-        return False
+        return False, 413
     ex = _Exchange(conn, tls, req.method.decode("ascii"), rid)
     try:
         await host.app(_scope(req, info), ex.receive, ex.send)
@@ -170,12 +172,12 @@ async def serve(host: AppHost, conn: h11.Connection, tls: TlsStream, req: h11.Re
         if not ex.sent_head:
             with contextlib.suppress(Exception):
                 await send_json(conn, tls, 500, error_body("InternalError", "internal error", rid), rid, close=True)
-        return False
+        return False, ex.started[0][0] if ex.sent_head else 500
     finally:
         ex.response_done.set()
     if not ex.sent_head:  # the app returned without answering
         await send_json(conn, tls, 500, error_body("InternalError", "no response", rid), rid, close=True)
-        return False
+        return False, 500
     # A route that takes no body never reads the request's (empty) end: read it now, or the connection
     # would be closed right after the reply while a keep-alive client already reuses it for the next
     # request ("Remote end closed connection without response").
@@ -183,4 +185,4 @@ async def serve(host: AppHost, conn: h11.Connection, tls: TlsStream, req: h11.Re
         msg = await ex.receive()
         if msg["type"] != "http.request" or not msg.get("more_body"):
             break
-    return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+    return conn.our_state is h11.DONE and conn.their_state is h11.DONE, ex.started[0][0]

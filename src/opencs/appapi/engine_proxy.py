@@ -59,9 +59,15 @@ async def open_engine(docker_hosts: list[str]) -> tuple[asyncio.StreamReader, as
     raise NoEngine("; ".join(errors) or "the cluster has no swarm manager")
 
 
+def reply_status(head: bytes) -> int:
+    """The status code of an HTTP/1.x reply's first bytes (0 if they are no status line)."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    return int(parts[1]) if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit() else 0
+
+
 async def splice(tls: TlsStream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes,
-                 upgrade: bool) -> None:
-    """Copy client→engine and engine→client until done.
+                 upgrade: bool) -> int:
+    """Copy client→engine and engine→client until done; returns the engine's reply status (0: none).
 
     Plain requests end when the engine closes (it was told `Connection: close`). Upgraded ones
     run until both directions ended: an EOF on one side is passed on as a half-close (TCP
@@ -81,12 +87,17 @@ async def splice(tls: TlsStream, reader: asyncio.StreamReader, writer: asyncio.S
             if writer.can_write_eof() and not writer.is_closing():
                 writer.write_eof()
 
+    status = 0
+
     async def engine_to_client() -> None:
+        nonlocal status
         with contextlib.suppress(OSError):
             while True:
                 data = await reader.read(READ_SIZE)
                 if not data:
                     break
+                if not status:
+                    status = reply_status(data) or -1
                 await tls.send(data)  # at once: logs -f / events must not wait for more bytes
             await tls.send_eof()
 
@@ -114,3 +125,4 @@ async def splice(tls: TlsStream, reader: asyncio.StreamReader, writer: asyncio.S
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):
                 await writer.wait_closed()
+    return max(status, 0)

@@ -11,6 +11,11 @@ service and volume routes are extensions):
 * `/v1.NN/services…`, `/v1.NN/volumes…`: the engine. Docker clients always send a version prefix,
   and `docker service ls|ps|logs` and `docker volume ls` expect Docker's own objects there.
 * anything else: the engine.
+
+Who calls (opencs.appapi.guard): the TLS layer accepts only certificates of the cluster's CAs that
+have not expired; then every request is checked against the certificate's record (revoked, user or
+AccessKey gone: 401, the connection closed) and its user's policies (403 Forbidden.RAM), and mutating
+calls go on the audit trail.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ import h11
 from opencs import ids
 from opencs.appapi import engine_proxy
 from opencs.appapi.asgi_bridge import AppHost, RequestInfo, serve
+from opencs.appapi.guard import AppAdmission, AppApiGuard
 from opencs.appapi.http1 import error_body, new_connection, next_event, send_json
 from opencs.appapi.tlsstream import TlsStream
+from opencs.errors import ApiError
 
 log = logging.getLogger("opencs.appapi")
 
@@ -72,10 +79,12 @@ class ClusterFrontend:
     """The listener of one cluster. Runs on the endpoint manager's event loop (opencs.loops.endpoints)."""
 
     def __init__(self, cluster_id: str, ssl_context: ssl.SSLContext, app: AppHost | None,
-                 managers: list[str], host: str, port: int) -> None:
+                 managers: list[str], host: str, port: int, guard: AppApiGuard | None = None) -> None:
         self.cluster_id = cluster_id
         self.ssl_context = ssl_context
         self.app = app
+        # None: every certificate the TLS layer accepts may do everything (only tests build it so)
+        self.guard = guard
         self.host = host
         self.port = port
         self._managers = list(managers)
@@ -136,13 +145,38 @@ class ClusterFrontend:
             writer.close()
             return
         try:
-            await self._requests(tls, peer, writer.get_extra_info("sockname"))
+            await self._requests(tls, peer, writer.get_extra_info("sockname"), tls.peer_serial())
         except (OSError, TimeoutError, h11.ProtocolError) as e:
             log.debug("appapi %s: connection from %s ended: %r", self.cluster_id, peer, e)
         finally:
             await tls.close()
 
-    async def _requests(self, tls: TlsStream, peer: Any, sockname: Any) -> None:
+    async def _admit(self, conn: h11.Connection, tls: TlsStream, req: h11.Request, path: str, target: str,
+                     serial: str, source: str, rid: str) -> tuple[bool, AppAdmission | None]:
+        """(may it go on, what was admitted); a refusal is answered here and ends the connection."""
+        guard = self.guard
+        if guard is None:
+            return True, None
+        method = req.method.decode("latin-1")
+        try:
+            who = await asyncio.to_thread(guard.identify, self.cluster_id, serial)
+        except ApiError as e:
+            log.info("appapi %s: %s refused: %s", self.cluster_id, source, e.message)
+            await send_json(conn, tls, e.status, error_body(e.code, e.message, rid), rid, close=True)
+            return False, None
+        adm = guard.admit(who, self.cluster_id, method, path, target, source)
+        if adm is not None and not adm.allowed:
+            no = adm.refusal()
+            await send_json(conn, tls, no.status, error_body(no.code, no.message, rid), rid, close=True)
+            await asyncio.to_thread(guard.record, adm, source, rid, f"{no.status} {no.code}")
+            return False, None
+        return True, adm
+
+    async def _record(self, adm: AppAdmission | None, source: str, rid: str, status: int) -> None:
+        if adm is not None and adm.mutating and self.guard is not None:
+            await asyncio.to_thread(self.guard.record, adm, source, rid, str(status))
+
+    async def _requests(self, tls: TlsStream, peer: Any, sockname: Any, serial: str) -> None:
         conn = new_connection()
         timeout = HEAD_TIMEOUT
         while True:
@@ -160,8 +194,14 @@ class ClusterFrontend:
             raw_path, _, query = target.partition("?")
             r = route(unquote(raw_path))
             log.debug("appapi %s: %s %s -> %s", self.cluster_id, event.method.decode(), raw_path, r.target)
+            client = _addr(peer)
+            source = client[0] if client else ""
+            go_on, adm = await self._admit(conn, tls, event, r.path, r.target, serial, source, rid)
+            if not go_on:
+                return
             if r.target == "engine":
-                await self._to_engine(conn, tls, event, rid)
+                status = await self._to_engine(conn, tls, event, rid)
+                await self._record(adm, source, rid, status)
                 return  # Connection: close toward the engine ends this connection too
             if self.app is None:
                 await send_json(conn, tls, 503, error_body("ServiceUnavailable",
@@ -176,12 +216,15 @@ class ClusterFrontend:
                 state={**self.app.state, "cluster_id": self.cluster_id, "request_id": rid},
                 server=_addr(sockname), client=_addr(peer),
             )  # fmt: skip
-            if not await serve(self.app, conn, tls, event, info):
+            keep, status = await serve(self.app, conn, tls, event, info)
+            await self._record(adm, source, rid, status)
+            if not keep:
                 return
             conn.start_next_cycle()
             timeout = IDLE_TIMEOUT
 
-    async def _to_engine(self, conn: h11.Connection, tls: TlsStream, req: h11.Request, rid: str) -> None:
+    async def _to_engine(self, conn: h11.Connection, tls: TlsStream, req: h11.Request, rid: str) -> int:
+        """Pass the request to a manager's engine; the reply's status."""
         head, upgrade = engine_proxy.engine_head(req)
         try:
             reader, writer, used = await engine_proxy.open_engine(self._managers)
@@ -189,7 +232,7 @@ class ClusterFrontend:
             log.warning("appapi %s: no manager engine reachable: %s", self.cluster_id, e)
             msg = f"cluster {self.cluster_id}: no swarm manager reachable"
             await send_json(conn, tls, 502, error_body("NoManager", msg, rid), rid, close=True)
-            return
+            return 502
         if used in self._managers and used != self._managers[0]:
             # the first one failed: prefer the one that answered from now on
             self._managers.remove(used)
@@ -197,7 +240,7 @@ class ClusterFrontend:
         # Bytes after the head that h11 has buffered (the start of a body) go first, as they are.
         trailing, _closed = conn.trailing_data
         writer.write(head)
-        await engine_proxy.splice(tls, reader, writer, bytes(trailing), upgrade)
+        return await engine_proxy.splice(tls, reader, writer, bytes(trailing), upgrade)
 
 
 def _addr(a: Any) -> tuple[str, int] | None:

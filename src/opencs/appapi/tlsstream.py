@@ -18,14 +18,16 @@ import tempfile
 READ_SIZE = 64 * 1024
 
 
-def server_context(ca_pem: str, cert_pem: str, key_pem: str) -> ssl.SSLContext:
-    """mTLS server context: our certificate, and client certificates REQUIRED from `ca_pem` only."""
+def server_context(ca_pem: str, cert_pem: str, key_pem: str, client_cas: list[str] | None = None) -> ssl.SSLContext:
+    """mTLS server context: our certificate, and client certificates REQUIRED from `client_cas`
+    (default: `ca_pem`) only. OpenSSL refuses expired client certificates here, at the handshake."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_RENEGOTIATION
     ctx.verify_mode = ssl.CERT_REQUIRED
-    # Only this cluster's CA: a certificate of another cluster (or any public CA) is refused.
-    ctx.load_verify_locations(cadata=ca_pem)
+    # Only this cluster's CAs: a certificate of another cluster (or any public CA) is refused.
+    for ca in client_cas or [ca_pem]:
+        ctx.load_verify_locations(cadata=ca)
     _load_chain(ctx, cert_pem, key_pem)
     # HTTP/1.1 only: the Docker API hijacks connections (exec/attach), which HTTP/2 cannot do.
     ctx.set_alpn_protocols(["http/1.1"])
@@ -89,6 +91,12 @@ class TlsStream:
                         await self._flush()
                     raise
             await self._flush()
+
+    def peer_serial(self) -> str:
+        """The verified client certificate's serial number, lowercase hex ("" if there is none)."""
+        cert = self._ssl.getpeercert()
+        raw = cert.get("serialNumber") if cert else None
+        return format(int(str(raw), 16), "x") if raw else ""
 
     async def _fill(self) -> None:
         data = await self._reader.read(READ_SIZE)

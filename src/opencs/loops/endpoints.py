@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from opencs import metrics
 from opencs.appapi.asgi_bridge import AppHost, ASGIApp
 from opencs.appapi.frontend import ClusterFrontend
+from opencs.appapi.guard import AppApiGuard
 from opencs.appapi.tlsstream import server_context
 from opencs.pki.ca import CertAuthority, not_after, verify_chain
 from opencs.secretbox import SecretBox
@@ -61,9 +62,11 @@ class EndpointSettings:
 class EndpointManager:
     name = "endpoints"
 
-    def __init__(self, settings: EndpointSettings, repo: EndpointRepo, box: SecretBox, app_factory: AppFactory) -> None:
+    def __init__(self, settings: EndpointSettings, repo: EndpointRepo, box: SecretBox, app_factory: AppFactory,
+                 guard: AppApiGuard | None = None) -> None:
         self.repo = repo
         self.box = box
+        self.guard = guard  # who may call (per-user certificates, policies, audit); None: the CA decides
         self.interval = settings.interval
         self._app_factory = app_factory
         self.bind_host: str = settings.bind_host
@@ -232,7 +235,7 @@ class EndpointManager:
         else:
             candidates = [p for p in range(lo, hi + 1) if p not in taken]
         for p in candidates:
-            f = ClusterFrontend(cid, ctx, self._app, t.managers, self.bind_host, p)
+            f = ClusterFrontend(cid, ctx, self._app, t.managers, self.bind_host, p, self.guard)
             try:
                 await f.start()
             except OSError as e:
@@ -294,7 +297,8 @@ class EndpointManager:
             got = self.repo.endpoint_tls(cluster_id, renew)
         except LookupError as e:
             raise RuntimeError(str(e)) from None
-        ctx = server_context(got.ca_pem, got.tls["cert"], self.box.decrypt(got.tls["key_enc"]))
+        cas = self.guard.client_cas(cluster_id) if self.guard is not None else None
+        ctx = server_context(got.ca_pem, got.tls["cert"], self.box.decrypt(got.tls["key_enc"]), cas)
         return ctx, got.port
 
     @staticmethod

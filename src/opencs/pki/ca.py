@@ -63,13 +63,14 @@ def _cert_to_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "opencs"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
+def _name(common_name: str, org_unit: str = "", uid: str = "") -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "opencs")]
+    if org_unit:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, org_unit))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    if uid:
+        attrs.append(x509.NameAttribute(NameOID.USER_ID, uid))
+    return x509.Name(attrs)
 
 
 def _now() -> _dt.datetime:
@@ -138,8 +139,8 @@ class CertAuthority:
 
     def _issue(
         self,
-        common_name: str,
-        days: int,
+        subject: x509.Name,
+        lifetime: _dt.timedelta,
         key_type: KeyType,
         eku: x509.ObjectIdentifier,
         san: list[x509.GeneralName],
@@ -149,10 +150,10 @@ class CertAuthority:
         key = _new_key(key_type)
         now = _now()
         # Never outlive the CA: verifiers would reject the leaf after the CA expires anyway.
-        not_after = min(now + _dt.timedelta(days=days), ca_cert.not_valid_after_utc)
+        not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(common_name))
+            .subject_name(subject)
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -196,11 +197,15 @@ class CertAuthority:
                 dns_list.append(dns)
         san: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_list]
         san += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_list]
-        return self._issue(common_name, days, key_type, ExtendedKeyUsageOID.SERVER_AUTH, san)
+        return self._issue(_name(common_name), _dt.timedelta(days=days), key_type, ExtendedKeyUsageOID.SERVER_AUTH,
+                           san)
 
-    def issue_client(self, common_name: str, days: int = 825, rsa: bool = True) -> IssuedCert:
-        """Client cert (clientAuth). RSA-2048/PKCS#1 by default: the user-facing format."""
-        return self._issue(common_name, days, "rsa" if rsa else "ec", ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    def issue_client(self, common_name: str, days: int = 825, rsa: bool = True, *,
+                     lifetime: _dt.timedelta | None = None, org_unit: str = "", uid: str = "") -> IssuedCert:
+        """Client cert (clientAuth). RSA-2048/PKCS#1 by default: the user-facing format. `org_unit` and
+        `uid` name the holder beyond the CN (a user's certificate: its account and AccessKey)."""
+        return self._issue(_name(common_name, org_unit, uid), lifetime or _dt.timedelta(days=days),
+                           "rsa" if rsa else "ec", ExtendedKeyUsageOID.CLIENT_AUTH, [])
 
     @property
     def fingerprint(self) -> str:
@@ -232,6 +237,11 @@ def verify_chain(cert_pem: str, ca_pem: str, at: _dt.datetime | None = None) -> 
 def fingerprint(cert_pem: str) -> str:
     """SHA-256 of the DER certificate, lowercase hex without separators."""
     return load_cert(cert_pem).fingerprint(hashes.SHA256()).hex()
+
+
+def serial_hex(cert_pem: str) -> str:
+    """The serial number as lowercase hex without leading zeros (how the store keys certificates)."""
+    return format(load_cert(cert_pem).serial_number, "x")
 
 
 def not_after(cert_pem: str) -> _dt.datetime:

@@ -113,6 +113,9 @@ class AccountService:
             raise NotFound(f"The user does not exist: {user_name}", code="EntityNotExist.User")
         return rec
 
+    def owner(self, account_id: str) -> UserRecord | None:
+        return self.repo.owner(account_id)
+
     def users(self, account_id: str) -> builtins.list[UserRecord]:
         return self.repo.users(account_id)
 

@@ -245,9 +245,8 @@ class ClusterService:
         self._check_size(body.size)
         self.check_provider()
         cid = ids.cluster_id()
-        # the cluster's own CA: engines and master_url get server certs, the user a client cert
+        # the cluster's own CA: engines and master_url get server certs, owners client certs (cluster_certs.py)
         ca = CertAuthority.create(f"opencs cluster {cid}")
-        client = ca.issue_client(f"opencs-user-{cid}")
         now = utcnow()
         row = Cluster(
             cluster_id=cid, name=body.name, cluster_type=ctype, state="launching", size=body.size,
@@ -256,7 +255,6 @@ class ClusterService:
             agent_version="opencs-0.1", spec=spec,
             password_enc=self.box.encrypt(body.password) if body.password else None,
             ca_cert_pem=ca.cert_pem, ca_key_enc=self.box.encrypt(ca.key_pem),
-            client_cert_pem=client.cert_pem, client_key_enc=self.box.encrypt(client.key_pem),
             created=now, updated=now,
         )  # fmt: skip
         try:
@@ -343,17 +341,6 @@ class ClusterService:
                                lambda s: self.tasks.submit("cluster_attach", {"instances": instance_ids},
                                                            cluster_id=cluster_id, session=s))
         return [{"code": "200", "instanceId": i, "message": "successful"} for i in instance_ids], tid
-
-    def certs(self, cluster_id: str) -> dict[str, str]:
-        c = self.get_row(cluster_id)
-        if not (c.ca_cert_pem and c.client_cert_pem and c.client_key_enc):
-            raise NotFound(f"Cluster {cluster_id} has no certificates", code="ErrorCertsNotFound")
-        pki = ClusterPKI(cluster_id, c.ca_cert_pem, "")  # the user's credentials need no CA key
-        cred = self.driver.credentials(pki, c.client_cert_pem, self.box.decrypt(c.client_key_enc))
-        out = {"ca": cred.ca_pem, "cert": cred.cert_pem, "key": cred.key_pem}
-        if cred.kubeconfig:  # spec §6.11: a Kubernetes cluster's certs are a kubeconfig
-            out["config"] = cred.kubeconfig
-        return out
 
     def user_config(self, cluster_id: str, user: str, admin: bool, minutes: int | None) -> dict[str, str]:
         """GET /k8s/{id}/user_config (spec §6.8): a kubeconfig with a credential of the caller's own

@@ -173,3 +173,19 @@ def decide(statements: Sequence[Statement], actions: Sequence[str], resource: st
                     return False
                 allowed = True
     return allowed
+
+
+def decide_within(statements: Sequence[Statement], actions: Sequence[str], resources: Sequence[str],
+                  context: Mapping[str, str]) -> bool:
+    """`decide` for a resource inside others (a project inside its cluster): a statement naming any
+    of `resources` counts, so an Allow on the cluster covers its projects and a Deny on one project
+    refuses that project even so (deny wins)."""
+    allowed = False
+    for st in statements:
+        for resource in resources:
+            for action in actions:
+                if st.matches(action, resource, context):
+                    if not st.allow:
+                        return False
+                    allowed = True
+    return allowed

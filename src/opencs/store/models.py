@@ -134,6 +134,9 @@ class Cluster(Base):
     ca_key_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
     client_cert_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
     client_key_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the CA of sub-users' client certificates: master_url trusts it, the node engines do not
+    user_ca_cert_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    user_ca_key_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
     created: Mapped[datetime]
     # bumped by every UPDATE (ORM or Core): the list cache of ClusterService keys on it
     updated: Mapped[datetime] = mapped_column(onupdate=lambda: _utcnow())
@@ -149,6 +152,24 @@ class Cluster(Base):
             postgresql_where=text("state != 'deleted'"),
         ),
     )
+
+
+class ClusterCert(Base):
+    """A client certificate of a cluster issued to a user (GET /clusters/{id}/certs), by serial.
+    master_url accepts it while it is unexpired, unrevoked and its user (and AccessKey) still exist."""
+
+    __tablename__ = "cluster_certs"
+    serial: Mapped[str] = mapped_column(String(64), primary_key=True)  # lowercase hex
+    cluster_id: Mapped[str] = mapped_column(String(40), index=True)
+    account_id: Mapped[str] = mapped_column(String(32), index=True)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    user_name: Mapped[str] = mapped_column(String(64), default="")
+    # the key whose signed call obtained it ("": issued to the owner outside a signed call)
+    access_key_id: Mapped[str] = mapped_column(String(64), default="")
+    created: Mapped[datetime]
+    not_after: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_by: Mapped[str] = mapped_column(String(64), default="")
 
 
 class InstanceRow(Base):

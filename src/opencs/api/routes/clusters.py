@@ -113,11 +113,6 @@ async def reset_node(cluster_id: ClusterId, instance_id: InstanceId, request: Re
     return _accepted(request, cluster_id=cluster_id, task_id=tid)
 
 
-@router.get("/clusters/{cluster_id}/certs")
-def cluster_certs(cluster_id: ClusterId, request: Request) -> dict[str, str]:
-    return _rt(request).clusters.certs(cluster_id)
-
-
 @router.get("/clusters/{cluster_id}/nodes")
 def cluster_nodes(
     cluster_id: ClusterId,
