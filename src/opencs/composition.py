@@ -324,7 +324,8 @@ def build(settings: Settings) -> ControlPlane:
                                   settings.regions[0] if settings.regions else "*", plane.audit)
     plane.projects = ProjectService(ProjectRepo(db), VolumeRepo(db), tasks, plane.app_engines, routes, box)
     handlers.add_all([*project_tasks.task_handlers(plane.projects), *project_bluegreen.task_handlers(plane.projects)])
-    plane.triggers = TriggerService(TriggerRepo(db), clusters, settings.public_url, plane.projects)
+    plane.triggers = TriggerService(TriggerRepo(db), clusters, settings.public_url, plane.projects, box, nonces,
+                                    settings.trigger_signed_default)
     if settings.usage_interval > 0:
         plane.usage = UsageService(cluster_repo, instance_repo, {"swarm": SwarmUsageReader()})
     tasks.services = plane

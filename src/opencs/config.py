@@ -59,6 +59,10 @@ class Settings:
     # lifetime of a cluster client certificate from GET /clusters/{id}/certs without TemporaryDurationMinutes
     client_cert_days: int = field(default_factory=lambda: int(_env_float("OPENCS_CLIENT_CERT_DAYS", 365)))
 
+    # new triggers need Standard Webhooks signatures unless CreateTrigger says `signed: false`
+    trigger_signed_default: bool = field(
+        default_factory=lambda: os.environ.get("OPENCS_TRIGGER_SIGNED", "").lower() in ("1", "true", "yes"))
+
     # bearer token that opens /metrics to peers other than loopback (empty: loopback only)
     metrics_token: str = field(default_factory=lambda: os.environ.get("OPENCS_METRICS_TOKEN", ""))
     # the API port speaks HTTPS (`opencs server` decides: opencs.pki.server_tls.decide_mode)

@@ -178,3 +178,78 @@ def test_registry_push_redeploys_subscribers(client: Any, signer: Signer, projec
                                                       "repository": "team/other", "tag": "v1"}}]}
     assert client.post("/hook/registry", json=other, headers={"Authorization": f"Bearer {tok}"}).json()["tasks"] == []
     assert projects.calls == [("redeploy", "web", True)]
+
+
+def _signed_call(client: Any, t: dict[str, Any], body: str = "", msg_id: str | None = None,
+                 age: float = 0.0, secret: str | None = None) -> Any:
+    """POST /hook/trigger as a Standard Webhooks sender (the official `standardwebhooks` library) signs it."""
+    import datetime as dt
+    import uuid
+
+    from standardwebhooks.webhooks import Webhook
+
+    when = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age)
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(when.timestamp())),
+               "webhook-signature": Webhook(secret or t["signing_secret"]).sign(msg_id, when, body),
+               "content-type": "application/json"}
+    return client.post(f"/hook/trigger?triggerUrl={t['token']}", content=body.encode(), headers=headers)
+
+
+def test_signed_trigger_refuses_replays_and_stale_calls(client: Any, signer: Signer, projects: Projects,
+                                                       runtime: Any) -> None:
+    t = make(client, signer, project_id="web", action="redeploy", signed=True)
+    assert t["signed"] is True and t["signing_secret"].startswith("whsec_")
+    listed = call(client, signer, "GET", f"/clusters/{CID}/triggers").json()
+    assert listed[0]["signed"] is True and t["signing_secret"] not in json.dumps(listed)
+    r = _signed_call(client, t, '{"ref": "main"}', msg_id="msg_1")
+    assert r.status_code == 202, r.text
+    assert projects.calls == [("redeploy", "web", True)]
+    refused = [
+        (_signed_call(client, t, '{"ref": "main"}', msg_id="msg_1"), 409, "WebhookReplayed"),  # the same id again
+        (_signed_call(client, t, "{}", age=301), 403, "WebhookTimestampStale"),
+        (_signed_call(client, t, "{}", age=-400), 403, "WebhookTimestampStale"),  # from the future
+        (_signed_call(client, t, "{}", secret="whsec_" + "A" * 44), 403, "InvalidWebhookSignature"),
+        # the secret alone no longer fires a signed trigger
+        (client.get("/hook/trigger", params={"triggerUrl": t["token"], "secret": t["secret"]}), 401,
+         "WebhookSignatureRequired"),
+    ]
+    for r, status, code in refused:
+        assert_error(r, status, code)
+    # a signed body cannot be swapped for another under the same headers
+    import datetime as dt
+
+    from standardwebhooks.webhooks import Webhook
+
+    now = dt.datetime.now(dt.UTC)
+    sig = Webhook(t["signing_secret"]).sign("msg_2", now, "{}")
+    r = client.post(f"/hook/trigger?triggerUrl={t['token']}", content=b'{"evil": 1}',
+                    headers={"webhook-id": "msg_2", "webhook-timestamp": str(int(now.timestamp())),
+                             "webhook-signature": sig})
+    assert_error(r, 403, "InvalidWebhookSignature")
+    assert projects.calls == [("redeploy", "web", True)], "a refused call redeployed"
+
+    # rotation: the old signing secret works during the grace period, not after a 0-grace rotation
+    rot = call(client, signer, "POST", f"/clusters/{CID}/triggers/{t['id']}/rotate", {"grace_seconds": 60}).json()
+    assert rot["signing_secret"] != t["signing_secret"]
+    assert _signed_call(client, t).status_code == 202
+    assert _signed_call(client, rot).status_code == 202
+    call(client, signer, "POST", f"/clusters/{CID}/triggers/{t['id']}/rotate", {"grace_seconds": 0})
+    assert_error(_signed_call(client, rot), 403, "InvalidWebhookSignature")
+    assert len(projects.calls) == 3
+
+    # every call is on the audit trail of the cluster's account, the refused ones with their code
+    entries = [e for e in runtime.audit.query(None, action="cs:InvokeTrigger", limit=100)]
+    outcomes = [e.outcome.split()[-1] if e.outcome.startswith("4") else e.outcome[:3] for e in entries]
+    assert outcomes.count("202") == 3 and "WebhookReplayed" in outcomes and "WebhookTimestampStale" in outcomes
+    assert all(e.resource.endswith(f"cluster/{CID}/trigger/{t['id']}") and e.user_name == f"trigger {t['id']}"
+               for e in entries)
+
+
+def test_unsigned_by_default_signed_when_the_server_says_so(client: Any, signer: Signer, projects: Projects,
+                                                          runtime: Any) -> None:
+    t = make(client, signer, project_id="web", action="redeploy")
+    assert t["signed"] is False and "signing_secret" not in t
+    runtime.triggers.signed_default = True  # OPENCS_TRIGGER_SIGNED=true
+    assert make(client, signer, project_id="web", action="redeploy")["signed"] is True
+    assert make(client, signer, project_id="web", action="redeploy", signed=False)["signed"] is False

@@ -1,7 +1,8 @@
-"""Issue 10 items 2, 3 (and 5) against a real `opencs server` and a real one-node swarm: per-user cluster
+"""Issue 10 items 2, 3 and 5 against a real `opencs server` and a real one-node swarm: per-user cluster
 certificates from the official SDK, the Docker SDK and the docker CLI on master_url and on the node
 endpoint, revocation / a disabled key / expiry refused on the next connection, the sub-user's policies
-on Application API calls, and their audit entries. One cluster serves every test of the module."""
+on Application API calls, a signed trigger that redeploys once (a replay or a stale timestamp fires
+nothing), and the audit entries of all of it. One cluster serves every test of the module."""
 
 from __future__ import annotations
 
@@ -256,6 +257,43 @@ def test_revoked_disabled_and_expired_certificates_are_refused(env: Env) -> None
         app_session(brief).get(f"{base}/projects/", timeout=30)
     states = {s["serial"]: s["state"] for s in env.c.request("GET", f"/clusters/{env.cid}/certs/states")["certs"]}
     assert states[subject_serial(second)] == "revoked" and states[short.serial] == "expired"
+
+
+def _signed_post(url: str, signing_secret: str, body: str, msg_id: str, age: float = 0) -> requests.Response:
+    from standardwebhooks.webhooks import Webhook
+
+    when = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age)
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(when.timestamp())),
+               "webhook-signature": Webhook(signing_secret).sign(msg_id, when, body)}
+    return requests.post(url, data=body.encode(), headers=headers, timeout=150)
+
+
+@pytest.mark.docker
+def test_signed_trigger_redeploys_once(env: Env) -> None:
+    t = env.c.request("POST", f"/clusters/{env.cid}/triggers",
+                      body={"project_id": "web", "action": "redeploy", "signed": True})
+    env.secrets += [t["secret"], t["signing_secret"]]
+    owner, base = app_session(env.tmp / "owner"), env.master()
+
+    def containers() -> set[str]:
+        return set(owner.get(f"{base}/services/web_app", timeout=30).json()["containers"])
+
+    before = containers()
+    url = f"{t['trigger_url']}&wait=true"
+    r = _signed_post(url, t["signing_secret"], '{"ref": "main"}', "msg_deploy_1")
+    assert r.status_code == 200 and r.json()["state"] == "success", r.text
+    after = containers()
+    assert after and not (after & before), "the signed call did not redeploy"
+    for refused, status, code in (
+        (_signed_post(url, t["signing_secret"], '{"ref": "main"}', "msg_deploy_1"), 409, "WebhookReplayed"),
+        (_signed_post(url, t["signing_secret"], "{}", "msg_deploy_2", age=600), 403, "WebhookTimestampStale"),
+        (requests.post(f"{url}&secret={t['secret']}", timeout=30), 401, "WebhookSignatureRequired"),
+    ):
+        assert (refused.status_code, refused.json()["Code"]) == (status, code), refused.text
+    assert containers() == after, "a refused call redeployed"
+    entries = env.c.request("GET", "/audit", query={"action": "cs:InvokeTrigger"})["entries"]
+    assert [e["outcome"].split()[-1] if e["outcome"][0] == "4" else e["outcome"][:3] for e in entries] == [
+        "202", "WebhookReplayed", "WebhookTimestampStale", "WebhookSignatureRequired"]
 
 
 @pytest.mark.docker

@@ -56,9 +56,10 @@ _ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/clusters/{cluster_id}/triggers"): (400, 404),
     ("delete", "/clusters/{cluster_id}/triggers/{trigger_id}"): (400, 404),
     ("post", "/clusters/{cluster_id}/triggers/{trigger_id}/rotate"): (400, 404, 415),
-    # 409: the task failed (wait=true); 504: it did not end within `timeout` (wait=true)
-    ("get", "/hook/trigger"): (400, 403, 404, 409, 503, 504),
-    ("post", "/hook/trigger"): (400, 403, 404, 409, 503, 504),
+    # 401: a signed trigger without its signature headers; 409: the task failed (wait=true) or the
+    # webhook-id was delivered already; 504: it did not end within `timeout` (wait=true)
+    ("get", "/hook/trigger"): (400, 401, 403, 404, 409, 503, 504),
+    ("post", "/hook/trigger"): (400, 401, 403, 404, 409, 503, 504),
 }
 # every signed route: 400 malformed signature headers, 401 none, 403 wrong signature, 413 body too large
 _SIGNED_ANSWERS = (400, 401, 403, 413)

@@ -5,6 +5,11 @@ The token is the spec's Base64 of ``cluster|project|kind|id|``; the secret is 64
 of 16 random alphanumerics, then a keyed digest, the structure the spec observed). Only SHA-256
 hashes of secrets are stored. Rotation issues a new secret under the same URL; the old one keeps
 working for a stated grace period.
+
+A signed trigger (`signed: true` at creation, or the server's default) also needs a Standard Webhooks
+signature of each call (opencs.services.webhooks) with its signing secret, kept encrypted since the
+server must compute the HMAC; with it the URL needs no `secret`. A webhook-id is accepted once (the
+signature nonces' store), a timestamp only within five minutes, so a captured call cannot be replayed.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from opencs.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
+from opencs.secretbox import SecretBox
+from opencs.services import webhooks
+from opencs.services.webhooks import WebhookHeaders
 from opencs.store.db import utcnow
 from opencs.store.models import Trigger
 from opencs.store.repos.triggers import TriggerRepo
@@ -43,6 +51,11 @@ class ProjectActions(Protocol):
 
     def trigger_images(self, cluster_id: str, project: str) -> list[str]:
         """The image references the project's services use (for image-update triggers)."""
+
+
+class Replays(Protocol):
+    def remember(self, access_key_id: str, nonce: str) -> bool:
+        """False when this nonce was seen before under this key (opencs.store.repos.nonces)."""
 
 
 class ClusterCheck(Protocol):
@@ -87,11 +100,15 @@ class Invocation:
 
 class TriggerService:
     def __init__(self, repo: TriggerRepo, clusters: ClusterCheck, public_url: str,
-                 projects: ProjectActions | None = None) -> None:
+                 projects: ProjectActions | None = None, box: SecretBox | None = None,
+                 replays: Replays | None = None, signed_default: bool = False) -> None:
         self.repo = repo
         self.clusters = clusters
         self.public_url = public_url
         self._projects = projects
+        self.box = box  # signing secrets at rest (signed triggers need it, and the replay store)
+        self.replays = replays
+        self.signed_default = signed_default
         self._digest_key = secrets.token_bytes(32)
 
     @property
@@ -122,6 +139,7 @@ class TriggerService:
             "action": t.action,
             "service": t.service,
             "image_update": t.image_update,
+            "signed": bool(t.signed),
             "token": t.token,
             "trigger_url": self.trigger_url(t.token),
             "created": _ts(t.created),
@@ -129,9 +147,16 @@ class TriggerService:
             "previous_secret_valid_until": _ts(t.previous_until) if t.previous_secret_hash else None,
         }
 
+    def _signing_box(self) -> SecretBox:
+        if self.box is None or self.replays is None:
+            raise ApiError("signed triggers are not available on this server", code="SignedTriggersUnavailable",
+                           status=503)
+        return self.box
+
     def create(self, cluster_id: str, project: str, action: str, service: str = "",
-               image_update: bool = False) -> dict[str, Any]:
+               image_update: bool = False, signed: bool | None = None) -> dict[str, Any]:
         self.clusters.get_row(cluster_id)
+        signed = self.signed_default if signed is None else signed
         if action not in ACTIONS:
             raise BadRequest(f"Field 'action': must be one of {', '.join(ACTIONS)}")
         if action == "scaling" and not service:
@@ -144,11 +169,13 @@ class TriggerService:
         trigger_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(13))
         token = make_token(cluster_id, project, action, trigger_id)
         secret = self._new_secret(token)
+        signing = webhooks.new_secret() if signed else None
         row = Trigger(trigger_id=trigger_id, cluster_id=cluster_id, project=project, action=action,
                       service=service, image_update=image_update, token=token, secret_hash=_hash(secret),
-                      created=utcnow())
+                      signed=signed, created=utcnow(),
+                      signing_secret_enc=self._signing_box().encrypt(signing) if signing else None)
         self.repo.add(row)
-        return {**self.view(row), "secret": secret}
+        return {**self.view(row), "secret": secret, **({"signing_secret": signing} if signing else {})}
 
     def list_triggers(self, cluster_id: str, project: str | None = None) -> list[dict[str, Any]]:
         self.clusters.get_row(cluster_id)
@@ -168,39 +195,72 @@ class TriggerService:
             raise BadRequest("Field 'grace_seconds': 0 to 604800")
         t = self._get(cluster_id, trigger_id)
         secret = self._new_secret(t.token)
+        signing: dict[str, Any] = {}
+        new_signing = None
+        if t.signed:  # the signing secret is rotated with the secret, under the same grace
+            new_signing = webhooks.new_secret()
+            signing = {"signing_secret_enc": self._signing_box().encrypt(new_signing),
+                       "previous_signing_secret_enc": t.signing_secret_enc if grace_seconds else None}
         fresh = self.repo.update(trigger_id, previous_secret_hash=t.secret_hash if grace_seconds else None,
                                  previous_until=utcnow() + timedelta(seconds=grace_seconds) if grace_seconds else None,
-                                 secret_hash=_hash(secret))
+                                 secret_hash=_hash(secret), **signing)
         if fresh is None:
             raise NotFound(f"Trigger {trigger_id} not found in cluster {cluster_id}", code="ErrorTriggerNotFound")
-        return {**self.view(fresh), "secret": secret, "grace_seconds": grace_seconds}
+        extra = {"signing_secret": new_signing} if new_signing else {}
+        return {**self.view(fresh), "secret": secret, **extra, "grace_seconds": grace_seconds}
 
     # ------------------------------------------------------------ invocation (public, secret-authenticated)
 
-    def authenticate(self, token: str, secret: str) -> Trigger:
+    def authenticate(self, token: str, secret: str, signature: WebhookHeaders | None = None,
+                     body: bytes = b"") -> Trigger:
+        """The trigger this call may fire: its secret (an unsigned trigger), or its signature (a signed
+        one: then a secret, if sent, must match too). Raises the refusal."""
         if not token:
             raise BadRequest("triggerUrl is required", code="MissingTriggerUrl")
-        if not secret:
+        if not secret and signature is None:
             raise Forbidden("secret is required", code="MissingSecret")
         parse_token(token)  # shape first: a clear 400 for garbage
-        given = _hash(secret)
+        bare = token.strip().rstrip("=")
+        # the spec's examples carry a stray "=" after the token
+        tokens = [token.strip(), bare + "=" * (-len(bare) % 4)]
+        found = self.repo.by_tokens(tokens)
+        if found is None:
+            raise NotFound("No trigger has this triggerUrl (deleted?)", code="ErrorTriggerNotFound")
+        if found.signed:
+            self._check_signature(found, signature, body)
+        elif not secret:
+            raise Forbidden("secret is required", code="MissingSecret")
+        given = _hash(secret) if secret else ""
 
         def check(t: Trigger) -> None:
+            if not given:
+                return  # a signed trigger, signature checked
             ok = hmac.compare_digest(given, t.secret_hash)
             if not ok and t.previous_secret_hash and t.previous_until and utcnow() < t.previous_until:
                 ok = hmac.compare_digest(given, t.previous_secret_hash)
             if not ok:
                 raise Forbidden("The secret does not match this trigger", code="InvalidTriggerSecret")
 
-        bare = token.strip().rstrip("=")
-        # the spec's examples carry a stray "=" after the token
-        t = self.repo.invoked([token.strip(), bare + "=" * (-len(bare) % 4)], check)
+        t = self.repo.invoked(tokens, check)
         if t is None:
             raise NotFound("No trigger has this triggerUrl (deleted?)", code="ErrorTriggerNotFound")
         return t
 
-    def invoke(self, token: str, secret: str, type_: str | None, step: str | None) -> Invocation:
-        t = self.authenticate(token, secret)
+    def _check_signature(self, t: Trigger, signature: WebhookHeaders | None, body: bytes) -> None:
+        box = self._signing_box()
+        keys = [box.decrypt(t.signing_secret_enc)] if t.signing_secret_enc else []
+        if t.previous_signing_secret_enc and t.previous_until and utcnow() < t.previous_until:
+            keys.append(box.decrypt(t.previous_signing_secret_enc))
+        webhooks.verify(keys, signature, body)
+        assert signature is not None and self.replays is not None  # verify() refuses a call without headers
+        # after the signature: only calls that could fire the trigger take a place in the store
+        if not self.replays.remember(f"trigger:{t.trigger_id}", signature.msg_id):
+            raise Conflict(f"webhook-id {signature.msg_id!r} was delivered already: a replay fires nothing",
+                           code="WebhookReplayed")
+
+    def invoke(self, token: str, secret: str, type_: str | None, step: str | None,
+               signature: WebhookHeaders | None = None, body: bytes = b"") -> Invocation:
+        t = self.authenticate(token, secret, signature, body)
         if t.action == "scaling":
             if type_ not in ("scale_out", "scale_in"):
                 raise BadRequest("type must be scale_out or scale_in", code="InvalidParameter.Type")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from opencs.store.project_state import ProjectState, ProjectStateType
@@ -269,5 +269,9 @@ class Trigger(Base):
     secret_hash: Mapped[str] = mapped_column(String(64))
     previous_secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     previous_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    # a signed trigger also needs a Standard Webhooks signature (HMAC-SHA256, key kept encrypted)
+    signed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    signing_secret_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    previous_signing_secret_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_invoked: Mapped[datetime | None] = mapped_column(nullable=True)
     created: Mapped[datetime]

@@ -15,7 +15,12 @@ from opencs.api.body import json_object, validate
 from opencs.api.deps import services
 from opencs.api.errors import request_id_of
 from opencs.api.schemas import TOKEN_MAX, ClusterId, QueryText, TriggerId, _Body
-from opencs.services.triggers import TriggerService
+from opencs.errors import ApiError
+from opencs.services.accounts import Principal
+from opencs.services.triggers import TriggerService, parse_token
+from opencs.services.webhooks import WebhookHeaders
+
+WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 router = APIRouter()
 
@@ -26,6 +31,8 @@ class CreateTrigger(_Body):
     cluster_id: str | None = None
     service: str = ""
     image_update: bool = False
+    # opencs: calls need a Standard Webhooks signature (default: the server's OPENCS_TRIGGER_SIGNED)
+    signed: bool | None = None
     type: str | None = None  # sent by the Tea SDK (Kubernetes "deployment"); not used for Swarm
 
 
@@ -45,7 +52,8 @@ async def create_trigger(cluster_id: ClusterId, request: Request) -> JSONRespons
 
         raise BadRequest("Field 'cluster_id': differs from the cluster in the path")
     out = await to_thread.run_sync(
-        lambda: _svc(request).create(cluster_id, body.project_id, body.action, body.service, body.image_update))
+        lambda: _svc(request).create(cluster_id, body.project_id, body.action, body.service, body.image_update,
+                                     body.signed))
     return JSONResponse({**out, "request_id": request_id_of(request)})
 
 
@@ -78,9 +86,18 @@ async def invoke_trigger(
     wait: bool = Query(False),
     timeout: float = Query(120.0, gt=0, le=600),
 ) -> JSONResponse:
-    """Answers at once with the task id; with `wait=true` when the task has ended."""
+    """Answers at once with the task id; with `wait=true` when the task has ended. A signed trigger
+    needs the webhook-id/-timestamp/-signature headers (Standard Webhooks) over the body as sent."""
     rt = services(request)
-    inv = await to_thread.run_sync(lambda: rt.triggers.invoke(triggerUrl, secret, type, step))
+    signature = WebhookHeaders.of({k: request.headers.get(k, "") for k in WEBHOOK_HEADERS})
+    raw = await request.body()
+    try:
+        inv = await to_thread.run_sync(lambda: rt.triggers.invoke(triggerUrl, secret, type, step, signature, raw))
+    except ApiError as e:
+        outcome = f"{e.status} {e.code}"
+        await to_thread.run_sync(lambda: _audit(request, triggerUrl, outcome))
+        raise
+    await to_thread.run_sync(lambda: _audit(request, triggerUrl, f"202 {inv.task_id}"))
     body: dict[str, Any] = {"trigger_id": inv.trigger_id, "action": inv.action, "task_id": inv.task_id,
                             "request_id": request_id_of(request)}
     if not wait:
@@ -96,6 +113,22 @@ async def invoke_trigger(
         body["error"] = {"code": row.error_code, "message": row.error_message}
     status = {"success": 200, "fail": 409}.get(row.state, 504)
     return JSONResponse(body, status_code=status)
+
+
+def _audit(request: Request, token: str, outcome: str) -> None:
+    """A trigger call on the audit trail of the trigger's cluster's account (who: the trigger)."""
+    rt = services(request)
+    try:
+        cluster_id, _project, _kind, trigger_id = parse_token(token)
+    except ApiError:
+        cluster_id, trigger_id = "", ""
+    account = (rt.authorizer.owners.cluster(cluster_id) or "") if cluster_id else ""
+    region = rt.settings.regions[0] if rt.settings.regions else "*"
+    who = Principal("", account, "", f"trigger {trigger_id}" if trigger_id else "trigger", False, ())
+    resource = f"acs:cs:{region}:{account}:cluster/{cluster_id}/trigger/{trigger_id}" if trigger_id else "trigger"
+    client = request.client
+    rt.audit.record(who, "cs:InvokeTrigger", resource, client.host if client else "", request_id_of(request),
+                    outcome)
 
 
 async def _sleep(s: float) -> None:

@@ -45,6 +45,14 @@ class TriggerRepo:
                 setattr(t, k, v)
             return t
 
+    def by_tokens(self, tokens: list[str]) -> Trigger | None:
+        with self.db.session() as s:
+            for token in tokens:
+                t = s.scalars(select(Trigger).where(Trigger.token == token)).first()
+                if t is not None:
+                    return t
+        return None
+
     def invoked(self, tokens: list[str], check: Callable[[Trigger], None]) -> Trigger | None:
         """The trigger with the first of `tokens` that exists, after `check` (which raises to refuse)
         accepted it; its last_invoked is written in the same transaction (afterwards it would wait
