@@ -33,7 +33,6 @@ SystemDisk = Literal["cloud", "cloud_efficiency", "cloud_ssd", "cloud_essd"]
 ChargeType = Literal["PrePaid", "PostPaid"]
 PeriodUnit = Literal["Week", "Month", "Year"]
 DiskSize = Annotated[StrictInt, Field(ge=20, le=32768)]
-NODE_REF = r"^[^\s\x00-\x1f\x7f]+$"
 Ids = Annotated[list[TextId], Field(min_length=1, max_length=5)]
 
 
@@ -361,8 +360,10 @@ class RemoveNodes(_Body):
     """POST /api/v2/clusters/{id}/nodes/remove and POST /clusters/{id}/nodes (§6.13): node names,
     instance ids or private IPs of workers."""
 
-    # a name, id or IP has no blanks: the pattern says so in the schema, where stripping would not
-    nodes: Annotated[list[Annotated[str, Field(min_length=1, max_length=128, pattern=NODE_REF)]],
+    # taken as sent: stripping would turn a schema-valid " " into an invalid ""
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+    nodes: Annotated[list[Annotated[str, Field(min_length=1, max_length=128, pattern=PRINTABLE)]],
                      Field(min_length=1, max_length=50, json_schema_extra={"uniqueItems": True})]
     release_node: StrictBool = False
     drain_node: StrictBool = True

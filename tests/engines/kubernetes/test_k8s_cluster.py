@@ -22,6 +22,7 @@ import yaml
 from opencs.engines.kubernetes import binary
 from opencs.engines.kubernetes.runtime import missing_host_binaries
 from opencs.providers.localnet import socket_path
+from opencs.sdk import Client
 from tests.clusterkit import destroy_everything, node_env
 from tests.conftest import ServerProcess
 from tests.sdks import core_call, core_client, tea_client
@@ -164,6 +165,16 @@ def test_kubernetes_cluster_through_official_sdks(server: ServerProcess, tmp_pat
     assert len(nodes) == 3 and _ready_nodes(v1) == set(nodes)
     workers = sorted(n for n, o in nodes.items() if "node-role.kubernetes.io/worker" in o.metadata.labels)
     assert len(workers) == 2
+
+    # GET /certs (DescribeClusterCerts, gone from the SDKs): the owner's recorded cert, also as a kubeconfig (§6.11)
+    ours = Client(server.url, server.ak, server.secret, retries=0)
+    certs = ours.request("GET", f"/clusters/{cid}/certs")
+    listed = ours.request("GET", f"/clusters/{cid}/certs/states")
+    states = {c["serial"]: c["state"] for c in listed["certs"]}
+    assert states.get(certs["serial"]) == "valid", states
+    (tmp_path / "certs-kubeconfig").write_text(certs["config"])
+    by_certs = k8s.CoreV1Api(k8s_config.new_client_from_config(str(tmp_path / "certs-kubeconfig")))
+    assert {n.metadata.name for n in by_certs.list_node().items} == set(nodes)
 
     ip = _web(apps, v1)
     for i, node in enumerate(workers):  # the name resolves (CoreDNS) and the ClusterIP answers on every worker
