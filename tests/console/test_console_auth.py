@@ -61,7 +61,7 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_the_session(pl
     ak, secret = plane.keys.create("console")
     assert http.get("/console/clusters", follow_redirects=False).headers["location"] == "/console/signin"
     bad = http.post("/console/signin", data={"access_key_id": ak, "access_key_secret": secret + "x"})
-    assert bad.status_code == 401 and "wrong" in bad.text
+    assert "wrong" in bad.text and "set-cookie" not in bad.headers
     r = http.post("/console/signin", data={"access_key_id": ak, "access_key_secret": secret}, follow_redirects=False)
     cookie = r.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
@@ -113,6 +113,14 @@ def test_a_user_without_rights_sees_neither_resources_nor_buttons(plane: Control
     assert "not authorized" in r.text
     assert plane.clusters.get(cid)["state"] != "deleting"
     assert http.get(f"/console/clusters/{cid}/certs.zip").status_code == 403
+    for sub in ("projects", "triggers", "volumes"):
+        r = http.get(f"/console/clusters/{cid}/{sub}")
+        assert r.status_code == 403 and "secret-one" not in r.text and "hx-post" not in r.text, sub
+    r = http.post(f"/console/clusters/{cid}/projects", data={"name": "x", "template": "services: {}"},
+                  headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422 and "not authorized" in r.text
+    keys = http.get("/console/keys").text  # RAM rights on oneself: none
+    assert "Create an AccessKey" not in keys and "Disable" not in keys
 
 
 def test_a_read_only_user_sees_its_cluster_without_the_buttons(plane: ControlPlane, http: TestClient) -> None:
@@ -136,3 +144,13 @@ def test_a_disabled_key_ends_its_session(plane: ControlPlane, http: TestClient) 
     plane.accounts.set_key_status(ROOT_ACCOUNT_ID, "temp", ak, active=False)
     plane.keys._cache.clear()  # the 2 s verification cache of this process
     assert http.get("/console/clusters", follow_redirects=False).status_code == 303
+
+
+def test_compose_errors_point_at_their_line() -> None:
+    from opencs.console.forms import template_line
+
+    t = "version: '3'\nservices:\n  web:\n    image: busybox\n    portz: [80]\n"
+    assert template_line(t, "Invalid template: services.web.portz: unsupported key 'portz'") == 5
+    assert template_line(t, "Invalid template: services.web: bad") == 3
+    assert template_line(t, "invalid YAML (line 6, column 1): while parsing") == 6
+    assert template_line(t, "cluster is launching") is None

@@ -10,7 +10,15 @@ from starlette.staticfiles import StaticFiles
 
 from opencs.api.authorize import Authorizer
 from opencs.appapi.app import create_appapi_app
-from opencs.console import routes_auth, routes_clusters, routes_tasks
+from opencs.console import (
+    routes_auth,
+    routes_clusters,
+    routes_keys,
+    routes_projects,
+    routes_tasks,
+    routes_triggers,
+    routes_volumes,
+)
 from opencs.console.calls import ASGIApp, ControlPlaneApi
 from opencs.console.deps import ConsoleServices
 from opencs.console.web import HERE, Console
@@ -23,7 +31,7 @@ def cert_holder_access(authorizer: Authorizer) -> Any:
     """Who may use a cluster's Application API: whoever may get its certificates (what master_url
     asks of a caller: a client certificate of the cluster)."""
 
-    def decide(who: Principal, cluster_id: str, method: str, path: str, scope: dict[str, Any]) -> bool:
+    def decide(who: Principal, cluster_id: str, method: str, path: str, target: str, scope: dict[str, Any]) -> bool:
         return authorizer.permits(who, "GET", f"/clusters/{cluster_id}/certs", scope)
 
     return decide
@@ -31,7 +39,9 @@ def cert_holder_access(authorizer: Authorizer) -> Any:
 
 def create_console(services: ConsoleServices, api: ASGIApp) -> Starlette:
     app = Starlette(routes=[
-        *routes_auth.routes, *routes_clusters.routes, *routes_tasks.routes,
+        *routes_auth.routes, *routes_clusters.routes, *routes_projects.routes, *routes_tasks.routes,
+        *routes_triggers.routes, *routes_keys.routes,
+        *routes_volumes.routes,
         Mount("/assets", StaticFiles(directory=HERE / "assets"), name="assets"),
         Mount("/static", StaticFiles(directory=HERE / "static", check_dir=False), name="static"),
     ])

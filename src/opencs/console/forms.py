@@ -36,3 +36,32 @@ def to_int(value: str | None) -> int | str | None:
         return int(value.strip())
     except ValueError:
         return value
+
+
+_PATH = re.compile(r"\b(services(?:\.[\w.-]+)+|(?:networks|volumes|secrets|configs)(?:\.[\w.-]+)+)\b")
+
+
+def template_line(template: str, message: str) -> int | None:
+    """The 1-based line of `template` an API error is about: the line it names (YAML errors), or the
+    line of the key path it names (schema errors: "services.web.portz: unsupported key")."""
+    line = error_line(message)
+    if line is not None:
+        return line
+    m = _PATH.search(message)
+    if not m:
+        return None
+    import yaml
+
+    try:
+        node = yaml.compose(template)
+    except yaml.YAMLError:
+        return None
+    found = None
+    for key in m.group(1).split("."):
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+        if match is None:
+            break
+        found, node = match[0].start_mark.line + 1, match[1]
+    return found

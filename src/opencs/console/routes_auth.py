@@ -49,7 +49,8 @@ async def signin(request: Request) -> Response:
     form = await read_form(request)
     ak, secret = form.get("access_key_id", "").strip(), form.get("access_key_secret", "")
     if not await to_thread.run_sync(_check, request, ak, secret):
-        return render(request, "signin.html", 401, who=None, csrf="", access_key_id=ak,
+        # 200: the page is the answer (a browser logs a 401 as a console error); no cookie is set
+        return render(request, "signin.html", 200, who=None, csrf="", access_key_id=ak,
                       error="The AccessKey id or secret is wrong, or the key is disabled.")
     session = console_of(request).sessions.open(ak)
     resp = RedirectResponse(prefix(request) + "/clusters", 303)

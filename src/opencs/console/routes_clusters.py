@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from opencs.console.forms import field_errors, to_int
-from opencs.console.web import Ctx, page
+from opencs.console.web import Ctx, page, refused_status
 
 CLUSTER_TYPES = ("swarm", "kubernetes")
 
@@ -53,7 +53,8 @@ async def create(ctx: Ctx) -> Response:
     reply = await ctx.api("POST", "/clusters", body=body)
     if not reply.ok:
         errors, general = field_errors(reply)
-        return ctx.render("_create_form.html", 422, values=f, errors=errors, general=general, types=CLUSTER_TYPES,
+        return ctx.render("_create_form.html", refused_status(ctx.request), values=f, errors=errors, general=general,
+                          types=CLUSTER_TYPES,
                           headers={"HX-Retarget": "#create-form", "HX-Reswap": "outerHTML"})
     return ctx.render("_task.html", task_id=reply.body["task_id"], title=f"Create cluster {body['name']}",
                       cluster_id=reply.body.get("cluster_id", ""))
@@ -92,13 +93,17 @@ async def _cluster_page(ctx: Ctx, cid: str) -> Response:
         return ctx.render("error.html", reply.status if reply.status >= 400 else 404, message=reply.message)
     c = reply.body
     nodes = await ctx.api("GET", f"/clusters/{cid}/nodes")
+    k8s = c.get("cluster_type") == "kubernetes"
     return ctx.render(
         "cluster.html", c=c, nodes=nodes.body.get("nodes", []) if nodes.ok else [],
         nodes_error="" if nodes.ok or nodes.status == 403 else nodes.message,
         env=docker_env(c.get("master_url", ""), cid),
-        may_certs=ctx.may("GET", f"/clusters/{cid}/certs"), may_scale=ctx.may("PUT", f"/clusters/{cid}"),
+        may_certs=ctx.may("GET", f"/clusters/{cid}/certs") and not k8s,
+        may_kubeconfig=ctx.may("GET", f"/k8s/{cid}/user_config") and k8s,
+        may_scale=ctx.may("PUT", f"/clusters/{cid}"),
         may_delete=ctx.may("DELETE", f"/clusters/{cid}"),
-        may_projects=ctx.may_app(cid, "GET", "/projects/"),
+        may_projects=ctx.may_app(cid, "GET", "/projects/") and not k8s,
+        may_triggers=ctx.may("GET", f"/clusters/{cid}/triggers") and not k8s,
     )
 
 
@@ -126,6 +131,18 @@ async def certs(ctx: Ctx) -> Response:
                              "Cache-Control": "no-store"})
 
 
+@page
+async def kubeconfig(ctx: Ctx) -> Response:
+    """DescribeClusterUserKubeconfig: a kubeconfig with the user's own client certificate."""
+    cid = ctx.request.path_params["cluster_id"]
+    reply = await ctx.api("GET", f"/k8s/{cid}/user_config")
+    if not reply.ok or not isinstance(reply.body, dict) or not isinstance(reply.body.get("config"), str):
+        return ctx.render("error.html", reply.status if reply.status >= 400 else 500, message=reply.message)
+    return Response(reply.body["config"], media_type="application/yaml",
+                    headers={"Content-Disposition": f'attachment; filename="{cid}.kubeconfig"',
+                             "Cache-Control": "no-store"})
+
+
 routes = [
     Route("/clusters", clusters, methods=["GET"]),
     Route("/clusters/rows", cluster_rows, methods=["GET"]),
@@ -134,4 +151,5 @@ routes = [
     Route("/clusters/{cluster_id}/delete", delete, methods=["POST"]),
     Route("/clusters/{cluster_id}/scale", scale, methods=["POST"]),
     Route("/clusters/{cluster_id}/certs.zip", certs, methods=["GET"]),
+    Route("/clusters/{cluster_id}/kubeconfig", kubeconfig, methods=["GET"]),
 ]

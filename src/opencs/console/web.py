@@ -49,7 +49,8 @@ class Console:
     services: ConsoleServices
     api: ControlPlaneApi
     appapi: ASGIApp
-    app_access: Callable[[Principal, str, str, str, dict[str, Any]], bool]
+    # (who, cluster, method, path, "app" | "engine", the browser's scope) -> may they, as on master_url
+    app_access: Callable[[Principal, str, str, str, str, dict[str, Any]], bool]
     sessions: Sessions = field(default_factory=Sessions)
     env: Environment = field(default_factory=environment)
 
@@ -85,8 +86,8 @@ class Ctx:
     def scope(self) -> dict[str, Any]:
         return cast(dict[str, Any], self.request.scope)
 
-    def may_app(self, cluster_id: str, method: str, path: str) -> bool:
-        return self.console.app_access(self.who, cluster_id, method, path, self.scope)
+    def may_app(self, cluster_id: str, method: str, path: str, target: str = "app") -> bool:
+        return self.console.app_access(self.who, cluster_id, method, path, target, self.scope)
 
     async def app(self, cluster_id: str, method: str, path: str, *, body: dict[str, Any] | None = None,
                   query: dict[str, str] | None = None) -> Reply:
@@ -122,6 +123,12 @@ def prefix(request: Request) -> str:
 
 def htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
+
+
+def refused_status(request: Request) -> int:
+    """A form the API refused: 422, but 200 to htmx, which swaps it in (a browser logs every 4xx
+    reply as a console error, and the refusal is the page's expected answer)."""
+    return 200 if htmx(request) else 422
 
 
 def transport_refusal(request: Request) -> str | None:

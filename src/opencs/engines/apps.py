@@ -255,6 +255,10 @@ class AppEngine(abc.ABC):
     def stop_containers(self, targets: list[ContainerRef], timeout: int) -> list[str]:
         """Stop each container with `timeout` seconds of grace; returns the errors."""
 
+    def container_logs(self, target: ContainerRef, tail: int) -> str:
+        """The last `tail` lines of one container's output (stdout and stderr, with timestamps)."""
+        raise AppEngineError("this engine cannot show container logs", "LogsUnsupported")
+
     # ------------------------------------------------------------ routing
 
     @abc.abstractmethod

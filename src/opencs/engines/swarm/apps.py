@@ -269,6 +269,12 @@ class SwarmAppEngine(AppEngine):
     def stop_containers(self, targets: list[ContainerRef], timeout: int) -> list[str]:
         return node_ops.stop_containers(self._targets(targets), timeout)
 
+    def container_logs(self, target: ContainerRef, tail: int) -> str:
+        found = self._targets([target])
+        if not found:
+            raise AppEngineError(f"node {target.node.ip} has no engine address", "NodeUnreachable")
+        return node_ops.container_logs(*found[0], tail)
+
     def _targets(self, refs: list[ContainerRef]) -> list[tuple[observe.NodeInfo, str]]:
         by_id = {n.node_id: n for n in self._infos()}
         return [(by_id[r.node.node_id], r.container_id) for r in refs if r.node.node_id in by_id]

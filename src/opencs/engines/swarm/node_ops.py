@@ -11,6 +11,7 @@ from typing import Any
 from docker.errors import APIError, DockerException, NotFound
 
 from opencs.compose.normalize import NAMESPACE_LABEL
+from opencs.engines.apps import AppEngineError
 from opencs.engines.swarm import client
 from opencs.engines.swarm.observe import NodeInfo, _parallel
 from opencs.engines.swarm.stack import StackError, _explain
@@ -50,6 +51,18 @@ def signal_containers(targets: list[tuple[NodeInfo, str]], signal: str) -> list[
             return f"{node.ip} {cid[:12]}: {e}"
 
     return [e for e in _parallel(one, targets) if e]
+
+
+def container_logs(node: NodeInfo, cid: str, tail: int) -> str:
+    """The last lines of a container's output, from its own node's engine."""
+    try:
+        with closing(client(node.docker_host, timeout=15)) as c:
+            raw = c.api.logs(cid, stdout=True, stderr=True, timestamps=True, tail=tail)
+    except NotFound:
+        raise AppEngineError(f"container {cid[:12]} is gone", "ContainerNotFound") from None
+    except (DockerException, OSError) as e:
+        raise AppEngineError(f"{node.ip} {cid[:12]}: {e}", "EngineUnreachable") from None
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
 
 def stop_containers(targets: list[tuple[NodeInfo, str]], timeout: int) -> list[str]:

@@ -145,6 +145,18 @@ class ProjectViews(ProjectCore):
         return self.project_view(self._settled(row), snap, services=services, containers=containers)
 
     @engine_errors
+    def container_logs(self, cluster_id: str, service_id: str, container_id: str, tail: int = 200) -> str:
+        """The last `tail` lines of one container of a service (stdout and stderr)."""
+        self.usable_cluster(cluster_id)
+        row, model, svc = self._service_ref(cluster_id, service_id)
+        snap = self._snapshot(cluster_id, row.name, containers=False)
+        ref = next((r for r in self.targets(snap, model.services[svc].full_name)
+                    if r.container_id == container_id), None)
+        if ref is None:
+            raise NotFound(f"container {container_id!r} is not one of {service_id}'s", code="ContainerNotFound")
+        return self.engine(cluster_id).container_logs(ref, max(1, min(tail, 5000)))
+
+    @engine_errors
     def list_services(self, cluster_id: str, q: str | None = None, containers: bool = True) -> list[dict[str, Any]]:
         self.usable_cluster(cluster_id)
         rows = self._rows(cluster_id)
