@@ -154,3 +154,20 @@ def test_compose_errors_point_at_their_line() -> None:
     assert template_line(t, "Invalid template: services.web: bad") == 3
     assert template_line(t, "invalid YAML (line 6, column 1): while parsing") == 6
     assert template_line(t, "cluster is launching") is None
+
+
+def test_application_api_rights_decide_the_project_buttons(plane: ControlPlane, http: TestClient) -> None:
+    cid, _ = plane.clusters.create(CreateCluster(name="apps", size=1))
+    policy = {"Version": "1", "Statement": [{
+        "Effect": "Allow", "Action": ["cs:DescribeClusterDetail", "cs:DescribeClusterNodes", "cs:DescribeProjects"],
+        "Resource": [f"acs:cs:*:*:cluster/{cid}"]}]}
+    csrf = sign_in(http, *user(plane, "viewer", policy))
+    assert "/projects" in http.get(f"/console/clusters/{cid}").text
+    page = http.get(f"/console/clusters/{cid}/projects")
+    assert page.status_code == 200 and "Deploy a project" not in page.text
+    # the Application API's own decision refuses what the page does not offer (and puts it on record)
+    r = http.post(f"/console/clusters/{cid}/projects", data={"name": "x", "template": "services: {}"},
+                  headers={"X-CSRF-Token": csrf})
+    assert "not authorized" in r.text and "cs:CreateProject" in r.text
+    assert any(e.outcome.startswith("403") and e.user_name == "viewer"
+               for e in plane.audit.query(ROOT_ACCOUNT_ID, "cs:CreateProject"))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from opencs.api.authorize import Authorizer
 from opencs.appapi.app import create_appapi_app
+from opencs.appapi.guard import AppApiGuard
 from opencs.console import (
     routes_auth,
     routes_clusters,
@@ -22,19 +20,8 @@ from opencs.console import (
 from opencs.console.calls import ASGIApp, ControlPlaneApi
 from opencs.console.deps import ConsoleServices
 from opencs.console.web import HERE, Console
-from opencs.services.accounts import Principal
 
 PATH = "/console"
-
-
-def cert_holder_access(authorizer: Authorizer) -> Any:
-    """Who may use a cluster's Application API: whoever may get its certificates (what master_url
-    asks of a caller: a client certificate of the cluster)."""
-
-    def decide(who: Principal, cluster_id: str, method: str, path: str, target: str, scope: dict[str, Any]) -> bool:
-        return authorizer.permits(who, "GET", f"/clusters/{cluster_id}/certs", scope)
-
-    return decide
 
 
 def create_console(services: ConsoleServices, api: ASGIApp) -> Starlette:
@@ -45,8 +32,9 @@ def create_console(services: ConsoleServices, api: ASGIApp) -> Starlette:
         Mount("/assets", StaticFiles(directory=HERE / "assets"), name="assets"),
         Mount("/static", StaticFiles(directory=HERE / "static", check_dir=False), name="static"),
     ])
-    app.state.console = Console(services, ControlPlaneApi(api), create_appapi_app(services.projects),
-                                cert_holder_access(services.authorizer))
+    region = services.settings.regions[0] if services.settings.regions else "*"
+    guard = AppApiGuard(services.cluster_certs, region, services.audit)  # master_url's decision and audit
+    app.state.console = Console(services, ControlPlaneApi(api), create_appapi_app(services.projects), guard)
     return app
 
 

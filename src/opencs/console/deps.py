@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Protocol
 
 from opencs.api.authorize import Authorizer
+from opencs.appapi.guard import CertIdentities
 from opencs.config import Settings
 from opencs.services.accounts import AccountService
+from opencs.services.audit import AuditService
 from opencs.services.keys import KeyService
 from opencs.services.projects import ProjectService
 
@@ -26,3 +28,9 @@ class ConsoleServices(Protocol):
 
     @property
     def projects(self) -> ProjectService: ...
+
+    @property
+    def cluster_certs(self) -> CertIdentities: ...
+
+    @property
+    def audit(self) -> AuditService: ...

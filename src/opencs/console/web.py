@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from opencs.api.secure_transport import loopback_peer
+from opencs.appapi.guard import AppApiGuard
 from opencs.console.calls import ASGIApp, Caller, ControlPlaneApi, Reply, app_scope, call_asgi
 from opencs.console.deps import ConsoleServices
 from opencs.console.sessions import COOKIE, Session, Sessions
@@ -49,8 +50,8 @@ class Console:
     services: ConsoleServices
     api: ControlPlaneApi
     appapi: ASGIApp
-    # (who, cluster, method, path, "app" | "engine", the browser's scope) -> may they, as on master_url
-    app_access: Callable[[Principal, str, str, str, str, dict[str, Any]], bool]
+    guard: AppApiGuard  # the Application API's RAM decision and audit, as master_url's
+
     sessions: Sessions = field(default_factory=Sessions)
     env: Environment = field(default_factory=environment)
 
@@ -86,17 +87,30 @@ class Ctx:
     def scope(self) -> dict[str, Any]:
         return cast(dict[str, Any], self.request.scope)
 
+    @property
+    def source(self) -> str:
+        return self.caller.client[0] if self.caller.client else ""
+
     def may_app(self, cluster_id: str, method: str, path: str, target: str = "app") -> bool:
-        return self.console.app_access(self.who, cluster_id, method, path, target, self.scope)
+        """Whether master_url would serve this call of the user (its AppApiGuard decision)."""
+        adm = self.console.guard.admit(self.who, cluster_id, method, path, target, self.source)
+        return adm is None or adm.allowed
 
     async def app(self, cluster_id: str, method: str, path: str, *, body: dict[str, Any] | None = None,
                   query: dict[str, str] | None = None) -> Reply:
-        """A call of the cluster's Application API, admitted as master_url admits it."""
-        if not self.may_app(cluster_id, method, path):
-            return Reply(403, {"Code": "Forbidden.RAM", "Message": DENIED})
+        """A call of the cluster's Application API, admitted and put on record as master_url does."""
+        guard, rid = self.console.guard, "CONSOLE-" + secrets.token_hex(8)
+        adm = guard.admit(self.who, cluster_id, method, path, "app", self.source)
+        if adm is not None and not adm.allowed:
+            no = adm.refusal()
+            await to_thread.run_sync(guard.record, adm, self.source, rid, f"{no.status} {no.code}")
+            return Reply(no.status, {"Code": no.code, "Message": no.message})
         raw = json.dumps(body).encode() if body is not None else b""
-        scope = app_scope(self.caller, cluster_id, method, path, query, raw, "CONSOLE-" + secrets.token_hex(8))
-        return await call_asgi(self.console.appapi, scope, raw)
+        scope = app_scope(self.caller, cluster_id, method, path, query, raw, rid)
+        reply = await call_asgi(self.console.appapi, scope, raw)
+        if adm is not None and adm.mutating:
+            await to_thread.run_sync(guard.record, adm, self.source, rid, str(reply.status))
+        return reply
 
     def html(self, template: str, **values: Any) -> str:
         """A fragment as text (an SSE event's data)."""
