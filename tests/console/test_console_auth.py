@@ -68,6 +68,8 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_the_session(pl
     assert secret not in r.headers["set-cookie"] and ak not in r.headers["set-cookie"]
     page = http.get("/console/clusters")
     assert page.status_code == 200 and "Create a cluster" in page.text
+    op, _ = plane.clusters.create(CreateCluster(name="op", size=1))
+    assert 'id="attach-form"' in http.get(f"/console/clusters/{op}").text  # the operator attaches instances
     assert "default-src 'self'" in page.headers["content-security-policy"]
     csrf = re.search(r'X-CSRF-Token": "([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
     assert http.post("/console/signout", data={"csrf_token": csrf}, follow_redirects=False).status_code == 303
@@ -135,7 +137,7 @@ def test_a_read_only_user_sees_its_cluster_without_the_buttons(plane: ControlPla
     assert "Create a cluster" not in page and "Delete" not in page
     detail = http.get(f"/console/clusters/{mine}").text
     assert "visible" in detail and "Scale" not in detail and "Download certificates" not in detail
-    assert "Delete cluster" not in detail and "Projects" not in detail
+    assert "Delete cluster" not in detail and "Projects" not in detail and "attach-form" not in detail
 
 
 def test_a_disabled_key_ends_its_session(plane: ControlPlane, http: TestClient) -> None:

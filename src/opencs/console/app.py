@@ -12,6 +12,7 @@ from opencs.console import (
     routes_auth,
     routes_clusters,
     routes_keys,
+    routes_nodes,
     routes_projects,
     routes_tasks,
     routes_triggers,
@@ -27,7 +28,7 @@ PATH = "/console"
 def create_console(services: ConsoleServices, api: ASGIApp) -> Starlette:
     app = Starlette(routes=[
         *routes_auth.routes, *routes_clusters.routes, *routes_projects.routes, *routes_tasks.routes,
-        *routes_triggers.routes, *routes_keys.routes,
+        *routes_triggers.routes, *routes_keys.routes, *routes_nodes.routes,
         *routes_volumes.routes,
         Mount("/assets", StaticFiles(directory=HERE / "assets"), name="assets"),
         Mount("/static", StaticFiles(directory=HERE / "static", check_dir=False), name="static"),

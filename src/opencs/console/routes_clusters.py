@@ -94,6 +94,8 @@ async def _cluster_page(ctx: Ctx, cid: str) -> Response:
     c = reply.body
     nodes = await ctx.api("GET", f"/clusters/{cid}/nodes")
     k8s = c.get("cluster_type") == "kubernetes"
+    may_attach = ctx.may("POST", f"/clusters/{cid}/attach")
+    free = await ctx.api("GET", "/instances", query={"free": "true"}) if may_attach else None
     return ctx.render(
         "cluster.html", c=c, nodes=nodes.body.get("nodes", []) if nodes.ok else [],
         nodes_error="" if nodes.ok or nodes.status == 403 else nodes.message,
@@ -104,6 +106,9 @@ async def _cluster_page(ctx: Ctx, cid: str) -> Response:
         may_delete=ctx.may("DELETE", f"/clusters/{cid}"),
         may_projects=ctx.may_app(cid, "GET", "/projects/") and not k8s,
         may_triggers=ctx.may("GET", f"/clusters/{cid}/triggers") and not k8s,
+        may_remove=ctx.may("DELETE", f"/clusters/{cid}/ip/x"),
+        may_reset=ctx.may("POST", f"/clusters/{cid}/instances/x/reset"),
+        may_attach=may_attach, free=free.body if free is not None and free.ok and isinstance(free.body, list) else [],
     )
 
 
