@@ -246,7 +246,8 @@ def test_normalize_without_ipvs_uses_dnsrr_host_ports_and_one_overlay_network() 
             "DriverConfig": {"Name": "local", "Options": {"type": "tmpfs", "device": "tmpfs"}}}},
         {"Type": "bind", "Target": "/etc/acs/", "ReadOnly": True, "Source": "/etc/acs/"},
     ]
-    assert spec["TaskTemplate"]["RestartPolicy"] == {"Condition": "any"}
+    # restart: always, bounded (a crash loop ends as a failed service, compose/restart.py)
+    assert spec["TaskTemplate"]["RestartPolicy"] == {"Condition": "any", "MaxAttempts": 2, "Window": 120 * 10**9}
     assert spec["TaskTemplate"]["Resources"] == {"Limits": {"MemoryBytes": 256 * 1024**2}}
     assert spec["TaskTemplate"]["Networks"] == [{"Target": "wordpress_default", "Aliases": ["web"]}]
     assert web.extensions == {"scale": 3, "routing.port_8080": "http://web.example.com", "latest_image": True,
@@ -429,3 +430,21 @@ def test_service_helpers() -> None:
     for bad in ({**oss, "other_opts": "-o x; rm -rf /"}, {**oss, "no_stat_cache": "maybe"}, {**oss, "bucket": "B"}):
         with pytest.raises(BadRequest):
             validate_options("ossfs", bad)
+
+
+@pytest.mark.parametrize(("restart", "policy"), [
+    (None, {"Condition": "on-failure", "MaxAttempts": 2, "Window": 120 * 10**9}),  # one-shot commands complete
+    ('""', {"Condition": "none"}),  # compose accepts an empty restart: its default, "no"
+    ('"no"', {"Condition": "none"}),
+    ("on-failure", {"Condition": "on-failure", "MaxAttempts": 2, "Window": 120 * 10**9}),
+    ("on-failure:5", {"Condition": "on-failure", "MaxAttempts": 5}),
+    ("unless-stopped", {"Condition": "any", "MaxAttempts": 2, "Window": 120 * 10**9}),
+])
+def test_restart_policies_are_bounded(restart: str | None, policy: dict[str, object]) -> None:
+    line = f"\n    restart: {restart}" if restart is not None else ""
+    m = build_stack("p", f"version: '2'\nservices:\n  job:\n    image: x{line}\n", None, NO_IPVS)
+    assert m.services["job"].spec["TaskTemplate"]["RestartPolicy"] == policy
+    v3 = ("version: '3'\nservices:\n  job:\n    image: x\n    deploy:\n"
+          "      restart_policy: {condition: any, max_attempts: 0}\n")
+    assert build_stack("p", v3, None, NO_IPVS).services["job"].spec["TaskTemplate"]["RestartPolicy"] == \
+        {"Condition": "any", "MaxAttempts": 0}  # written unbounded: left so

@@ -25,6 +25,7 @@ from opencs.compose.models import (
     int_label,
     truthy,
 )
+from opencs.compose.restart import restart_policy
 
 
 class ServiceSpecs:
@@ -467,25 +468,7 @@ class ServiceSpecs:
         return out
 
     def restart(self, d: dict[str, Any], deploy: dict[str, Any]) -> dict[str, Any]:
-        rp = deploy.get("restart_policy")
-        if rp:
-            out: dict[str, Any] = {"Condition": rp.get("condition", "any")}
-            if rp.get("delay"):
-                out["Delay"] = V.parse_duration(rp["delay"])
-            if rp.get("max_attempts") is not None:
-                out["MaxAttempts"] = int(rp["max_attempts"])
-            if rp.get("window"):
-                out["Window"] = V.parse_duration(rp["window"])
-            return out
-        r = d.get("restart")
-        if r is None:
-            return {}
-        if r == "no":
-            return {"Condition": "none"}
-        if r.startswith("on-failure"):
-            _, _, n = r.partition(":")
-            return {"Condition": "on-failure", **({"MaxAttempts": int(n)} if n else {})}
-        return {"Condition": "any"}
+        return restart_policy(d, deploy)
 
     def attachments(self, name: str, d: dict[str, Any], nets: dict[str, NetworkModel],
                     link_aliases: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -532,3 +515,4 @@ class ServiceSpecs:
         if uc.get("max_failure_ratio") is not None:
             out["MaxFailureRatio"] = float(uc["max_failure_ratio"])
         return out
+

@@ -90,12 +90,15 @@ class AppService:
 
     service_id: str
     full_name: str
-    state: str  # running | stopped | stopping | updating | starting | degraded
+    # running | completed (one-shot, exited 0) | failed (exited non-zero, not restarted again)
+    # | stopped | stopping | updating | starting | degraded (restarting after failures)
+    state: str
     created: str = ""
     updated: str = ""
     force_update: int = 0
     containers: list[ContainerView] = field(default_factory=list)
     refs: list[ContainerRef] = field(default_factory=list)
+    problem: str = ""  # failed/degraded: the exit code, the engine's reason and (failed) the last log lines
 
 
 @dataclass
@@ -191,6 +194,11 @@ class AppEngine(abc.ABC):
     def lacks_filesystem(self, fstype: str) -> bool:
         """True when the nodes share this host's kernel and it has no `fstype` (nfs...)."""
 
+    @abc.abstractmethod
+    def network_problems(self, names: Collection[str]) -> dict[str, str]:
+        """Of these networks (a template's external ones), those services cannot attach to: missing,
+        or not a swarm overlay network — name → why."""
+
     # ------------------------------------------------------------ images and ports
 
     @abc.abstractmethod
@@ -221,8 +229,9 @@ class AppEngine(abc.ABC):
     @abc.abstractmethod
     def wait_converged(self, model: StackModel, services: Iterable[str], *, timeout: float,
                        since: float | None = None, progress: Progress | None = None) -> None:
-        """Until every named service runs its desired tasks (healthy, settled). AppEngineError with
-        code ContainerFailed / SchedulingFailed / Timeout when it will not."""
+        """Until every named service runs its desired tasks (healthy, settled) or completed (exited 0,
+        not restarted). AppEngineError with code ContainerFailed (the message names the service,
+        its exit code and last log lines) / SchedulingFailed / Timeout when it will not."""
 
     @abc.abstractmethod
     def remove_services(self, project: str, *, release: str | None = None, keep: Collection[str] = ()) -> None:

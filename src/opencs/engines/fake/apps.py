@@ -4,7 +4,9 @@ It keeps real state — services with their replica counts, images, force counte
 networks, per-node volumes — and converges at once: a deploy creates, updates, scales or prunes
 services the way the Swarm engine reports it, and a snapshot shows what was deployed. Faults are
 state too: `registry` (images a registry knows), `crashing` (images whose containers keep
-failing), `down` (no manager answers), `plugins`/`filesystems` (what volumes can mount).
+failing), `exits` (images whose command ends: exit code, 0 = a one-shot that completed; non-zero =
+failed, not restarted again, with `logs`), `networks` (external ones the cluster has), `down` (no
+manager answers), `plugins`/`filesystems` (what volumes can mount).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class FakeAppEngine(AppEngine):
         self.registry: dict[str, str] = {}  # image -> digest ("busybox" is added by FakeAppEngines)
         self.node_images: set[str] = set()
         self.crashing: set[str] = set()  # images whose containers keep failing
+        self.exits: dict[str, int] = {}  # image -> exit code of its containers' command
+        self.logs: dict[str, list[str]] = {}  # image -> what its containers printed last
         self.down = False
         self.has_ipvs = False
         self.plugins: set[str] = {"local"}
@@ -88,6 +92,19 @@ class FakeAppEngine(AppEngine):
 
     def lacks_filesystem(self, fstype: str) -> bool:
         return fstype not in self.filesystems
+
+    def network_problems(self, names: Collection[str]) -> dict[str, str]:
+        self._up()
+        return {n: "it does not exist in the cluster" for n in names if n not in self.networks}
+
+    def _exit(self, s: FakeService) -> int | None:
+        return self.exits.get(s.image.split("@", 1)[0])
+
+    def _failure(self, s: FakeService) -> str:
+        name = s.labels.get("opencs.service", s.full_name)
+        logs = self.logs.get(s.image.split("@", 1)[0], [])
+        return (f"service {name}: exit code {self._exit(s)} after 3 attempts, not restarted again"
+                + (f"; last log lines: {' | '.join(logs)}" if logs else ""))
 
     def resolve_image(self, image: str) -> str:
         self._up()
@@ -174,6 +191,8 @@ class FakeAppEngine(AppEngine):
                 raise AppEngineError(f"service {name} disappeared from the swarm")
             if svc.replicas and svc.image.split("@", 1)[0] in self.crashing:
                 raise AppEngineError(f"service {name}: containers keep failing: exit status 1", "ContainerFailed")
+            if svc.replicas and self._exit(svc):
+                raise AppEngineError(self._failure(svc), "ContainerFailed")
 
     def remove_services(self, project: str, *, release: str | None = None, keep: Collection[str] = ()) -> None:
         self._up()
@@ -205,13 +224,18 @@ class FakeAppEngine(AppEngine):
             if project is not None and s.project != project:
                 continue
             crashing = s.image.split("@", 1)[0] in self.crashing
-            state = "stopped" if s.replicas == 0 else ("degraded" if crashing else "running")
+            code = self._exit(s)
+            exited = crashing or code is not None
+            state = "stopped" if s.replicas == 0 else ("degraded" if crashing else "completed" if code == 0
+                                                      else "failed" if code else "running")
             views = [ContainerView(r.container_id, f"/{s.full_name}.{i + 1}.{r.container_id}", r.node.ip,
-                                   f"10.1.0.{i + 2}", not crashing, "exited" if crashing else "running",
-                                   "failure" if crashing else "success")
+                                   f"10.1.0.{i + 2}", not exited, "exited" if exited else "running",
+                                   "failure" if crashing or code else "success")
                      for i, r in enumerate(s.containers)]
             out.services[s.full_name] = AppService(s.service_id, s.full_name, state, "2026-01-01T00:00:00Z",
-                                                   "2026-01-01T00:00:00Z", s.force, views, list(s.containers))
+                                                   "2026-01-01T00:00:00Z", s.force, views,
+                                                   [] if exited else list(s.containers),
+                                                   self._failure(s) if state == "failed" else "")
         return out
 
     def signal(self, targets: list[ContainerRef], signal: str) -> list[str]:

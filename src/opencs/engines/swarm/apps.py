@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from docker.errors import APIError, DockerException, NotFound
 
 from opencs.compose import StackModel
-from opencs.compose.normalize import NAMESPACE_LABEL, ROUTING_LABEL_PREFIX
+from opencs.compose.normalize import NAMESPACE_LABEL, ROUTING_LABEL_PREFIX, SERVICE_LABEL
 from opencs.engines import swarm
 from opencs.engines.apps import (
     RELEASE_LABEL,
@@ -44,7 +44,7 @@ from opencs.engines.apps import (
     VolumeInfo,
     VolumeRef,
 )
-from opencs.engines.swarm import client, node_ops, observe, stack
+from opencs.engines.swarm import client, exits, node_ops, observe, stack
 
 log = logging.getLogger("opencs.stack")
 
@@ -153,6 +153,19 @@ class SwarmAppEngine(AppEngine):
     def lacks_filesystem(self, fstype: str) -> bool:
         return any(n.local for n in self.nodes()) and node_ops.kernel_has_filesystem(fstype) is False
 
+    @_translated
+    def network_problems(self, names: Collection[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        with closing(client(self.manager())) as c:
+            for name in names:
+                found = [n for n in c.api.networks(names=[name]) if n.get("Name") == name]
+                if not found:
+                    out[name] = "it does not exist in the cluster"
+                elif found[0].get("Driver") != "overlay" or found[0].get("Scope") != "swarm":
+                    out[name] = f"it is a {found[0].get('Scope', '')} {found[0].get('Driver', '')} network, " \
+                                "not a swarm overlay network"
+        return out
+
     # ------------------------------------------------------------ images and ports
 
     @_translated
@@ -206,7 +219,13 @@ class SwarmAppEngine(AppEngine):
     @_translated
     def wait_converged(self, model: StackModel, services: Iterable[str], *, timeout: float,
                        since: float | None = None, progress: Progress | None = None) -> None:
-        stack.wait_converged(self.manager(), model, services, timeout=timeout, since=since, progress=progress)
+        stack.wait_converged(self.manager(), model, services, timeout=timeout, since=since, progress=progress,
+                             exit_logs=self._exit_logs)
+
+    def _exit_logs(self, task: dict[str, Any]) -> list[str]:
+        """The last lines of a task's container, from the engine of the node it ran on."""
+        host = next((n.docker_host for n in self._infos() if n.node_id == task.get("NodeID")), "")
+        return exits.last_log_lines(host, exits.container_id(task))
 
     @_translated
     def remove_services(self, project: str, *, release: str | None = None, keep: Collection[str] = ()) -> None:
@@ -261,7 +280,24 @@ class SwarmAppEngine(AppEngine):
                 created=svc.get("CreatedAt", "") or "", updated=svc.get("UpdatedAt", "") or "",
                 force_update=int(spec["TaskTemplate"].get("ForceUpdate", 0)),
                 containers=_containers(snap, svc, ns), refs=_refs(snap, svc))
+            out.services[spec["Name"]].problem = self._problem(snap, svc, out.services[spec["Name"]].state)
         return out
+
+    def _problem(self, snap: observe.Snapshot, svc: dict[str, Any], state: str) -> str:
+        """What went wrong with a failed or restarting service (its last log lines: failed only,
+        one call to that node's engine)."""
+        name = (svc["Spec"].get("Labels") or {}).get(SERVICE_LABEL, svc["Spec"]["Name"])
+        if state == "failed":
+            o = observe.service_outcome(svc, snap)
+            return exits.failure_text(name, o, self._exit_logs(o.task or {}))
+        if state == "degraded":
+            bad = [t for t in snap.tasks_of(svc["ID"]) if t.get("Status", {}).get("State") in exits.EXITED_BAD]
+            if bad:
+                t = max(bad, key=lambda x: exits.timestamp(x.get("CreatedAt", "")))
+                code = exits.exit_code(t)
+                return f"service {name}: restarting after " + (f"exit code {code}" if code is not None
+                                                                else observe.task_problem(t))
+        return ""
 
     def signal(self, targets: list[ContainerRef], signal: str) -> list[str]:
         return node_ops.signal_containers(self._targets(targets), signal)
@@ -351,9 +387,21 @@ def _refs(snap: observe.Snapshot, svc: dict[str, Any]) -> list[ContainerRef]:
     return out
 
 
+def _shown_tasks(snap: observe.Snapshot, svc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tasks whose containers a service shows: those the swarm wants running, and of a slot that
+    exited for good (completed or failed) its last one, whose container the swarm keeps."""
+    cur = observe.current_tasks(snap, svc["ID"])
+    by_node = observe.is_global(svc)
+    busy = {t.get("NodeID") if by_node else t.get("Slot") for t in cur}
+    done = [t for key, t in exits.newest_by_slot(snap.tasks_of(svc["ID"]), by_node=by_node,
+                                                  template=svc["Spec"].get("TaskTemplate")).items()
+            if key not in busy]
+    return cur + done
+
+
 def _containers(snap: observe.Snapshot, svc: dict[str, Any], project: str) -> list[ContainerView]:
     out: list[ContainerView] = []
-    for t in sorted(observe.current_tasks(snap, svc["ID"]), key=lambda t: (t.get("Slot") or 0, t["ID"])):
+    for t in sorted(_shown_tasks(snap, svc), key=lambda t: (t.get("Slot") or 0, t["ID"])):
         st = t.get("Status", {})
         cid = (st.get("ContainerStatus") or {}).get("ContainerID")
         if not cid:

@@ -13,7 +13,7 @@ from typing import Any
 from docker.errors import DockerException
 
 from opencs.compose.normalize import NAMESPACE_LABEL
-from opencs.engines.swarm import client
+from opencs.engines.swarm import client, exits
 
 STOPPED_CONSTRAINT = "node.labels.opencs.stopped==true"  # matches no node: a stopped global service
 FAILED_TASK_STATES = ("failed", "rejected", "orphaned")
@@ -150,8 +150,18 @@ def desired_count(svc: dict[str, Any], snap: Snapshot) -> int:
     return len({t.get("NodeID") for t in current_tasks(snap, svc["ID"])}) or 1
 
 
+def is_global(svc: dict[str, Any]) -> bool:
+    return "Global" in svc["Spec"].get("Mode", {})
+
+
+def service_outcome(svc: dict[str, Any], snap: Snapshot) -> exits.Outcome:
+    """Whether the service's containers run, completed or failed for good (exits.outcome)."""
+    return exits.outcome(snap.tasks_of(svc["ID"]), desired_count(svc, snap), by_node=is_global(svc),
+                         template=svc["Spec"].get("TaskTemplate"))
+
+
 def service_state(svc: dict[str, Any] | None, snap: Snapshot) -> str:
-    """running | stopped | stopping | updating | starting | degraded | missing."""
+    """running | completed | failed | stopped | stopping | updating | starting | degraded | missing."""
     if svc is None:
         return "missing"
     want = desired_count(svc, snap)
@@ -163,6 +173,9 @@ def service_state(svc: dict[str, Any] | None, snap: Snapshot) -> str:
         return "updating"
     if want == 0:
         return "stopping" if all_running else "stopped"
+    settled = service_outcome(svc, snap).state
+    if settled:
+        return settled
     if running >= want:
         return "running"
     recent_fail = [t for t in snap.tasks_of(svc["ID"]) if t.get("Status", {}).get("State") in FAILED_TASK_STATES

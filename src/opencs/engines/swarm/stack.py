@@ -24,13 +24,16 @@ import docker
 from docker.errors import APIError, NotFound
 
 from opencs.compose.normalize import HASH_LABEL, NAMESPACE_LABEL, NetworkModel, ServiceModel, StackModel
-from opencs.engines.swarm import client
+from opencs.engines.swarm import client, exits
 from opencs.engines.swarm.observe import (
     FAILED_TASK_STATES,
     STOPPED_CONSTRAINT,
+    Snapshot,
     _age,
     current_tasks,
     desired_count,
+    is_global,
+    service_outcome,
     snapshot,
     stack_services,
     task_problem,
@@ -343,6 +346,63 @@ def deploy(
 # ---------------------------------------------------------------- waiting
 
 
+@dataclass
+class _Watch:
+    """What wait_converged remembers between its looks at the swarm."""
+
+    since: float
+    settle: float
+    exit_logs: Callable[[dict[str, Any]], list[str]]
+    pending_since: dict[str, float] = field(default_factory=dict)
+    failed_seen: dict[str, dict[str, str]] = field(default_factory=dict)  # service → task id → error
+
+
+def _still_waiting(name: str, svc: dict[str, Any], snap: Snapshot, w: _Watch) -> str | None:
+    """Why the service has not converged yet (None: it has). StackError when it never will."""
+    us = svc.get("UpdateStatus") or {}
+    if us.get("State") in ("rollback_completed", "rollback_paused", "paused") and \
+            _age(us.get("StartedAt", "")) < time.time() - w.since + 5:
+        raise StackError(f"service {name}: the update failed ({us.get('State')}): {us.get('Message', '')}")
+    want = desired_count(svc, snap)
+    cur = current_tasks(snap, svc["ID"])
+    running = [t for t in cur if t.get("Status", {}).get("State") == "running"]
+    stale_running = [t for t in snap.tasks_of(svc["ID"]) if t.get("Status", {}).get("State") == "running"
+                     and t not in cur]
+    if want == 0:
+        return f"{name}: {len(stale_running)} container(s) still stopping" if stale_running else None
+    if us.get("State") in ("updating", "rollback_started"):
+        return f"{name}: rolling update in progress"
+    o = service_outcome(svc, snap)
+    if o.state == "failed":  # exited non-zero and its restart policy gave up
+        raise StackError(exits.failure_text(name, o, w.exit_logs(o.task or {})), "ContainerFailed")
+    if o.state == "completed" and not stale_running:  # a one-shot command that exited 0
+        return None
+    settled = [t for t in running if _age(t.get("Status", {}).get("Timestamp", "")) >= w.settle]
+    done = exits.completed_slots(snap.tasks_of(svc["ID"]), by_node=is_global(svc),
+                                 template=svc["Spec"].get("TaskTemplate"))
+    if len(settled) + done >= want and not stale_running:
+        return None
+    failures = [t for t in snap.tasks_of(svc["ID"]) if t.get("Status", {}).get("State") in FAILED_TASK_STATES
+                and _age(t.get("Status", {}).get("Timestamp", "")) < time.time() - w.since + 1]
+    seen = w.failed_seen.setdefault(name, {})
+    for t in failures:
+        seen[t["ID"]] = task_problem(t)
+    if len(seen) >= 3:  # a policy without a bound on its restarts (max_attempts written as 0)
+        last = max(failures or snap.tasks_of(svc["ID"]), key=lambda t: exits.timestamp(t.get("CreatedAt", "")))
+        code, logs = exits.exit_code(last), w.exit_logs(last)
+        raise StackError(f"service {name}: containers keep failing: "
+                         + (f"exit code {code}" if code is not None else list(seen.values())[-1])
+                         + (f"; last log lines: {' | '.join(logs)}" if logs else ""), "ContainerFailed")
+    for t in cur:
+        st = t.get("Status", {})
+        if st.get("State") == "pending" and st.get("Err"):
+            first = w.pending_since.setdefault(t["ID"], time.time())
+            if time.time() - first > 5:
+                raise StackError(f"service {name}: a container cannot be placed: {st['Err']}", "SchedulingFailed")
+    detail = ", ".join(sorted({task_problem(t) for t in cur if t not in running})) or "starting"
+    return f"{name}: {len(running)}/{want} running ({detail})"
+
+
 def wait_converged(
     manager_host: str,
     model: StackModel,
@@ -352,60 +412,28 @@ def wait_converged(
     since: float | None = None,
     progress: Callable[[str], None] | None = None,
     settle: float = 1.5,
+    exit_logs: Callable[[dict[str, Any]], list[str]] | None = None,
 ) -> None:
     """Until every named service runs its desired tasks (stopped ones: none), each running for at
-    least ``settle`` seconds (a container that exits at once is not "running"). Fails early on a
-    rolled-back/paused update, repeatedly failing tasks or tasks that cannot be placed."""
+    least ``settle`` seconds (a container that exits at once is not "running"), or completed (a
+    one-shot command exited 0 and is not restarted). Fails early on a rolled-back/paused update,
+    containers that exited non-zero and are not restarted again (with the exit code and
+    ``exit_logs(task)``, the container's last lines), repeatedly failing tasks or tasks that
+    cannot be placed."""
     names = list(services)
     end = time.time() + timeout
-    since = since or time.time()
+    w = _Watch(since or time.time(), settle, exit_logs or (lambda t: []))
     last_msg = ""
-    pending_since: dict[str, float] = {}
-    failed_seen: dict[str, dict[str, str]] = {}  # service → failed task id → error (history is pruned)
     while True:
         snap = snapshot(manager_host, [], model.project, containers=False)
         waiting: list[str] = []
         for name in names:
-            full = model.services[name].full_name
-            svc = snap.service(full)
+            svc = snap.service(model.services[name].full_name)
             if svc is None:
                 raise StackError(f"service {name} disappeared from the swarm")
-            us = svc.get("UpdateStatus") or {}
-            if us.get("State") in ("rollback_completed", "rollback_paused", "paused") and \
-                    _age(us.get("StartedAt", "")) < time.time() - since + 5:
-                raise StackError(f"service {name}: the update failed ({us.get('State')}): {us.get('Message', '')}")
-            want = desired_count(svc, snap)
-            cur = current_tasks(snap, svc["ID"])
-            running = [t for t in cur if t.get("Status", {}).get("State") == "running"]
-            stale_running = [t for t in snap.tasks_of(svc["ID"]) if t.get("Status", {}).get("State") == "running"
-                             and t not in cur]
-            if want == 0:
-                if stale_running:
-                    waiting.append(f"{name}: {len(stale_running)} container(s) still stopping")
-                continue
-            if us.get("State") in ("updating", "rollback_started"):
-                waiting.append(f"{name}: rolling update in progress")
-                continue
-            settled = [t for t in running if _age(t.get("Status", {}).get("Timestamp", "")) >= settle]
-            if len(settled) >= want and not stale_running:
-                continue
-            failures = [t for t in snap.tasks_of(svc["ID"]) if t.get("Status", {}).get("State") in FAILED_TASK_STATES
-                        and _age(t.get("Status", {}).get("Timestamp", "")) < time.time() - since + 1]
-            seen = failed_seen.setdefault(name, {})
-            for t in failures:
-                seen[t["ID"]] = task_problem(t)
-            if len(seen) >= 3:
-                raise StackError(f"service {name}: containers keep failing: {list(seen.values())[-1]}",
-                                 "ContainerFailed")
-            for t in cur:
-                st = t.get("Status", {})
-                if st.get("State") == "pending" and st.get("Err"):
-                    first = pending_since.setdefault(t["ID"], time.time())
-                    if time.time() - first > 5:
-                        raise StackError(f"service {name}: a container cannot be placed: {st['Err']}",
-                                         "SchedulingFailed")
-            detail = ", ".join(sorted({task_problem(t) for t in cur if t not in running})) or "starting"
-            waiting.append(f"{name}: {len(running)}/{want} running ({detail})")
+            why = _still_waiting(name, svc, snap, w)
+            if why:
+                waiting.append(why)
         if not waiting:
             return
         msg = "; ".join(waiting)

@@ -122,11 +122,39 @@ class ProjectCore:
     def preflight(self, cluster_id: str, model: StackModel) -> None:
         """Refuse what would only fail later: unknown images, taken ports, impossible host-mode scale."""
         engine = self.engine(cluster_id)
+        self.check_external(engine, model)
         self.check_images(engine, model)
         self.check_ports(engine, model, cluster_id)
         nodes = len(engine.nodes())
         for s in model.services.values():
             self.check_host_scale(s.name, s, s.replicas or 0, nodes, model.ipvs)
+
+    @staticmethod
+    def check_external(engine: AppEngine, model: StackModel) -> None:
+        """External networks and volumes must exist before the stack is deployed: the swarm would
+        otherwise leave its tasks pending (networks) or give each node an empty volume."""
+        nets = {nm.name: key for key, nm in model.networks.items() if nm.external}
+        try:
+            problems = engine.network_problems(sorted(nets)) if nets else {}
+        except EngineUnavailable as e:
+            raise ServiceUnavailable(e.message) from None
+        for name, why in sorted(problems.items()):
+            raise BadRequest(f"Invalid template: networks.{nets[name]}: the external network {name!r} cannot be "
+                             f"used: {why} (create it first: an attachable overlay network)",
+                             code="NetworkNotFound")
+        vols = {vm.name: key for key, vm in model.volumes.items() if vm.external and not vm.cluster_volume}
+        if not vols:
+            return
+        present: set[str] = set()
+        for node in engine.nodes():
+            try:
+                present |= {v.name for v in engine.node_volumes(node).volumes}
+            except EngineUnreachable:
+                continue  # a node that does not answer cannot show its volumes
+        for name in sorted(set(vols) - present):
+            raise BadRequest(f"Invalid template: volumes.{vols[name]}: the external volume {name!r} does not exist "
+                             "on any node of the cluster (create it first with POST /volumes/create)",
+                             code="VolumeNotFound")
 
     def check_images(self, engine: AppEngine, model: StackModel) -> dict[str, str]:
         """image → digest ("" when the image is only present on the nodes)."""

@@ -114,6 +114,7 @@ class CreateProject(_Request):
     description: str = ""
     environment: dict[str, str] = {}
     latest_image: bool = False
+    rollback_on_failure: bool = False  # a failed create removes what it made (else: left for inspection)
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> CreateProject:
@@ -126,7 +127,8 @@ class CreateProject(_Request):
         env.setdefault("COMPOSE_PROJECT_NAME", name)
         return cls(name=name, template=template or "", version=body_str(body, "version", "1.0", max_len=128) or "1.0",
                    description=body_str(body, "description", "") or "", environment=env,
-                   latest_image=body_bool(body, "latest_image"))
+                   latest_image=body_bool(body, "latest_image"),
+                   rollback_on_failure=body_bool(body, "rollback_on_failure"))
 
 
 class UpdateProject(_Request):

@@ -48,7 +48,8 @@ class ProjectService(ServiceRules):
                       updated=now)
 
         def submit(session: Any) -> str:
-            return self.tasks.submit("project_deploy", {"project": name, "op": "create", "latest": latest},
+            params = {"project": name, "op": "create", "latest": latest, "rollback": req.rollback_on_failure}
+            return self.tasks.submit("project_deploy", params,
                                      cluster_id=cluster_id, target_type="project", target_id=name, session=session)
 
         try:

@@ -2,7 +2,8 @@
 
 Every stage converges the swarm to what the project row says (idempotent: re-running a stage after a
 crash re-applies the same state; unchanged services are recognised by their config hash). A failed
-create removes what it made; a failed update rolls back to the previous release.
+create leaves its services in place for inspection (or removes what it made, when the request asked
+to roll back); a failed update rolls back to the previous release.
 """
 
 from __future__ import annotations
@@ -139,11 +140,17 @@ def _teardown(ps: ProjectService, ctx: TaskContext, *, volumes: bool, tolerate: 
 def _deploy_rollback(ps: ProjectService, ctx: TaskContext) -> None:
     op = ctx.params.get("op")
     err = ctx.scratch.get("error") or "the deployment failed"
-    if op == "create":
+    if op == "create" and ctx.params.get("rollback"):  # the request asked for it
         problems = _teardown(ps, ctx, volumes=True, tolerate=True)
         note = f" (cleanup: {'; '.join(problems)})" if problems else ""
         set_row(ps, ctx, current_state="failed",
                 state={"last_error": f"deployment failed and was removed: {err}{note}"})
+        return
+    if op == "create":  # left in place: a failed service is not restarted again and keeps its container
+        ps.routes.sync()
+        set_row(ps, ctx, current_state="failed",
+                state={"last_error": f"deployment failed: {err} (its services are left in place for inspection; "
+                                     "delete the project to remove them)"})
         return
     if op == "update":
         row = row_of(ps, ctx)

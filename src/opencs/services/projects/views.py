@@ -71,6 +71,8 @@ class ProjectViews(ProjectCore):
             "extensions": ext,
             "containers": self._containers(live) if (containers and snap and live) else {},
         }
+        if live is not None and live.problem:
+            view["message"] = live.problem  # failed / restarting: exit code and the last log lines
         return view
 
     def _project_state(self, row: Project, services: list[dict[str, Any]] | None) -> str:
@@ -81,7 +83,11 @@ class ProjectViews(ProjectCore):
         states = [sv["current_state"] for sv in services if sv["desired_state"] == "running"]
         if row.desired_state == "stopped" or not states:
             return "stopped" if all(sv["current_state"] == "stopped" for sv in services) else "stopping"
-        if all(st == "running" for st in states):
+        if "failed" in states:  # a service exited non-zero and is not restarted again
+            return "failed"
+        if all(st == "completed" for st in states):  # every command ran to its end
+            return "completed"
+        if all(st in ("running", "completed") for st in states):  # one-shot services are done
             return "running"
         for st in ("updating", "degraded", "missing", "starting", "unknown"):
             if st in states:
@@ -106,8 +112,9 @@ class ProjectViews(ProjectCore):
             "services": svcs or [],
             "task_id": row.task_id or "",
         }
-        if st.last_error:
-            view["message"] = st.last_error
+        problems = [sv["message"] for sv in svcs or [] if sv.get("message") and sv["current_state"] == "failed"]
+        if st.last_error or problems:
+            view["message"] = st.last_error or "; ".join(problems)
         if st.warnings:
             view["warnings"] = list(st.warnings)
         if st.blue_green is not None or st.blue_green_last is not None:
