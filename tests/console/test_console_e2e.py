@@ -48,6 +48,10 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     require_local_nodes()
     if not Path(CHROMIUM).exists():
         pytest.skip("no Debian chromium (apt-get install chromium; scripts/bootstrap.sh does)")
+    from opencs.console.web import HERE
+
+    if not (HERE / "static" / "htmx.min.js").is_file():
+        pytest.fail("the console's htmx is missing: scripts/console-assets.sh (scripts/bootstrap.sh runs it)")
     data = tmp_path / "data"
     srv = ServerProcess(data, env={**node_env(PREFIX, SUBNET), "OPENCS_MONITOR_INTERVAL": "2"})
     try:

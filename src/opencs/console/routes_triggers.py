@@ -41,8 +41,10 @@ async def triggers(ctx: Ctx) -> Response:
 @page
 async def create(ctx: Ctx) -> Response:
     cid, f = _cid(ctx), ctx.form
-    body = {"project_id": f.get("project_id", ""), "action": f.get("action", "redeploy"),
+    body: dict[str, Any] = {"project_id": f.get("project_id", ""), "action": f.get("action", "redeploy"),
             "service": f.get("service", ""), "image_update": f.get("image_update") == "on"}
+    if f.get("signed") == "on":  # else the server's default (OPENCS_TRIGGER_SIGNED)
+        body["signed"] = True
     reply = await ctx.api("POST", f"/clusters/{cid}/triggers", body=body)
     if not reply.ok:
         errors, general = field_errors(reply)
