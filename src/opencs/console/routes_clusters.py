@@ -87,6 +87,17 @@ def docker_env(master_url: str, cluster_id: str) -> list[str]:
             f"export DOCKER_CERT_PATH=$PWD/{cluster_id}-certs"]
 
 
+async def _events(ctx: Ctx, cid: str) -> list[dict[str, Any]]:
+    """The newest audit entries about this cluster (who did what to it, and how it ended)."""
+    if not ctx.may("GET", "/audit"):
+        return []
+    reply = await ctx.api("GET", "/audit", query={"limit": "500"})
+    entries = reply.body.get("entries", []) if reply.ok and isinstance(reply.body, dict) else []
+    mine = [e for e in entries if isinstance(e, dict) and (f"cluster/{cid}" in str(e.get("resource", ""))
+                                                         or e.get("resource") == cid)]
+    return mine[::-1][:15]
+
+
 async def _cluster_page(ctx: Ctx, cid: str) -> Response:
     reply = await ctx.api("GET", f"/clusters/{cid}")
     if not reply.ok:
@@ -108,7 +119,8 @@ async def _cluster_page(ctx: Ctx, cid: str) -> Response:
         may_triggers=ctx.may("GET", f"/clusters/{cid}/triggers") and not k8s,
         may_remove=ctx.may("DELETE", f"/clusters/{cid}/ip/x"),
         may_reset=ctx.may("POST", f"/clusters/{cid}/instances/x/reset"),
-        may_attach=may_attach, free=free.body if free is not None and free.ok and isinstance(free.body, list) else [],
+        events=await _events(ctx, cid), may_attach=may_attach,
+        free=free.body if free is not None and free.ok and isinstance(free.body, list) else [],
     )
 
 
