@@ -45,6 +45,7 @@ from opencs.routing.router import RouterService, Routes
 from opencs.secretbox import SecretBox
 from opencs.services import cluster_tasks
 from opencs.services.accounts import AccountService
+from opencs.services.attach_scripts import AttachScriptService, NodeEndpoint
 from opencs.services.audit import AuditService
 from opencs.services.cluster_certs import ClusterCertService
 from opencs.services.cluster_tasks import ClusterTaskDeps
@@ -61,6 +62,7 @@ from opencs.services.triggers import TriggerService
 from opencs.services.usage import UsageService
 from opencs.store.db import Database, migrate
 from opencs.store.repos.accounts import AccountRepo
+from opencs.store.repos.attach_tokens import AttachTokenRepo
 from opencs.store.repos.audit import AuditRepo
 from opencs.store.repos.certs import CertRepo
 from opencs.store.repos.clusters import ClusterRepo
@@ -104,6 +106,7 @@ class ControlPlane:
     authorizer: Authorizer = field(init=False)
     triggers: TriggerService = field(init=False)
     cluster_certs: ClusterCertService = field(init=False)
+    attach_scripts: AttachScriptService = field(init=False)
     projects: ProjectService = field(init=False)
     usage: UsageService | None = None  # container/node usage collector (None: off)
     loops: list[Loop] = field(default_factory=list)
@@ -239,6 +242,26 @@ def app_engines(db: Database) -> AppEngines:
     return SwarmAppEngines(of)
 
 
+def node_endpoint(settings: Settings, providers: dict[str, Provider]) -> NodeEndpoint | None:
+    """How a script on a node reaches this API (attach scripts): the nodes' bridge address when the
+    API listens on every address, else a public URL that is not loopback, else nothing."""
+    from opencs.pki.ca import spki_pin
+    from opencs.pki.server_tls import SERVER_FILE, is_loopback, is_wildcard, tls_dir, url_host
+
+    scheme = "https" if settings.tls else "http"
+    base = ""
+    net = next((n for p in providers.values() if (n := p.host_network()) is not None), None)
+    gateway = net.gateway_address if net is not None else None
+    if is_wildcard(settings.host) and gateway:
+        base = f"{scheme}://{gateway}:{settings.port}"
+    elif not is_loopback(url_host(settings.public_url)):
+        base = settings.public_url
+    if not base:
+        return None
+    cert = tls_dir(settings.data_dir) / SERVER_FILE
+    return NodeEndpoint(base, spki_pin(cert.read_text()) if settings.tls and cert.exists() else "")
+
+
 def make_providers(settings: Settings, box: SecretBox, runtime: NodeRuntime | None = None,
                    runtimes: dict[str, NodeRuntime] | None = None) -> dict[str, Provider]:
     """The providers of machines; `runtime` is what the cluster engine runs on them by default (Docker
@@ -326,6 +349,8 @@ def build(settings: Settings) -> ControlPlane:
     handlers.add_all([*project_tasks.task_handlers(plane.projects), *project_bluegreen.task_handlers(plane.projects)])
     plane.triggers = TriggerService(TriggerRepo(db), clusters, settings.public_url, plane.projects, box, nonces,
                                     settings.trigger_signed_default)
+    plane.attach_scripts = AttachScriptService(AttachTokenRepo(db), clusters, instance_repo, task_repo,
+                                               lambda: node_endpoint(settings, providers))
     if settings.usage_interval > 0:
         plane.usage = UsageService(cluster_repo, instance_repo, {"swarm": SwarmUsageReader()})
     tasks.services = plane

@@ -10,13 +10,25 @@ from opencs.api.deps import ApiServices
 from opencs.api.http_metrics import HttpMetricsMiddleware
 from opencs.api.middleware import SignedApiMiddleware
 from opencs.api.ram import routes as ram
-from opencs.api.routes import audit, certs, clusters, images, instances, kubernetes, meta, metrics, tasks, triggers
+from opencs.api.routes import (
+    attach,
+    audit,
+    certs,
+    clusters,
+    images,
+    instances,
+    kubernetes,
+    meta,
+    metrics,
+    tasks,
+    triggers,
+)
 
 # reachable without a signature: liveness, the OpenAPI document and its viewer
 # /hook/trigger authenticates with the trigger's own secret (spec §11), /hook/registry with the
 # bundled registry's bearer token
 # /console: the web console's pages authenticate with its session cookie (opencs.console)
-PUBLIC_PATHS = ("/healthz", "/openapi.json", "/docs", "/docs/", "/redoc", "/hook/trigger", "/hook/registry",
+PUBLIC_PATHS = ("/healthz", "/openapi.json", "/docs", "/docs/", "/redoc", "/hook/trigger", "/hook/registry", "/attach/",
                 "/metrics", "/metrics/containers", "/console", "/console/")
 
 
@@ -31,8 +43,8 @@ def create_app(services: ApiServices) -> FastAPI:
     app.state.services = services
     errors.install(app)
     openapi.install(app)  # the document says what each route really answers
-    for r in (meta.router, clusters.router, certs.router, kubernetes.router, tasks.router, instances.router,
-              images.router,
+    for r in (meta.router, clusters.router, certs.router, kubernetes.router, attach.router, tasks.router,
+              instances.router, images.router,
               triggers.router, metrics.router, ram.router, audit.router):
         app.include_router(r)
     app.add_middleware(SignedApiMiddleware, verifier=services.verifier, public_paths=PUBLIC_PATHS,

@@ -60,6 +60,7 @@ ROUTES: tuple[Route, ...] = (
     _r("GET", "/k8s/{cluster_id}/user_config", "DescribeClusterUserKubeconfig", "cluster", mutating=False),
     _r("POST", "/api/v2/clusters/{cluster_id}", "ScaleOutCluster", "cluster"),
     _r("POST", "/api/v2/clusters/{cluster_id}/nodes/remove", "RemoveClusterNodes", "cluster"),
+    _r("POST", "/clusters/{cluster_id}/attachscript", "DescribeClusterAttachScripts", "cluster"),
     _r("POST", "/clusters/{cluster_id}/triggers", "CreateTrigger", "cluster"),
     _r("GET", "/clusters/{cluster_id}/triggers", "DescribeTrigger", "cluster"),
     _r("DELETE", "/clusters/{cluster_id}/triggers/{trigger_id}", "DeleteTrigger", "cluster"),

@@ -14,6 +14,7 @@ from opencs.api.authorize import Authorizer
 from opencs.auth.verifier import RequestVerifier
 from opencs.config import Settings
 from opencs.registry.service import RegistryService
+from opencs.services.attach_scripts import AttachScriptService
 from opencs.services.audit import AuditService
 from opencs.services.cluster_certs import ClusterCertService
 from opencs.services.clusters import ClusterService
@@ -44,6 +45,9 @@ class ApiServices(Protocol):
 
     @property
     def cluster_certs(self) -> ClusterCertService: ...
+
+    @property
+    def attach_scripts(self) -> AttachScriptService: ...
 
     @property
     def audit(self) -> AuditService: ...

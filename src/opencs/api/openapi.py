@@ -20,7 +20,8 @@ from opencs.api import schemas
 from opencs.api.errors import REQUEST_ID_HEADER
 
 # routes outside the signature (the trigger URL carries its own secret, spec §11)
-UNSIGNED = {"/hook/trigger", "/metrics", "/metrics/containers"}  # /metrics*: loopback or a metrics token instead
+# /metrics*: loopback or a metrics token instead; /attach/*: the attach script's token
+UNSIGNED = {"/hook/trigger", "/metrics", "/metrics/containers", "/attach/{token}", "/attach/{token}/script"}
 
 # what a route answers besides its success, by the errors its service raises
 # 400 bad field / query, 404 unknown id, 409 state conflict, 412 no node provider, 415 body type
@@ -47,6 +48,11 @@ _ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/api/v2/clusters/{cluster_id}"): (400, 404, 409, 412, 415),
     ("post", "/api/v2/clusters/{cluster_id}/nodes/remove"): (400, 404, 409, 415),
     ("post", "/clusters/{cluster_id}/nodes"): (400, 404, 409, 415),
+    ("post", "/clusters/{cluster_id}/attachscript"): (400, 404, 409, 415),
+    # the attach script's own calls, authenticated by its token (403: unknown or expired)
+    ("get", "/attach/{token}/script"): (400, 403, 409),
+    ("post", "/attach/{token}"): (400, 403, 404, 409),
+    ("get", "/attach/{token}"): (400, 403),
     ("get", "/tasks/{task_id}"): (400, 404),
     ("get", "/instances"): (400,),
     ("post", "/instances"): (400, 409, 412, 415),
@@ -78,7 +84,7 @@ _BODIES: dict[tuple[str, str], tuple[type[BaseModel], bool]] = {}
 
 def _register_bodies() -> None:
     from opencs.api import k8s_schemas
-    from opencs.api.routes import instances, triggers
+    from opencs.api.routes import attach, instances, triggers
 
     _BODIES.update({
         ("post", "/clusters"): (schemas.CreateCluster, True),
@@ -92,6 +98,7 @@ def _register_bodies() -> None:
         ("post", "/api/v2/clusters/{cluster_id}"): (k8s_schemas.ScaleOutCluster, True),
         ("post", "/api/v2/clusters/{cluster_id}/nodes/remove"): (k8s_schemas.RemoveNodes, True),
         ("post", "/clusters/{cluster_id}/nodes"): (k8s_schemas.RemoveNodes, True),
+        ("post", "/clusters/{cluster_id}/attachscript"): (attach.AttachScriptBody, True),
     })
 
 

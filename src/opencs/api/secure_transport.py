@@ -17,6 +17,7 @@ _SECRET_ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("POST", re.compile(r"^/clusters/[^/]+/triggers/?$")),  # the new trigger's secret
     ("POST", re.compile(r"^/clusters/[^/]+/triggers/[^/]+/rotate/?$")),
     ("GET", re.compile(r"^/k8s/[^/]+/user_config/?$")),  # kubeconfig with the user's credentials
+    ("POST", re.compile(r"^/clusters/[^/]+/attachscript/?$")),  # a join token
 )
 # RAM (RPC style on "/"): actions whose reply holds an AccessKey secret
 _SECRET_ACTIONS = frozenset({"createaccesskey"})

@@ -239,6 +239,17 @@ def fingerprint(cert_pem: str) -> str:
     return load_cert(cert_pem).fingerprint(hashes.SHA256()).hex()
 
 
+def spki_pin(cert_pem: str) -> str:
+    """base64 SHA-256 of the certificate's public key (SubjectPublicKeyInfo): curl's --pinnedpubkey."""
+    import base64
+
+    spki = load_cert(cert_pem).public_key().public_bytes(serialization.Encoding.DER,
+                                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(spki)
+    return base64.b64encode(digest.finalize()).decode()
+
+
 def serial_hex(cert_pem: str) -> str:
     """The serial number as lowercase hex without leading zeros (how the store keys certificates)."""
     return format(load_cert(cert_pem).serial_number, "x")

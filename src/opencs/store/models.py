@@ -275,3 +275,19 @@ class Trigger(Base):
     previous_signing_secret_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_invoked: Mapped[datetime | None] = mapped_column(nullable=True)
     created: Mapped[datetime]
+
+
+class AttachToken(Base):
+    """The single-use token of an attach script (POST /clusters/{id}/attachscript, spec §6.10): the
+    machine that runs the script within `expires` joins the cluster. Only its hash is kept."""
+
+    __tablename__ = "attach_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex
+    cluster_id: Mapped[str] = mapped_column(String(40), index=True)
+    account_id: Mapped[str] = mapped_column(String(32), index=True)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[datetime]
+    expires: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    instance_id: Mapped[str] = mapped_column(String(40), default="")  # the machine that used it
+    task_id: Mapped[str] = mapped_column(String(40), default="")

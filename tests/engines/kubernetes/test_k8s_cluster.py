@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,7 +67,9 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     data = tmp_path / "data"
     env = {**node_env(PREFIX, SUBNET), "OPENCS_MONITOR_INTERVAL": "2", "OPENCS_K8S_ETCD_FSYNC": "0",
            "OPENCS_REGISTRY_PORT": "5033"}
-    s = ServerProcess(data, env=env)
+    # every address (plain HTTP, as on a trusted host): the attach script on a node reaches the API
+    # through the nodes' bridge; the test itself talks to loopback
+    s = ServerProcess(data, env=env, host="0.0.0.0", args=["--insecure-http"])
     try:
         yield s.start()
     finally:
@@ -131,6 +135,28 @@ def _web(apps: Any, v1: Any) -> str:
     return str(svc.spec.cluster_ip)
 
 
+def _attach_by_script(tea: Any, ours: Client, server: ServerProcess, cid: str, spare_task: str, v1: Any) -> None:
+    """DescribeClusterAttachScripts (Tea): the command, run in the spare machine, joins it; run again
+    it is refused."""
+    from alibabacloud_cs20151215 import models
+
+    ours.wait_task(spare_task, timeout=120)
+    (iid,) = [r["instance_id"] for r in ours.request("GET", "/instances", query={"free": "true"})]
+    with sqlite3.connect(server.data_dir / "opencs.db") as db:
+        (details,) = db.execute("SELECT details FROM instances WHERE instance_id = ?", (iid,)).fetchone()
+    netns = json.loads(details)["netns"]
+    opts = json.dumps({"nodeNameStrategy": "hostname", "enabledAddons": ["kube-proxy", "flannel", "coredns"]})
+    body = tea.describe_cluster_attach_scripts(cid, models.DescribeClusterAttachScriptsRequest(
+        options=opts, expired=int(time.time()) + 600)).body
+    cmd = json.loads(body)  # the reply is a bare JSON string (spec §6.10)
+    run = subprocess.run(["ip", "netns", "exec", netns, "sh", "-c", cmd], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and f"joined cluster {cid}" in run.stdout, run.stdout + run.stderr
+    assert iid in _ready_nodes(v1)
+    again = subprocess.run(["ip", "netns", "exec", netns, "sh", "-c", cmd], capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 1 and "used already" in again.stderr, again.stdout + again.stderr
+
+
 def test_kubernetes_cluster_through_official_sdks(server: ServerProcess, tmp_path: Path) -> None:
     from alibabacloud_cs20151215 import models
     from aliyunsdkcs.request.v20151215.CreateClusterRequest import CreateClusterRequest
@@ -144,6 +170,8 @@ def test_kubernetes_cluster_through_official_sdks(server: ServerProcess, tmp_pat
     t0 = time.monotonic()
     created = core_call(core, CreateClusterRequest(), BODY)
     cid = created["cluster_id"]
+    ours = Client(server.url, server.ak, server.secret, retries=0)
+    spare = ours.request("POST", "/instances", body={"count": 1})  # a registered machine, for the attach script
     d = _settled(core, cid, "launching", 300)
     t_create = time.monotonic() - t0
     assert d["state"] == "running", tea.describe_task_info(created["task_id"]).body.to_map()
@@ -167,7 +195,6 @@ def test_kubernetes_cluster_through_official_sdks(server: ServerProcess, tmp_pat
     assert len(workers) == 2
 
     # GET /certs (DescribeClusterCerts, gone from the SDKs): the owner's recorded cert, also as a kubeconfig (§6.11)
-    ours = Client(server.url, server.ak, server.secret, retries=0)
     certs = ours.request("GET", f"/clusters/{cid}/certs")
     listed = ours.request("GET", f"/clusters/{cid}/certs/states")
     states = {c["serial"]: c["state"] for c in listed["certs"]}
@@ -200,6 +227,8 @@ def test_kubernetes_cluster_through_official_sdks(server: ServerProcess, tmp_pat
     assert _settled(core, cid, "scaling", 180)["state"] == "running"
     assert new not in {n.metadata.name for n in v1.list_node().items}
     assert not (server.data_dir / "nodes" / new).exists()
+
+    _attach_by_script(tea, ours, server, cid, spare["task_id"], v1)
 
     req = DeleteClusterRequest()
     req.set_ClusterId(cid)
