@@ -53,7 +53,7 @@ from opencs.services.clusters import ClusterService
 from opencs.services.instances import InstanceService
 from opencs.services.keys import KeyService
 from opencs.services.monitor import HealthService
-from opencs.services.nodes import ClusterBook, Machines
+from opencs.services.nodes import ClusterBook, EngineMachines, Machines
 from opencs.services.ownership import ResourceOwners
 from opencs.services.projects import ProjectService
 from opencs.services.projects import bluegreen as project_bluegreen
@@ -320,6 +320,9 @@ def build(settings: Settings) -> ControlPlane:
     cluster_repo, instance_repo = ClusterRepo(db), InstanceRepo(db)
     driver, providers, registry = _engines(settings, box, cluster_repo, instance_repo)
     machines = Machines(providers, instance_repo, cluster_repo, box, driver, registry.endpoint)
+    kube = driver.for_type("Kubernetes")
+    if isinstance(kube, KubernetesDriver):
+        kube.use_machines(EngineMachines(machines))  # managed control planes, HA load balancers
     endpoints = _ProcessEndpoints(settings)
     cluster_deps = ClusterTaskDeps(cluster_repo, instance_repo, machines, driver, registry, endpoints)
     handlers = TaskRegistry(cluster_tasks.task_handlers(cluster_deps))

@@ -63,8 +63,7 @@ def test_create_rejects_size_over_maximum(client: Any, runtime: Any, creds: Any)
     assert snapshot(runtime) == before
 
 
-@pytest.mark.parametrize(("ctype", "says"), [("ManagedKubernetes", "'Kubernetes'"), ("Ask", "serverless"),
-                                             ("mesos", "not offered")])
+@pytest.mark.parametrize(("ctype", "says"), [("Ask", "serverless"), ("mesos", "not offered")])
 def test_cluster_types_not_offered_are_refused_clearly(client: Any, runtime: Any, creds: Any, ctype: str,
                                                        says: str) -> None:
     before = snapshot(runtime)

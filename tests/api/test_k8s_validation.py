@@ -24,6 +24,13 @@ REQUIRED = ("name", "region_id", "num_of_nodes", "snat_entry", "master_instance_
             "master_system_disk_size", "master_vswitch_ids", "worker_instance_types", "worker_system_disk_category",
             "worker_system_disk_size", "worker_vswitch_ids")
 CID = "c00000000000000000000000000000000"
+MANAGED: dict[str, Any] = {
+    "cluster_type": "ManagedKubernetes", "name": "mk-1", "region_id": "cn-beijing", "num_of_nodes": 2,
+    "snat_entry": True, "vswitch_ids": ["vsw-1"], "worker_instance_types": ["ecs.n1.medium"],
+    "worker_system_disk_category": "cloud_ssd", "worker_system_disk_size": 120, "login_password": "Test1234!",
+}  # fmt: skip
+MANAGED_REQUIRED = ("name", "region_id", "num_of_nodes", "snat_entry", "vswitch_ids", "worker_system_disk_category",
+                    "worker_system_disk_size")
 
 
 def post(client: Any, signer: Signer, path: str, body: Any) -> Any:
@@ -63,7 +70,7 @@ def test_each_required_field(client: Any, runtime: Any, creds: Any, missing: str
         ({"key_pair": "kp-1"}, "key_pair", "mutually exclusive"),
         ({"login_password": None}, "login_password", "one of key_pair or login_password"),
         ({"master_count": 2}, "master_count", "1, 3 or 5"),
-        ({"master_count": 3}, "master_count", "highly available"),
+        ({"master_count": 4}, "master_count", "1, 3 or 5"),
         ({"proxy_mode": "ipvs"}, "proxy_mode", "IPVS"),
         ({"proxy_mode": "userspace"}, "proxy_mode", "iptables"),
         ({"kubernetes_version": "1.12.6-aliyun.1"}, "kubernetes_version", "offers Kubernetes 1.34.4"),
@@ -113,6 +120,67 @@ def test_a_good_body_is_recorded_with_its_meaning(client: Any, runtime: Any, cre
     assert "Test1234!" not in json.dumps(d)
     # a second Kubernetes cluster of the same name is refused like any other
     assert_error(post(client, s, "/clusters", body), 409, "ErrorClusterNameExists")
+
+
+@pytest.mark.parametrize("missing", MANAGED_REQUIRED)
+def test_each_required_field_of_a_managed_cluster(client: Any, runtime: Any, creds: Any, missing: str) -> None:
+    before = snapshot(runtime)
+    r = post(client, Signer(*creds), "/clusters", {k: v for k, v in MANAGED.items() if k != missing})
+    assert f"'{missing}'" in assert_error(r, 400, "InvalidParameter")["Message"]
+    assert snapshot(runtime) == before
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "says"),
+    [
+        ({"num_of_nodes": 0}, "num_of_nodes", "1"),
+        ({"vswitch_ids": []}, "vswitch_ids", "at least 1"),
+        ({"master_count": 3}, "master_count", "1"),
+        ({"proxy_mode": "ipvs"}, "proxy_mode", "IPVS"),
+        ({"login_password": None}, "login_password", "one of key_pair or login_password"),
+    ],
+)
+def test_bad_fields_of_a_managed_cluster(client: Any, runtime: Any, creds: Any, change: dict[str, Any], field: str,
+                                         says: str) -> None:
+    before = snapshot(runtime)
+    msg = assert_error(post(client, Signer(*creds), "/clusters", {**MANAGED, **change}), 400, "InvalidParameter")
+    assert field in msg["Message"] and says in msg["Message"], msg
+    assert snapshot(runtime) == before
+
+
+def test_edge_profile_is_refused_clearly(client: Any, runtime: Any, creds: Any) -> None:
+    before = snapshot(runtime)
+    r = post(client, Signer(*creds), "/clusters", {**MANAGED, "profile": "Edge"})
+    assert "Edge" in assert_error(r, 400, "ClusterTypeNotSupported")["Message"]
+    assert snapshot(runtime) == before
+
+
+def _describe(client: Any, s: Signer, body: dict[str, Any]) -> dict[str, Any]:
+    r = post(client, s, "/clusters", body)
+    assert r.status_code == 202, r.text
+    path = f"/clusters/{r.json()['cluster_id']}"
+    out: dict[str, Any] = client.get(path, headers=s.headers("GET", path)).json()
+    return out
+
+
+def test_managed_and_highly_available_bodies_are_recorded(client: Any, runtime: Any, creds: Any) -> None:
+    try:
+        binary.binary()
+    except binary.BinaryMissing as e:
+        pytest.skip(str(e))
+    runtime.providers["local"] = FakeProvider()  # the body's rules only
+    s = Signer(*creds)
+    d = _describe(client, s, {**MANAGED, "master_instance_types": ["ecs.n1.large"]})
+    assert d["cluster_type"] == "ManagedKubernetes" and d["size"] == 2 and d["master_count"] == 0
+    assert "managed" in d["control_plane"] and d["vswitch_ids"] == ["vsw-1"]
+    no_effect = {x["field"]: x["reason"] for x in d["no_effect"]}
+    assert "no masters" in no_effect["master_instance_types"] and "vswitch_ids" in no_effect
+    d = _describe(client, s, {**GOOD, "name": "ha-1", "master_count": 3, "num_of_nodes": 1})
+    assert d["cluster_type"] == "Kubernetes" and d["size"] == 4 and d["master_count"] == 3
+    assert "load balancer" in d["control_plane"]
+    path = "/clusters"
+    listed = {c["cluster_id"]: c for c in client.get(path, headers=s.headers("GET", path)).json()}
+    assert {c["cluster_type"] for c in listed.values()} >= {"ManagedKubernetes", "Kubernetes"}
 
 
 def test_kubernetes_routes_reject_bad_requests(client: Any, runtime: Any, creds: Any) -> None:

@@ -1,9 +1,9 @@
-"""Request bodies of the Kubernetes cluster API (spec §6): create (§6.3, and the legacy §6.1 forms
-mapped onto it), scale-out (§6.7), legacy scale (§6.2) and node removal (§6.13).
+"""Request bodies of the Kubernetes cluster API (spec §6): create (dedicated §6.3, managed §6.4, and
+the legacy §6.1 forms mapped onto them), scale-out (§6.7), legacy scale (§6.2) and node removal (§6.13).
 
 Every field of §6.3's table is validated and named on error. What a field means on this server:
-- honoured: name, num_of_nodes, master_count (1: one master, the small-machine extension of the
-  spec; 3 and 5 need an HA control plane, which is refused), worker/master instance types (node
+- honoured: name, num_of_nodes, master_count (3 or 5: etcd and the control plane on every master
+  behind a load balancer; 1, the small-machine extension of the spec), worker/master instance types (node
   resource limits), container_cidr, service_cidr, node_cidr_mask, node_port_range, proxy_mode
   (iptables; ipvs is refused: the kernel has no IPVS), kubernetes_version (the built one),
   cpu_policy, addons (flannel maps to the project's routed pod network, Terway is refused),
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
@@ -73,7 +73,7 @@ NO_EFFECT = {
     "worker_period_unit": "no billing", "worker_auto_renew": "no billing", "worker_auto_renew_period": "no billing",
     "cloud_monitor_flags": "no cloud monitor agent", "ssh_flags": "nodes run no SSH server yet",
     "login_password": "nodes run no SSH server yet (kept encrypted)", "key_pair": "nodes run no SSH server yet",
-    "public_slb": "no SLB: the apiserver is reached directly",
+    "public_slb": "no cloud SLB: the apiserver (with 3 or 5 masters, opencs's own load balancer) is on the bridge",
 }
 # fields with a default that are only reported when the body set them
 _REPORT_IF_SET = frozenset(NO_EFFECT) - {"region_id", "snat_entry"}
@@ -182,14 +182,6 @@ class CreateKubernetesCluster(_Body):
     def _pw(cls, v: str | None) -> str | None:
         return None if v is None else check_password(v)
 
-    @field_validator("master_count")
-    @classmethod
-    def _masters(cls, v: int) -> int:
-        if v != 1:
-            raise ValueError(f"{v} masters need a highly available control plane, which this server does not "
-                             "offer yet: use 1 (one master)")
-        return v
-
     @field_validator("container_cidr", "service_cidr")
     @classmethod
     def _cidr(cls, v: str) -> str:
@@ -280,6 +272,17 @@ class CreateKubernetesCluster(_Body):
     def instance_type(self) -> str:
         return self.worker_instance_types[0]
 
+    managed: ClassVar[bool] = False
+
+    def control_plane_view(self) -> dict[str, Any]:
+        """What describe says of the control plane (who runs it, where the endpoint is)."""
+        if self.master_count == 1:
+            where = "one master (etcd, apiserver, controller manager, scheduler; also a tainted node)"
+        else:
+            where = (f"{self.master_count} masters, each running an etcd member, an apiserver, a controller manager "
+                     "and a scheduler (leader election), behind an HAProxy TCP load balancer on a machine of its own")
+        return {"master_count": self.master_count, "control_plane": where}
+
     def no_effect(self) -> list[dict[str, str]]:
         out = [{"field": f, "reason": NO_EFFECT[f]} for f in NO_EFFECT
                if f in self.model_fields_set or (f not in _REPORT_IF_SET and f in type(self).model_fields)]
@@ -302,6 +305,7 @@ class CreateKubernetesCluster(_Body):
             "node_cidr_mask": int(self.node_cidr_mask), "node_port_range": self.node_port_range,
             "proxy_mode": self.proxy_mode, "cpu_policy": self.cpu_policy,
             "master_instance_type": self.master_instance_types[0], "worker_instance_type": self.instance_type,
+            "managed": self.managed,
         }
         body = self.model_dump(exclude={"login_password", "name"}, exclude_unset=True)
         for k in list(self.model_extra or {}):
@@ -311,7 +315,7 @@ class CreateKubernetesCluster(_Body):
             "current_version": self.kubernetes_version, "init_version": self.kubernetes_version,
             "container_cidr": self.container_cidr, "service_cidr": self.service_cidr,
             "node_cidr_mask": str(self.node_cidr_mask), "proxy_mode": self.proxy_mode, "profile": "Default",
-            "master_count": self.master_count, "cluster_spec": "",
+            **self.control_plane_view(), "cluster_spec": "",
             "tags": [t.model_dump() for t in self.tags], "vswitch_ids": list(self.worker_vswitch_ids),
             "parameters": {"disable_rollback": str(self.disable_rollback).lower(),
                            "timeout_mins": str(self.timeout_mins), "cpu_policy": self.cpu_policy,
@@ -320,6 +324,61 @@ class CreateKubernetesCluster(_Body):
             "no_effect": self.no_effect(),
         }
         return {"kubernetes": settings, "request": body, "view": view, "disable_rollback": self.disable_rollback}
+
+
+_MASTER_FIELDS = frozenset(f for f in CreateKubernetesCluster.model_fields if f.startswith("master_"))
+
+
+class CreateManagedKubernetesCluster(CreateKubernetesCluster):
+    """POST /clusters with cluster_type "ManagedKubernetes" (§6.4, legacy §6.1.3): no master fields —
+    opencs runs the control plane in a machine of its own that is not a node; every instance is a
+    worker. Master fields sent anyway are recorded as having no effect."""
+
+    num_of_nodes: Annotated[StrictInt, Field(ge=1, le=MAX_WORKERS)]
+    vswitch_ids: Ids
+    master_count: Literal[1] = 1
+    master_instance_types: Annotated[list[InstanceType], Field(min_length=1, max_length=5)] = ["ecs.n1.medium"]
+    master_system_disk_category: SystemDisk = "cloud_efficiency"
+    master_system_disk_size: DiskSize = 40
+    master_vswitch_ids: Ids = ["-"]
+    worker_vswitch_ids: Ids = ["-"]
+    managed: ClassVar[bool] = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _managed(cls, data: Any) -> Any:
+        """vswitch_ids is §6.4's name; the legacy body (§6.1.3) says vswitchid."""
+        if isinstance(data, dict) and "vswitch_ids" not in data and "vswitchid" in data:
+            data = {**data, "vswitch_ids": [data["vswitchid"]]}
+        return data
+
+    @field_validator("cluster_type")
+    @classmethod
+    def _ctype(cls, v: str) -> str:
+        if v.lower() != "managedkubernetes":
+            raise ValueError("'ManagedKubernetes' for a managed cluster")
+        return "ManagedKubernetes"
+
+    @model_validator(mode="after")
+    def _workers_vswitches(self) -> CreateManagedKubernetesCluster:
+        self.worker_vswitch_ids = list(self.vswitch_ids)
+        return self
+
+    @property
+    def size(self) -> int:
+        return self.num_of_nodes  # the control plane is not a node
+
+    def control_plane_view(self) -> dict[str, Any]:
+        return {"master_count": 0, "control_plane": "managed: etcd, apiserver, controller manager and scheduler run "
+                                                    "by opencs in a machine of its own, outside the workers"}
+
+    def no_effect(self) -> list[dict[str, str]]:
+        out = [x for x in super().no_effect() if x["field"] not in _MASTER_FIELDS | {"worker_vswitch_ids"}]
+        out += [{"field": f, "reason": "a managed cluster has no masters: opencs runs its control plane"}
+                for f in sorted(self.model_fields_set & _MASTER_FIELDS)]
+        if "vswitch_ids" in self.model_fields_set:
+            out.append({"field": "vswitch_ids", "reason": NO_EFFECT["worker_vswitch_ids"]})
+        return out
 
 
 class ScaleOutCluster(_Body):

@@ -124,6 +124,34 @@ class NodeBook(Protocol):
     def set_membership(self, instance_id: str, role: str, member_id: str) -> None: ...
 
 
+# Label of a machine a cluster engine owns besides the cluster's nodes (its value: the cluster id):
+# start-up reconciliation keeps such a machine while its cluster lives.
+ENGINE_MACHINE_LABEL = "opencs.engine-machine"
+
+
+@dataclass(frozen=True)
+class EngineMachine:
+    """A machine of the cluster's engine that is not a node of the cluster (a hosted control plane,
+    a load balancer): never a row of the cluster's instances, so never listed or counted."""
+
+    instance_id: str
+    private_ip: str
+    details: Mapping[str, Any]
+    docker_host: str = ""
+
+
+class EngineMachines(Protocol):
+    """Where an engine gets its own machines (the composition root hands one to the drivers)."""
+
+    def ensure(self, cluster_id: str, instance_id: str) -> EngineMachine:
+        """The machine running, created under this id if it is not there (idempotent)."""
+        ...
+
+    def find(self, instance_id: str) -> EngineMachine | None: ...
+
+    def destroy(self, instance_id: str) -> None: ...
+
+
 class ClusterDriver(abc.ABC):
     """One cluster engine. `cluster_type` is the spec's value (\"swarm\", \"kubernetes\")."""
 

@@ -41,8 +41,11 @@ class DriverSet(ClusterDriver):
                           f"{', '.join(sorted(self.drivers))} clusters)", "ClusterTypeNotSupported")
 
     def of(self, cluster_id: str) -> ClusterDriver:
-        t = self.type_of(cluster_id)
-        return self.drivers.get((t or "").lower(), self.default)
+        t = (self.type_of(cluster_id) or "").lower()
+        for d in self.drivers.values():
+            if t == d.cluster_type.lower() or t in d.accepts:
+                return d
+        return self.default
 
     @property
     def runtimes(self) -> dict[str, NodeRuntime]:

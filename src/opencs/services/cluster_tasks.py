@@ -175,6 +175,7 @@ def _create_rollback(d: ClusterTaskDeps, ctx: TaskContext) -> None:
         # spec §6.3: disable_rollback true keeps what was made, for inspection; DELETE releases it
         _set_cluster(d, ctx, state="failed", size=len(rows))
         return
+    d.driver.delete(_cid(ctx))  # what the engine holds beyond the nodes (a hosted control plane)
     d.machines.destroy([r.instance_id for r in rows])
     _set_cluster(d, ctx, state="failed", size=0)
 

@@ -363,9 +363,9 @@ class ClusterService:
 
     def scale_workers(self, cluster_id: str, workers: int) -> str:
         """Legacy Kubernetes scale (spec §6.2): `workers` worker nodes besides the masters."""
-        self.get_row(cluster_id)
-        masters = sum(1 for r in self.instances.of_cluster(cluster_id) if r.role == "manager")
-        return self.scale(cluster_id, _Size(max(1, masters) + workers))
+        c = self.get_row(cluster_id)
+        # the masters the engine keeps (none when the control plane is hosted: ManagedKubernetes)
+        return self.scale(cluster_id, _Size(self.driver.managers_for(cluster_id, c.size) + workers))
 
     def remove_nodes(self, cluster_id: str, nodes: builtins.list[str], release: bool, drain: bool) -> str:
         """Spec §6.13: take worker nodes (by node name, instance id or IP) out, in one task."""

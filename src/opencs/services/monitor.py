@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from opencs.engines.driver import ClusterDriver, MemberHealth
-from opencs.providers.base import InstanceNotFound, Provider
+from opencs.engines.driver import ENGINE_MACHINE_LABEL, ClusterDriver, MemberHealth
+from opencs.providers.base import Instance, InstanceNotFound, Provider
 from opencs.store.repos.clusters import ClusterRepo
 from opencs.store.repos.instances import InstanceRepo
 
@@ -59,6 +59,13 @@ class HealthService:
                 updates[r.instance_id] = (state, health)
         self.instances.set_health(updates, skip_states=_SETTLING)
 
+    def _engine_owned(self, inst: Instance) -> bool:
+        """A machine a cluster engine owns besides the nodes (a managed control plane, a load
+        balancer) belongs to its cluster, not to the instance rows, while that cluster lives."""
+        owner = (inst.details.get("labels") or {}).get(ENGINE_MACHINE_LABEL)
+        c = self.clusters.get(owner) if owner else None
+        return c is not None and c.state != "deleted"
+
     def reconcile_inventory(self) -> None:
         """At start-up: restart crashed engines (reboot semantics) and destroy provider instances the
         store does not know (made by a process killed before it recorded them — cannot happen with the
@@ -76,6 +83,6 @@ class HealthService:
                 continue
             known = self.instances.ids_of_provider(name)
             for inst in found:
-                if inst.instance_id not in known:
+                if inst.instance_id not in known and not self._engine_owned(inst):
                     log.warning("destroying instance %s unknown to the store", inst.instance_id)
                     prov.destroy(inst.instance_id)

@@ -12,7 +12,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from opencs import ids
-from opencs.engines.driver import ClusterDriver, ClusterPKI, DriverError, run_parallel
+from opencs.engines.driver import (
+    ENGINE_MACHINE_LABEL,
+    ClusterDriver,
+    ClusterPKI,
+    DriverError,
+    EngineMachine,
+    run_parallel,
+)
 from opencs.providers.base import (
     Instance,
     InstanceNotFound,
@@ -129,6 +136,45 @@ class Machines:
         inst = self.reimage(r, None)
         self.instances.update(r.instance_id, cluster_id=None, role="", swarm_node_id="", state=str(inst.state),
                               docker_host=inst.docker_host, details=dict(inst.details), health="unknown")
+
+
+def _engine_machine(inst: Instance) -> EngineMachine:
+    return EngineMachine(inst.instance_id, inst.private_ip, dict(inst.details), inst.docker_host)
+
+
+class EngineMachines:
+    """Machines a cluster engine owns besides the cluster's nodes (engines.driver.EngineMachines):
+    provider machines set up like the cluster's nodes and labelled with their cluster, but never
+    instance rows — not listed, not counted in its size. Start-up reconciliation keeps them while
+    their cluster lives (services.monitor); the engine releases them when the cluster goes."""
+
+    def __init__(self, machines: Machines, provider_name: str = "local") -> None:
+        self.machines = machines
+        self.provider_name = provider_name
+
+    def ensure(self, cluster_id: str, instance_id: str) -> EngineMachine:
+        prov = self.machines.provider(self.provider_name)
+        try:
+            inst = prov.inspect(instance_id)
+            if inst.state in (InstanceState.RUNNING, InstanceState.UNHEALTHY):
+                return _engine_machine(inst)  # unhealthy: its supervisor is restarting something; keep its data
+            if inst.state == InstanceState.STOPPED:
+                return _engine_machine(prov.start(instance_id))
+            prov.destroy(instance_id)  # half-made before a crash: start clean
+        except InstanceNotFound:
+            pass
+        spec = self.machines.spec_for(self.machines.cluster(cluster_id), instance_id)
+        spec.labels[ENGINE_MACHINE_LABEL] = cluster_id
+        return _engine_machine(prov.create(spec))
+
+    def find(self, instance_id: str) -> EngineMachine | None:
+        try:
+            return _engine_machine(self.machines.provider(self.provider_name).inspect(instance_id))
+        except (InstanceNotFound, StageFailed):
+            return None
+
+    def destroy(self, instance_id: str) -> None:
+        self.machines.provider(self.provider_name).destroy(instance_id)
 
 
 class ClusterBook:

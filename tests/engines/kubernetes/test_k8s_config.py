@@ -125,12 +125,15 @@ def test_node_runtime_boot_plan(tmp_path: Path) -> None:
 
 def test_plans(tmp_path: Path, pki: ClusterPKI) -> None:
     from opencs.engines.kubernetes import plans
+    from opencs.engines.kubernetes.topology import Member
 
     net = ClusterNetwork(pod_cidr="172.20.0.0/16", service_cidr="172.21.0.0/20", node_cidr_mask=25)
-    cp = plans.control_plane(tmp_path, pki, "i-m", "10.9.0.2", net)
+    me = Member("i-m", "10.9.0.2")
+    cp = plans.control_plane(tmp_path, pki, me, [me], net)
     kcm = cp.units["kube-controller-manager"]
     assert "--allocate-node-cidrs" in kcm and kcm[kcm.index("--node-cidr-mask-size") + 1] == "25"
     assert cp.files["pki/ca.key"][1] == 0o600 and "--unsafe-no-fsync" not in cp.units["etcd"]
+    assert "--leader-elect=false" in kcm and "http://127.0.0.1:2379" in cp.units["kube-apiserver"]
     s = plans.NodeSettings("i-m", "10.9.0.2", "ocsn", "/run/x.sock", "https://10.9.0.2:6443", net, master=True)
     node = plans.node(tmp_path, pki, s)
     assert plans.MASTER_TAINT in node.units["kubelet"] and "/var/lib/kubelet" in node.units["kubelet"]
@@ -138,7 +141,7 @@ def test_plans(tmp_path: Path, pki: ClusterPKI) -> None:
     assert kubelet["containerRuntimeEndpoint"] == "unix:///run/x.sock" and kubelet["clusterDNS"] == ["172.21.0.10"]
     plans.install(tmp_path, cp)
     first = (tmp_path / "pki" / "apiserver.crt").read_text()
-    plans.install(tmp_path, plans.control_plane(tmp_path, pki, "i-m", "10.9.0.2", net))
+    plans.install(tmp_path, plans.control_plane(tmp_path, pki, me, [me], net))
     assert (tmp_path / "pki" / "apiserver.crt").read_text() == first  # a running component keeps its cert
     assert (tmp_path / "units" / "etcd.sh").read_text().startswith("exec ")
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from opencs.api.body import json_object, validate
 from opencs.api.deps import services
 from opencs.api.errors import request_id_of
-from opencs.api.k8s_schemas import CreateKubernetesCluster, RemoveNodes, ScaleOutCluster
+from opencs.api.k8s_schemas import CreateKubernetesCluster, CreateManagedKubernetesCluster, RemoveNodes, ScaleOutCluster
 from opencs.api.schemas import ClusterId
 from opencs.errors import BadRequest
 
@@ -28,9 +28,10 @@ def kubernetes_body(data: dict[str, Any]) -> CreateKubernetesCluster | None:
     if kind == "kubernetes":
         return validate(CreateKubernetesCluster, data)
     if kind == "managedkubernetes":
-        raise BadRequest("cluster_type 'ManagedKubernetes' (a control plane run by opencs outside the workers) "
-                         "is not offered yet: create a dedicated cluster with cluster_type 'Kubernetes'",
-                         code="ClusterTypeNotSupported")
+        if data.get("profile") == "Edge":
+            raise BadRequest("profile 'Edge' (edge node pools) is not offered yet: create a managed cluster "
+                             "without a profile", code="ClusterTypeNotSupported")
+        return validate(CreateManagedKubernetesCluster, data)
     if kind == "ask":
         raise BadRequest("cluster_type 'Ask' (serverless Kubernetes) is not offered: this server runs pods on "
                          "nodes it makes; create a cluster with cluster_type 'Kubernetes'",

@@ -7,20 +7,17 @@ tainted NoSchedule) a node; membership is what the apiserver says: a member id i
 (the instance id). Every method is idempotent: plans are written only where missing, and waiting
 is on the cluster's own state (Node Ready, pod CIDRs, add-ons available).
 
-One master per cluster (master_count 1, the small-machine extension of spec §6.3): the control
-plane's high-availability forms (3 or 5 masters) are refused at create time.
+The control plane has three forms (topology.py, started by control.py): one master, 3 or 5
+masters behind a load balancer, or a managed control plane in a machine of opencs that is not a
+node (cluster_type ManagedKubernetes).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opencs.engines.driver import (
@@ -28,18 +25,21 @@ from opencs.engines.driver import (
     ClusterPKI,
     Credentials,
     DriverError,
+    EngineMachines,
     MemberHealth,
     NodeBook,
     NodeConfig,
     NoManager,
     run_parallel,
 )
-from opencs.engines.kubernetes import addons, binary, network, plans
+from opencs.engines.kubernetes import addons, binary, network, plans, topology
 from opencs.engines.kubernetes.api import KubeApi, KubeError, connect, node_ready, wait_for
+from opencs.engines.kubernetes.box import Box, stop_units
 from opencs.engines.kubernetes.config import ClusterNetwork
+from opencs.engines.kubernetes.control import ControlPlanes
 from opencs.engines.kubernetes.kubeconfig import kubeconfig
 from opencs.engines.kubernetes.pki import ClusterPKI as KubePKI
-from opencs.engines.kubernetes.runtime import STATE_DIR, KubernetesNodeRuntime, missing_host_binaries
+from opencs.engines.kubernetes.runtime import STD_PATH, KubernetesNodeRuntime, missing_host_binaries
 
 if TYPE_CHECKING:
     from opencs.engines.apps import AppEngine
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("opencs.kubernetes")
 
-API_READY_TIMEOUT = 180.0
 NODES_READY_TIMEOUT = 240.0
 DRAIN_TIMEOUT = 60.0
 
@@ -58,34 +57,6 @@ class ClusterBook(Protocol):
     def pki(self, cluster_id: str) -> ClusterPKI: ...
 
     def settings(self, cluster_id: str) -> Mapping[str, Any]: ...
-
-
-@dataclass(frozen=True)
-class Box:
-    """One machine of the cluster as the driver uses it."""
-
-    name: str  # the Node's name: the instance id
-    ip: str
-    k: Path  # the machine's k8s/ directory
-    netns: str
-    cgroup: str
-    socket: str  # containerd's API (the machine's api_socket)
-
-    @classmethod
-    def of(cls, r: InstanceRow) -> Box:
-        d = r.details or {}
-        if not d.get("dir") or not d.get("netns"):
-            raise DriverError(f"instance {r.instance_id} is not a local machine: Kubernetes nodes run on the "
-                              "local provider only", "ProviderUnsupported")
-        return cls(r.instance_id, r.private_ip, Path(d["dir"]) / STATE_DIR, d["netns"], d.get("cgroup") or d["netns"],
-                   d.get("unix_socket") or r.docker_host.removeprefix("unix://"))
-
-    def log_tail(self, unit: str, lines: int = 6) -> str:
-        try:
-            text = (self.k / "log" / f"{unit}.log").read_text(errors="replace")
-        except OSError:
-            return f"{unit}: no log"
-        return f"{unit}: " + " | ".join(text.strip().splitlines()[-lines:])
 
 
 def network_of(settings: Mapping[str, Any]) -> ClusterNetwork:
@@ -100,7 +71,7 @@ def network_of(settings: Mapping[str, Any]) -> ClusterNetwork:
 
 class KubernetesDriver(ClusterDriver):
     cluster_type = "Kubernetes"  # as the spec spells it (and DescribeCluster shows it)
-    accepts = ("kubernetes",)
+    accepts = ("kubernetes", "managedkubernetes")
 
     def __init__(self, book: NodeBook, clusters: ClusterBook, runtime: KubernetesNodeRuntime | None = None,
                  seed_images: Callable[[], dict[str, str]] | None = None, etcd_fsync: bool = True) -> None:
@@ -109,7 +80,11 @@ class KubernetesDriver(ClusterDriver):
         self._runtime = runtime or KubernetesNodeRuntime()
         # puts the pause and CoreDNS images into the bundled registry; returns their references
         self._seed_images = seed_images or (lambda: {})
-        self.etcd_fsync = etcd_fsync
+        self.control = ControlPlanes(book, etcd_fsync)
+
+    def use_machines(self, pool: EngineMachines) -> None:
+        """Where the engine's own machines (managed control planes, load balancers) come from."""
+        self.control.pool = pool
 
     # ------------------------------------------------------------ configuration
 
@@ -132,10 +107,17 @@ class KubernetesDriver(ClusterDriver):
             network_of(spec)
         except ValueError as e:
             raise DriverError(str(e), "InvalidParameter") from None
-        return self.cluster_type
+        k = spec.get("kubernetes") or {}
+        kind = topology.kind_of(cluster_type, int(k.get("master_count") or 1))
+        if kind == "ha" and shutil.which("haproxy", path=STD_PATH) is None:
+            raise DriverError("3 or 5 masters need HAProxy in front of their apiservers: apt-get install haproxy",
+                              "EngineUnavailable")
+        if kind != "single" and self.control.pool is None:
+            raise DriverError("this server has no machines for a cluster's own control plane", "EngineUnavailable")
+        return "ManagedKubernetes" if kind == "managed" else self.cluster_type
 
     def managers_for(self, cluster_id: str, size: int) -> int:
-        return 1
+        return self._form_of(cluster_id)[1]
 
     def node_config(self, pki: ClusterPKI | None, instance_id: str, registry: str | None) -> NodeConfig:
         cfg = NodeConfig(labels={"opencs.instance": instance_id}, runtime=self._runtime.name,
@@ -153,34 +135,57 @@ class KubernetesDriver(ClusterDriver):
         s = self.clusters.settings(cluster_id)
         return network_of(s), dict(s.get("kubernetes") or {})
 
-    # ------------------------------------------------------------ members
+    # ------------------------------------------------------------ members and control plane
+
+    def _form_of(self, cluster_id: str) -> tuple[str, int]:
+        """The control plane's form ('single', 'ha', 'managed') and its number of masters."""
+        k = self.clusters.settings(cluster_id).get("kubernetes") or {}
+        count = int(k.get("master_count") or 1)
+        kind = topology.kind_of("ManagedKubernetes" if k.get("managed") else "Kubernetes", count)
+        return kind, 0 if kind == "managed" else count
 
     def _members(self, cluster_id: str) -> list[InstanceRow]:
         return [r for r in self.book.of_cluster(cluster_id) if r.swarm_node_id]
 
-    def _master(self, cluster_id: str) -> Box:
+    def _admin_box(self, cluster_id: str, kind: str) -> Box:
+        """A machine holding the admin credentials: a master, or the managed control plane's machine."""
+        if kind == "managed":
+            if (cp := self.control.engine_box(cluster_id, topology.CONTROL_PLANE_ROLE)) is not None:
+                return cp
+            raise NoManager(cluster_id)
         for r in self.book.of_cluster(cluster_id):
             if r.role == "manager" and r.swarm_node_id:
                 return Box.of(r)
         raise NoManager(cluster_id)
 
+    def _endpoint(self, cluster_id: str) -> tuple[str, Box]:
+        """The cluster's API endpoint (what kubeconfigs name) and a machine with admin credentials."""
+        kind, _ = self._form_of(cluster_id)
+        admin = self._admin_box(cluster_id, kind)
+        if kind == "ha":
+            lb = self.control.engine_box(cluster_id, topology.LB_ROLE)
+            if lb is None:
+                raise NoManager(cluster_id)
+            return topology.server_url(lb.ip), admin
+        return topology.server_url(admin.ip), admin
+
     @contextmanager
     def _api(self, cluster_id: str, timeout: float = 10.0) -> Iterator[KubeApi]:
-        m = self._master(cluster_id)
+        server, admin = self._endpoint(cluster_id)
         try:
-            with connect(plans.server_url(m.ip), m.k / "pki", timeout) as api:
+            with connect(server, admin.k / "pki", timeout) as api:
                 yield api
         except KubeError as e:
             raise DriverError(str(e), "KubernetesError") from e
 
     def api_url(self, cluster_id: str) -> str:
         try:
-            return plans.server_url(self._master(cluster_id).ip)
+            return self._endpoint(cluster_id)[0]
         except DriverError:
             return ""
 
     def manager_endpoints(self, cluster_id: str) -> list[str]:
-        return [plans.server_url(self._master(cluster_id).ip)]
+        return [self._endpoint(cluster_id)[0]]
 
     def app_engine(self, cluster_id: str) -> AppEngine:
         raise DriverError("the Application API (projects, services) is for Swarm clusters: run workloads on a "
@@ -198,51 +203,58 @@ class KubernetesDriver(ClusterDriver):
         return plans.node(m.k, self._pki(cluster_id), s)
 
     def create(self, cluster_id: str, first_instance_id: str) -> str:
-        """The control plane on the first machine; it is also the cluster's first (tainted) node."""
-        r = self.book.get(first_instance_id)
-        if r is None:
+        """The control plane in the cluster's form; masters (dedicated forms, tainted NoSchedule) are
+        also nodes, in the managed form the first instance becomes a worker."""
+        if self.book.get(first_instance_id) is None:
             raise DriverError(f"instance {first_instance_id} vanished", "InstanceNotFound")
-        m = Box.of(r)
+        kind, count = self._form_of(cluster_id)
         net, _ = self._settings(cluster_id)
         self._seed_images()  # the sandbox image before any pod
-        plans.install(m.k, plans.control_plane(m.k, self._pki(cluster_id), m.name, m.ip, net, self.etcd_fsync))
-        server = plans.server_url(m.ip)
-        try:
-            with connect(server, m.k / "pki") as api:
-                detail = lambda: "; ".join(m.log_tail(u, 3) for u in plans.CONTROL_PLANE_UNITS)  # noqa: E731
-                wait_for(f"apiserver {server} ready", api.ready, API_READY_TIMEOUT, detail)
-                ns = wait_for("namespace kube-system", lambda: api.get("/api/v1/namespaces/kube-system"), 60)
-        except KubeError as e:
-            raise DriverError(str(e), "ControlPlaneFailed") from e
-        plans.install(m.k, self._node_plan(cluster_id, m, server, master=True))
-        self.book.set_membership(first_instance_id, "manager", m.name)
-        return str(ns["metadata"]["uid"])
+        cp = self.control.start(cluster_id, kind, first_instance_id, count, self._pki(cluster_id), net)
+        for m in cp.masters:
+            plans.install(m.k, self._node_plan(cluster_id, m, cp.server, master=True))
+            self.book.set_membership(m.name, "manager", m.name)
+        if kind == "managed":
+            self._join_workers(cluster_id, [first_instance_id], cp.server)
+        return cp.uid
+
+    def _join_workers(self, cluster_id: str, instance_ids: list[str], server: str) -> None:
+        def install(iid: str) -> None:
+            r = self.book.get(iid)
+            if r is None:
+                raise DriverError(f"instance {iid} vanished", "InstanceNotFound")
+            m = Box.of(r)
+            plans.install(m.k, self._node_plan(cluster_id, m, server, master=False))
+            self.book.set_membership(iid, "worker", m.name)
+
+        run_parallel(install, instance_ids)
 
     def join(self, cluster_id: str, size: int) -> None:
         """Every running machine a Ready node: plans for new ones, pod CIDRs routed, add-ons on."""
         rows = [r for r in self.book.of_cluster(cluster_id) if r.state == "running"]
         if not rows:
             raise DriverError("cluster has no running instance", "NoInstances")
-        master = self._master(cluster_id)
-        server = plans.server_url(master.ip)
-
-        def install(iid: str) -> None:
-            r = next(x for x in rows if x.instance_id == iid)
-            m = Box.of(r)
-            plans.install(m.k, self._node_plan(cluster_id, m, server, master=False))
-            self.book.set_membership(iid, "worker", m.name)
-
-        run_parallel(install, [r.instance_id for r in rows if not (r.role and r.swarm_node_id)])
+        kind, _ = self._form_of(cluster_id)
+        if unjoined := [r for r in rows if r.role == "manager" and not r.swarm_node_id]:
+            self.create(cluster_id, unjoined[0].instance_id)  # masters chosen before a crash: finish them
+        server, _ = self._endpoint(cluster_id)
+        self._join_workers(cluster_id, [r.instance_id for r in rows if not r.role], server)
         members = [Box.of(r) for r in self._members(cluster_id)]
         net, _ = self._settings(cluster_id)
         with self._api(cluster_id) as api:
             try:
-                self._converge(api, members, net)
+                self._converge(api, members, net, self._routed_engine_boxes(cluster_id, kind))
                 addons.ensure(api, self._seed_images(), net)
             except (KubeError, network.RouteError) as e:
                 raise DriverError(str(e), "NodesNotReady") from e
 
-    def _converge(self, api: KubeApi, members: list[Box], net: ClusterNetwork) -> None:
+    def _routed_engine_boxes(self, cluster_id: str, kind: str) -> list[Box]:
+        """Engine machines that must reach pods: the managed apiserver answers pods (the kubernetes
+        Service) and calls webhooks."""
+        cp = self.control.engine_box(cluster_id, topology.CONTROL_PLANE_ROLE) if kind == "managed" else None
+        return [cp] if cp is not None else []
+
+    def _converge(self, api: KubeApi, members: list[Box], net: ClusterNetwork, routed: list[Box]) -> None:
         names = {m.name for m in members}
 
         def registered() -> dict[str, dict[str, Any]] | None:
@@ -255,7 +267,7 @@ class KubernetesDriver(ClusterDriver):
             return "; ".join(m.log_tail("kubelet", 3) for m in members)
 
         nodes = wait_for("every node registered with a pod CIDR", registered, NODES_READY_TIMEOUT, missing)
-        self._route(members, nodes, net)
+        self._route(members + routed, nodes, net)
         for m in members:
             plans.install(m.k, plans.cni(m.k, nodes[m.name]["spec"]["podCIDR"]))
 
@@ -275,7 +287,7 @@ class KubernetesDriver(ClusterDriver):
             network.sync_routes(m.netns, want)
 
     def set_managers(self, cluster_id: str, want: int) -> None:
-        """Masters are fixed at create time (one per cluster here): nothing is promoted or demoted."""
+        """Masters are fixed at create time (etcd's membership with them): nothing is promoted or demoted."""
 
     # ------------------------------------------------------------ removal
 
@@ -285,6 +297,10 @@ class KubernetesDriver(ClusterDriver):
         if r is None:
             return
         m = Box.of(r)
+        kind, _ = self._form_of(cluster_id)
+        if r.role == "manager" and kind == "ha":
+            raise DriverError(f"{m.name} is one of the cluster's etcd members and apiservers: masters are fixed at "
+                              "create time", "ErrorMasterNode")
         if r.swarm_node_id and r.role != "manager":
             try:
                 with self._api(cluster_id) as api:
@@ -292,7 +308,7 @@ class KubernetesDriver(ClusterDriver):
                     api.delete(f"/api/v1/nodes/{m.name}")
                     nodes = {n["metadata"]["name"]: n for n in api.nodes()}
                 others = [Box.of(x) for x in self._members(cluster_id) if x.instance_id != instance_id]
-                self._route(others, nodes, self._settings(cluster_id)[0])
+                self._route(others + self._routed_engine_boxes(cluster_id, kind), nodes, self._settings(cluster_id)[0])
             except (KubeError, network.RouteError) as e:
                 raise DriverError(f"removing node {m.name}: {e}", "DrainFailed") from e
         stop_units(m, plans.NODE_UNITS)
@@ -304,7 +320,12 @@ class KubernetesDriver(ClusterDriver):
             self.remove_node(cluster_id, instance_id)
 
     def delete(self, cluster_id: str) -> None:
-        """Nothing beyond the machines: the whole cluster lives in them."""
+        """The engine's own machines (a managed control plane, a load balancer); the nodes go with
+        the provider."""
+        try:
+            self.control.release(cluster_id)
+        except Exception as e:  # the provider's failure, as the driver's
+            raise DriverError(f"releasing the control plane's machines: {e}", "ReleaseFailed") from e
 
     # ------------------------------------------------------------ what users and monitors get
 
@@ -368,20 +389,3 @@ def _drain(api: KubeApi, node: str) -> None:
 
     wait_for(f"node {node} drained", evicted, DRAIN_TIMEOUT, lambda: ", ".join(f"{n}/{p}" for n, p in movable()),
              interval=1.0)
-
-
-def stop_units(m: Box, units: tuple[str, ...]) -> None:
-    """Remove units from a machine (the supervisor stops restarting them) and stop them."""
-    for u in units:
-        (m.k / "units" / f"{u}.sh").unlink(missing_ok=True)
-    for u in units:
-        try:
-            pid = int((m.k / "run" / f"{u}.pid").read_text())
-            cgroups = Path(f"/proc/{pid}/cgroup").read_text()
-        except (OSError, ValueError):
-            continue
-        # by PID, and only if that PID is still a process of this machine (its pids cgroup)
-        if any(line.split(":")[1] == "pids" and line.split(":")[2].startswith(f"/{m.cgroup}")
-               for line in cgroups.splitlines() if line.count(":") >= 2):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)

@@ -83,6 +83,16 @@ def issue(
     return IssuedCert(cert.public_bytes(serialization.Encoding.PEM).decode("ascii"), _pem_key(key))
 
 
+def _derived_key(ca_key_pem: str, info: bytes) -> ec.EllipticCurvePrivateKey:
+    """A P-256 key derived from the cluster CA's key (HKDF): the same on every master, every restart."""
+    secret = serialization.load_pem_private_key(ca_key_pem.encode("ascii"), password=None)
+    der = secret.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption())
+    okm = HKDF(algorithm=hashes.SHA256(), length=48, salt=None, info=info).derive(der)
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # of P-256
+    return ec.derive_private_key(int.from_bytes(okm, "big") % (order - 1) + 1, ec.SECP256R1())
+
+
 @dataclass(frozen=True)
 class ClusterPKI:
     """What a cluster keeps for its life (store it as-is): the CA and the service-account key pair.
@@ -101,14 +111,35 @@ class ClusterPKI:
     def from_ca(cls, ca_cert_pem: str, ca_key_pem: str) -> ClusterPKI:
         """The PKI of a cluster whose store keeps only its CA: the service-account key is derived
         from the CA key (HKDF), so every master and every restart signs tokens with the same key."""
-        secret = serialization.load_pem_private_key(ca_key_pem.encode("ascii"), password=None)
-        der = secret.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption())
-        info = b"opencs kubernetes service-account key"
-        okm = HKDF(algorithm=hashes.SHA256(), length=48, salt=None, info=info).derive(der)
-        order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # of P-256
-        sa = ec.derive_private_key(int.from_bytes(okm, "big") % (order - 1) + 1, ec.SECP256R1())
+        sa = _derived_key(ca_key_pem, b"opencs kubernetes service-account key")
         return cls(CertAuthority(cert_pem=ca_cert_pem, key_pem=ca_key_pem), _pem_key(sa), _pem_pub(sa))
+
+    def etcd_ca(self) -> CertAuthority:
+        """etcd's own CA (kubeadm keeps one too): a client certificate of the cluster CA — which users
+        get — must not open the datastore. Derived from the cluster CA's key, with a fixed serial and
+        the cluster CA's validity, so every master (and a re-run after a crash) gets the same CA."""
+        key = _derived_key(self.ca.key_pem, b"opencs kubernetes etcd ca")
+        parent = load_cert(self.ca.cert_pem)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "etcd-ca")])
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(int.from_bytes(parent.fingerprint(hashes.SHA256())[:16], "big") >> 1)
+            .not_valid_before(parent.not_valid_before_utc).not_valid_after(parent.not_valid_after_utc)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )  # fmt: skip
+        return CertAuthority(cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+                             key_pem=_pem_key(key))
+
+    def etcd_member(self, name: str, ip: str) -> IssuedCert:
+        """One etcd member's certificate: serves clients and peers, and is a client of its peers."""
+        return issue(self.etcd_ca(), name, usages=(SERVER, CLIENT), ips=[ip, "127.0.0.1"],
+                     dns_names=[name, "localhost"])
+
+    def etcd_client(self, user: str) -> IssuedCert:
+        return issue(self.etcd_ca(), user)
 
     def apiserver(self, ips: Iterable[str], service_ip: str, dns_domain: str = "cluster.local") -> IssuedCert:
         names = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", f"kubernetes.default.svc.{dns_domain}"]

@@ -14,7 +14,9 @@ the node IP), so a node joins without a bootstrap round.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +30,19 @@ from opencs.engines.kubernetes.config import (
 )
 from opencs.engines.kubernetes.kubeconfig import kubeconfig
 from opencs.engines.kubernetes.pki import ClusterPKI
-from opencs.engines.kubernetes.runtime import KUBELET_ROOT, unit_script
+from opencs.engines.kubernetes.runtime import KUBELET_ROOT, STD_PATH, unit_script
+from opencs.engines.kubernetes.topology import (
+    APISERVER_PORT,
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    Member,
+    etcd_client_urls,
+    etcd_initial_cluster,
+    haproxy_config,
+    server_url,
+)
 from opencs.pki import IssuedCert
 
-APISERVER_PORT = 6443
 CONTROL_PLANE_UNITS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 NODE_UNITS = ("kubelet", "kube-proxy")
 MASTER_TAINT = "node-role.kubernetes.io/control-plane=:NoSchedule"
@@ -48,55 +59,34 @@ class Plan:
         self.files[f"pki/{name}.key"] = (cred.key_pem, 0o600)
 
 
-def server_url(ip: str) -> str:
-    return f"https://{ip}:{APISERVER_PORT}"
-
-
-def control_plane(k: Path, pki: ClusterPKI, name: str, ip: str, net: ClusterNetwork,
-                  etcd_fsync: bool = True) -> Plan:
-    """The control plane of one master; `k` is the machine's k8s/ directory."""
+def control_plane(k: Path, pki: ClusterPKI, me: Member, masters: Sequence[Member], net: ClusterNetwork,
+                  etcd_fsync: bool = True, endpoint_ip: str = "") -> Plan:
+    """The control plane of one master (`me`, one of `masters`); `k` is the machine's k8s/ directory,
+    `endpoint_ip` the address clients dial when it is not the master's own (the load balancer)."""
     p, d, exe = Plan(), k / "pki", str(binary.binary())
-    server = server_url(ip)
+    local, ha = server_url(me.ip), len(masters) > 1
     p.files["pki/ca.crt"] = (pki.ca.cert_pem, 0o644)
     p.files["pki/ca.key"] = (pki.ca.key_pem, 0o600)
     p.files["pki/sa.key"] = (pki.sa_key_pem, 0o600)
     p.files["pki/sa.pub"] = (pki.sa_pub_pem, 0o644)
-    p.add_pair("apiserver", pki.apiserver([ip], net.apiserver_service_ip, net.dns_domain))
+    ips = [me.ip, *([endpoint_ip] if endpoint_ip else [])]
+    p.add_pair("apiserver", pki.apiserver(ips, net.apiserver_service_ip, net.dns_domain))
     p.add_pair("apiserver-kubelet-client", pki.client("kube-apiserver-kubelet-client", ["system:masters"]))
+    # the controller manager and scheduler talk to their own master's apiserver: with leader
+    # election, losing it hands their leases to another master's
     for user in ("system:kube-controller-manager", "system:kube-scheduler"):
         short = user.split(":", 1)[1]
-        p.files[f"pki/{short}.kubeconfig"] = (kubeconfig(server, pki.ca.cert_pem, pki.client(user), user=short), 0o600)
+        p.files[f"pki/{short}.kubeconfig"] = (kubeconfig(local, pki.ca.cert_pem, pki.client(user), user=short), 0o600)
     admin = pki.admin("opencs-admin")
     p.add_pair("admin", admin)
-    p.files["pki/admin.kubeconfig"] = (kubeconfig(server, pki.ca.cert_pem, admin, user="admin"), 0o600)
-    p.units["etcd"] = [
-        exe, "etcd", "--name", name, "--data-dir", str(k / "etcd"),
-        "--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379",
-        "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-        "--initial-cluster", f"{name}=http://127.0.0.1:2380",
-        "--log-level", "warn", "--quota-backend-bytes", str(2 << 30),
-        *([] if etcd_fsync else ["--unsafe-no-fsync"]),
-    ]  # fmt: skip
-    p.units["kube-apiserver"] = [
-        exe, "kube-apiserver",
-        "--advertise-address", ip, "--bind-address", ip, "--secure-port", str(APISERVER_PORT),
-        "--etcd-servers", "http://127.0.0.1:2379",
-        "--client-ca-file", str(d / "ca.crt"),
-        "--tls-cert-file", str(d / "apiserver.crt"), "--tls-private-key-file", str(d / "apiserver.key"),
-        "--kubelet-client-certificate", str(d / "apiserver-kubelet-client.crt"),
-        "--kubelet-client-key", str(d / "apiserver-kubelet-client.key"),
-        "--kubelet-certificate-authority", str(d / "ca.crt"),
-        "--kubelet-preferred-address-types", "InternalIP,Hostname",
-        "--service-account-issuer", f"https://kubernetes.default.svc.{net.dns_domain}",
-        "--service-account-key-file", str(d / "sa.pub"),
-        "--service-account-signing-key-file", str(d / "sa.key"),
-        "--service-cluster-ip-range", net.service_cidr,
-        "--service-node-port-range", net.node_port_range,
-        "--authorization-mode", "Node,RBAC",
-        "--enable-admission-plugins", "NodeRestriction",
-        "--allow-privileged", "--profiling=false", "--v", "1",
-    ]  # fmt: skip
-    common = ["--bind-address", "127.0.0.1", "--leader-elect=false", "--profiling=false", "--v", "1"]
+    p.files["pki/admin.kubeconfig"] = (kubeconfig(local, pki.ca.cert_pem, admin, user="admin"), 0o600)
+    if ha:
+        p.files["pki/etcd-ca.crt"] = (pki.etcd_ca().cert_pem, 0o644)
+        p.add_pair("etcd", pki.etcd_member(me.name, me.ip))
+        p.add_pair("apiserver-etcd-client", pki.etcd_client("kube-apiserver-etcd-client"))
+    p.units["etcd"] = _etcd(exe, k, me, masters, etcd_fsync)
+    p.units["kube-apiserver"] = _apiserver(exe, d, me, masters, net)
+    common = ["--bind-address", "127.0.0.1", f"--leader-elect={str(ha).lower()}", "--profiling=false", "--v", "1"]
     kc = str(d / "kube-controller-manager.kubeconfig")
     p.units["kube-controller-manager"] = [
         exe, "kube-controller-manager", "--kubeconfig", kc,
@@ -115,6 +105,64 @@ def control_plane(k: Path, pki: ClusterPKI, name: str, ip: str, net: ClusterNetw
         "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc, *common,
     ]  # fmt: skip
     return p
+
+
+def _etcd(exe: str, k: Path, me: Member, masters: Sequence[Member], fsync: bool) -> list[str]:
+    """One master: on its loopback only (its own netns: nothing else reaches it); several: a static
+    cluster over the nodes' bridge, TLS both ways with etcd's own CA (other clusters share the bridge)."""
+    argv = [exe, "etcd", "--name", me.name, "--data-dir", str(k / "etcd"), "--log-level", "warn",
+            "--quota-backend-bytes", str(2 << 30), *([] if fsync else ["--unsafe-no-fsync"])]
+    if len(masters) == 1:
+        return [*argv,
+                "--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379",
+                "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+                "--initial-cluster", f"{me.name}=http://127.0.0.1:2380"]  # fmt: skip
+    d = k / "pki"
+    return [*argv,
+            "--listen-client-urls", f"https://{me.ip}:{ETCD_CLIENT_PORT},https://127.0.0.1:{ETCD_CLIENT_PORT}",
+            "--advertise-client-urls", f"https://{me.ip}:{ETCD_CLIENT_PORT}",
+            "--listen-peer-urls", f"https://{me.ip}:{ETCD_PEER_PORT}",
+            "--initial-advertise-peer-urls", f"https://{me.ip}:{ETCD_PEER_PORT}",
+            "--initial-cluster", etcd_initial_cluster(masters), "--initial-cluster-state", "new",
+            "--initial-cluster-token", "opencs-" + "-".join(sorted(m.name for m in masters))[:200],
+            "--cert-file", str(d / "etcd.crt"), "--key-file", str(d / "etcd.key"),
+            "--client-cert-auth", "--trusted-ca-file", str(d / "etcd-ca.crt"),
+            "--peer-cert-file", str(d / "etcd.crt"), "--peer-key-file", str(d / "etcd.key"),
+            "--peer-client-cert-auth", "--peer-trusted-ca-file", str(d / "etcd-ca.crt")]  # fmt: skip
+
+
+def _apiserver(exe: str, d: Path, me: Member, masters: Sequence[Member], net: ClusterNetwork) -> list[str]:
+    if len(masters) == 1:
+        etcd = ["--etcd-servers", "http://127.0.0.1:2379"]
+    else:
+        etcd = ["--etcd-servers", etcd_client_urls(masters), "--etcd-cafile", str(d / "etcd-ca.crt"),
+                "--etcd-certfile", str(d / "apiserver-etcd-client.crt"),
+                "--etcd-keyfile", str(d / "apiserver-etcd-client.key")]
+    return [
+        exe, "kube-apiserver",
+        "--advertise-address", me.ip, "--bind-address", me.ip, "--secure-port", str(APISERVER_PORT), *etcd,
+        "--client-ca-file", str(d / "ca.crt"),
+        "--tls-cert-file", str(d / "apiserver.crt"), "--tls-private-key-file", str(d / "apiserver.key"),
+        "--kubelet-client-certificate", str(d / "apiserver-kubelet-client.crt"),
+        "--kubelet-client-key", str(d / "apiserver-kubelet-client.key"),
+        "--kubelet-certificate-authority", str(d / "ca.crt"),
+        "--kubelet-preferred-address-types", "InternalIP,Hostname",
+        "--service-account-issuer", f"https://kubernetes.default.svc.{net.dns_domain}",
+        "--service-account-key-file", str(d / "sa.pub"),
+        "--service-account-signing-key-file", str(d / "sa.key"),
+        "--service-cluster-ip-range", net.service_cidr,
+        "--service-node-port-range", net.node_port_range,
+        "--authorization-mode", "Node,RBAC",
+        "--enable-admission-plugins", "NodeRestriction",
+        "--allow-privileged", "--profiling=false", "--v", "1",
+    ]  # fmt: skip
+
+
+def load_balancer(k: Path, ip: str, masters: Sequence[Member]) -> Plan:
+    """The HA form's apiserver endpoint: HAProxy in the foreground as the machine's unit."""
+    cfg = k / "haproxy.cfg"
+    return Plan(files={"haproxy.cfg": (haproxy_config(ip, masters), 0o644)},
+                units={"haproxy": [shutil.which("haproxy", path=STD_PATH) or "haproxy", "-db", "-f", str(cfg)]})
 
 
 @dataclass(frozen=True)
