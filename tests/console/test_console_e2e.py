@@ -180,6 +180,7 @@ def projects_and_triggers(page: Any, shots: Shots, base: str, cid: str) -> None:
     assert out.stdout == "200", out
     page.reload()
     assert "never" not in page.inner_text("#triggers tr[data-trigger]")
+    assert page.locator("#triggers .calls li").count() >= 1  # its call, from the audit trail
     page.click("#triggers button.danger")
     page.locator("#triggers tr[data-trigger]").wait_for(state="detached")
 

@@ -16,12 +16,27 @@ def _cid(ctx: Ctx) -> str:
     return str(ctx.request.path_params["cluster_id"])
 
 
+async def _invocations(ctx: Ctx, cid: str) -> dict[str, list[dict[str, Any]]]:
+    """The newest calls of each trigger of the cluster, from the audit trail (cs:InvokeTrigger)."""
+    if not ctx.may("GET", "/audit"):
+        return {}
+    reply = await ctx.api("GET", "/audit", query={"action": "cs:InvokeTrigger", "limit": "300"})
+    entries = reply.body.get("entries", []) if reply.ok and isinstance(reply.body, dict) else []
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in reversed(entries):
+        head, sep, tid = str(e.get("resource", "")).rpartition("/trigger/")
+        if sep and head.endswith(f"cluster/{cid}") and len(out.setdefault(tid, [])) < 5:
+            out[tid].append(e)
+    return out
+
+
 async def _values(ctx: Ctx, cid: str, created: dict[str, Any] | None, error: str) -> dict[str, Any]:
     reply = await ctx.api("GET", f"/clusters/{cid}/triggers")
     rows = reply.body if reply.ok and isinstance(reply.body, list) else []
-    return {"cluster_id": cid, "triggers": rows, "created": created, "error": error or (
-        "" if reply.ok else reply.message), "may_delete": ctx.may("DELETE", f"/clusters/{cid}/triggers/x"),
-        "may_rotate": ctx.may("POST", f"/clusters/{cid}/triggers/x/rotate")}
+    return {"cluster_id": cid, "triggers": rows, "calls": await _invocations(ctx, cid), "created": created,
+            "error": error or ("" if reply.ok else reply.message),
+            "may_delete": ctx.may("DELETE", f"/clusters/{cid}/triggers/x"),
+            "may_rotate": ctx.may("POST", f"/clusters/{cid}/triggers/x/rotate")}
 
 
 async def _list(ctx: Ctx, cid: str, created: dict[str, Any] | None = None, error: str = "") -> Response:
