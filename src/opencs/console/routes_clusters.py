@@ -104,7 +104,7 @@ async def _cluster_page(ctx: Ctx, cid: str) -> Response:
         return ctx.render("error.html", reply.status if reply.status >= 400 else 404, message=reply.message)
     c = reply.body
     nodes = await ctx.api("GET", f"/clusters/{cid}/nodes")
-    k8s = c.get("cluster_type") == "kubernetes"
+    k8s = "kubernetes" in str(c.get("cluster_type", "")).lower()  # Kubernetes, ManagedKubernetes
     may_attach = ctx.may("POST", f"/clusters/{cid}/attach")
     free = await ctx.api("GET", "/instances", query={"free": "true"}) if may_attach else None
     return ctx.render(
