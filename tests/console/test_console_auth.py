@@ -173,3 +173,22 @@ def test_application_api_rights_decide_the_project_buttons(plane: ControlPlane, 
     assert "not authorized" in r.text and "cs:CreateProject" in r.text
     assert any(e.outcome.startswith("403") and e.user_name == "viewer"
                for e in plane.audit.query(ROOT_ACCOUNT_ID, "cs:CreateProject"))
+
+
+def test_access_keys_page_creates_shows_the_secret_once_and_disabling_ones_own_key_signs_out(
+        plane: ControlPlane, http: TestClient) -> None:
+    ak, secret = user(plane, "keyholder", {"Version": "1", "Statement": [{
+        "Effect": "Allow", "Action": ["ram:ListAccessKeys", "ram:CreateAccessKey", "ram:UpdateAccessKey",
+                                      "ram:DeleteAccessKey"], "Resource": ["acs:ram:*:*:user/keyholder"]}]})
+    csrf = sign_in(http, ak, secret)
+    page = http.post("/console/keys", data={"csrf_token": csrf}).text
+    m = re.search(r"AccessKeyId: (\S+)\nAccessKeySecret: ([^\s<]+)", page)
+    assert m and "Shown once" in page
+    new_ak, new_secret = m.groups()
+    assert plane.keys.active_secret(new_ak) == new_secret
+    listing = http.get("/console/keys").text
+    assert new_ak in listing and new_secret not in listing  # shown once
+    http.post(f"/console/keys/{new_ak}/delete", data={"csrf_token": csrf})
+    assert plane.keys.get(new_ak) is None
+    http.post(f"/console/keys/{ak}/status", data={"csrf_token": csrf, "status": "Inactive"})
+    assert http.get("/console/keys", follow_redirects=False).status_code == 303
