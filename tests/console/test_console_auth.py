@@ -192,3 +192,17 @@ def test_access_keys_page_creates_shows_the_secret_once_and_disabling_ones_own_k
     assert plane.keys.get(new_ak) is None
     http.post(f"/console/keys/{ak}/status", data={"csrf_token": csrf, "status": "Inactive"})
     assert http.get("/console/keys", follow_redirects=False).status_code == 303
+
+
+def test_beyond_loopback_the_console_is_https_only(plane: ControlPlane) -> None:
+    app = create_app(plane)
+    mount(app, plane)
+    ak, secret = plane.keys.create("console")
+    with TestClient(app, client=("10.0.0.9", 40000)) as far:
+        r = far.post("/console/signin", data={"access_key_id": ak, "access_key_secret": secret},
+                     follow_redirects=False)
+        assert r.status_code == 403 and "HTTPS" in r.text and "set-cookie" not in r.headers
+    with TestClient(app, base_url="https://testserver", client=("10.0.0.9", 40000)) as tls:
+        r = tls.post("/console/signin", data={"access_key_id": ak, "access_key_secret": secret},
+                     follow_redirects=False)
+        assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()
