@@ -114,22 +114,22 @@ def test_interactive_configure(server: ServerProcess, cfg: Path) -> None:
 
 
 @pytest.mark.parametrize("scheme", ["roa", "acs3"])
-def test_wrong_secret_exit_1(server: ServerProcess, cfg: Path, scheme: str) -> None:
+def test_wrong_secret_exit_7(server: ServerProcess, cfg: Path, scheme: str) -> None:
     configure(server, secret=server.secret + "x", scheme=scheme)
     res = run("clusters", "list")
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 7, res.output
     assert res.stderr.startswith("Error SignatureDoesNotMatch: ")
     assert "(RequestId " in res.stderr
     assert server.secret not in res.output
 
 
-def test_not_found_exit_1(server: ServerProcess, cfg: Path) -> None:
+def test_not_found_exit_6(server: ServerProcess, cfg: Path) -> None:
     configure(server)
     res = run("clusters", "describe", "c-nope")
-    assert res.exit_code == 1
+    assert res.exit_code == 6
     assert "Error ErrorClusterNotFound:" in res.stderr and "RequestId" in res.stderr
     res = run("tasks", "describe", "T-nope")
-    assert res.exit_code == 1
+    assert res.exit_code == 6
 
 
 def test_closed_port_exit_3(cfg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,7 +153,7 @@ def test_env_only_and_profiles(server: ServerProcess, cfg: Path, monkeypatch: py
         monkeypatch.delenv(var, raising=False)
     configure(server, profile="good")
     configure(server, secret="bad", profile="bad")  # now current
-    assert run("clusters", "list").exit_code == 1
+    assert run("clusters", "list").exit_code == 7
     assert run("--profile", "good", "clusters", "list").exit_code == 0
     assert run("--profile", "missing", "clusters", "list").exit_code == 2
 
@@ -197,7 +197,7 @@ def test_console_script_subprocess(server: ServerProcess, tmp_path: Path) -> Non
 
     env["OPENCS_ACCESS_KEY_SECRET"] = "wrong"
     p = opencs("clusters", "list")
-    assert p.returncode == 1 and p.stderr.startswith("Error SignatureDoesNotMatch")
+    assert p.returncode == 7 and p.stderr.startswith("Error SignatureDoesNotMatch")
     assert "Traceback" not in p.stderr
 
     env["OPENCS_ENDPOINT"] = f"127.0.0.1:{free_port()}"
@@ -229,9 +229,9 @@ def test_tasks_wait_success(inproc: Any) -> None:
     task_id = inproc.runtime.tasks.submit(OK, {})
     res = inproc("tasks", "wait", task_id, "--poll", "0.05", "--timeout", "15")
     assert res.exit_code == 0, res.output
-    assert f"Task {task_id} succeeded" in res.stdout
-    assert "prepare" in res.stdout and "finish" in res.stdout  # plain stage lines (not a TTY)
-    assert "\x1b[" not in res.stdout
+    assert f"Task {task_id} succeeded" in res.stderr  # progress on stderr: stdout is the reply
+    assert "prepare" in res.stderr and "finish" in res.stderr  # plain stage lines (not a TTY)
+    assert "\x1b[" not in res.stderr and res.stdout == ""
     res = inproc("tasks", "describe", task_id)
     assert json.loads(res.stdout)["state"] == "success"
 
@@ -306,7 +306,7 @@ def test_tables_and_create_wait(cfg: Path) -> None:
     assert res.exit_code == 0 and json.loads(res.stdout) == {"instance_id": "i-1"}
     res = run("clusters", "create", "--body", '{"name": "x"}', "--wait", obj=obj)
     assert res.exit_code == 4
-    assert '"task_id": "T-9"' in res.stdout and "nodes" in res.stdout
+    assert json.loads(res.stdout)["task_id"] == "T-9" and "nodes" in res.stderr
     assert "Error NodeFailed: boom (task T-9)" in res.stderr
 
 

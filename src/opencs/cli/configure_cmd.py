@@ -16,7 +16,7 @@ from opencs.cli.output import EXIT_CONNECTION, cli_errors, err
 from opencs.cli.server_cmd import DATA_DIR_OPT
 from opencs.pki.ca import fingerprint, load_cert
 from opencs.pki.server_tls import colon_fingerprint, normalize_fingerprint, read_ca
-from opencs.sdk.client import tls_context
+from opencs.sdk.core import tls_context
 
 ca_app = typer.Typer(help="The API's certificate authority.", no_args_is_help=True)
 

@@ -1,6 +1,7 @@
 """The ``opencs`` command line: client commands plus ``server``/``keys`` administration.
 
-Exit codes: 0 ok · 1 API error · 2 usage · 3 connection error · 4 task failed · 5 task timeout.
+Exit codes: 0 ok · 1 other API error · 2 usage · 3 connection error · 4 task failed · 5 wait timeout ·
+6 not found · 7 not authenticated / not allowed · 8 conflict (``opencs.cli.output``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import typer
 
 from opencs import __version__
 from opencs.cli import accounts_cmd, commands, configure_cmd, keys_cmd, server_cmd
+from opencs.cli.output import FORMATS
 
 app = typer.Typer(
     name="opencs",
@@ -37,6 +39,8 @@ def _global(
     timeout: Annotated[float, typer.Option("--http-timeout", min=1.0, help="HTTP timeout (s).")] = 30.0,
     ca_file: Annotated[str | None, typer.Option("--ca-file", help="CA to verify an https endpoint against "
                                                 "(default: the profile's pinned CA, else the system's).")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", envvar="OPENCS_OUTPUT", help=(
+        "Default output of every command: table, json or yaml."))] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
@@ -48,6 +52,10 @@ def _global(
     obj.setdefault("timeout", timeout)
     if ca_file:
         obj["ca_file"] = ca_file
+    if output:
+        if output.lower() not in FORMATS:
+            raise typer.BadParameter(f"{output!r} is not one of {', '.join(FORMATS)}", param_hint="--output")
+        obj["output"] = output.lower()
 
 
 commands.register(app)
