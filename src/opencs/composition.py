@@ -40,6 +40,7 @@ from opencs.loops.usage import UsageLoop
 from opencs.machine import NodeRuntime
 from opencs.providers.base import Provider
 from opencs.registry.pause import PAUSE_REPOSITORY, PAUSE_TAG
+from opencs.registry.realm import RealmListener
 from opencs.registry.service import RegistryService
 from opencs.routing.router import RouterService, Routes
 from opencs.secretbox import SecretBox
@@ -58,6 +59,7 @@ from opencs.services.ownership import ResourceOwners
 from opencs.services.projects import ProjectService
 from opencs.services.projects import bluegreen as project_bluegreen
 from opencs.services.projects import tasks as project_tasks
+from opencs.services.registry_access import NodeCredentials, RegistryAccess
 from opencs.services.triggers import TriggerService
 from opencs.services.usage import UsageService
 from opencs.store.db import Database, migrate
@@ -107,6 +109,7 @@ class ControlPlane:
     triggers: TriggerService = field(init=False)
     cluster_certs: ClusterCertService = field(init=False)
     attach_scripts: AttachScriptService = field(init=False)
+    registry_access: RegistryAccess = field(init=False)
     projects: ProjectService = field(init=False)
     usage: UsageService | None = None  # container/node usage collector (None: off)
     loops: list[Loop] = field(default_factory=list)
@@ -163,6 +166,7 @@ class ControlPlane:
             loops.append(RouterLoop(self.router, self.routes))
         if self.usage is not None:
             loops.append(UsageLoop(self.usage, s.usage_interval))
+        loops.append(RealmListener(self.registry.realm_address, self.registry_access))
         return loops
 
     def close(self) -> None:
@@ -230,16 +234,16 @@ def router_service(s: Settings, db: Database, engines: AppEngines, *, owner: boo
                          port_range=s.routing_port_range, owner=owner)
 
 
-def app_engines(db: Database) -> AppEngines:
+def app_engines(db: Database, nodes: NodeCredentials | None = None) -> AppEngines:
     """Transitional: Swarm application engines over the store's member rows (the cluster drivers
-    will provide them)."""
+    will provide them); they pull from the bundled registry with each cluster's node credential."""
     members = MemberRepo(db)
 
     def of(cluster_id: str) -> list[SwarmMember]:
         return [SwarmMember(m.node_id, m.ip, m.endpoint, m.role, m.state, m.details)
                 for m in members.of_cluster(cluster_id)]
 
-    return SwarmAppEngines(of)
+    return SwarmAppEngines(of, nodes.login if nodes is not None else None)
 
 
 def node_endpoint(settings: Settings, providers: dict[str, Provider]) -> NodeEndpoint | None:
@@ -335,7 +339,8 @@ def build(settings: Settings) -> ControlPlane:
     health = HealthService(providers, instance_repo, cluster_repo, driver)
     nonces = NonceStore(db, retain=timedelta(seconds=2 * settings.signature_window_seconds + 60))
     verifier = RequestVerifier(keys.active_secret, nonces, settings.signature_window_seconds)
-    engines = app_engines(db)
+    node_credentials = NodeCredentials(registry.node_key(), registry.endpoint)
+    engines = app_engines(db, node_credentials)
     # a process without the router loop (e.g. `opencs worker`) re-applies routes by one pass
     routes = Routes((lambda: router_service(settings, db, engines, owner=False)) if settings.routing else None)
     plane = ControlPlane(settings, db, box, keys, tasks, clusters, instances, verifier, providers, registry,
@@ -346,8 +351,10 @@ def build(settings: Settings) -> ControlPlane:
     plane.audit = AuditService(AuditRepo(db))
     plane.cluster_certs = ClusterCertService(CertRepo(db), clusters, plane.accounts, box, driver,
                                              settings.client_cert_days)
-    plane.authorizer = Authorizer(plane.accounts, ResourceOwners(account_repo, db.changes),
-                                  settings.regions[0] if settings.regions else "*", plane.audit)
+    owners, region = ResourceOwners(account_repo, db.changes), settings.regions[0] if settings.regions else "*"
+    plane.authorizer = Authorizer(plane.accounts, owners, region, plane.audit)
+    plane.registry_access = RegistryAccess(plane.accounts, keys, owners, plane.audit, registry.signer,
+                                           node_credentials, region)
     plane.projects = ProjectService(ProjectRepo(db), VolumeRepo(db), tasks, plane.app_engines, routes, box)
     handlers.add_all([*project_tasks.task_handlers(plane.projects), *project_bluegreen.task_handlers(plane.projects)])
     plane.triggers = TriggerService(TriggerRepo(db), clusters, settings.public_url, plane.projects, box, nonces,

@@ -168,16 +168,35 @@ def test_wait_reports_outcome(client: Any, signer: Signer, projects: Projects, r
 def test_registry_push_redeploys_subscribers(client: Any, signer: Signer, projects: Projects,
                                              runtime: Any) -> None:
     make(client, signer, project_id="web", action="redeploy", image_update=True)
-    ev = {"events": [{"action": "push", "target": {
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json", "repository": "team/app", "tag": "v1"}}]}
-    assert_error(client.post("/hook/registry", json=ev), 403, "InvalidRegistryToken")
-    tok = runtime.registry_notify_token()
-    r = client.post("/hook/registry", json=ev, headers={"Authorization": f"Bearer {tok}"})
-    assert r.status_code == 200 and len(r.json()["tasks"]) == 1
-    other = {"events": [{"action": "push", "target": {"mediaType": ev["events"][0]["target"]["mediaType"],
-                                                      "repository": "team/other", "tag": "v1"}}]}
-    assert client.post("/hook/registry", json=other, headers={"Authorization": f"Bearer {tok}"}).json()["tasks"] == []
+    target = {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "repository": "team/app",
+              "tag": "v1"}
+
+    def event(actor: str | None, repository: str = "team/app") -> dict[str, Any]:
+        ev: dict[str, Any] = {"action": "push", "target": {**target, "repository": repository},
+                              "request": {"addr": "10.213.0.5:41000"}}
+        if actor is not None:
+            ev["actor"] = {"name": actor}
+        return {"events": [ev]}
+
+    assert_error(client.post("/hook/registry", json=event(signer.ak)), 403, "InvalidRegistryToken")
+    auth = {"Authorization": f"Bearer {runtime.registry_notify_token()}"}
+
+    def fired(envelope: dict[str, Any]) -> list[str]:
+        r = client.post("/hook/registry", json=envelope, headers=auth)
+        assert r.status_code == 200, r.text
+        return list(r.json()["tasks"])
+
+    # an unauthenticated push (no actor) and one by another account's user fire nothing
+    _, other_ak, _ = runtime.accounts.create_account("other")
+    assert fired(event(None)) == [] and fired(event("")) == [] and fired(event(other_ak)) == []
+    assert len(fired(event(signer.ak))) == 1  # the cluster's account's owner
+    assert fired(event(signer.ak, "team/other")) == []
     assert projects.calls == [("redeploy", "web", True)]
+    pushes = runtime.audit.query(None, action="cr:PushRepository")
+    assert [(e.access_key_id, e.outcome.split(":")[0]) for e in pushes] == [
+        ("", "pushed by nobody"), ("", "pushed by nobody"), (other_ak, "pushed"), (signer.ak, "pushed"),
+        (signer.ak, "pushed")]
+    assert all(e.source == "10.213.0.5" for e in pushes)
 
 
 def _signed_call(client: Any, t: dict[str, Any], body: str = "", msg_id: str | None = None,

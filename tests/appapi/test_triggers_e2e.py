@@ -1,5 +1,8 @@
 """Issue 5 checks over real HTTP: triggers invoked with curl change a real swarm; a `docker push` to
 the bundled registry redeploys a subscribed project; wrong or rotated secrets behave as documented.
+Issue 10 item 4 with the docker CLI: the registry refuses a push without `docker login` and into
+another account's namespace, takes one into the caller's (and that fires the image-update trigger);
+the nodes pull it with the cluster's node credential; a notification without a pusher fires nothing.
 
 A real `opencs server` runs the control plane; the project is created through the cluster's
 master_url with the cluster certificates, as the spec's Python example does (requests, cert=, verify=)."""
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,7 @@ TEMPLATE = f"""
 version: '3'
 services:
   app:
-    image: {REGISTRY}/team/app:v1
+    image: {REGISTRY}/default/app:v1
     command: sh -c 'cat /etc/release-note 2>/dev/null; exec sleep 3600'
     stop_grace_period: 1s
     deploy:
@@ -43,11 +47,16 @@ def curl(url: str) -> tuple[int, dict[str, Any]]:
     return int(code), json.loads(body) if body.strip() else {}
 
 
-def docker(sock: str, *args: str, **kw: Any) -> str:
+def docker(sock: str, *args: str, ok: bool = True, **kw: Any) -> str:
+    """The docker CLI; its credentials (docker login) in the test's own DOCKER_CONFIG."""
     env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    env["DOCKER_CONFIG"] = DOCKER_CONFIG[0]
     out = subprocess.run(["docker", "-H", sock, *args], capture_output=True, text=True, timeout=120, env=env, **kw)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+    assert (out.returncode == 0) == ok, (out.stdout, out.stderr)
+    return out.stdout.strip() if ok else out.stderr.strip()
+
+
+DOCKER_CONFIG = [""]
 
 
 class App:
@@ -85,6 +94,7 @@ def env(tmp_path: Path) -> Any:
     srv = ServerProcess(data, env={**node_env(PREFIX, SUBNET), "OPENCS_MONITOR_INTERVAL": "0"})
     try:
         srv.start()
+        DOCKER_CONFIG[0] = str(tmp_path / "docker-config")
         yield srv, tmp_path
     finally:
         srv.kill()
@@ -108,9 +118,19 @@ def test_triggers_over_http_and_registry_push(env: Any) -> None:
     # an image of our own in the bundled registry, pushed from a node's engine
     node = next(n for n in c.cluster_nodes(cid)["nodes"] if n["role"] == "manager")
     sock = f"unix://{socket_path(srv.data_dir / 'nodes', node['instance_id'])}"
-    docker(sock, "pull", "busybox")
-    docker(sock, "tag", "busybox", f"{REGISTRY}/team/app:v1")
-    docker(sock, "push", f"{REGISTRY}/team/app:v1")
+    docker(sock, "pull", "busybox")  # library/*: an anonymous token through the mirror
+    docker(sock, "tag", "busybox", f"{REGISTRY}/default/app:v1")
+    refused = docker(sock, "push", f"{REGISTRY}/default/app:v1", ok=False)
+    assert "denied" in refused or "unauthorized" in refused, refused
+    other = subprocess.run([str(Path(sys.executable).parent / "opencs"), "accounts", "create", "team-b",
+                            "--data-dir", str(srv.data_dir)], capture_output=True, text=True, timeout=60)
+    assert other.returncode == 0, other.stderr
+    logged = docker(sock, "login", REGISTRY, "-u", srv.ak, "--password-stdin", input=srv.secret)
+    assert "login succeeded" in logged.lower()
+    docker(sock, "tag", "busybox", f"{REGISTRY}/team-b/app:v1")
+    refused = docker(sock, "push", f"{REGISTRY}/team-b/app:v1", ok=False)  # another account's namespace
+    assert "denied" in refused or "unauthorized" in refused, refused
+    docker(sock, "push", f"{REGISTRY}/default/app:v1")
 
     r = app.post("/projects/", json={"name": "web", "template": TEMPLATE, "version": "1.0"})
     assert r.status_code == 201, r.text
@@ -171,12 +191,12 @@ def test_triggers_over_http_and_registry_push(env: Any) -> None:
         with open(tmp / "note", "w") as f:
             f.write("release 2\n")
         docker(sock, "cp", str(tmp / "note"), f"{cont}:/etc/release-note")
-        docker(sock, "commit", cont, f"{REGISTRY}/team/app:v1")
+        docker(sock, "commit", cont, f"{REGISTRY}/default/app:v1")
     finally:
         docker(sock, "rm", cont)
     pushed_at = time.time()
-    docker(sock, "push", f"{REGISTRY}/team/app:v1")
-    new_digest = docker(sock, "inspect", "--format", "{{index .RepoDigests 0}}", f"{REGISTRY}/team/app:v1")
+    docker(sock, "push", f"{REGISTRY}/default/app:v1")
+    new_digest = docker(sock, "inspect", "--format", "{{index .RepoDigests 0}}", f"{REGISTRY}/default/app:v1")
     new_digest = new_digest.split("@", 1)[1]
     end = time.time() + 60
     while time.time() < end:
@@ -193,3 +213,18 @@ def test_triggers_over_http_and_registry_push(env: Any) -> None:
     assert new_digest in spec_image, (new_digest, spec_image)
     print(f"push -> redeployed and running in {elapsed:.1f} s")
     assert elapsed < 30
+
+    # a notification that names no pusher (what an anonymous push would send) redeploys nothing
+    manifest = "application/vnd.docker.distribution.manifest.v2+json"
+    note = {"events": [{"action": "push", "target": {"mediaType": manifest, "repository": "default/app", "tag": "v1"}}]}
+    token = (srv.data_dir / "registry-notify.token").read_text().strip()
+    r = requests.post(f"http://{srv.endpoint}/hook/registry", json=note, headers={"Authorization": f"Bearer {token}"},
+                      timeout=30)
+    assert r.status_code == 200 and r.json()["tasks"] == [], r.text
+    # on the trail: the token requests (docker login included, the refused push) and the pushes
+    trail = c.request("GET", "/audit", query={"limit": "1000"})["entries"]
+    tokens = [e for e in trail if e["action"] == "cr:GetAuthorizationToken"]
+    assert any(e["resource"] == "login" and e["access_key_id"] == srv.ak for e in tokens)
+    assert any("team-b/app:-" in e["outcome"] for e in tokens), tokens  # asked for push, granted nothing
+    pushes = [e["outcome"] for e in trail if e["action"] == "cr:PushRepository"]
+    assert len(pushes) == 2 and all(o.startswith("pushed") for o in pushes) and "T-" in pushes[1], pushes

@@ -11,6 +11,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import httpx
+
 from opencs.registry.image import (
     CONFIG_V1,
     LAYER_TAR_GZIP,
@@ -56,12 +58,13 @@ def binary_image(binary: Path, name: str) -> tuple[Blob, Blob]:
     return image.layers[0], image.config
 
 
-def seed_binary(registry_url: str, repository: str, tag: str, binary: Path, name: str) -> SeedResult:
+def seed_binary(registry_url: str, repository: str, tag: str, binary: Path, name: str,
+                auth: httpx.Auth | None = None) -> SeedResult:
     """Make repository:tag that image. Idempotent: one HEAD when up to date."""
     started = time.monotonic()
     layer, config = binary_image(binary, name)
     digest = sha256_digest(build_manifest([layer], config))
-    if manifest_digest(registry_url, repository, tag) == digest:
+    if manifest_digest(registry_url, repository, tag, auth=auth) == digest:
         return SeedResult(digest, False, time.monotonic() - started)
-    pushed = push_image(registry_url, repository, tag, [layer], config, timeout=300)
+    pushed = push_image(registry_url, repository, tag, [layer], config, timeout=300, auth=auth)
     return SeedResult(pushed, True, time.monotonic() - started)

@@ -26,6 +26,7 @@ import httpx
 import yaml
 
 from opencs.procs import alive, cmdline
+from opencs.registry.tokens import TokenAuthConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class BundledRegistry:
         notify_url: str | None = None,
         notify_token: str | None = None,
         *,
+        token_auth: TokenAuthConfig | None = None,
         binary: Path = REGISTRY_BIN,
         start_timeout: float = 15.0,
     ) -> None:
@@ -66,6 +68,7 @@ class BundledRegistry:
         self.host, self.port = _split_listen(listen)
         self.notify_url = notify_url
         self.notify_token = notify_token
+        self.token_auth = token_auth  # Docker token authentication (None: anyone may push and pull)
         self.binary = binary
         self.start_timeout = start_timeout
         self.config_path = self.data_dir / "config.yml"
@@ -94,7 +97,8 @@ class BundledRegistry:
             r = httpx.get(f"{self.url}/v2/", timeout=timeout)
         except httpx.HTTPError:
             return False
-        return r.status_code == 200
+        # with token authentication /v2/ answers 401 and the realm's address: alive just the same
+        return r.status_code == 200 or (self.token_auth is not None and r.status_code == 401)
 
     # -- config ---------------------------------------------------------------------------------
 
@@ -129,6 +133,8 @@ class BundledRegistry:
                 "headers": {"X-Content-Type-Options": ["nosniff"]},
             },
         }
+        if self.token_auth is not None:
+            config["auth"] = self.token_auth.render()
         if self.notify_url:
             endpoint: dict[str, object] = {
                 "name": "opencs",

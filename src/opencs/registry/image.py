@@ -222,11 +222,12 @@ def push_image(
     config: Blob,
     *,
     timeout: float = 60.0,
+    auth: httpx.Auth | None = None,
 ) -> str:
     """Push blobs (monolithic upload) then the v2 manifest. Returns the manifest digest."""
     manifest = build_manifest(layers, config)
     digest = sha256_digest(manifest)
-    with httpx.Client(base_url=registry_url.rstrip("/"), timeout=timeout) as client:
+    with httpx.Client(base_url=registry_url.rstrip("/"), timeout=timeout, auth=auth) as client:
         for blob in (*layers, config):
             push_blob(client, repository, blob)
         resp = _check(
@@ -241,12 +242,14 @@ def push_image(
     return digest
 
 
-def manifest_digest(registry_url: str, repository: str, tag: str, timeout: float = 10.0) -> str | None:
+def manifest_digest(registry_url: str, repository: str, tag: str, timeout: float = 10.0,
+                    auth: httpx.Auth | None = None) -> str | None:
     """Digest of repository:tag's v2 manifest in the registry, None if absent."""
     resp = httpx.head(
         f"{registry_url.rstrip('/')}/v2/{repository}/manifests/{tag}",
         headers={"Accept": MANIFEST_V2},
         timeout=timeout,
+        auth=auth,
     )
     if resp.status_code == 404:
         return None
@@ -267,11 +270,12 @@ def seed_busybox(
     repository: str = "library/busybox",
     tag: str = "latest",
     busybox: Path = BUSYBOX,
+    auth: httpx.Auth | None = None,
 ) -> SeedResult:
     """Make `repository:tag` the busybox image. Idempotent: one HEAD when already up to date."""
     started = time.monotonic()
     image = build_busybox_image(busybox)
-    if manifest_digest(registry_url, repository, tag) == image.digest:
+    if manifest_digest(registry_url, repository, tag, auth=auth) == image.digest:
         return SeedResult(image.digest, False, time.monotonic() - started)
-    digest = push_image(registry_url, repository, tag, image.layers, image.config)
+    digest = push_image(registry_url, repository, tag, image.layers, image.config, auth=auth)
     return SeedResult(digest, True, time.monotonic() - started)

@@ -16,6 +16,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import httpx
+
 from opencs.registry.image import Image, SeedResult, _tarinfo, build_image, manifest_digest, push_image
 
 PAUSE_REPOSITORY = "opencs/pause"
@@ -82,11 +84,12 @@ def build_pause_image(binary: Path | None = None) -> Image:
     return build_image([buf.getvalue()], cmd=("/pause",))
 
 
-def seed_pause(registry_url: str, repository: str = PAUSE_REPOSITORY, tag: str = PAUSE_TAG) -> SeedResult:
+def seed_pause(registry_url: str, repository: str = PAUSE_REPOSITORY, tag: str = PAUSE_TAG,
+               auth: httpx.Auth | None = None) -> SeedResult:
     """Make repository:tag the pause image in the registry. Idempotent: one HEAD when up to date."""
     started = time.monotonic()
     image = build_pause_image()
-    if manifest_digest(registry_url, repository, tag) == image.digest:
+    if manifest_digest(registry_url, repository, tag, auth=auth) == image.digest:
         return SeedResult(image.digest, False, time.monotonic() - started)
-    digest = push_image(registry_url, repository, tag, image.layers, image.config)
+    digest = push_image(registry_url, repository, tag, image.layers, image.config, auth=auth)
     return SeedResult(digest, True, time.monotonic() - started)

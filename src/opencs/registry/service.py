@@ -1,5 +1,6 @@
 """The bundled registry as a service of the control plane: where it listens, starting or adopting it,
-and the token its push notifications carry."""
+the token its push notifications carry, and its token authentication (the signing key, the realm
+on the bridge next to it: `realm_port`, by default the registry's port + 1)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from opencs.registry.binary_image import seed_binary
 from opencs.registry.bundled import BundledRegistry
 from opencs.registry.image import seed_busybox
 from opencs.registry.pause import PAUSE_REPOSITORY, PAUSE_TAG, seed_pause
+from opencs.registry.tokens import RegistryBearer, TokenAuthConfig, TokenSigner
 
 COREDNS_REPOSITORY, COREDNS_TAG = "opencs/coredns", "v1.14.7"  # scripts/build-kubernetes.sh's version
 
@@ -27,9 +29,12 @@ class NodeBridge(Protocol):
 
 
 class RegistryService:
-    def __init__(self, data_dir: Path, port: int, bridge: NodeBridge | None, notify_url: str) -> None:
+    def __init__(self, data_dir: Path, port: int, bridge: NodeBridge | None, notify_url: str,
+                 realm_port: int | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
+        self.realm_port = realm_port or port + 1
+        self.signer = TokenSigner(data_dir / "registry" / "auth")
         self.bridge = bridge
         self.notify_url = notify_url
         self._lock = threading.Lock()
@@ -42,6 +47,22 @@ class RegistryService:
         gw = self.bridge.gateway_address if self.bridge is not None else None
         return f"{gw}:{self.port}" if gw else None
 
+    def realm_address(self) -> tuple[str, int] | None:
+        """Where the token realm listens: the bridge's gateway, beside the registry."""
+        gw = self.bridge.gateway_address if self.bridge is not None else None
+        return (gw, self.realm_port) if gw else None
+
+    def token_auth(self, gateway: str) -> TokenAuthConfig:
+        return TokenAuthConfig(realm=f"http://{gateway}:{self.realm_port}/token", rootcertbundle=self.signer.ensure())
+
+    def bearer(self) -> RegistryBearer:
+        """Auth of opencs's own pushes (the seeded images)."""
+        return RegistryBearer(self.signer)
+
+    def node_key(self) -> bytes:
+        """The key the clusters' node credentials are derived from (data dir, 0600)."""
+        return self._secret_file("registry-node.key").encode()
+
     def ensure(self) -> str | None:
         """Start (or adopt) Debian's docker-registry on the bridge and seed library/busybox."""
         endpoint = self.endpoint()
@@ -49,11 +70,12 @@ class RegistryService:
             return None
         with self._lock:
             self.bridge.ensure_network()  # the registry listens on the bridge
+            auth = self.token_auth(endpoint.rsplit(":", 1)[0])
             reg = BundledRegistry(self.data_dir / "registry", listen=endpoint, notify_url=self.notify_url,
-                                  notify_token=self.notify_token())
+                                  notify_token=self.notify_token(), token_auth=auth)
             reg.ensure_running()
             if not self._seeded:
-                seed_busybox(reg.url)
+                seed_busybox(reg.url, auth=self.bearer())
                 self._seeded = True
             self.running = reg
         return endpoint
@@ -68,10 +90,10 @@ class RegistryService:
         with self._lock:
             if self._kube_images is None:
                 url = f"http://{endpoint}"
-                seed_pause(url)
+                seed_pause(url, auth=self.bearer())
                 images = {"pause": f"{endpoint}/{PAUSE_REPOSITORY}:{PAUSE_TAG}"}
                 if coredns is not None and coredns.exists():
-                    seed_binary(url, COREDNS_REPOSITORY, COREDNS_TAG, coredns, "coredns")
+                    seed_binary(url, COREDNS_REPOSITORY, COREDNS_TAG, coredns, "coredns", auth=self.bearer())
                     images["coredns"] = f"{endpoint}/{COREDNS_REPOSITORY}:{COREDNS_TAG}"
                 self._kube_images = images
             return dict(self._kube_images)
@@ -79,7 +101,10 @@ class RegistryService:
     def notify_token(self) -> str:
         """Bearer token the bundled registry sends with its notifications; kept in the data dir so
         that a restarted control plane adopts the running registry (same config)."""
-        path = self.data_dir / "registry-notify.token"
+        return self._secret_file("registry-notify.token")
+
+    def _secret_file(self, name: str) -> str:
+        path = self.data_dir / name
         try:
             return path.read_text().strip()
         except FileNotFoundError:

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -277,11 +278,14 @@ class TriggerService:
             task_id = self.projects.trigger_redeploy(t.cluster_id, t.project, pull_latest=True)
         return Invocation(t.trigger_id, t.action, task_id)
 
-    def on_image_push(self, repository: str, tag: str) -> list[str]:
+    def on_image_push(self, repository: str, tag: str,
+                      may_redeploy: Callable[[str, str], bool] = lambda _cluster, _project: True) -> list[str]:
         """A push reached the bundled registry: redeploy the projects whose image-update triggers use
-        that image. Returns the task ids."""
+        that image and the pusher may redeploy (cluster id, project). Returns the task ids."""
         tasks: list[str] = []
         for t in self.repo.following_images():
+            if not may_redeploy(t.cluster_id, t.project):
+                continue
             try:
                 images = self.projects.trigger_images(t.cluster_id, t.project)
             except ApiError:

@@ -139,8 +139,10 @@ async def _sleep(s: float) -> None:
 
 @router.post("/hook/registry", include_in_schema=False)
 async def registry_events(request: Request) -> JSONResponse:
-    """Notifications of the bundled registry (distribution's webhook): a pushed tag redeploys the
-    projects whose image-update triggers use it."""
+    """Notifications of the bundled registry (distribution's webhook): a tag pushed by a user redeploys
+    the projects whose image-update triggers use it, of that user's account and as far as the user
+    may redeploy them (`actor` is the pushing token's subject: the AccessKey id). A push without an
+    actor (no token, or opencs's own seeding) fires nothing. Each pushed tag goes on the audit trail."""
     import hmac
     import json
 
@@ -155,12 +157,35 @@ async def registry_events(request: Request) -> JSONResponse:
         envelope = json.loads(await request.body())
     except ValueError:
         raise BadRequest("not a registry notification envelope", code="MalformedJSON") from None
-    pushed = []
-    for ev in envelope.get("events", []) if isinstance(envelope, dict) else []:
-        target = ev.get("target", {}) if isinstance(ev, dict) else {}
-        if ev.get("action") == "push" and target.get("tag") and "manifest" in target.get("mediaType", ""):
-            pushed.append((target.get("repository", ""), target["tag"]))
     tasks: list[str] = []
-    for repo, tag in pushed:
-        tasks += await to_thread.run_sync(rt.triggers.on_image_push, repo, tag)
+    for repo, tag, actor, source in _pushes(envelope):
+        tasks += await to_thread.run_sync(_on_push, rt, repo, tag, actor, source)
     return JSONResponse({"tasks": tasks, "request_id": request_id_of(request)})
+
+
+def _pushes(envelope: Any) -> list[tuple[str, str, str, str]]:
+    """(repository, tag, actor, pusher's address) of each manifest pushed under a tag."""
+    out = []
+    for ev in envelope.get("events", []) if isinstance(envelope, dict) else []:
+        if not isinstance(ev, dict):
+            continue
+        target, actor, req = (_dict(ev.get(k)) for k in ("target", "actor", "request"))
+        if ev.get("action") == "push" and target.get("tag") and "manifest" in str(target.get("mediaType", "")):
+            out.append((str(target.get("repository", "")), str(target["tag"]), str(actor.get("name") or ""),
+                        str(req.get("addr") or "").rsplit(":", 1)[0]))
+    return out
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _on_push(rt: Any, repo: str, tag: str, actor: str, source: str) -> list[str]:
+    access = rt.registry_access
+    who = access.pusher(actor)
+    if who is None:
+        access.record_push(None, repo, tag, source, f"pushed by {actor or 'nobody'}: no trigger fired")
+        return []
+    tasks: list[str] = rt.triggers.on_image_push(repo, tag, lambda cid, project: access.may_redeploy(who, cid, project))
+    access.record_push(who, repo, tag, source, f"pushed: {len(tasks)} redeploy task(s) {' '.join(tasks)}".strip())
+    return tasks

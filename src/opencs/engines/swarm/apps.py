@@ -92,8 +92,10 @@ def _node(n: observe.NodeInfo) -> AppNode:
 
 class SwarmAppEngine(AppEngine):
     def __init__(self, cluster_id: str, members: Callable[[], list[SwarmMember]],
-                 ipvs_cache: dict[str, bool] | None = None) -> None:
+                 ipvs_cache: dict[str, bool] | None = None,
+                 login: Callable[[str], stack.RegistryLogin | None] | None = None) -> None:
         self.cluster_id = cluster_id
+        self._login = login
         self._members_of = members
         self._members: list[SwarmMember] | None = None
         self._manager: str | None = None
@@ -170,7 +172,7 @@ class SwarmAppEngine(AppEngine):
 
     @_translated
     def resolve_image(self, image: str) -> str:
-        return stack.resolve_image(self.manager(), image)
+        return stack.resolve_image(self.manager(), image, self._registry_login())
 
     def image_on_every_node(self, image: str) -> bool:
         nodes = self._infos()
@@ -200,7 +202,11 @@ class SwarmAppEngine(AppEngine):
     def deploy(self, model: StackModel, state: DeployInput, *, only: Iterable[str] | None = None,
                prune: bool = True) -> dict[str, str]:
         return stack.deploy(self.manager(), model, replicas=state.replicas, stopped=state.stopped,
-                            images=state.images, force=state.force, only=only, prune=prune).actions
+                            images=state.images, force=state.force, only=only, prune=prune,
+                            login=self._registry_login()).actions
+
+    def _registry_login(self) -> stack.RegistryLogin | None:
+        return self._login(self.cluster_id) if self._login is not None else None
 
     def scale_service(self, project: str, full_name: str, replicas: int) -> bool:
         # no `docker info` probe first: the call itself tells whether this manager answers
@@ -459,9 +465,11 @@ class SwarmAppEngines:
     store. The IPVS finding of a cluster is kept for the life of this object (the kernel does not
     change under a running control plane)."""
 
-    def __init__(self, members: Callable[[str], list[SwarmMember]]) -> None:
+    def __init__(self, members: Callable[[str], list[SwarmMember]],
+                 login: Callable[[str], stack.RegistryLogin | None] | None = None) -> None:
         self._members = members
         self._ipvs: dict[str, bool] = {}
+        self._login = login  # the bundled registry's node credential of a cluster
 
     def for_cluster(self, cluster_id: str) -> SwarmAppEngine:
-        return SwarmAppEngine(cluster_id, lambda: self._members(cluster_id), self._ipvs)
+        return SwarmAppEngine(cluster_id, lambda: self._members(cluster_id), self._ipvs, self._login)

@@ -104,9 +104,26 @@ def config_hash(spec: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- images
 
 
-def resolve_image(manager_host: str, image: str) -> str:
+# (registry host:port, user, password): the bundled registry's node credential of the cluster
+RegistryLogin = tuple[str, str, str]
+
+
+def registry_login(c: docker.DockerClient, login: RegistryLogin | None, images: Iterable[str]) -> None:
+    """Log the client in to the bundled registry when an image comes from it, so that the lookups and
+    the services (X-Registry-Auth, as `--with-registry-auth`) carry the node credential and every
+    node pulls with it. A failed login is logged: public images still pull without one."""
+    if login is None or not any(i.startswith(f"{login[0]}/") for i in images):
+        return
+    try:
+        c.login(username=login[1], password=login[2], registry=login[0], reauth=True)
+    except APIError as e:
+        log.warning("login to the bundled registry %s failed: %s", login[0], _explain(e))
+
+
+def resolve_image(manager_host: str, image: str, login: RegistryLogin | None = None) -> str:
     """The registry's manifest digest of ``image`` (through the engine, so mirrors/auth apply)."""
     with closing(client(manager_host)) as c:
+        registry_login(c, login, [image])
         try:
             r = c.api.inspect_distribution(image)
         except NotFound as e:
@@ -282,6 +299,7 @@ def deploy(
     force: dict[str, int] | None = None,
     only: Iterable[str] | None = None,
     prune: bool = True,
+    login: RegistryLogin | None = None,
 ) -> DeployPlan:
     """Converge the stack: networks, then services in dependency order; prune services no longer in
     the template. ``force`` maps service → ForceUpdate counter (a redeploy bumps it)."""
@@ -292,6 +310,7 @@ def deploy(
     only_set = set(only) if only is not None else None
     plan = DeployPlan()
     with closing(client(manager_host)) as c:
+        registry_login(c, login, [*(s.image for s in model.services.values()), *images.values()])
         for nm in model.networks.values():
             ensure_network(c, nm)
         live = {s["Spec"]["Name"]: s for s in stack_services(c, model.project)}

@@ -1,0 +1,118 @@
+"""The realm of the bundled registry's token authentication: `GET /token` on the nodes' bridge.
+
+docker (and containerd) on a node get a 401 with `WWW-Authenticate: Bearer realm=...` from the
+registry and ask this endpoint for a token, with Basic credentials or none. It has to listen where
+the nodes reach it, next to the registry on the bridge, so it is a listener of its own (the API port
+stays on loopback by default); what it answers is decided by the `TokenIssuer` it is given.
+The listener (re)binds in the background: the bridge may come up after the server starts, and a
+second server process sharing the data dir finds the port taken and waits to take over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Protocol
+from urllib.parse import parse_qs, urlsplit
+
+log = logging.getLogger("opencs.registry")
+
+
+class TokenIssuer(Protocol):
+    def token(self, authorization: str, query: dict[str, list[str]], source: str) -> tuple[int, dict[str, object]]:
+        """(HTTP status, JSON body) of one token request."""
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _RealmHTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        url = urlsplit(self.path)
+        if url.path != "/token":
+            self._reply(404, {"errors": [{"code": "NOT_FOUND", "message": "only /token is served here"}]})
+            return
+        try:
+            status, body = self.server.issuer.token(self.headers.get("Authorization", ""), parse_qs(url.query),
+                                                    self.client_address[0])
+        except Exception:
+            log.exception("registry token request failed")
+            status, body = 500, {"errors": [{"code": "UNKNOWN", "message": "token service failed"}]}
+        self._reply(status, body)
+
+    def _reply(self, status: int, body: dict[str, object]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Basic realm="opencs registry"')
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # the query names scopes only; credentials are in a header, but keep the log to outcomes
+
+
+class _RealmHTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], issuer: TokenIssuer) -> None:
+        self.issuer = issuer
+        super().__init__(address, _Handler)
+
+
+class RealmListener:
+    """A loop of the server process: keeps `GET /token` served on `address()` (None: no bridge yet)."""
+
+    name = "registry-realm"
+
+    def __init__(self, address: Callable[[], tuple[str, int] | None], issuer: TokenIssuer,
+                 retry: float = 0.5) -> None:
+        self.address = address
+        self.issuer = issuer
+        self.retry = retry
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._server: _RealmHTTPServer | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="opencs-registry-realm", daemon=True)
+        self._thread.start()
+
+    def _bind(self) -> _RealmHTTPServer | None:
+        addr = self.address()
+        if addr is None:
+            return None
+        try:
+            return _RealmHTTPServer(addr, self.issuer)
+        except OSError as e:  # the bridge is not up yet, or another process serves it
+            log.debug("registry realm: cannot bind %s:%d yet: %s", addr[0], addr[1], e)
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            server = self._bind()
+            if server is None:
+                self._stop.wait(self.retry)
+                continue
+            self._server = server
+            log.info("registry token realm on http://%s:%d/token", *server.server_address[:2])
+            server.serve_forever(poll_interval=0.5)
+            return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None

@@ -1,0 +1,152 @@
+"""Token authentication of the bundled registry (issue 10 item 4), against Debian's real
+docker-registry: opencs's realm issues the tokens, distribution checks them. The client side follows
+the Docker token flow as docker and containerd do (401 challenge, GET realm, bearer); the docker CLI
+itself runs against it on a real swarm in tests/appapi/test_triggers_e2e.py."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from opencs.registry.bundled import REGISTRY_BIN, BundledRegistry
+from opencs.registry.image import BUSYBOX, build_image, push_image, seed_busybox
+from opencs.registry.realm import RealmListener
+from opencs.registry.tokens import TokenAuthConfig
+from opencs.services.registry_access import parse_scopes
+from opencs.store.tenancy import ROOT_ACCOUNT_ID
+from tests.conftest import free_port
+
+pytestmark = [
+    pytest.mark.integration,  # runs Debian's docker-registry and the realm listener
+    pytest.mark.skipif(not REGISTRY_BIN.exists(), reason=f"{REGISTRY_BIN} missing (apt-get install docker-registry)"),
+    pytest.mark.skipif(not BUSYBOX.exists(), reason=f"{BUSYBOX} missing (apt-get install busybox-static)"),
+]
+
+
+class Bearer(httpx.Auth):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        yield request
+
+
+class Setup:
+    def __init__(self, plane: Any, reg: BundledRegistry) -> None:
+        self.plane, self.reg = plane, reg
+
+    def challenge(self) -> dict[str, str]:
+        r = httpx.get(f"{self.reg.url}/v2/")
+        assert r.status_code == 401
+        return dict(re.findall(r'(\w+)="([^"]*)"', r.headers["www-authenticate"]))
+
+    def token(self, scope: str | None, user: str = "", password: str = "") -> httpx.Response:
+        ch = self.challenge()
+        params = {"service": ch["service"], **({"scope": scope} if scope else {})}
+        return httpx.get(ch["realm"], params=params, auth=(user, password) if user else None)
+
+    def push(self, repo: str, creds: tuple[str, str] | None) -> str | int:
+        """Push a small image as docker would; the digest, or the registry's refusing status."""
+        tok = self.token(f"repository:{repo}:pull,push", *(creds or ("", "")))
+        assert tok.status_code == 200, tok.text
+        image = build_image([b""], cmd=("true",))
+        try:
+            return push_image(self.reg.url, repo, "v1", image.layers, image.config, auth=Bearer(tok.json()["token"]))
+        except Exception as e:
+            m = re.search(r"HTTP (\d+)", str(e))
+            assert m, e
+            return int(m.group(1))
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    from opencs.composition import build
+    from opencs.config import Settings
+
+    plane = build(Settings(data_dir=tmp_path / "data", workers=0))
+    realm_port = free_port()
+    realm = RealmListener(lambda: ("127.0.0.1", realm_port), plane.registry_access)
+    auth = TokenAuthConfig(realm=f"http://127.0.0.1:{realm_port}/token", rootcertbundle=plane.registry.signer.ensure())
+    reg = BundledRegistry(tmp_path / "registry", f"127.0.0.1:{free_port()}", token_auth=auth)
+    realm.start()
+    try:
+        reg.ensure_running()
+        yield Setup(plane, reg)
+    finally:
+        with contextlib.suppress(Exception):
+            reg.stop()
+        realm.stop()
+        plane.close()
+
+
+def test_token_flow_against_the_real_registry(setup: Setup) -> None:
+    plane, reg = setup.plane, setup.reg
+    seed = seed_busybox(reg.url, auth=plane.registry.bearer())  # opencs's own push, a locally signed token
+    assert seed.pushed
+    owner_ak, owner_sk = plane.keys.create("owner of default")  # the first account ("default")
+    other_id, other_ak, other_sk = plane.accounts.create_account("team-b")
+
+    # library/* pulls anonymously (the nodes' mirror); without a token nothing at all
+    assert httpx.get(f"{reg.url}/v2/library/busybox/manifests/latest").status_code == 401
+    anon = setup.token("repository:library/busybox:pull")
+    assert anon.status_code == 200
+    m = httpx.get(f"{reg.url}/v2/library/busybox/manifests/latest", auth=Bearer(anon.json()["token"]),
+                  headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    assert m.status_code == 200 and m.headers["Docker-Content-Digest"] == seed.digest
+
+    # push: anonymous refused; into another account's namespace refused; into one's own accepted
+    assert setup.push("default/app", None) == 401
+    assert setup.push("team-b/app", (owner_ak, owner_sk)) == 401
+    assert setup.push(f"{other_id}/app", (owner_ak, owner_sk)) == 401
+    assert setup.push("library/evil", (other_ak, other_sk)) == 401  # only the operator pushes shared images
+    assert str(setup.push("default/app", (owner_ak, owner_sk))).startswith("sha256:")
+    assert str(setup.push("team-b/app", (other_ak, other_sk))).startswith("sha256:")
+    assert str(setup.push(f"{other_id}/app", (other_ak, other_sk))).startswith("sha256:")
+
+    # what docker login sends (no scope): right credentials 200, wrong ones 401
+    assert setup.token(None, owner_ak, owner_sk).status_code == 200
+    assert setup.token(None, owner_ak, "wrong").status_code == 401
+    assert setup.token(None, "cluster-c123", "x").status_code == 401
+    claims = json.loads(base64.urlsafe_b64decode(anon.json()["token"].split(".")[1] + "=="))
+    assert claims["access"] == [{"type": "repository", "name": "library/busybox", "actions": ["pull"]}]
+
+    trail = plane.audit.query(None, action="cr:GetAuthorizationToken", limit=1000)
+    assert len(trail) == 11
+    assert [e.outcome.split()[0] for e in trail[-3:]] == ["200", "401", "401"]
+    assert trail[-3].access_key_id == owner_ak and trail[-3].resource == "login"
+    assert plane.audit.verify().ok
+
+
+def test_sub_user_by_policy_and_nodes_by_cluster(setup: Setup) -> None:
+    from opencs.services.registry_access import Caller
+
+    plane = setup.plane
+    access = plane.registry_access
+    acct = ROOT_ACCOUNT_ID
+    plane.accounts.create_user(acct, "ci")
+    plane.accounts.create_policy(acct, "pull-app", json.dumps({"Version": "1", "Statement": [
+        {"Effect": "Allow", "Action": "cr:PullRepository", "Resource": "acs:cr:*:*:repository/default/*"},
+        {"Effect": "Allow", "Action": "cr:PushRepository", "Resource": "acs:cr:*:*:repository/default/app"}]}))
+    plane.accounts.attach(acct, "ci", "pull-app")
+    key, secret = plane.accounts.create_key(acct, "ci")
+    ci = access.authenticate("Basic " + base64.b64encode(f"{key.access_key_id}:{secret}".encode()).decode())
+    assert ci is not None and ci.principal is not None and not ci.principal.is_owner
+    assert access.allowed(ci, "default/app") == {"pull", "push"}
+    assert access.allowed(ci, "default/db") == {"pull"}
+    assert access.allowed(ci, f"{acct}/db") == set()  # the policy names the "default" namespace only
+    assert access.allowed(ci, "busybox") == {"pull"}
+    assert access.namespaces(acct) == {acct, "default"}
+    # a cluster's node credential: its account's namespaces, pull only; unknown clusters refused
+    node = Caller(cluster_id="c1", account_id=acct)
+    assert access.allowed(node, "default/app") == {"pull"} and access.allowed(node, "team-b/app") == set()
+    assert parse_scopes(["repository:a/b:pull,push repository:c:pull", "registry:catalog:*"]) == [
+        *parse_scopes(["repository:a/b:pull,push"]), *parse_scopes(["repository:c:pull"])]
