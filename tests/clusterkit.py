@@ -46,6 +46,7 @@ def node_runtime(data_dir: Path, prefix: str, subnet: str, *, workers: int = 2, 
         for inst in prov.list():
             prov.destroy(inst.instance_id)
         BundledRegistry(data_dir / "registry").stop()
+        prov.release_network()  # the bridge, even if no instance was ever made
         rt.close()
         left = local_provider_leftovers(prefix, f"{prefix}0", data_dir / "nodes")
         assert not left, f"leftovers: {left}"

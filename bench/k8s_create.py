@@ -1,0 +1,230 @@
+"""Kubernetes cluster create and pod start latency (issue 9), against a raw start in the same run.
+
+    flock /tmp/opencs-itest.lock python bench/k8s_create.py [--runs 1] [--replicas 30]
+
+  api     POST /clusters (sdk-core CreateClusterRequest, 1 master + 2 workers) on a real server, polled
+          with DescribeClusterDetail until `running` (every node Ready, CoreDNS available)
+  raw     the same binaries started the minimal way, in this process: three machines of the local
+          provider made at once, then the Kubernetes driver's own create and join called directly on
+          in-memory records — no API, no durable tasks, no store, no polling of a task
+  pods    on the api cluster: a Deployment of --replicas busybox pods, each pod's time from its
+          first sight (a watch) to Running, the image already on every node (the SLO excludes
+          pulls); p50/p99 against the Kubernetes SLO (p99 <= 5 s)
+
+Targets: api <= 1.2x raw, api <= 30 s to a Ready 3-node cluster. Needs root and the pinned binary
+(scripts/build-kubernetes.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from opencs import ids  # noqa: E402
+from opencs.engines.driver import ClusterPKI  # noqa: E402
+from opencs.engines.kubernetes import binary  # noqa: E402
+from opencs.engines.kubernetes.driver import KubernetesDriver  # noqa: E402
+from opencs.pki.ca import CertAuthority  # noqa: E402
+from opencs.providers.base import InstanceSpec  # noqa: E402
+from opencs.sdk import Client  # noqa: E402
+from opencs.store.models import InstanceRow  # noqa: E402
+from tests.clusterkit import destroy_everything, node_env, node_runtime  # noqa: E402
+from tests.conftest import ServerProcess  # noqa: E402
+from tests.sdks import core_call, core_client  # noqa: E402
+
+BODY: dict[str, Any] = {
+    "cluster_type": "Kubernetes", "name": "bench", "region_id": "local", "num_of_nodes": 2, "snat_entry": False,
+    "master_instance_types": ["ecs.n1.medium"], "master_system_disk_category": "cloud_efficiency",
+    "master_system_disk_size": 40, "master_vswitch_ids": ["vsw-1"], "worker_instance_types": ["ecs.n1.medium"],
+    "worker_system_disk_category": "cloud_efficiency", "worker_system_disk_size": 40,
+    "worker_vswitch_ids": ["vsw-1"], "login_password": "Test1234!",
+}  # fmt: skip
+ENV = {"OPENCS_MONITOR_INTERVAL": "2", "OPENCS_K8S_ETCD_FSYNC": "0", "OPENCS_REGISTRY_PORT": "5034"}
+
+
+# ---------------------------------------------------------------- the API path
+
+
+def _describe(core: Any, cid: str) -> dict[str, Any]:
+    from aliyunsdkcs.request.v20151215.DescribeClusterDetailRequest import DescribeClusterDetailRequest
+
+    r = DescribeClusterDetailRequest()
+    r.set_ClusterId(cid)
+    out: dict[str, Any] = core_call(core, r)
+    return out
+
+
+def api_create(server: ServerProcess) -> tuple[float, str]:
+    from aliyunsdkcs.request.v20151215.CreateClusterRequest import CreateClusterRequest
+
+    core = core_client(server.endpoint, server.ak, server.secret)
+    t0 = time.monotonic()
+    cid = core_call(core, CreateClusterRequest(), BODY)["cluster_id"]
+    while (state := _describe(core, cid)["state"]) == "launching":
+        time.sleep(0.2)
+    if state != "running":
+        raise SystemExit(f"cluster {cid} ended {state}")
+    return time.monotonic() - t0, cid
+
+
+def pod_latencies(server: ServerProcess, cid: str, replicas: int, tmp: Path) -> list[float]:
+    """Seconds from each pod's first sight in a watch to its phase Running."""
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+    from kubernetes import watch
+
+    kc = Client(server.url, server.ak, server.secret, retries=0).request("GET", f"/k8s/{cid}/user_config")
+    (tmp / "kubeconfig").write_text(kc["config"])
+    api = k8s_config.new_client_from_config(str(tmp / "kubeconfig"))
+    v1, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+    seen: dict[str, float] = {}
+    running: dict[str, float] = {}
+    w = watch.Watch()
+    started = threading.Event()
+
+    def follow() -> None:
+        stream = w.stream(v1.list_namespaced_pod, "default", label_selector="app=bench", timeout_seconds=180)
+        started.set()
+        for ev in stream:
+            p, now = ev["object"], time.monotonic()
+            seen.setdefault(p.metadata.name, now)
+            if p.status.phase == "Running":
+                running.setdefault(p.metadata.name, now)
+            if len(running) >= replicas:
+                w.stop()
+
+    _warm(v1, tmp)  # the SLO excludes image pulls: busybox is on every node first
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    started.wait(10)
+    labels = {"app": "bench"}
+    apps.create_namespaced_deployment("default", {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bench"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": {
+                     "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}}}})
+    t.join(200)
+    if len(running) < replicas:
+        raise SystemExit(f"only {len(running)} of {replicas} pods Running")
+    return sorted(running[n] - seen[n] for n in running)
+
+
+def _warm(v1: Any, tmp: Path) -> None:
+    """One busybox pod per schedulable node, run to completion, so that no measured pod pulls."""
+    nodes = [n.metadata.name for n in v1.list_node().items
+             if not any(t.effect == "NoSchedule" for t in (n.spec.taints or []))]
+    for n in nodes:
+        v1.create_namespaced_pod("default", {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"warm-{n}"},
+            "spec": {"nodeName": n, "restartPolicy": "Never",
+                     "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}})
+    deadline = time.monotonic() + 120
+    while any(v1.read_namespaced_pod(f"warm-{n}", "default").status.phase not in ("Succeeded", "Failed")
+              for n in nodes):
+        if time.monotonic() > deadline:
+            raise SystemExit("warm-up pods did not finish")
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------- the raw start
+
+
+@dataclass
+class Books:
+    """In-memory records the driver reads and writes (the store's place in the raw start)."""
+
+    pki: ClusterPKI
+    rows: dict[str, InstanceRow] = field(default_factory=dict)
+
+    def of_cluster(self, cluster_id: str) -> list[InstanceRow]:
+        return list(self.rows.values())
+
+    def get(self, instance_id: str) -> InstanceRow | None:
+        return self.rows.get(instance_id)
+
+    def set_membership(self, instance_id: str, role: str, member_id: str) -> None:
+        self.rows[instance_id].role, self.rows[instance_id].swarm_node_id = role, member_id
+
+
+class _Clusters:
+    def __init__(self, books: Books) -> None:
+        self.books = books
+
+    def pki(self, cluster_id: str) -> ClusterPKI:
+        return self.books.pki
+
+    def settings(self, cluster_id: str) -> dict[str, Any]:
+        return {}
+
+
+def raw_create(tmp: Path) -> float:
+    with node_runtime(tmp / "raw", "ocr", "10.236.0.0/24", workers=0, kubernetes_etcd_fsync=False) as rt:
+        prov, registry = rt.providers["local"], rt.registry
+        endpoint = registry.ensure()
+        cid = "c" + ids.instance_id()[2:]
+        ca = CertAuthority.create(f"opencs cluster {cid}")
+        books = Books(ClusterPKI(cid, ca.cert_pem, ca.key_pem))
+        kube: Any = rt.cluster_driver.for_type("kubernetes")  # the server's, for its node runtime
+        driver = KubernetesDriver(books, _Clusters(books), kube.node_runtime,
+                                  seed_images=lambda: registry.seed_kubernetes(binary.bin_dir() / "coredns"),
+                                  etcd_fsync=False)
+        t0 = time.monotonic()
+
+        def machine(_: int) -> InstanceRow:
+            iid = ids.instance_id()
+            cfg = driver.node_config(books.pki, iid, endpoint)
+            inst = prov.create(InstanceSpec(instance_id=iid, registry_mirror=cfg.registry_mirror,
+                                            insecure_registries=list(cfg.insecure_registries), runtime=cfg.runtime))
+            return InstanceRow(instance_id=iid, private_ip=inst.private_ip, docker_host=inst.docker_host,
+                               details=dict(inst.details), state="running", role="", swarm_node_id="")
+
+        with ThreadPoolExecutor(3) as pool:
+            for r in pool.map(machine, range(3)):
+                books.rows[r.instance_id] = r
+        driver.create(cid, next(iter(books.rows)))
+        driver.join(cid, 3)
+        return time.monotonic() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--replicas", type=int, default=30)
+    a = ap.parse_args()
+    binary.binary()  # fails clearly without the pinned build
+    api_s, raw_s, pods = [], [], []
+    for _ in range(a.runs):
+        with tempfile.TemporaryDirectory(prefix="k8s-bench-") as d:
+            tmp = Path(d)
+            raw_s.append(raw_create(tmp))
+            server = ServerProcess(tmp / "api", env={**node_env("ocq", "10.237.0.0/24"), **ENV})
+            try:
+                server.start()
+                took, cid = api_create(server)
+                api_s.append(took)
+                pods += pod_latencies(server, cid, a.replicas, tmp)
+            finally:
+                server.kill()
+                destroy_everything(tmp / "api", "ocq", "10.237.0.0/24")
+    api, raw = statistics.median(api_s), statistics.median(raw_s)
+    p99 = pods[min(len(pods) - 1, int(0.99 * len(pods)))]
+    print(json.dumps({"api_create_s": round(api, 1), "raw_create_s": round(raw, 1), "ratio": round(api / raw, 2),
+                      "pods": len(pods), "pod_start_p50_s": round(statistics.median(pods), 2),
+                      "pod_start_p99_s": round(p99, 2), "targets": {"ratio": 1.2, "create_s": 30, "pod_p99_s": 5}}))
+
+
+if __name__ == "__main__":
+    main()
