@@ -35,9 +35,12 @@ from opencs.engines.swarm.usage import SwarmUsageReader
 from opencs.loops import Loop
 from opencs.loops.endpoints import AppFactory, EndpointManager, EndpointSettings
 from opencs.loops.health import HealthLoop
+from opencs.loops.monitoring import MonitoringLoop
 from opencs.loops.router import EngineRoutes, RouterLoop
 from opencs.loops.usage import UsageLoop
 from opencs.machine import NodeRuntime
+from opencs.monitoring.render import StackConfig
+from opencs.monitoring.stack import MonitoringStack
 from opencs.providers.base import Provider
 from opencs.registry.pause import PAUSE_REPOSITORY, PAUSE_TAG
 from opencs.registry.realm import RealmListener
@@ -46,6 +49,7 @@ from opencs.routing.router import RouterService, Routes
 from opencs.secretbox import SecretBox
 from opencs.services import cluster_tasks
 from opencs.services.accounts import AccountService
+from opencs.services.alerts import AlertRuleService
 from opencs.services.attach_scripts import AttachScriptService, NodeEndpoint
 from opencs.services.audit import AuditService
 from opencs.services.cluster_certs import ClusterCertService
@@ -54,6 +58,7 @@ from opencs.services.clusters import ClusterService
 from opencs.services.instances import InstanceService
 from opencs.services.keys import KeyService
 from opencs.services.monitor import HealthService
+from opencs.services.monitoring import MonitoringService, PlaneAddress
 from opencs.services.nodes import ClusterBook, EngineMachines, Machines
 from opencs.services.ownership import ResourceOwners
 from opencs.services.projects import ProjectService
@@ -64,6 +69,7 @@ from opencs.services.triggers import TriggerService
 from opencs.services.usage import UsageService
 from opencs.store.db import Database, migrate
 from opencs.store.repos.accounts import AccountRepo
+from opencs.store.repos.alerts import AlertRuleRepo
 from opencs.store.repos.attach_tokens import AttachTokenRepo
 from opencs.store.repos.audit import AuditRepo
 from opencs.store.repos.certs import CertRepo
@@ -111,6 +117,8 @@ class ControlPlane:
     attach_scripts: AttachScriptService = field(init=False)
     registry_access: RegistryAccess = field(init=False)
     projects: ProjectService = field(init=False)
+    alerts: AlertRuleService = field(init=False)
+    monitoring: MonitoringService = field(init=False)
     usage: UsageService | None = None  # container/node usage collector (None: off)
     loops: list[Loop] = field(default_factory=list)
     # transitional: services that still take the whole process read these (being removed)
@@ -167,6 +175,7 @@ class ControlPlane:
         if self.usage is not None:
             loops.append(UsageLoop(self.usage, s.usage_interval))
         loops.append(RealmListener(self.registry.realm_address, self.registry_access))
+        loops.append(MonitoringLoop(self.monitoring))  # idle while the stack is not enabled
         return loops
 
     def close(self) -> None:
@@ -313,6 +322,30 @@ def _engines(settings: Settings, box: SecretBox, cluster_repo: ClusterRepo,
     return driver, providers, registry[0]
 
 
+def plane_address(s: Settings) -> PlaneAddress:
+    """How this host's Prometheus and Alertmanager reach the API: loopback where it listens there
+    (so /metrics needs no token); over HTTPS, the public URL with the generated CA."""
+    from opencs.pki.server_tls import is_loopback, is_wildcard, url_host
+
+    if s.tls:
+        host = url_host(s.public_url)
+        ca = s.data_dir / "tls" / "ca.pem"
+        address, base, ca_file = f"{host}:{s.port}", s.public_url, str(ca) if ca.exists() else None
+    else:
+        host = "127.0.0.1" if is_wildcard(s.host) or is_loopback(s.host) else s.host
+        address, base, ca_file = f"{host}:{s.port}", f"http://{host}:{s.port}", None
+    token_file = None
+    if not is_loopback(host) and s.metrics_token:
+        path = s.data_dir / "monitoring" / "metrics-token"
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch(mode=0o600)
+        path.write_text(s.metrics_token)
+        token_file = str(path)
+    cfg = StackConfig(address, "https" if s.tls else "http", ca_file, token_file, s.monitoring_interval,
+                      s.monitoring_interval, s.usage_interval or s.monitoring_interval)
+    return PlaneAddress(cfg, base)
+
+
 def build(settings: Settings) -> ControlPlane:
     """Open the store (migrating it), the secrets and the providers, and wire every service."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -361,6 +394,10 @@ def build(settings: Settings) -> ControlPlane:
                                     settings.trigger_signed_default)
     plane.attach_scripts = AttachScriptService(AttachTokenRepo(db), clusters, instance_repo, task_repo,
                                                lambda: node_endpoint(settings, providers))
+    plane.alerts = AlertRuleService(AlertRuleRepo(db), plane.triggers, box)
+    mon_dir = settings.data_dir / "monitoring"
+    plane.monitoring = MonitoringService(mon_dir, MonitoringStack(mon_dir), cluster_repo, plane.alerts,
+                                         plane_address(settings))
     if settings.usage_interval > 0:
         plane.usage = UsageService(cluster_repo, instance_repo, {"swarm": SwarmUsageReader()})
     tasks.services = plane

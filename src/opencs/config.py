@@ -46,6 +46,8 @@ class Settings:
     monitor_interval: float = field(default_factory=lambda: _env_float("OPENCS_MONITOR_INTERVAL", 3.0))
     # container and node usage (GET /metrics/containers) read every this many seconds; 0 = off
     usage_interval: float = field(default_factory=lambda: _env_float("OPENCS_USAGE_INTERVAL", 15.0))
+    # the monitoring stack (opencs monitoring enable): Prometheus' scrape and rule evaluation interval
+    monitoring_interval: float = field(default_factory=lambda: _env_float("OPENCS_MONITORING_INTERVAL", 15.0))
     # per-cluster Application API endpoints (master_url = https://<advertise host>:<port>), see opencs.appapi
     appapi: bool = True
     appapi_host: str = "127.0.0.1"  # where the listeners bind

@@ -65,6 +65,10 @@ ROUTES: tuple[Route, ...] = (
     _r("GET", "/clusters/{cluster_id}/triggers", "DescribeTrigger", "cluster"),
     _r("DELETE", "/clusters/{cluster_id}/triggers/{trigger_id}", "DeleteTrigger", "cluster"),
     _r("POST", "/clusters/{cluster_id}/triggers/{trigger_id}/rotate", "RotateTrigger CreateTrigger", "cluster"),
+    # scaling alert rules on a service (issue 12): opencs's own names, cs:*AlertRule*
+    _r("POST", "/clusters/{cluster_id}/alerts", "CreateAlertRule", "cluster"),
+    _r("GET", "/clusters/{cluster_id}/alerts", "DescribeAlertRules", "cluster"),
+    _r("DELETE", "/clusters/{cluster_id}/alerts/{rule_id}", "DeleteAlertRule", "cluster"),
     _r("GET", "/tasks/{task_id}", "DescribeTaskInfo", "task"),
     _r("GET", "/images", "DescribeImages", "any"),
     _r("GET", "/version", "DescribeApiVersion", "any"),
@@ -74,6 +78,10 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", "/instances/register", "RegisterInstance", "operator"),
     _r("DELETE", "/instances/{instance_id}", "DeleteInstance", "operator"),
     _r("GET", "/audit", "DescribeAuditLog", "any"),
+    # the control plane's monitoring stack is the operator's, like the machine pool
+    _r("GET", "/monitoring", "DescribeMonitoring", "operator"),
+    _r("POST", "/monitoring/enable", "EnableMonitoring", "operator"),
+    _r("POST", "/monitoring/disable", "DisableMonitoring", "operator"),
 )
 _RAM_MUTATING = frozenset({"CreateUser", "DeleteUser", "CreateAccessKey", "UpdateAccessKey", "DeleteAccessKey",
                            "CreatePolicy", "DeletePolicy", "AttachPolicyToUser", "DetachPolicyFromUser"})

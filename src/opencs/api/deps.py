@@ -14,11 +14,13 @@ from opencs.api.authorize import Authorizer
 from opencs.auth.verifier import RequestVerifier
 from opencs.config import Settings
 from opencs.registry.service import RegistryService
+from opencs.services.alerts import AlertRuleService
 from opencs.services.attach_scripts import AttachScriptService
 from opencs.services.audit import AuditService
 from opencs.services.cluster_certs import ClusterCertService
 from opencs.services.clusters import ClusterService
 from opencs.services.instances import InstanceService
+from opencs.services.monitoring import MonitoringService
 from opencs.services.triggers import TriggerService
 from opencs.services.usage import UsageService
 from opencs.tasks.engine import TaskEngine
@@ -57,6 +59,12 @@ class ApiServices(Protocol):
 
     @property
     def authorizer(self) -> Authorizer: ...
+
+    @property
+    def alerts(self) -> AlertRuleService: ...
+
+    @property
+    def monitoring(self) -> MonitoringService: ...
 
     @property
     def usage(self) -> UsageService | None:

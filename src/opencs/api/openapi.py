@@ -30,7 +30,7 @@ _ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/clusters"): (),
     ("get", "/images"): (),
     ("get", "/metrics"): (403,),
-    ("get", "/metrics/containers"): (403, 404),
+    ("get", "/metrics/containers"): (400, 403, 404),
     ("get", "/api/v1/clusters"): (400,),
     ("post", "/clusters"): (400, 409, 412, 415),
     ("get", "/clusters/{cluster_id}"): (400, 404),
@@ -62,6 +62,12 @@ _ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/clusters/{cluster_id}/triggers"): (400, 404),
     ("delete", "/clusters/{cluster_id}/triggers/{trigger_id}"): (400, 404),
     ("post", "/clusters/{cluster_id}/triggers/{trigger_id}/rotate"): (400, 404, 415),
+    ("get", "/monitoring"): (),
+    ("post", "/monitoring/enable"): (400, 415, 503),
+    ("post", "/monitoring/disable"): (),
+    ("post", "/clusters/{cluster_id}/alerts"): (400, 404, 409, 415, 503),
+    ("get", "/clusters/{cluster_id}/alerts"): (400, 404),
+    ("delete", "/clusters/{cluster_id}/alerts/{rule_id}"): (400, 404),
     # 401: a signed trigger without its signature headers; 409: the task failed (wait=true) or the
     # webhook-id was delivered already; 504: it did not end within `timeout` (wait=true)
     ("get", "/hook/trigger"): (400, 401, 403, 404, 409, 503, 504),
@@ -84,7 +90,7 @@ _BODIES: dict[tuple[str, str], tuple[type[BaseModel], bool]] = {}
 
 def _register_bodies() -> None:
     from opencs.api import k8s_schemas
-    from opencs.api.routes import attach, instances, triggers
+    from opencs.api.routes import attach, instances, monitoring, triggers
 
     _BODIES.update({
         ("post", "/clusters"): (schemas.CreateCluster, True),
@@ -99,6 +105,8 @@ def _register_bodies() -> None:
         ("post", "/api/v2/clusters/{cluster_id}/nodes/remove"): (k8s_schemas.RemoveNodes, True),
         ("post", "/clusters/{cluster_id}/nodes"): (k8s_schemas.RemoveNodes, True),
         ("post", "/clusters/{cluster_id}/attachscript"): (attach.AttachScriptBody, True),
+        ("post", "/monitoring/enable"): (monitoring.EnableMonitoring, False),
+        ("post", "/clusters/{cluster_id}/alerts"): (monitoring.CreateAlertRule, True),
     })
 
 

@@ -9,6 +9,7 @@ percentage of one core, the `usage_percent` of the seed's walkthrough.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -78,5 +79,7 @@ class _Snapshot:
                                 value=self.snap.duration)
 
 
-def exposition(snap: UsageSnapshot) -> bytes:
+def exposition(snap: UsageSnapshot, cluster_id: str | None = None) -> bytes:
+    if cluster_id is not None:
+        snap = replace(snap, clusters=[c for c in snap.clusters if c.cluster_id == cluster_id])
     return generate_latest(_Snapshot(snap))  # duck-typed registry: generate_latest only calls collect()

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from opencs import __version__
-from opencs.cli import accounts_cmd, commands, configure_cmd, keys_cmd, server_cmd
+from opencs.cli import accounts_cmd, commands, configure_cmd, keys_cmd, monitoring_cmd, server_cmd
 from opencs.cli.output import FORMATS
 
 app = typer.Typer(
@@ -63,6 +63,7 @@ configure_cmd.register(app)
 server_cmd.register(app)
 keys_cmd.register(app)
 accounts_cmd.register(app)
+monitoring_cmd.register(app)
 
 
 def main() -> None:

@@ -291,3 +291,20 @@ class AttachToken(Base):
     used_at: Mapped[datetime | None] = mapped_column(nullable=True)
     instance_id: Mapped[str] = mapped_column(String(40), default="")  # the machine that used it
     task_id: Mapped[str] = mapped_column(String(40), default="")
+
+
+class AlertRule(Base):
+    """A scaling rule attached to a service (issue 12): `cpu > out_above % for out_for s -> scale
+    out by out_step` and `< in_below % for in_for s -> scale in by in_step`, within min..max
+    replicas. It calls its own scaling trigger, whose secret is kept here encrypted (the trigger row
+    keeps only its hash) so that the rendered Alertmanager receiver can be written again."""
+
+    __tablename__ = "alert_rules"
+    rule_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(String(40), index=True)
+    project: Mapped[str] = mapped_column(String(64))
+    service: Mapped[str] = mapped_column(String(128))
+    trigger_id: Mapped[str] = mapped_column(String(40))
+    secret_enc: Mapped[str] = mapped_column(Text)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # thresholds, durations, steps, bounds
+    created: Mapped[datetime]

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from opencs import metrics
 from opencs.api import usage_metrics
 from opencs.api.deps import services
+from opencs.api.schemas import QueryText
 from opencs.errors import ApiError, Forbidden
 
 router = APIRouter()
@@ -53,10 +54,11 @@ def get_metrics(request: Request) -> Response:
 
 
 @router.get("/metrics/containers", response_class=Response, responses=_PROMETHEUS)
-def get_container_metrics(request: Request) -> Response:
+def get_container_metrics(request: Request, cluster: QueryText = None) -> Response:
+    """`?cluster=<id>`: that cluster's figures only (the monitoring stack scrapes one target per cluster)."""
     _check_access(request)
     usage = services(request).usage
     if usage is None:
         raise ApiError("container metrics are off on this server (OPENCS_USAGE_INTERVAL=0)",
                        code="ContainerMetricsOff", status=404)
-    return Response(usage_metrics.exposition(usage.latest), media_type=metrics.CONTENT_TYPE)
+    return Response(usage_metrics.exposition(usage.latest, cluster), media_type=metrics.CONTENT_TYPE)

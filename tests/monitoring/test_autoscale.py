@@ -1,0 +1,165 @@
+"""Issue 12's first check, end to end on a real 2-node swarm: a scaling rule on a service becomes a
+Prometheus rule; busy loops inside the service's containers drive its CPU up; Prometheus fires,
+Alertmanager calls the service's scaling trigger and the replicas grow; when the load stops they
+shrink back to the minimum. Evaluation intervals are short (1 s) so that this takes about a minute."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from opencs.monitoring.stack import ALERTMANAGER, PROMETHEUS, MonitoringStack
+from opencs.providers.localnet import socket_path
+from opencs.sdk import Client
+from opencs.sdk.errors import BadRequestError
+from tests.appapi.test_triggers_e2e import App, wait_project
+from tests.clusterkit import destroy_everything, node_env, require_local_nodes
+from tests.conftest import ServerProcess
+
+pytestmark = pytest.mark.integration
+PREFIX, SUBNET = "ocq", "10.229.0.0/24"
+TEMPLATE = """
+version: '3'
+services:
+  app:
+    image: busybox
+    command: sleep 3600
+    stop_grace_period: 1s
+"""
+LOAD_SECONDS = 25
+BUSY = f"timeout {LOAD_SECONDS} sh -c 'while :; do :; done'"
+SERVICE_LABEL = "com.docker.swarm.service.name"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Any:
+    require_local_nodes()
+    if not (PROMETHEUS.exists() and ALERTMANAGER.exists()):
+        pytest.skip("apt-get install prometheus prometheus-alertmanager")
+    data = tmp_path / "data"
+    srv = ServerProcess(data, env={**node_env(PREFIX, SUBNET), "OPENCS_MONITOR_INTERVAL": "0",
+                                   "OPENCS_USAGE_INTERVAL": "1", "OPENCS_MONITORING_INTERVAL": "1"})
+    try:
+        srv.start()
+        yield srv, tmp_path
+    finally:
+        srv.kill()
+        MonitoringStack(data / "monitoring").stop()  # by the PIDs it recorded
+        destroy_everything(data, PREFIX, SUBNET)
+
+
+def containers(app: App) -> dict[str, Any]:
+    return {k: v for k, v in app.get("/services/web_app").json()["containers"].items() if v.get("running")}
+
+
+def wait_count(app: App, want: int, timeout: float) -> float:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if len(containers(app)) == want:
+            return time.monotonic()
+        time.sleep(0.5)
+    raise AssertionError(f"web_app has {len(containers(app))} running containers, not {want}")
+
+
+def load(socks: list[str]) -> list[subprocess.Popen[bytes]]:
+    """Two busy loops in every container of web_app now running, for LOAD_SECONDS."""
+    procs = []
+    for sock in socks:
+        ids = subprocess.run(["docker", "-H", sock, "ps", "-q", "--filter", f"label={SERVICE_LABEL}=web_app"],
+                             capture_output=True, text=True, check=True).stdout.split()
+        for cid in ids:
+            procs.append(subprocess.Popen(
+                ["docker", "-H", sock, "exec", cid, "sh", "-c", f"{BUSY} & {BUSY}; wait"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    assert procs, "no container to load"
+    return procs
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_cpu_alert_scales_out_then_in(server: Any) -> None:
+    srv, tmp = server
+    c = Client(srv.url, srv.ak, srv.secret)
+    out = c.create_cluster({"name": "mon", "size": 2})
+    c.wait_task(out["task_id"], timeout=180)
+    cid = out["cluster_id"]
+    certs = tmp / "certs"
+    certs.mkdir()
+    for k, v in c.cluster_certs(cid).items():
+        (certs / f"{k}.pem").write_text(v)
+    app = App(c.describe_cluster(cid)["master_url"], certs)
+    r = app.post("/projects/", json={"name": "web", "template": TEMPLATE, "version": "1.0"})
+    assert r.status_code == 201, r.text
+    assert wait_project(app, "web")["current_state"] == "running"
+
+    # bad rules are refused before anything is made
+    with pytest.raises(BadRequestError) as bad:
+        c.request("POST", f"/clusters/{cid}/alerts", body={"project_id": "web", "service": "app"})
+    assert "scale_out" in bad.value.message
+
+    rule = c.request("POST", f"/clusters/{cid}/alerts", body={
+        "project_id": "web", "service": "app", "min_replicas": 1, "max_replicas": 5, "cooldown": "8s",
+        "scale_out": {"cpu_above": 50, "for": "5s", "step": 2},
+        "scale_in": {"cpu_below": 10, "for": "5s", "step": 1}})
+    # `opencs monitoring enable`, the real command against the real server
+    env = {**os.environ, "OPENCS_ENDPOINT": srv.url, "OPENCS_ACCESS_KEY_ID": srv.ak,
+           "OPENCS_ACCESS_KEY_SECRET": srv.secret, "HOME": str(tmp)}
+    cli = subprocess.run([sys.executable, "-m", "opencs.cli.main", "monitoring", "enable"], capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert cli.returncode == 0, cli.stderr
+    status = json.loads(cli.stdout)
+    assert status["prometheus"]["running"] and status["alertmanager"]["running"], status
+    assert status["clusters"] == [cid] and status["alert_rules"] == 1
+    prom = status["prometheus"]["url"]
+
+    # the rule is a Prometheus rule, the cluster a scrape target with the containers' figures
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        groups = httpx.get(f"{prom}/api/v1/rules").json()["data"]["groups"]
+        series = httpx.get(f"{prom}/api/v1/query", params={
+            "query": f'opencs_container_cpu_usage_seconds_total{{aliyun_cluster="{cid}",aliyun_service_id="web_app"}}'
+        }).json()["data"]["result"]
+        if groups and series:
+            break
+        time.sleep(0.5)
+    assert {r["labels"]["opencs_rule"] for g in groups for r in g["rules"]} == {rule["id"]}
+    assert series and series[0]["metric"]["aliyun_project"] == "web"
+
+    nodes = c.cluster_nodes(cid)["nodes"]
+    socks = [f"unix://{socket_path(srv.data_dir / 'nodes', n['instance_id'])}" for n in nodes]
+    started = time.monotonic()
+    procs = load(socks)
+    try:
+        grown = wait_count(app, 3, 60)
+        print(f"load start -> 3 replicas running in {grown - started:.1f} s")
+        # three containers, one loaded: about a third of the load each, between the thresholds
+        time.sleep(4)
+        assert len(containers(app)) == 3
+    finally:
+        for p in procs:
+            p.wait(LOAD_SECONDS + 30)
+    stopped = time.monotonic()
+    wait_count(app, 2, 40)
+    shrunk = wait_count(app, 1, 40)
+    print(f"load end -> back to 1 replica in {shrunk - stopped:.1f} s")
+    time.sleep(3)
+    assert len(containers(app)) == 1  # never below min_replicas
+    triggers = c.request("GET", f"/clusters/{cid}/triggers")
+    assert [t["last_invoked"] for t in triggers if t["id"] == rule["trigger_id"]] != [None]
+
+    # deleting the rule deletes its trigger and the Prometheus rule
+    c.request("DELETE", f"/clusters/{cid}/alerts/{rule['id']}")
+    assert rule["trigger_id"] not in [t["id"] for t in c.request("GET", f"/clusters/{cid}/triggers")]
+    end = time.monotonic() + 15
+    while httpx.get(f"{prom}/api/v1/rules").json()["data"]["groups"][0]["rules"] and time.monotonic() < end:
+        time.sleep(0.5)
+    assert not httpx.get(f"{prom}/api/v1/rules").json()["data"]["groups"][0]["rules"]
+    assert c.request("POST", "/monitoring/disable")["enabled"] is False
