@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from opencs import __version__
-from opencs.cli import accounts_cmd, commands, configure_cmd, keys_cmd, monitoring_cmd, server_cmd
+from opencs.cli import accounts_cmd, backup_cmd, commands, configure_cmd, keys_cmd, monitoring_cmd, server_cmd
 from opencs.cli.output import FORMATS
 
 app = typer.Typer(
@@ -64,6 +64,7 @@ server_cmd.register(app)
 keys_cmd.register(app)
 accounts_cmd.register(app)
 monitoring_cmd.register(app)
+backup_cmd.register(app)
 
 
 def main() -> None:
