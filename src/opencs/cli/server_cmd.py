@@ -230,8 +230,10 @@ def register(app: typer.Typer) -> None:
 
 def _doctor_kubernetes() -> None:
     """Kubernetes clusters are optional: report what they need, never fail the Swarm checks."""
+    import shutil
+
     from opencs.engines.kubernetes import binary
-    from opencs.engines.kubernetes.runtime import missing_host_binaries
+    from opencs.engines.kubernetes.runtime import STD_PATH, missing_host_binaries
 
     try:
         state, detail = "ok", f"{binary.KUBERNETES_VERSION} at {binary.binary()}"
@@ -241,3 +243,6 @@ def _doctor_kubernetes() -> None:
     missing = missing_host_binaries()
     detail = f"missing {', '.join(missing)}" if missing else "containerd, runc, CNI plugins"
     typer.echo(f"[{'--' if missing else 'ok'}] Kubernetes node runtime: {detail}")
+    lb = shutil.which("haproxy", path=STD_PATH)
+    typer.echo(f"[{'ok' if lb else '--'}] Kubernetes with 3 or 5 masters (HAProxy in front of the apiservers): "
+               f"{lb or 'haproxy missing'}")
