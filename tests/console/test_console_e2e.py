@@ -267,6 +267,12 @@ def test_console_end_to_end(server: ServerProcess, browser_page: tuple[Any, list
     dl.value.save_as(zpath)
     with zipfile.ZipFile(zpath) as z:
         assert sorted(n.rsplit("/", 1)[1] for n in z.namelist()) == ["ca.pem", "cert.pem", "key.pem"]
+        z.extractall(tmp_path)
+    # the page's docker lines, as a user pastes them next to the unzipped certificates
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    out = subprocess.run(["bash", "-c", page.inner_text("#docker-env")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.count("Ready") == 2, out
 
     projects_and_triggers(page, shots, base, cid)
 
