@@ -206,3 +206,14 @@ def test_beyond_loopback_the_console_is_https_only(plane: ControlPlane) -> None:
         r = tls.post("/console/signin", data={"access_key_id": ak, "access_key_secret": secret},
                      follow_redirects=False)
         assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()
+
+
+def test_a_log_stream_sends_only_the_lines_after_the_last_stamp() -> None:
+    from opencs.console.routes_projects import _new_lines
+
+    tail = "2026-12-03T08:00:01.100Z one\n2026-12-03T08:00:02.100Z two\n"
+    fresh, last = _new_lines(tail, "")
+    assert [ln.split()[1] for ln in fresh] == ["one", "two"]
+    fresh, last = _new_lines(tail + "2026-12-03T08:00:03.100Z three\n", last)
+    assert [ln.split()[1] for ln in fresh] == ["three"] and last.startswith("2026-12-03T08:00:03")
+    assert _new_lines(tail, last) == ([], last)

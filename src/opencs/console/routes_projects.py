@@ -6,14 +6,17 @@ the same RAM decision (`Ctx.app`)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from anyio import to_thread
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from opencs.console.calls import Reply
 from opencs.console.forms import template_line, to_int
+from opencs.console.routes_tasks import sse_event
 from opencs.console.web import DENIED, Ctx, page, prefix, refused_status
 from opencs.errors import ApiError
 
@@ -24,6 +27,7 @@ services:
     command: httpd -f -p 8080 -h /www
 """
 VERBS = ("start", "stop", "kill", "redeploy")
+FOLLOW_SECONDS = 1800  # a log stream ends after this (the page's EventSource opens a new one)
 
 
 def _cid(ctx: Ctx) -> str:
@@ -187,14 +191,43 @@ async def _logs_text(ctx: Ctx, cid: str, sid: str, container: str) -> tuple[int,
         return e.status, f"{e.message} ({e.code})"
 
 
+def _new_lines(text: str, last: str) -> tuple[list[str], str]:
+    """Lines of a timestamped log tail after the stamp `last` (docker's RFC 3339 stamps sort as text)."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    fresh = [ln for ln in lines if ln.split(" ", 1)[0] > last]
+    return fresh, (fresh[-1].split(" ", 1)[0] if fresh else last)
+
+
+async def _follow(ctx: Ctx, cid: str, sid: str, container: str) -> AsyncIterator[bytes]:
+    last = ""
+    for _ in range(FOLLOW_SECONDS):
+        status, text = await _logs_text(ctx, cid, sid, container)
+        if status != 200:
+            yield sse_event("logs", ctx.html("_logs_lines.html", lines=[text], failed=True))
+            return
+        fresh, last = _new_lines(text, last)
+        if fresh:
+            yield sse_event("logs", ctx.html("_logs_lines.html", lines=fresh, failed=False))
+        if await ctx.request.is_disconnected():
+            return
+        await asyncio.sleep(1)
+
+
+@page
+async def logs_events(ctx: Ctx) -> Response:
+    """The container's output as it comes: new lines appended, a second apart (server-sent events)."""
+    cid, sid, container = _cid(ctx), str(ctx.request.path_params["service_id"]), str(ctx.request.path_params["cid"])
+    return StreamingResponse(_follow(ctx, cid, sid, container), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
 @page
 async def logs(ctx: Ctx) -> Response:
     cid, sid, container = _cid(ctx), str(ctx.request.path_params["service_id"]), str(ctx.request.path_params["cid"])
-    status, text = await _logs_text(ctx, cid, sid, container)
-    if ctx.request.query_params.get("part") == "1":
-        return ctx.render("_logs.html", status, text=text, failed=status != 200)
-    return ctx.render("logs.html", status, cluster_id=cid, service_id=sid, container=container, text=text,
-                      failed=status != 200)
+    if not ctx.may_app(cid, "GET", f"/containers/{container}/logs", "engine"):
+        return ctx.render("error.html", 403, message=DENIED)
+    return ctx.render("logs.html", cluster_id=cid, service_id=sid, container=container)
 
 
-routes.append(Route("/clusters/{cluster_id}/services/{service_id}/containers/{cid}/logs", logs, methods=["GET"]))
+LOGS = "/clusters/{cluster_id}/services/{service_id}/containers/{cid}/logs"
+routes += [Route(LOGS, logs, methods=["GET"]), Route(LOGS + "/events", logs_events, methods=["GET"])]

@@ -21,7 +21,7 @@ MAX_SECONDS = 1800
 TERMINAL = ("success", "fail", "cancelled")
 
 
-def _event(name: str, html: str) -> bytes:
+def sse_event(name: str, html: str) -> bytes:
     data = "".join(f"data: {line}\n" for line in html.splitlines() or [""])
     return f"event: {name}\n{data}\n".encode()
 
@@ -33,15 +33,15 @@ async def _stream(ctx: Ctx, tid: str) -> AsyncIterator[bytes]:
     while loop.time() < end:
         reply = await ctx.api("GET", f"/tasks/{tid}")
         if not reply.ok:
-            yield _event("stages", ctx.html("_stages.html", task=None, error=reply.message))
-            yield _event("done", "")
+            yield sse_event("stages", ctx.html("_stages.html", task=None, error=reply.message))
+            yield sse_event("done", "")
             return
         stamp = json.dumps(reply.body, sort_keys=True)
         if stamp != last:
             last = stamp
-            yield _event("stages", ctx.html("_stages.html", task=reply.body, error=""))
+            yield sse_event("stages", ctx.html("_stages.html", task=reply.body, error=""))
         if reply.body.get("state") in TERMINAL:
-            yield _event("done", "")
+            yield sse_event("done", "")
             return
         if await ctx.request.is_disconnected():
             return
