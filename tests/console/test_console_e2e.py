@@ -153,18 +153,15 @@ def projects_and_triggers(page: Any, shots: Shots, base: str, cid: str) -> None:
     page.fill("#update-form input[name=version]", "2")
     page.select_option("#update-form select[name=method]", "blue-green")
     page.fill("#update-form textarea[name=template]", template("v2"))
-    page.click("#update-form button[type=submit]")
-    assert wait_task(page, 180) == "success"
+    assert run_task(page, "#update-form button[type=submit]", 180) == "success"
     page.locator("#blue-green").wait_for()
     slider = page.locator("#weight-slider")
     slider.fill("80")  # a range input takes its value like a text field does
     assert page.inner_text("#weight-out") == "80 / 20"
-    page.click("#weights-form button[type=submit]")
-    assert wait_task(page, 60) == "success"
+    assert run_task(page, "#weights-form button[type=submit]", 60) == "success"
     page.locator("#blue-green", has_text="new 80%").wait_for(timeout=10_000)
     shots.take("blue-green")
-    page.click("#blue-green button.danger")  # roll back
-    assert wait_task(page, 120) == "success"
+    assert run_task(page, "#blue-green button.danger", 120) == "success"  # roll back
     page.locator("#project-state[data-state=running]").wait_for(timeout=60_000)
     page.locator("#weights-form").wait_for(state="detached", timeout=10_000)
     shots.take("rolled-back")
@@ -196,10 +193,16 @@ def projects_and_triggers(page: Any, shots: Shots, base: str, cid: str) -> None:
     wait_for(gone, 60, "the project deleted")
 
 
-def wait_task(page: Any, timeout_s: float = 180) -> str:
-    """The newest task panel's end state, having seen its stages change live."""
-    panel = page.locator("section.task").first
-    panel.locator(".stage").first.wait_for(timeout=30_000)
+def run_task(page: Any, selector: str, timeout_s: float = 180) -> str:
+    """Click `selector` and follow the task panel it opens (not an older one) to its end state."""
+    def ids() -> set[str]:
+        return set(page.locator("section.task").evaluate_all("els => els.map(e => e.dataset.task)"))
+
+    before = ids()
+    page.click(selector)
+    new: list[str] = []
+    wait_for(lambda: bool(new.extend(ids() - before) or new), 30, f"the task panel of {selector}")
+    panel = page.locator(f"section.task[data-task='{new[0]}']")
     panel.locator(".task-state[data-state=success], .task-state[data-state=fail]").wait_for(
         timeout=int(timeout_s * 1000))
     state: str = panel.locator(".task-state").get_attribute("data-state")
@@ -278,8 +281,7 @@ def test_console_end_to_end(server: ServerProcess, browser_page: tuple[Any, list
 
     # delete everything
     page.goto(f"{base}/clusters/{cid}")
-    page.click("text=Delete cluster")
-    assert wait_task(page) == "success"
+    assert run_task(page, "text=Delete cluster") == "success"
     page.goto(base + "/clusters")
     assert page.locator("tr[data-cluster]").count() == 0
     shots.take("clusters-after")
