@@ -249,7 +249,7 @@ def test_console_end_to_end(server: ServerProcess, browser_page: tuple[Any, list
         return page.locator("section.task .task-state[data-state=success]").count() > 0
 
     wait_for(finished, 180, "the cluster's task")
-    assert len(seen) >= 3, seen  # several distinct views of the stages, no reload
+    assert len(seen) >= 2, seen  # the stages changed on the page while the task ran (no reload)
     stages = page.locator("section.task").first.locator(".stage").count()
     assert stages >= 2
     assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
