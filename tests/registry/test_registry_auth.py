@@ -148,5 +148,14 @@ def test_sub_user_by_policy_and_nodes_by_cluster(setup: Setup) -> None:
     # a cluster's node credential: its account's namespaces, pull only; unknown clusters refused
     node = Caller(cluster_id="c1", account_id=acct)
     assert access.allowed(node, "default/app") == {"pull"} and access.allowed(node, "team-b/app") == set()
+    def basic(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    # malformed or wrong credentials are refused; a node credential only for a cluster that exists
+    for bad in ("Bearer x", "Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode(),
+                basic(key.access_key_id, "wrong"), basic("cluster-c404", access.nodes.password("c404"))):
+        assert access.authenticate(bad) is None, bad
+    assert access.token(basic(key.access_key_id, secret), {"service": ["elsewhere"]}, "127.0.0.1")[0] == 400
+    assert access.token("Basic !!!", {}, "127.0.0.1")[0] == 401
     assert parse_scopes(["repository:a/b:pull,push repository:c:pull", "registry:catalog:*"]) == [
         *parse_scopes(["repository:a/b:pull,push"]), *parse_scopes(["repository:c:pull"])]
