@@ -35,7 +35,7 @@ from tests.sdks import core_call, core_client, tea_client
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-PREFIX, SUBNET = "ocq", "10.234.0.0/24"
+PREFIX, SUBNET = "ock", "10.241.0.0/24"
 WORKERS: dict[str, Any] = {
     "region_id": "cn-beijing", "snat_entry": True, "worker_instance_types": ["ecs.n1.medium"],
     "worker_system_disk_category": "cloud_efficiency", "worker_system_disk_size": 40, "login_password": "Test1234!",
@@ -61,7 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         pytest.fail(f"host lacks {missing} (scripts/bootstrap.sh installs them)")
     data = tmp_path_factory.mktemp("k8s-cp") / "data"
     env = {**node_env(PREFIX, SUBNET), "OPENCS_MONITOR_INTERVAL": "2", "OPENCS_K8S_ETCD_FSYNC": "0",
-           "OPENCS_REGISTRY_PORT": "5034", "OPENCS_TASK_LEASE_SECONDS": "3"}  # a killed server's task: soon retaken
+           "OPENCS_REGISTRY_PORT": "5038", "OPENCS_TASK_LEASE_SECONDS": "3"}  # a killed server's task: soon retaken
     s = ServerProcess(data, env=env)
     try:
         yield s.start()
