@@ -161,14 +161,15 @@ def test_driver_set_dispatches_by_cluster_type() -> None:
     from opencs.engines.fake.cluster import FakeClusterDriver
 
     class Kube(FakeClusterDriver):
-        cluster_type, accepts = "Kubernetes", ("kubernetes",)
+        cluster_type, accepts = "Kubernetes", ("kubernetes", "managedkubernetes")
 
         def managers_for(self, cluster_id: str, size: int) -> int:
             return 1
 
     swarm, kube = FakeClusterDriver(book=None), Kube(book=None)  # type: ignore[arg-type]
-    ds = DriverSet(swarm, [kube], {"c-k": "Kubernetes", "c-s": "swarm"}.get)
+    ds = DriverSet(swarm, [kube], {"c-k": "Kubernetes", "c-s": "swarm", "c-m": "ManagedKubernetes"}.get)
     assert ds.of("c-k") is kube and ds.of("c-s") is swarm and ds.of("c-unknown") is swarm
+    assert ds.of("c-m") is kube  # a type the driver accepts besides its own
     assert ds.managers_for("c-k", 5) == 1 and ds.managers_for("c-s", 5) == 3
     assert ds.check("KUBERNETES", {}) == "Kubernetes" and ds.check("aliyun", {}) == "swarm"
     with pytest.raises(DriverError, match="not offered"):
