@@ -285,6 +285,16 @@ def test_certs_written_with_modes(tmp_path: Path, cfg: Path) -> None:
     assert run("clusters", "certs", "c1", "--dir", str(d), "--force", obj=obj).exit_code == 0
 
 
+def test_kubeconfig_written_private(tmp_path: Path, cfg: Path) -> None:
+    # a Kubernetes cluster's success path (a real one: tests/engines/kubernetes); the CLI's part is the file
+    obj = canned({("GET", "/k8s/c1/user_config"): {"config": "apiVersion: v1\nkind: Config\n", "expiration": "x"}})
+    f = tmp_path / "kubeconfig"
+    res = run("clusters", "kubeconfig", "c1", "-f", str(f), obj=obj)
+    assert res.exit_code == 0, res.output
+    assert f.read_text().startswith("apiVersion: v1") and stat.S_IMODE(f.stat().st_mode) == 0o600
+    assert run("clusters", "kubeconfig", "c1", obj=obj).stdout == "apiVersion: v1\nkind: Config\n"
+
+
 def test_tables_and_create_wait(cfg: Path) -> None:
     obj = canned({
         ("GET", "/clusters"): [{"cluster_id": "c1", "name": "web", "state": "running", "size": 2}],
@@ -371,3 +381,12 @@ def test_create_cluster_no_workers(server: ServerProcess, cfg: Path, tmp_path: P
     assert res.exit_code == 5, res.output
     res = run("clusters", "create", "--body", '{"name": "-bad", "size": 0}')
     assert res.exit_code == 1 and res.stderr.startswith("Error ")
+
+    cid = reply["cluster_id"]  # the caller's certificates: issue two, revoke them all (--mine)
+    assert run("clusters", "certs", cid, "--dir", str(tmp_path / "a")).exit_code == 0
+    assert run("clusters", "certs", cid, "--dir", str(tmp_path / "b"), "--minutes", "30").exit_code == 0
+    states = json.loads(run("clusters", "certs-list", cid, "-o", "json").stdout)
+    assert len(states) == 2 and {c["state"] for c in states} == {"valid"}
+    res = run("clusters", "certs-revoke", cid, "--mine")
+    assert res.exit_code == 0 and res.stdout.startswith("Revoked 2 certificate(s): ")
+    assert {c["state"] for c in json.loads(run("clusters", "certs-list", cid, "-o", "json").stdout)} == {"revoked"}

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 from typer.testing import CliRunner, Result
 
 from opencs.cli.main import app
@@ -153,6 +154,14 @@ def test_certs_env_and_docker_context(env: Env, created: Result) -> None:
     assert stat.S_IMODE((d / "key.pem").stat().st_mode) == 0o600
     run("clusters", "certs", env.cid, "--dir", str(d), code=1)  # exists; --force replaces
     run("clusters", "certs", env.cid, "--dir", str(d), "--force")
+
+    # per-user certificates: issue one with a lifetime, find it in the list, revoke it by serial
+    run("clusters", "certs", env.cid, "--dir", str(env.tmp / "short"), "--minutes", "60")
+    serial = format(x509.load_pem_x509_certificate((env.tmp / "short" / "cert.pem").read_bytes()).serial_number, "x")
+    states = {c["serial"]: c for c in js("clusters", "certs-list", env.cid)}
+    assert states[serial]["state"] == "valid" and serial in run("clusters", "certs-list", env.cid).stdout
+    assert js("clusters", "certs-revoke", env.cid, serial)["state"] == "revoked"
+    run("clusters", "certs-revoke", env.cid, code=2)  # a serial or --mine
 
     lines = run("clusters", "env", env.cid).stdout
     assert "export DOCKER_HOST=tcp://" in lines and "export DOCKER_TLS_VERIFY=1" in lines
@@ -306,6 +315,13 @@ def test_triggers(env: Env, created: Result) -> None:
     assert js("triggers", "list", *c) == []
     run("triggers", "delete", trig["id"], *c, code=6)
 
+    signed = js("triggers", "create", *c, "--project", "shop", "--signed")
+    assert signed["signed"] and signed["signing_secret"].startswith("whsec_")
+    run("triggers", "invoke", signed["trigger_url"], "--secret", signed["secret"], code=7)  # no signature
+    res = run("triggers", "invoke", signed["trigger_url"], "--signing-secret", signed["signing_secret"], "--wait")
+    assert "succeeded" in res.stderr
+    run("triggers", "delete", signed["id"], *c)
+
 
 def test_reads_tasks_instances_images_audit_metrics(env: Env, created: Result) -> None:
     task_id = js("projects", "get", "shop", "--cluster", env.cid)["task_id"]
@@ -318,6 +334,13 @@ def test_reads_tasks_instances_images_audit_metrics(env: Env, created: Result) -
     actions = {e["action"] for e in js("audit", "log", "--limit", "1000")}
     assert {"cs:CreateCluster", "cs:CreateTrigger"} <= actions
     assert "opencs_http_requests_total" in run("metrics").stdout
+    run("metrics", "--containers")
+
+    # the routes of spec §6 on a Swarm cluster: each answers with its error class
+    assert "ErrorClusterTypeMismatch" in run("clusters", "kubeconfig", env.cid, code=1).stderr
+    run("clusters", "scale-out", env.cid, "--count", "1", code=1)  # §6.7's required fields
+    run("clusters", "remove-nodes", env.cid, "no-such-node", code=6)
+    assert "loopback" in run("clusters", "attach-script", env.cid, code=8).stderr  # nodes cannot reach it
     assert json.loads(run("api", "GET", f"/clusters/{env.cid}").stdout)["cluster_id"] == env.cid
 
 

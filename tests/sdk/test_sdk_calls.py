@@ -42,7 +42,19 @@ CONTROL: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, dict[str, st
     ("remove_node", ("c1", "10.0.0.2", True), {}, "DELETE", "/clusters/c1/ip/10.0.0.2",
      {"releaseInstance": "true"}, None),
     ("reset_node", ("c1", "i-1"), {}, "POST", "/clusters/c1/instances/i-1/reset", {}, {}),
-    ("cluster_certs", ("c1",), {}, "GET", "/clusters/c1/certs", {}, None),
+    ("cluster_certs", ("c1", 90), {}, "GET", "/clusters/c1/certs", {"TemporaryDurationMinutes": "90"}, None),
+    ("cert_states", ("c1",), {}, "GET", "/clusters/c1/certs/states", {}, None),
+    ("revoke_cert", ("c1", "5a3f"), {}, "DELETE", "/clusters/c1/certs/5a3f", {}, None),
+    ("revoke_my_certs", ("c1",), {}, "DELETE", "/clusters/c1/certs", {}, None),
+    ("kubeconfig", ("c1",), {"private_ip": True, "minutes": 60}, "GET", "/k8s/c1/user_config",
+     {"PrivateIpAddress": "true", "TemporaryDurationMinutes": "60"}, None),
+    ("attach_script", ("c1", {"role": "worker"}), {"expired": 99}, "POST", "/clusters/c1/attachscript", {},
+     {"options": {"role": "worker"}, "expired": 99}),
+    ("scale_out", ("c1", {"count": 2}), {}, "POST", "/api/v2/clusters/c1", {}, {"count": 2}),
+    ("remove_nodes", ("c1", ["n1"]), {"release_node": True}, "POST", "/api/v2/clusters/c1/nodes/remove", {},
+     {"nodes": ["n1"], "release_node": True, "drain_node": True}),
+    ("delete_cluster_nodes", ("c1", ["n1"]), {}, "POST", "/clusters/c1/nodes", {},
+     {"nodes": ["n1"], "release_node": False, "drain_node": True}),
     ("cluster_nodes", ("c1",), {}, "GET", "/clusters/c1/nodes", {}, None),
     ("list_images", (), {}, "GET", "/images", {}, None),
     ("describe_task", ("T-1",), {}, "GET", "/tasks/T-1", {}, None),
@@ -60,6 +72,7 @@ CONTROL: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, dict[str, st
     ("audit_log", ("cs:CreateCluster",), {"limit": 5}, "GET", "/audit", {"action": "cs:CreateCluster", "limit": "5"},
      None),
     ("metrics", (), {}, "GET", "/metrics", {}, None),
+    ("container_metrics", (), {}, "GET", "/metrics/containers", {}, None),
 ]
 APPLICATION: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, dict[str, str], Any]] = [
     ("list_projects", ("we",), {"containers": False}, "GET", "/projects/", {"q": "we", "containers": "false"}, None),
@@ -153,7 +166,7 @@ def test_each_route_request(kind: str, app: bool) -> None:
             assert {k: got.get(k) for k in query} == query, name
             assert (json.loads(req.content) if req.content else None) == body, name
             signed = "authorization" in req.headers
-            assert signed == (not app and name not in ("invoke_trigger", "metrics")), name
+            assert signed == (not app and name not in ("invoke_trigger", "metrics", "container_metrics")), name
     finally:
         close()
 

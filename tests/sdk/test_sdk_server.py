@@ -117,6 +117,49 @@ def test_instances_images_triggers_audit_metrics(cs: Any, server: ServerProcess)
     assert "opencs_http_requests_total" in cs.metrics()
 
 
+def test_certs_kubernetes_attach_routes(cs: Any) -> None:
+    cid = cs.create_cluster({"name": f"k-{secrets.token_hex(3)}", "size": 1}).cluster_id
+    certs = cs.cluster_certs(cid, minutes=60)
+    assert certs.serial and certs.expiration and certs.key not in repr(certs)
+    states = {c.serial: c for c in cs.cert_states(cid)}
+    assert states[certs.serial].state == "valid" and states[certs.serial].user_name
+    assert cs.revoke_cert(cid, certs.serial).state == "revoked"
+    assert {c.serial: c.state for c in cs.cert_states(cid)}[certs.serial] == "revoked"
+    again = cs.cluster_certs(cid).serial
+    assert again in cs.revoke_my_certs(cid)
+    with pytest.raises(NotFoundError):
+        cs.cert_states("c-nope")
+
+    # spec §6 on a launching Swarm cluster: each route answers with its error class
+    with pytest.raises(ConflictError) as e:
+        cs.kubeconfig(cid, minutes=60)
+    assert e.value.code == "ErrorClusterStateConflict"
+    with pytest.raises(BadRequestError, match="vswitch_ids"):
+        cs.scale_out(cid, {"count": 1})
+    for remove in (cs.remove_nodes, cs.delete_cluster_nodes):
+        with pytest.raises(NotFoundError) as e:
+            remove(cid, ["no-such-node"], release_node=True)
+        assert e.value.code == "ErrorNodeNotFound"
+    with pytest.raises(ConflictError, match="running cluster"):
+        cs.attach_script(cid, {"role": "worker"})
+    with pytest.raises(NotFoundError) as e:
+        cs.create_trigger(cid, "no-such-project", signed=True)
+    assert e.value.code == "ProjectNotFound"
+    assert isinstance(cs.container_metrics(), str)
+
+
+def test_webhook_headers_are_what_the_server_checks() -> None:
+    from opencs.sdk.control import webhook_headers
+    from opencs.services import webhooks
+
+    secret = webhooks.new_secret()
+    h = webhook_headers(secret, b"{}", msg_id="msg_1", timestamp=1700000000)
+    assert h["webhook-signature"] == webhooks.sign(secret, "msg_1", 1700000000, b"{}")
+    webhooks.verify([secret], webhooks.WebhookHeaders.of(webhook_headers(secret, b"")), b"")
+    with pytest.raises(ValueError, match="whsec_"):
+        webhook_headers("whsec_not base64!", b"")
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_wrong_secret_is_an_auth_error(server: ServerProcess, kind: str) -> None:
     for c in both(kind, lambda: Client(server.url, server.ak, "wrong"),

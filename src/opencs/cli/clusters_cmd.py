@@ -29,7 +29,8 @@ from opencs.cli.output import EXIT_API, EXIT_USAGE, cli_errors, emit, err
 from opencs.sdk import Client
 
 clusters_app = typer.Typer(help="Clusters: list, describe, create, scale, attach, remove-node, reset, delete, "
-                           "nodes, certs, env, docker-context.", no_args_is_help=True)
+                           "nodes, certs, env, docker-context; Kubernetes: kubeconfig, scale-out, remove-nodes, "
+                           "attach-script; certs-list, certs-revoke.", no_args_is_help=True)
 
 CLUSTER_COLUMNS = ("cluster_id", "name", "cluster_type", "state", "size", "created", "master_url")
 NODE_COLUMNS = ("instance_id", "ip_address", "role", "state", "health", "docker_endpoint")
@@ -224,11 +225,13 @@ def clusters_certs(
     cluster_id: ClusterArg,
     directory: Annotated[Path, typer.Option("--dir", "-d", help="Where to write the .pem files.")] = Path(),
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+    minutes: Annotated[int | None, typer.Option("--minutes", min=1, help=(
+        "Lifetime of the certificate in minutes (default: the server's)."))] = None,
 ) -> None:
-    """Save the cluster's TLS client certificates (key.pem gets mode 0600)."""
+    """Save a new TLS client certificate of yours for the cluster (key.pem gets mode 0600)."""
     client = make_client(ctx)
     with client, cli_errors():
-        certs = client.cluster_certs(cluster_id)
+        certs = client.cluster_certs(cluster_id, minutes)
     d = directory.expanduser()
     write_certs(d, certs, force)
     typer.echo(f"Wrote {d / 'ca.pem'}, {d / 'cert.pem'}, {d / 'key.pem'}")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from opencs.cli import apps_cmd, clusters_cmd, triggers_cmd
+from opencs.cli import apps_cmd, cluster_access_cmd, clusters_cmd, triggers_cmd
 from opencs.cli.common import (
     JsonOpt,
     OutputOpt,
@@ -204,11 +204,14 @@ def metrics(
     ctx: typer.Context,
     token: Annotated[str | None, typer.Option("--token", envvar="OPENCS_METRICS_TOKEN",
                                               help="Bearer token (needed beyond loopback).")] = None,
+    containers: Annotated[bool, typer.Option("--containers", help=(
+        "The containers' and nodes' usage instead (GET /metrics/containers).")) ] = False,
 ) -> None:
     """Print the control plane's Prometheus metrics (GET /metrics)."""
     client = make_client(ctx)
     with client, cli_errors():
-        typer.echo(client.metrics(token).rstrip("\n"))
+        text = client.container_metrics(token) if containers else client.metrics(token)
+    typer.echo(text.rstrip("\n"))
 
 
 # ---------------------------------------------------------------------- registration
@@ -217,6 +220,7 @@ def metrics(
 def register(app: typer.Typer) -> None:
     """Add the client commands to the top-level Typer app."""
     app.command("api")(api)
+    cluster_access_cmd.register(clusters_cmd.clusters_app)
     app.add_typer(clusters_cmd.clusters_app, name="clusters")
     app.add_typer(tasks_app, name="tasks")
     app.add_typer(instances_app, name="instances")

@@ -35,15 +35,23 @@ def triggers_create(
     service: Annotated[str, typer.Option("--service", help="Scaling: the service (within the project).")] = "",
     image_update: Annotated[bool, typer.Option("--image-update", help=(
         "Redeploy when an image of the project is pushed to the bundled registry."))] = False,
+    signed: Annotated[bool | None, typer.Option("--signed/--unsigned", help=(
+        "Calls need a Standard Webhooks signature (default: the server's)."), show_default=False)] = None,
     output: OutputOpt = None,
 ) -> None:
-    """Create a trigger; prints its URL and secret (shown this once)."""
+    """Create a trigger; prints its URL and secret (and a signed one's signing secret), shown this once."""
     fmt = output_format(ctx, output, default="json")
     client = make_client(ctx)
     with client, cli_errors():
-        trigger = client.create_trigger(cluster, project, action, service=service, image_update=image_update)
-    emit(trigger, fmt, columns=("id", "trigger_url", "secret", *TRIGGER_COLUMNS[1:5]))
-    typer.echo(f"# call it: curl '{trigger.trigger_url}&secret=<secret>' (the secret is not shown again)", err=True)
+        trigger = client.create_trigger(cluster, project, action, service=service, image_update=image_update,
+                                        signed=signed)
+    emit(trigger, fmt, columns=("id", "trigger_url", "secret", "signing_secret", *TRIGGER_COLUMNS[1:5]))
+    if trigger.signed:
+        typer.echo(f"# call it: opencs triggers invoke '{trigger.trigger_url}' --signing-secret <signing_secret> "
+                   "(not shown again)", err=True)
+    else:
+        typer.echo(f"# call it: curl '{trigger.trigger_url}&secret=<secret>' (the secret is not shown again)",
+                   err=True)
 
 
 @triggers_app.command("list")
@@ -91,18 +99,26 @@ def triggers_invoke(
     ctx: typer.Context,
     trigger_url: Annotated[str, typer.Argument(help="The trigger's URL.", show_default=False)],
     secret: Annotated[str, typer.Option("--secret", envvar="OPENCS_TRIGGER_SECRET", show_default=False,
-                                        help="The trigger's secret (or OPENCS_TRIGGER_SECRET).")],
+                                        help="The trigger's secret (or OPENCS_TRIGGER_SECRET).")] = "",
+    signing_secret: Annotated[str | None, typer.Option(
+        "--signing-secret", envvar="OPENCS_TRIGGER_SIGNING_SECRET", show_default=False,
+        help="A signed trigger's whsec_ secret: the call is signed (Standard Webhooks).")] = None,
     kind: Annotated[str | None, typer.Option("--type", help="Scaling: scale_out or scale_in.")] = None,
     step: Annotated[int | None, typer.Option("--step", min=1, help="Scaling: by how many containers.")] = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 600.0,
     output: OutputOpt = None,
 ) -> None:
-    """Call a trigger URL as a CI job would (unsigned; the secret is the credential)."""
+    """Call a trigger URL as a CI job would (no AccessKey: the secret, or the signature, is the credential)."""
+    if not secret and not signing_secret:
+        raise typer.BadParameter("give --secret (or --signing-secret for a signed trigger)", param_hint="--secret")
     fmt = output_format(ctx, output, default="json")
     client = make_client(ctx)
     with client, cli_errors():
-        reply = client.invoke_trigger(trigger_url, secret, type=kind, step=step)
+        try:
+            reply = client.invoke_trigger(trigger_url, secret, type=kind, step=step, signing_secret=signing_secret)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--signing-secret") from None
         emit(reply, fmt, columns=("trigger_id", "action", "task_id"))
         if wait and reply.task_id:
             wait_for(client, reply.task_id, timeout)

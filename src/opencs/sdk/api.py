@@ -25,10 +25,19 @@ class ControlPlaneAPI:
     remove_node = op(cs.remove_node)
     reset_node = op(cs.reset_node)
     cluster_certs = op(cs.cluster_certs)
+    cert_states = op(cs.cert_states)
+    revoke_cert = op(cs.revoke_cert)
+    revoke_my_certs = op(cs.revoke_my_certs)
     cluster_nodes = op(cs.cluster_nodes)
     iter_nodes = pager(flows.iter_nodes)
     wait_cluster = flow(flows.wait_cluster)
     list_images = op(cs.list_images)
+    # Kubernetes clusters (spec §6)
+    kubeconfig = op(cs.kubeconfig)
+    attach_script = op(cs.attach_script)
+    scale_out = op(cs.scale_out)
+    remove_nodes = op(cs.remove_nodes)
+    delete_cluster_nodes = op(cs.delete_cluster_nodes)
     # tasks and the machine pool
     describe_task = op(cs.describe_task)
     wait_task = flow(flows.wait_task)
@@ -44,6 +53,7 @@ class ControlPlaneAPI:
     invoke_trigger = op(cs.invoke_trigger)
     audit_log = op(cs.audit_log)
     metrics = op(cs.metrics)
+    container_metrics = op(cs.container_metrics)
 
 
 class ApplicationAPI:

@@ -6,6 +6,12 @@ Bodies are the spec's JSON objects: typed keyword arguments where the fields are
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +19,7 @@ from opencs.sdk.core import Call, Reply, payload_of, seg
 from opencs.sdk.models import (
     Accepted,
     AuditEntry,
+    CertInfo,
     Cluster,
     ClusterCerts,
     ClusterPage,
@@ -20,6 +27,7 @@ from opencs.sdk.models import (
     Images,
     Instance,
     Invocation,
+    Kubeconfig,
     NodePage,
     Task,
     Trigger,
@@ -92,9 +100,11 @@ def reset_node(cluster_id: str, instance_id: str, body: Mapping[str, Any] | None
                 body=dict(body or {}))
 
 
-def cluster_certs(cluster_id: str) -> Call[ClusterCerts]:
-    """``GET /clusters/{id}/certs`` → ``{"ca", "cert", "key"}`` (PEM text, spec §5.11)."""
-    return Call("GET", _cluster(cluster_id, "/certs"), lambda r: ClusterCerts.from_json(r.payload))
+def cluster_certs(cluster_id: str, minutes: int | None = None) -> Call[ClusterCerts]:
+    """``GET /clusters/{id}/certs`` → ``{"ca", "cert", "key", "serial", "expiration"}`` (PEM text,
+    spec §5.11): a new client certificate of the caller's own (``minutes``: its lifetime)."""
+    return Call("GET", _cluster(cluster_id, "/certs"), lambda r: ClusterCerts.from_json(r.payload),
+                query={"TemporaryDurationMinutes": minutes})
 
 
 def cluster_nodes(cluster_id: str, page_number: int | None = None, page_size: int | None = None) -> Call[NodePage]:
@@ -106,6 +116,67 @@ def cluster_nodes(cluster_id: str, page_number: int | None = None, page_size: in
 def list_images() -> Call[Images]:
     """``GET /images`` → ``{RegionId: {"items": [{"text", "value"}]}}``."""
     return Call("GET", "/images", lambda r: Images.from_json(r.payload))
+
+
+# ---------------------------------------------------------------------- certificates and Kubernetes (spec §5.11, §6)
+
+
+def cert_states(cluster_id: str) -> Call[list[CertInfo]]:
+    """``GET /clusters/{id}/certs/states``: the certificates issued for the cluster (a RAM user:
+    its own) with their state (valid, expired, revoked)."""
+    return Call("GET", _cluster(cluster_id, "/certs/states"),
+                lambda r: models_of(CertInfo, (r.payload or {}).get("certs")))
+
+
+def revoke_cert(cluster_id: str, serial: str) -> Call[CertInfo]:
+    """``DELETE /clusters/{id}/certs/{serial}``: master_url refuses it from its next connection on."""
+    return Call("DELETE", _cluster(cluster_id, f"/certs/{seg(serial)}"), lambda r: CertInfo.from_json(r.payload))
+
+
+def revoke_my_certs(cluster_id: str) -> Call[list[str]]:
+    """``DELETE /clusters/{id}/certs``: every certificate of the caller on the cluster; their serials."""
+    return Call("DELETE", _cluster(cluster_id, "/certs"),
+                lambda r: [str(x) for x in (r.payload or {}).get("revoked") or []])
+
+
+def kubeconfig(cluster_id: str, *, private_ip: bool = False, minutes: int | None = None) -> Call[Kubeconfig]:
+    """``GET /k8s/{id}/user_config`` (DescribeClusterUserKubeconfig, spec §6.8): a kubeconfig with a
+    client certificate of the caller's own (``minutes``: its lifetime, 15–4320)."""
+    return Call("GET", f"/k8s/{seg(cluster_id)}/user_config", lambda r: Kubeconfig.from_json(r.payload),
+                query={"PrivateIpAddress": private_ip or None, "TemporaryDurationMinutes": minutes})
+
+
+def attach_script(cluster_id: str, options: Mapping[str, Any] | None = None, *,
+                  expired: int | None = None) -> Call[str]:
+    """``POST /clusters/{id}/attachscript`` (DescribeClusterAttachScripts, spec §6.10): the shell
+    line that joins the machine it runs on (single-use token; ``expired``: Unix time)."""
+    body: dict[str, Any] = {"options": dict(options or {})}
+    if expired is not None:
+        body["expired"] = int(expired)
+    return Call("POST", _cluster(cluster_id, "/attachscript"), lambda r: str(r.payload or ""), body=body)
+
+
+def scale_out(cluster_id: str, body: Mapping[str, Any]) -> Call[Accepted]:
+    """``POST /api/v2/clusters/{id}`` (ScaleOutCluster, spec §6.7): ``{"count": N, ...}`` more workers."""
+    return Call("POST", f"/api/v2/clusters/{seg(cluster_id)}", _accepted, body=dict(body))
+
+
+def _remove_body(nodes: list[str], release_node: bool, drain_node: bool) -> dict[str, Any]:
+    return {"nodes": list(nodes), "release_node": release_node, "drain_node": drain_node}
+
+
+def remove_nodes(cluster_id: str, nodes: list[str], *, release_node: bool = False,
+                 drain_node: bool = True) -> Call[Accepted]:
+    """``POST /api/v2/clusters/{id}/nodes/remove`` (RemoveClusterNodes): worker node names,
+    instance ids or IPs; cordoned, drained (``drain_node``), removed, released (``release_node``)."""
+    return Call("POST", f"/api/v2/clusters/{seg(cluster_id)}/nodes/remove", _accepted,
+                body=_remove_body(nodes, release_node, drain_node))
+
+
+def delete_cluster_nodes(cluster_id: str, nodes: list[str], *, release_node: bool = False,
+                         drain_node: bool = True) -> Call[Accepted]:
+    """``POST /clusters/{id}/nodes`` (DeleteClusterNodes, spec §6.13): as :func:`remove_nodes`."""
+    return Call("POST", _cluster(cluster_id, "/nodes"), _accepted, body=_remove_body(nodes, release_node, drain_node))
 
 
 # ---------------------------------------------------------------------- tasks and instances
@@ -142,12 +213,15 @@ def register_instance(body: Mapping[str, Any]) -> Call[Instance]:
 
 
 def create_trigger(cluster_id: str, project_id: str, action: str = "redeploy", *, service: str = "",
-                   image_update: bool = False) -> Call[Trigger]:
+                   image_update: bool = False, signed: bool | None = None) -> Call[Trigger]:
     """``POST /clusters/{id}/triggers``; ``action`` is ``redeploy`` or ``scaling`` (which names a
-    ``service``). The reply holds the ``secret``, shown this once."""
+    ``service``). The reply holds the ``secret`` (and for a ``signed`` trigger the Standard
+    Webhooks ``signing_secret``), shown this once. ``signed=None``: the server's default."""
     body: dict[str, Any] = {"project_id": project_id, "action": action, "image_update": image_update}
     if service:
         body["service"] = service
+    if signed is not None:
+        body["signed"] = signed
     return Call("POST", _cluster(cluster_id, "/triggers"), lambda r: Trigger.from_json(r.payload), body=body)
 
 
@@ -170,13 +244,33 @@ def rotate_trigger(cluster_id: str, trigger_id: str, grace_seconds: int = 3600) 
                 lambda r: Trigger.from_json(r.payload), body={"grace_seconds": int(grace_seconds)})
 
 
-def invoke_trigger(trigger_url: str, secret: str, *, type: str | None = None, step: int | None = None,
-                   wait: bool = False, timeout: float | None = None) -> Call[Invocation]:
-    """``GET <trigger_url>&secret=…`` — what a CI job's ``curl`` does (unsigned; the secret is the
-    credential). ``type``/``step`` for scaling triggers (``scale_out``/``scale_in``); ``wait=True``
-    answers when the task has ended (a failed task is a :class:`ConflictError`)."""
-    query = {"secret": secret, "type": type, "step": step, "wait": "true" if wait else None, "timeout": timeout}
-    return Call("GET", "", lambda r: Invocation.from_json(r.payload), query=query, url=trigger_url)
+def invoke_trigger(trigger_url: str, secret: str = "", *, type: str | None = None, step: int | None = None,
+                   wait: bool = False, timeout: float | None = None,
+                   signing_secret: str | None = None) -> Call[Invocation]:
+    """``GET <trigger_url>&secret=…`` — what a CI job's ``curl`` does (not signed with an
+    AccessKey; the secret is the credential). A signed trigger takes ``signing_secret`` instead:
+    the call then carries Standard Webhooks headers (``webhook-id``/``-timestamp``/``-signature``).
+    ``type``/``step`` for scaling triggers (``scale_out``/``scale_in``); ``wait=True`` answers when
+    the task has ended (a failed task is a :class:`ConflictError`)."""
+    query = {"secret": secret or None, "type": type, "step": step, "wait": "true" if wait else None,
+             "timeout": timeout}
+    headers = webhook_headers(signing_secret, b"") if signing_secret else None
+    return Call("GET", "", lambda r: Invocation.from_json(r.payload), query=query, url=trigger_url, headers=headers)
+
+
+def webhook_headers(signing_secret: str, body: bytes, msg_id: str | None = None,
+                    timestamp: int | None = None) -> dict[str, str]:
+    """Standard Webhooks headers of one message: ``v1,`` base64 HMAC-SHA256 over
+    ``<id>.<timestamp>.<body>``, keyed with the base64 part of the ``whsec_…`` secret."""
+    msg_id = msg_id or "msg_" + secrets.token_hex(12)
+    ts = int(time.time()) if timestamp is None else timestamp
+    try:
+        key = base64.b64decode(signing_secret.removeprefix("whsec_"), validate=True)
+    except binascii.Error:
+        raise ValueError("a signing secret is whsec_ and base64 (the trigger's create reply)") from None
+    mac = hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    signature = "v1," + base64.b64encode(mac).decode()
+    return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": signature}
 
 
 def audit_log(action: str | None = None, user: str | None = None, since: str | None = None,
@@ -190,3 +284,10 @@ def metrics(token: str | None = None) -> Call[str]:
     """``GET /metrics`` (Prometheus text, unsigned; open to loopback peers, else a bearer token)."""
     headers = {"authorization": f"Bearer {token}"} if token else None
     return Call("GET", "/metrics", lambda r: str(payload_of(r) or ""), headers=headers, signed=False)
+
+
+def container_metrics(token: str | None = None) -> Call[str]:
+    """``GET /metrics/containers``: CPU, memory, network and block I/O of every cluster's containers
+    and nodes (Prometheus text; access as :func:`metrics`)."""
+    headers = {"authorization": f"Bearer {token}"} if token else None
+    return Call("GET", "/metrics/containers", lambda r: str(payload_of(r) or ""), headers=headers, signed=False)

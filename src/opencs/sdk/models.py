@@ -142,6 +142,32 @@ class ClusterCerts(Model):
     ca: str = ""
     cert: str = ""
     key: str = field(default="", repr=False)
+    serial: str = ""
+    expiration: str = ""
+    config: str = field(default="", repr=False)  # a Kubernetes cluster's: the same as a kubeconfig
+
+
+@dataclass(frozen=True, eq=False)
+class CertInfo(Model):
+    """A certificate issued for a cluster (``GET /clusters/{id}/certs/states``), without its key."""
+
+    serial: str = ""
+    cluster_id: str = ""
+    user_id: str = ""
+    user_name: str = ""
+    access_key_id: str = ""
+    created: str = ""
+    expiration: str = ""
+    state: str = ""
+    revoked: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Kubeconfig(Model):
+    """``GET /k8s/{id}/user_config``: ``config`` is the kubeconfig YAML (it holds a private key)."""
+
+    config: str = field(default="", repr=False)
+    expiration: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -246,6 +272,8 @@ class Trigger(Model):
     last_invoked: str = ""
     previous_secret_valid_until: str | None = None
     secret: str = field(default="", repr=False)
+    signed: bool = False
+    signing_secret: str = field(default="", repr=False)
     request_id: str = ""
 
 
@@ -348,7 +376,7 @@ class Volume(Model):
 
 
 __all__ = [
-    "Accepted", "AuditEntry", "Cluster", "ClusterCerts", "ClusterPage", "Container", "Deleted", "Image",
-    "Images", "Instance", "Invocation", "Model", "Node", "NodePage", "PageInfo", "Project", "Service", "Stage",
-    "Task", "TaskError", "Trigger", "Version", "Volume", "models_of",
+    "Accepted", "AuditEntry", "CertInfo", "Cluster", "ClusterCerts", "ClusterPage", "Container", "Deleted", "Image",
+    "Images", "Instance", "Invocation", "Kubeconfig", "Model", "Node", "NodePage", "PageInfo", "Project", "Service",
+    "Stage", "Task", "TaskError", "Trigger", "Version", "Volume", "models_of",
 ]
