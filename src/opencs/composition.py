@@ -30,6 +30,7 @@ from opencs.engines.kubernetes.driver import KubernetesDriver
 from opencs.engines.kubernetes.runtime import KubernetesNodeRuntime
 from opencs.engines.swarm.apps import SwarmAppEngines, SwarmMember
 from opencs.engines.swarm.driver import SwarmDriver
+from opencs.engines.swarm.events import SwarmDeathReader
 from opencs.engines.swarm.node import DockerEngine
 from opencs.engines.swarm.usage import SwarmUsageReader
 from opencs.loops import Loop
@@ -55,6 +56,8 @@ from opencs.services.audit import AuditService
 from opencs.services.cluster_certs import ClusterCertService
 from opencs.services.cluster_tasks import ClusterTaskDeps
 from opencs.services.clusters import ClusterService
+from opencs.services.container_events import DeathWatcher
+from opencs.services.events import EventLog
 from opencs.services.instances import InstanceService
 from opencs.services.keys import KeyService
 from opencs.services.monitor import HealthService
@@ -75,6 +78,7 @@ from opencs.store.repos.audit import AuditRepo
 from opencs.store.repos.certs import CertRepo
 from opencs.store.repos.clusters import ClusterRepo
 from opencs.store.repos.endpoints import EndpointRepo
+from opencs.store.repos.events import EventRepo
 from opencs.store.repos.instances import InstanceRepo
 from opencs.store.repos.keys import KeyRepo
 from opencs.store.repos.members import MemberRepo
@@ -119,6 +123,7 @@ class ControlPlane:
     projects: ProjectService = field(init=False)
     alerts: AlertRuleService = field(init=False)
     monitoring: MonitoringService = field(init=False)
+    events: EventLog = field(init=False)
     usage: UsageService | None = None  # container/node usage collector (None: off)
     loops: list[Loop] = field(default_factory=list)
     # transitional: services that still take the whole process read these (being removed)
@@ -176,6 +181,9 @@ class ControlPlane:
             loops.append(UsageLoop(self.usage, s.usage_interval))
         loops.append(RealmListener(self.registry.realm_address, self.registry_access))
         loops.append(MonitoringLoop(self.monitoring))  # idle while the stack is not enabled
+        if s.container_events_interval > 0:
+            watcher = DeathWatcher(ClusterRepo(self.db), self.instance_repo, {"swarm": SwarmDeathReader()}, self.events)
+            loops.append(UsageLoop(watcher, s.container_events_interval, name="container-events"))
         return loops
 
     def close(self) -> None:
@@ -395,6 +403,10 @@ def build(settings: Settings) -> ControlPlane:
     plane.attach_scripts = AttachScriptService(AttachTokenRepo(db), clusters, instance_repo, task_repo,
                                                lambda: node_endpoint(settings, providers))
     plane.alerts = AlertRuleService(AlertRuleRepo(db), plane.triggers, box)
+    plane.events = EventLog(EventRepo(db), settings.events_retention)
+    tasks.observers.append(plane.events.task_observer)
+    health.on_change.append(lambda cid, iid, old, new: plane.events.record(
+        cid, "node", "NodeHealthy" if new == "healthy" else "NodeUnhealthy", f"{iid}: {old or 'new'} -> {new}"))
     mon_dir = settings.data_dir / "monitoring"
     plane.monitoring = MonitoringService(mon_dir, MonitoringStack(mon_dir), cluster_repo, plane.alerts,
                                          plane_address(settings))

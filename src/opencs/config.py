@@ -46,6 +46,11 @@ class Settings:
     monitor_interval: float = field(default_factory=lambda: _env_float("OPENCS_MONITOR_INTERVAL", 3.0))
     # container and node usage (GET /metrics/containers) read every this many seconds; 0 = off
     usage_interval: float = field(default_factory=lambda: _env_float("OPENCS_USAGE_INTERVAL", 15.0))
+    # events of clusters and projects (GET /clusters/{id}/events) are kept this many seconds
+    events_retention: float = field(default_factory=lambda: _env_float("OPENCS_EVENTS_RETENTION", 7 * 86400.0))
+    # containers that died are read from the engines' event API every this many seconds; 0 = off
+    container_events_interval: float = field(
+        default_factory=lambda: _env_float("OPENCS_CONTAINER_EVENTS_INTERVAL", 2.0))
     # the monitoring stack (opencs monitoring enable): Prometheus' scrape and rule evaluation interval
     monitoring_interval: float = field(default_factory=lambda: _env_float("OPENCS_MONITORING_INTERVAL", 15.0))
     # per-cluster Application API endpoints (master_url = https://<advertise host>:<port>), see opencs.appapi

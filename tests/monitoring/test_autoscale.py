@@ -22,7 +22,7 @@ from opencs.sdk import Client
 from opencs.sdk.errors import BadRequestError
 from tests.appapi.test_triggers_e2e import App, wait_project
 from tests.clusterkit import destroy_everything, node_env, require_local_nodes
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, Signer
 
 pytestmark = pytest.mark.integration
 PREFIX, SUBNET = "ocq", "10.229.0.0/24"
@@ -31,8 +31,18 @@ version: '3'
 services:
   app:
     image: busybox
-    command: sleep 3600
+    command: sh -c 'echo started; exec sleep 3600'
     stop_grace_period: 1s
+"""
+HOG = """
+version: '3'
+services:
+  hog:
+    image: busybox
+    command: sh -c 'sleep 1; tail /dev/zero'
+    deploy:
+      resources: {limits: {memory: 16M}}
+      restart_policy: {condition: none}
 """
 LOAD_SECONDS = 25
 BUSY = f"timeout {LOAD_SECONDS} sh -c 'while :; do :; done'"
@@ -46,7 +56,8 @@ def server(tmp_path: Path) -> Any:
         pytest.skip("apt-get install prometheus prometheus-alertmanager")
     data = tmp_path / "data"
     srv = ServerProcess(data, env={**node_env(PREFIX, SUBNET), "OPENCS_MONITOR_INTERVAL": "0",
-                                   "OPENCS_USAGE_INTERVAL": "1", "OPENCS_MONITORING_INTERVAL": "1"})
+                                   "OPENCS_USAGE_INTERVAL": "1", "OPENCS_MONITORING_INTERVAL": "1",
+                                   "OPENCS_CONTAINER_EVENTS_INTERVAL": "0.5"})
     try:
         srv.start()
         yield srv, tmp_path
@@ -155,6 +166,9 @@ def test_cpu_alert_scales_out_then_in(server: Any) -> None:
     triggers = c.request("GET", f"/clusters/{cid}/triggers")
     assert [t["last_invoked"] for t in triggers if t["id"] == rule["trigger_id"]] != [None]
 
+    check_events(c, srv, app, cid, socks)
+    check_logs(app, socks)
+
     # deleting the rule deletes its trigger and the Prometheus rule
     c.request("DELETE", f"/clusters/{cid}/alerts/{rule['id']}")
     assert rule["trigger_id"] not in [t["id"] for t in c.request("GET", f"/clusters/{cid}/triggers")]
@@ -163,3 +177,85 @@ def test_cpu_alert_scales_out_then_in(server: Any) -> None:
         time.sleep(0.5)
     assert not httpx.get(f"{prom}/api/v1/rules").json()["data"]["groups"][0]["rules"]
     assert c.request("POST", "/monitoring/disable")["enabled"] is False
+
+
+def running_container(socks: list[str]) -> tuple[str, str]:
+    """(node socket, id) of a running web_app container (the newest, if one is still stopping)."""
+    found = [(s, i) for s in socks for i in subprocess.run(
+        ["docker", "-H", s, "ps", "-q", "--filter", f"label={SERVICE_LABEL}=web_app", "--filter", "status=running"],
+        capture_output=True, text=True, check=True).stdout.split()]
+    assert found, "no running web_app container"
+    return found[0]
+
+
+def events(c: Client, cid: str, **q: str) -> list[dict[str, Any]]:
+    return list(c.request("GET", f"/clusters/{cid}/events", query=q)["events"])
+
+
+def check_events(c: Client, srv: ServerProcess, app: App, cid: str, socks: list[str]) -> None:
+    """Issue 12 item 4 on the same cluster: each scaling decision with its cause, the tasks' stages,
+    a killed container with its exit reason (followed as server-sent events), an OOM kill."""
+    scaling = events(c, cid, kind="scaling")
+    assert [e["reason"] for e in scaling][:1] == ["ScaleOut"] and "ScaleIn" in [e["reason"] for e in scaling]
+    assert all("alert OpencsScale" in e["message"] and "cpu " in e["message"] for e in scaling), scaling
+    assert any(e["reason"] == "StageSuccess" and "project_scale" in e["message"]
+               for e in events(c, cid, kind="task", project="web"))
+
+    last = max([e["id"] for e in events(c, cid)] or [0])
+    path, query = f"/clusters/{cid}/events", {"follow": "true", "kind": "container", "after": str(last)}
+    headers = Signer(srv.ak, srv.secret).headers("GET", path, query, host=srv.endpoint)
+    victim = running_container(socks)
+    with httpx.stream("GET", srv.url + path, params=query, headers=headers, timeout=30) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = r.iter_lines()
+        assert next(lines).startswith(":")
+        killed = time.monotonic()
+        subprocess.run(["docker", "-H", victim[0], "kill", victim[1]], check=True, capture_output=True)
+        for line in lines:
+            if line.startswith("data: "):
+                got = json.loads(line[6:])
+                break
+    seen = time.monotonic() - killed
+    print(f"container killed -> its event streamed in {seen:.2f} s")
+    assert got["reason"] == "ContainerDied" and "killed by SIGKILL" in got["message"] and got["project"] == "web"
+    assert seen < 3
+
+    r2 = app.post("/projects/", json={"name": "oom", "template": HOG, "version": "1.0"})
+    assert r2.status_code == 201, r2.text
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        oom = [e for e in events(c, cid, kind="container", project="oom") if e["reason"] == "ContainerOOMKilled"]
+        if oom:
+            break
+        time.sleep(1)
+    assert oom and "OOM killer" in oom[0]["message"], events(c, cid, kind="container")
+
+
+def check_logs(app: App, socks: list[str]) -> None:
+    """Issue 12 item 5: a project's logs through the engines' log APIs, prefixed by container; a
+    followed service log shows a new line within a second."""
+    end = time.monotonic() + 20
+    while time.monotonic() < end:  # the container check_events killed is started again by the swarm
+        names = [v["name"] for v in containers(app).values()]
+        if len(names) == 1:
+            break
+        time.sleep(0.5)
+    r = app.get("/projects/web/logs", params={"timestamps": "true", "tail": "all"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain"), r.text
+    mine = [ln for ln in r.text.splitlines() if ln.startswith(names[0])]
+    assert mine and mine[-1].split(" | ", 1)[1].split(" ", 1)[1] == "started", r.text
+    assert app.get("/projects/web/logs", params={"tail": "x"}).status_code == 400
+    assert app.get("/services/web_nope/logs").status_code == 404
+
+    sock, cid = running_container(socks)
+    with app.get("/services/web_app/logs", params={"follow": "true", "tail": "0"}, stream=True) as r:
+        assert r.status_code == 200
+        said = time.monotonic()
+        subprocess.run(["docker", "-H", sock, "exec", cid, "sh", "-c", "echo marker-42 > /proc/1/fd/1"], check=True)
+        for line in r.iter_lines(decode_unicode=True):
+            if line and "marker-42" in line:
+                break
+    seen = time.monotonic() - said
+    print(f"a new log line streamed in {seen:.2f} s")
+    assert line.split(" | ", 1) == [names[0].ljust(len(names[0])), "marker-42"]
+    assert seen < 1.5

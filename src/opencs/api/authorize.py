@@ -68,6 +68,7 @@ ROUTES: tuple[Route, ...] = (
     # scaling alert rules on a service (issue 12): opencs's own names, cs:*AlertRule*
     _r("POST", "/clusters/{cluster_id}/alerts", "CreateAlertRule", "cluster"),
     _r("GET", "/clusters/{cluster_id}/alerts", "DescribeAlertRules", "cluster"),
+    _r("GET", "/clusters/{cluster_id}/events", "DescribeClusterEvents", "cluster"),
     _r("DELETE", "/clusters/{cluster_id}/alerts/{rule_id}", "DeleteAlertRule", "cluster"),
     _r("GET", "/tasks/{task_id}", "DescribeTaskInfo", "task"),
     _r("GET", "/images", "DescribeImages", "any"),

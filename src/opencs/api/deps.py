@@ -19,6 +19,7 @@ from opencs.services.attach_scripts import AttachScriptService
 from opencs.services.audit import AuditService
 from opencs.services.cluster_certs import ClusterCertService
 from opencs.services.clusters import ClusterService
+from opencs.services.events import EventLog
 from opencs.services.instances import InstanceService
 from opencs.services.monitoring import MonitoringService
 from opencs.services.triggers import TriggerService
@@ -65,6 +66,9 @@ class ApiServices(Protocol):
 
     @property
     def monitoring(self) -> MonitoringService: ...
+
+    @property
+    def events(self) -> EventLog: ...
 
     @property
     def usage(self) -> UsageService | None:

@@ -5,18 +5,21 @@ Pure ASGI (not BaseHTTPMiddleware) to keep the per-request overhead small.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from anyio import to_thread
 
-from opencs import ids, metrics
+from opencs import ids, logfmt, metrics
 from opencs.api.authorize import Admission, Authorizer
 from opencs.api.errors import REQUEST_ID_HEADER, error_body
 from opencs.api.secure_transport import refusal
 from opencs.auth.verifier import RequestVerifier, SignedRequest
 from opencs.errors import ApiError
+
+log = logging.getLogger("opencs.api")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -53,6 +56,13 @@ class SignedApiMiddleware:
             return
         rid = ids.request_id()
         scope.setdefault("state", {})["request_id"] = rid
+        reset = logfmt.request_id.set(rid)  # every log line of this request carries it
+        try:
+            await self._call(scope, receive, send, rid)
+        finally:
+            logfmt.request_id.reset(reset)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
         rid_header = (REQUEST_ID_HEADER.encode(), rid.encode())
 
         async def add_id(message: dict[str, Any]) -> None:
@@ -116,6 +126,7 @@ class SignedApiMiddleware:
 
     @staticmethod
     async def _error(send: Send, status: int, code: str, message: str, rid: str) -> None:
+        log.info("refused %d %s: %s", status, code, message)  # the line carries the RequestId (JSON logs)
         body, headers = error_body(status, code, message, rid)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

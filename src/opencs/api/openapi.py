@@ -67,6 +67,7 @@ _ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/monitoring/disable"): (),
     ("post", "/clusters/{cluster_id}/alerts"): (400, 404, 409, 415, 503),
     ("get", "/clusters/{cluster_id}/alerts"): (400, 404),
+    ("get", "/clusters/{cluster_id}/events"): (400, 404),
     ("delete", "/clusters/{cluster_id}/alerts/{rule_id}"): (400, 404),
     # 401: a signed trigger without its signature headers; 409: the task failed (wait=true) or the
     # webhook-id was delivered already; 504: it did not end within `timeout` (wait=true)

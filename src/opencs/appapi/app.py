@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from opencs import __version__
 from opencs.api import errors
-from opencs.appapi import routes_projects, routes_services, routes_volumes
+from opencs.appapi import routes_logs, routes_projects, routes_services, routes_volumes
 from opencs.services.projects import ProjectService
 
 _VERSION_PREFIX = re.compile(r"^/v\d+(?:\.\d+)?(?=/|$)")
@@ -58,7 +58,7 @@ def create_appapi_app(projects: ProjectService) -> FastAPI:
     )
     app.state.projects = projects
     errors.install(app)
-    for r in (routes_projects.router, routes_services.router, routes_volumes.router):
+    for r in (routes_logs.router, routes_projects.router, routes_services.router, routes_volumes.router):
         app.include_router(r)
     app.add_middleware(_PathRewrite)
     return app

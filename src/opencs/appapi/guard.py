@@ -61,6 +61,8 @@ APP_ROUTES: tuple[AppRoute, ...] = (
     _a("POST", "/projects/{name}/confirm-update", "ConfirmProjectUpdate"),
     _a("POST", "/projects/{name}/rollback-update", "RollbackProjectUpdate"),
     _a("DELETE", "/projects/{name}", "DeleteProject"),
+    _a("GET", "/projects/{name}/logs", "DescribeProjectLogs"),
+    _a("GET", "/services/{name}/logs", "DescribeServiceLogs"),
     _a("GET", "/services", "DescribeServices"),
     _a("GET", "/services/{name}", "DescribeService"),
     *(_a("POST", f"/services/{{name}}/{verb}", f"{verb.capitalize()}Service")

@@ -3,6 +3,7 @@ stack of the control plane and the scaling rules on services (issue 12), over th
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
@@ -60,6 +61,28 @@ def delete(ctx: typer.Context, cluster_id: Annotated[str, typer.Argument()],
     _call(ctx, "DELETE", f"/clusters/{cluster_id}/alerts/{rule_id}")
 
 
+def events(ctx: typer.Context, cluster_id: Annotated[str, typer.Argument()],
+           project: Annotated[str | None, typer.Option(help="One project's events.")] = None,
+           kind: Annotated[str | None, typer.Option(help="task, node, container or scaling.")] = None,
+           follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
+           ) -> None:
+    """A cluster's events, one line each: time, kind, reason, message (GET /clusters/{id}/events)."""
+    client = make_client(ctx)
+    query = {k: v for k, v in (("project", project), ("kind", kind)) if v}
+    after = 0
+    with client, cli_errors():
+        while True:
+            page = client.request("GET", f"/clusters/{cluster_id}/events", query={**query, "after": str(after)}
+                                  if after else query)["events"]
+            for e in page:
+                after = max(after, int(e["id"]))
+                typer.echo(f"{e['time']}  {e['kind']:<9} {e['reason']:<18} {e['project'] or '-':<12} {e['message']}")
+            if not follow:
+                return
+            time.sleep(1.0)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(monitoring_app, name="monitoring")
     app.add_typer(alerts_app, name="alerts")
+    app.command("events")(events)

@@ -29,8 +29,13 @@ DB_OPT = typer.Option(os.environ.get("OPENCS_DATABASE_URL"), "--database-url",
                       help="postgresql://user:pass@host/db to share state between processes (default: SQLite).")
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _logging(level: str, fmt: str = "text") -> None:
+    from opencs import logfmt
+
+    try:
+        logfmt.setup(level, fmt)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--log-format") from None
 
 
 def bootstrap_credentials(rt: object) -> None:
@@ -114,6 +119,7 @@ def register(app: typer.Typer) -> None:
         database_url: str | None = DB_OPT,
         workers: int = typer.Option(2, "--workers", help="Task worker threads in this process (0: API only)."),
         log_level: str = typer.Option("info", "--log-level"),
+        log_format: str = typer.Option("text", "--log-format", help="text, or json with the RequestId."),
         public_url: str = typer.Option("", "--public-url", envvar="OPENCS_PUBLIC_URL",
                                        help="URL clients reach this API by (trigger URLs; a SAN of the "
                                             "generated certificate). Default: <scheme>://<host>:<port>."),
@@ -136,7 +142,7 @@ def register(app: typer.Typer) -> None:
         from opencs.composition import build
         from opencs.pki import server_tls as st
 
-        _logging(log_level)
+        _logging(log_level, log_format)
         try:
             mode = st.decide_mode(host, tls_cert, tls_key, tls=tls, insecure_http=insecure_http)
             problem = _public_url_error(public_url, mode.https)
@@ -161,8 +167,8 @@ def register(app: typer.Typer) -> None:
             signal.signal(sig, lambda *_: sys.exit(0))
         try:
             uvicorn.run(with_console(create_app(rt), rt), host=host, port=port, log_level=log_level, access_log=False,
-                        timeout_graceful_shutdown=10, ssl_certfile=cert.cert_file if cert else None,
-                        ssl_keyfile=cert.key_file if cert else None)
+                        log_config=None, timeout_graceful_shutdown=10,  # log_config: our handler and format
+                        ssl_certfile=cert.cert_file if cert else None, ssl_keyfile=cert.key_file if cert else None)
         finally:
             rt.close()
             log.info("opencs stopped")

@@ -14,7 +14,7 @@ after a crash calls it again with the same arguments.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -71,6 +71,13 @@ class ContainerRef:
 
     node: AppNode
     container_id: str
+
+
+class LogStream(Protocol):
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None:
+        """Ends the stream from any thread (a follower that went away)."""
 
 
 @dataclass(frozen=True)
@@ -266,6 +273,11 @@ class AppEngine(abc.ABC):
 
     def container_logs(self, target: ContainerRef, tail: int) -> str:
         """The last `tail` lines of one container's output (stdout and stderr, with timestamps)."""
+        raise AppEngineError("this engine cannot show container logs", "LogsUnsupported")
+
+    def open_logs(self, target: ContainerRef, *, follow: bool, tail: int | None, since: float | None) -> LogStream:
+        """One container's output (stdout and stderr) as lines `<RFC 3339 time> <text>\n`; with
+        `follow`, new lines as they come until the container ends or the stream is closed."""
         raise AppEngineError("this engine cannot show container logs", "LogsUnsupported")
 
     # ------------------------------------------------------------ routing

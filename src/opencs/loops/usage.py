@@ -20,7 +20,8 @@ class UsageLoop:
 
     name = "usage"
 
-    def __init__(self, usage: Collector, interval: float = 15.0) -> None:
+    def __init__(self, usage: Collector, interval: float = 15.0, name: str = "usage") -> None:
+        self.name = name
         self.usage = usage
         self.interval = interval
         self._stop = threading.Event()
@@ -28,7 +29,7 @@ class UsageLoop:
 
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="opencs-usage", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"opencs-{self.name}", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
@@ -37,7 +38,7 @@ class UsageLoop:
                 self.usage.collect()
                 metrics.loop_pass(self.name, True)
             except Exception:
-                log.exception("usage collection failed")
+                log.exception("%s collection failed", self.name)
                 metrics.loop_pass(self.name, False)
             if self._stop.wait(self.interval):
                 return

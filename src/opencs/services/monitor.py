@@ -5,7 +5,7 @@ refresh runs in opencs.loops.health."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from opencs.engines.driver import ENGINE_MACHINE_LABEL, ClusterDriver, MemberHealth
 from opencs.providers.base import Instance, InstanceNotFound, Provider
@@ -24,6 +24,8 @@ class HealthService:
         self.instances = instances
         self.clusters = clusters
         self.driver = driver
+        # told of each node whose health changed: (cluster id, instance id, old health, new health)
+        self.on_change: list[Callable[[str, str, str, str], None]] = []
 
     def refresh(self) -> None:
         """One pass: provider state per instance, the engine's view of the members per cluster."""
@@ -58,6 +60,11 @@ class HealthService:
             if (state, health) != (r.state, r.health):
                 updates[r.instance_id] = (state, health)
         self.instances.set_health(updates, skip_states=_SETTLING)
+        for r in rows:
+            new = updates.get(r.instance_id)
+            if new is not None and r.cluster_id and new[1] != r.health:
+                for f in self.on_change:
+                    f(r.cluster_id, r.instance_id, r.health or "", new[1])
 
     def _engine_owned(self, inst: Instance) -> bool:
         """A machine a cluster engine owns besides the nodes (a managed control plane, a load

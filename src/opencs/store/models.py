@@ -308,3 +308,18 @@ class AlertRule(Base):
     secret_enc: Mapped[str] = mapped_column(Text)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # thresholds, durations, steps, bounds
     created: Mapped[datetime]
+
+
+class Event(Base):
+    """Something that happened to a cluster or one of its projects (issue 12 item 4): a task's
+    stage, a node's health, a container's death, a scaling decision and its cause. Kept for a
+    bounded time (opencs.services.events prunes)."""
+
+    __tablename__ = "events"
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster_id: Mapped[str] = mapped_column(String(40), index=True)
+    project: Mapped[str] = mapped_column(String(64), default="")
+    kind: Mapped[str] = mapped_column(String(16))  # task | node | container | scaling
+    reason: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(index=True)

@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from opencs import ids, metrics
@@ -80,6 +81,8 @@ class TaskEngine:
         self.handlers = handlers
         self.lease = lease_seconds
         self.services: Any = None  # transitional: stages still reaching the runtime (being removed)
+        # told when a stage or a task ends: (task, stage or "", "success"|"fail", message); the events
+        self.observers: list[Callable[[Task, str, str, str], None]] = []
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
@@ -260,9 +263,11 @@ class TaskEngine:
                     fn(ctx)
                 st.update(state="success", end_time=_now_iso())
                 self._set_stage(ctx, stages)
+                self._tell(task, name, "success", "")
             self._guarded_update(task.task_id, state="success", stages=stages, scratch=dict(ctx.scratch),
                                  result=dict(ctx.result), owner=None, lease_until=0.0)
             outcome = "success"
+            self._tell(task, "", "success", "")
         except LeaseLost:
             log.warning("lost the lease of %s; another worker continues it", task.task_id)
         except Exception as e:
@@ -273,14 +278,23 @@ class TaskEngine:
             for st in stages:
                 if st["state"] == "running":
                     st.update(state="fail", end_time=_now_iso(), message=message)
+            failed = ctx.stage
             with contextlib.suppress(LeaseLost):
                 self._finish_failed(ctx, stages, code, message, handler)
                 outcome = "fail"
+                self._tell(task, "", "fail", f"stage {failed}: {code}: {message}")
         finally:
             done.set()
             metrics.task_duration.labels(task.task_type, outcome).observe(time.perf_counter() - started)
             if outcome != "lost":
                 metrics.tasks_finished.labels(task.task_type, outcome).inc()
+
+    def _tell(self, task: Task, stage: str, state: str, message: str) -> None:
+        for f in self.observers:
+            try:
+                f(task, stage, state, message)
+            except Exception:  # an observer never fails the task
+                log.exception("task observer failed")
 
     def _finish_failed(
         self, ctx: TaskContext, stages: list[dict[str, Any]], code: str, message: str,

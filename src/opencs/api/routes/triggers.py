@@ -17,6 +17,7 @@ from opencs.api.errors import request_id_of
 from opencs.api.schemas import TOKEN_MAX, ClusterId, QueryText, TriggerId, _Body
 from opencs.errors import ApiError
 from opencs.services.accounts import Principal
+from opencs.services.events import alert_cause
 from opencs.services.triggers import TriggerService, parse_token
 from opencs.services.webhooks import WebhookHeaders
 
@@ -98,6 +99,7 @@ async def invoke_trigger(
         await to_thread.run_sync(lambda: _audit(request, triggerUrl, outcome))
         raise
     await to_thread.run_sync(lambda: _audit(request, triggerUrl, f"202 {inv.task_id}"))
+    await to_thread.run_sync(lambda: _decision(request, triggerUrl, type, step, inv.task_id, raw))
     body: dict[str, Any] = {"trigger_id": inv.trigger_id, "action": inv.action, "task_id": inv.task_id,
                             "request_id": request_id_of(request)}
     if not wait:
@@ -129,6 +131,19 @@ def _audit(request: Request, token: str, outcome: str) -> None:
     client = request.client
     rt.audit.record(who, "cs:InvokeTrigger", resource, client.host if client else "", request_id_of(request),
                     outcome)
+
+
+def _decision(request: Request, token: str, type_: str | None, step: str | None, task_id: str, raw: bytes) -> None:
+    """The scaling or redeploy decision as an event of the cluster, with its cause (the alerts an
+    Alertmanager call carries, else who called)."""
+    cluster_id, project, kind, _ = parse_token(token)
+    peer = request.client.host if request.client else "?"
+    cause = alert_cause(raw) or f"trigger called from {peer}"
+    reason, what = "Redeploy", "redeploy"
+    if kind == "scaling":
+        out = type_ == "scale_out"
+        reason, what = ("ScaleOut" if out else "ScaleIn"), f"scale {'out' if out else 'in'} by {step}"
+    services(request).events.record(cluster_id, "scaling", reason, f"{what} (task {task_id}): {cause}", project)
 
 
 async def _sleep(s: float) -> None:

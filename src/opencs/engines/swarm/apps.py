@@ -317,6 +317,13 @@ class SwarmAppEngine(AppEngine):
             raise AppEngineError(f"node {target.node.ip} has no engine address", "NodeUnreachable")
         return node_ops.container_logs(*found[0], tail)
 
+    def open_logs(self, target: ContainerRef, *, follow: bool, tail: int | None,
+                  since: float | None) -> node_ops.NodeLogStream:
+        found = self._targets([target])
+        if not found:
+            raise AppEngineError(f"node {target.node.ip} has no engine address", "NodeUnreachable")
+        return node_ops.NodeLogStream(*found[0], follow, tail, since)
+
     def _targets(self, refs: list[ContainerRef]) -> list[tuple[observe.NodeInfo, str]]:
         by_id = {n.node_id: n for n in self._infos()}
         return [(by_id[r.node.node_id], r.container_id) for r in refs if r.node.node_id in by_id]

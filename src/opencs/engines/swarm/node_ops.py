@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
@@ -163,3 +164,41 @@ def probe_mount(docker_host: str, volume: str, image: str = "busybox", timeout: 
                     c.api.remove_container(cid, force=True)
                 except (DockerException, OSError):
                     log.warning("could not remove probe container %s on %s", cid, docker_host)
+
+
+class NodeLogStream:
+    """One container's log stream from its node's engine (timestamps on: they order the merge).
+    close() shuts the engine connection, which ends a follow that is waiting for output."""
+
+    def __init__(self, node: NodeInfo, cid: str, follow: bool, tail: int | None, since: float | None) -> None:
+        self._client = client(node.docker_host, timeout=24 * 3600 if follow else 30)
+        self._label = f"{node.ip} {cid[:12]}"
+        try:
+            self._chunks = self._client.api.logs(cid, stdout=True, stderr=True, stream=True, follow=follow,
+                                                 timestamps=True, tail="all" if tail is None else tail,
+                                                 since=since)
+        except NotFound:
+            self.close()
+            raise AppEngineError(f"container {cid[:12]} is gone", "ContainerNotFound") from None
+        except (DockerException, OSError) as e:
+            self.close()
+            raise AppEngineError(f"{self._label}: {e}", "EngineUnreachable") from None
+
+    def __iter__(self) -> Iterator[bytes]:
+        buf = b""
+        try:
+            for chunk in self._chunks:
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    yield line + b"\n"
+        except (DockerException, OSError, ValueError):
+            pass  # closed under us, or the engine went away: the stream ends
+        finally:
+            self.close()
+        if buf:
+            yield buf + b"\n"
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self._client.close()

@@ -4,14 +4,16 @@ engine see them."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from opencs.compose import StackModel
 from opencs.engines.apps import AppEngineError, AppService, AppSnapshot, ContainerRef
 from opencs.errors import NotFound
-from opencs.services.projects import bluegreen
+from opencs.services.projects import bluegreen, logs
 from opencs.services.projects.common import ServiceUnavailable, engine_errors, iso
 from opencs.services.projects.core import ProjectCore
+from opencs.services.projects.logs import LogOptions
 from opencs.store.models import Project
 
 log = logging.getLogger("opencs.projects")
@@ -162,6 +164,24 @@ class ProjectViews(ProjectCore):
         if ref is None:
             raise NotFound(f"container {container_id!r} is not one of {service_id}'s", code="ContainerNotFound")
         return self.engine(cluster_id).container_logs(ref, max(1, min(tail, 5000)))
+
+    @engine_errors
+    def logs(self, cluster_id: str, project: str, service_id: str | None, opts: LogOptions) -> Iterator[str]:
+        """A project's (or one of its services') log lines, prefixed by container (see .logs)."""
+        self.usable_cluster(cluster_id)
+        if service_id is not None:
+            row, model, svc = self._service_ref(cluster_id, service_id)
+            names = [model.services[svc].full_name]
+        else:
+            row = self.get_row(cluster_id, project)
+            whole = self.model_quiet(row)
+            names = [sm.full_name for sm in whole.services.values()] if whole else []
+        snap = self._snapshot(cluster_id, row.name, containers=True)
+        try:
+            streams = logs.open_all(self.engine(cluster_id), logs.sources(snap, names), opts)
+        except AppEngineError as e:
+            raise ServiceUnavailable(e.message) from None
+        return logs.lines(streams, opts)
 
     @engine_errors
     def list_services(self, cluster_id: str, q: str | None = None, containers: bool = True) -> list[dict[str, Any]]:

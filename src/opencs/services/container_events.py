@@ -1,0 +1,47 @@
+"""Containers that died, as cluster events (issue 12 item 4): each pass asks every running member
+of every live cluster's engine for the deaths since the previous pass (opencs.loops.usage runs it)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+from opencs.engines.apps import AppEngineError
+from opencs.engines.container_events import DeathReader
+from opencs.engines.usage import NodeRef
+from opencs.services.events import EventLog
+from opencs.store.repos.clusters import ClusterRepo
+from opencs.store.repos.instances import InstanceRepo
+
+log = logging.getLogger("opencs.events")
+
+
+class DeathWatcher:
+    def __init__(self, clusters: ClusterRepo, instances: InstanceRepo, readers: Mapping[str, DeathReader],
+                 events: EventLog) -> None:
+        self.clusters, self.instances, self.readers, self.events = clusters, instances, readers, events
+        self._since = time.time()
+
+    def collect(self) -> int:
+        """One pass; returns how many deaths it recorded."""
+        until = time.time()
+        live = {c.cluster_id: c.cluster_type for c in self.clusters.live() if c.cluster_type in self.readers}
+        n = 0
+        if live:
+            for r in self.instances.all():
+                if r.cluster_id in live and r.state == "running" and r.docker_host:
+                    n += self._node(r.cluster_id, live[r.cluster_id], NodeRef(r.instance_id, r.docker_host), until)
+        self._since = until
+        return n
+
+    def _node(self, cluster_id: str, cluster_type: str, node: NodeRef, until: float) -> int:
+        try:
+            deaths = self.readers[cluster_type].deaths(node, self._since, until)
+        except AppEngineError as e:
+            log.debug("events of %s: %s", node.instance_id, e.message)
+            return 0
+        for d in deaths:
+            self.events.record(cluster_id, "container", "ContainerOOMKilled" if d.oom_killed else "ContainerDied",
+                               f"{d.container} on {node.instance_id} died: {d.reason}", d.project)
+        return len(deaths)
