@@ -80,9 +80,12 @@ def test_the_script_joins_the_machine_it_runs_on_once(plane: Any) -> None:
 
 
 def test_an_expired_script_is_refused(plane: Any) -> None:
-    token = _token(plane.attach_scripts.issue("c1", {}, timedelta(milliseconds=50)))
+    token = _token(plane.attach_scripts.issue("c1", {}, None, timedelta(milliseconds=50)))
     time.sleep(0.2)
     assert _code(plane.attach_scripts.join, token, "10.9.0.7") == "AttachTokenExpired"
+    assert _code(plane.attach_scripts.issue, "c1", {}, int(time.time()) - 1) == "InvalidParameter"
+    assert _code(plane.attach_scripts.issue, "c1", '{"not json') == "InvalidParameter"
+    assert _code(plane.attach_scripts.issue, "nope", '{"not json') == "ErrorClusterNotFound"  # the cluster first
     assert _code(plane.attach_scripts.script, token) == "AttachTokenExpired"
 
 

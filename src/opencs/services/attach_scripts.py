@@ -16,6 +16,7 @@ import hashlib
 import json
 import secrets
 import shlex
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -75,9 +76,18 @@ class AttachScriptService:
         self.tasks = tasks
         self._endpoint = endpoint  # () -> NodeEndpoint | None, asked per call (the bridge may come later)
 
-    def issue(self, cluster_id: str, options: dict[str, Any], ttl: timedelta | None = None) -> str:
-        """The command line to run on the machine (the spec's reply: a bare JSON string)."""
+    def issue(self, cluster_id: str, options: dict[str, Any] | str, expired: int | None = None,
+              ttl: timedelta | None = None) -> str:
+        """The command line to run on the machine (the spec's reply: a bare JSON string). `options` as
+        sent (an object, or a string holding one) and `expired` (Unix time) are checked once the
+        cluster is known to exist; `ttl` is the lifetime when `expired` is not given."""
         c = self.clusters.get_row(cluster_id)
+        opts = parse_options(options)
+        if expired is not None:
+            ttl = timedelta(seconds=expired - time.time())
+            if not TTL_BOUNDS[0] <= ttl.total_seconds() <= TTL_BOUNDS[1]:
+                raise BadRequest(f"Field 'expired': must be {TTL_BOUNDS[0]} s to {TTL_BOUNDS[1] // 86400} days from "
+                                 "now (Unix time)", code="InvalidParameter")
         if c.state != "running":
             raise Conflict(f"Cluster {cluster_id} is {c.state}: machines join a running cluster",
                            code="ErrorClusterStateConflict")
@@ -87,7 +97,7 @@ class AttachScriptService:
                            "--host 0.0.0.0 (or the nodes' bridge address) or set OPENCS_PUBLIC_URL to an address "
                            "the machines reach", code="NodesCannotReachApi")
         token = secrets.token_urlsafe(32)
-        self.repo.add(_hash(token), cluster_id, c.account_id, options, utcnow() + (ttl or DEFAULT_TTL))
+        self.repo.add(_hash(token), cluster_id, c.account_id, opts, utcnow() + (ttl or DEFAULT_TTL))
         return f"{ep.curl()} {shlex.quote(f'{ep.base}/attach/{token}/script')} | sh"
 
     def script(self, token: str) -> str:

@@ -3,8 +3,6 @@ and the three calls the script makes from the machine, authenticated by its sing
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
 from typing import Annotated, Any
 
 from anyio import to_thread
@@ -16,8 +14,6 @@ from opencs.api.body import json_object, validate
 from opencs.api.deps import services
 from opencs.api.errors import request_id_of
 from opencs.api.schemas import ClusterId, _Body
-from opencs.errors import BadRequest
-from opencs.services.attach_scripts import TTL_BOUNDS, parse_options
 
 router = APIRouter()
 
@@ -39,14 +35,7 @@ class AttachScriptBody(_Body):
 async def attach_script(cluster_id: ClusterId, request: Request) -> JSONResponse:
     """The command that joins the machine it runs on; the reply is a bare JSON string (as the spec's)."""
     body = validate(AttachScriptBody, await json_object(request))
-    ttl = None
-    if body.expired is not None:
-        ttl = timedelta(seconds=body.expired - time.time())
-        if not TTL_BOUNDS[0] <= ttl.total_seconds() <= TTL_BOUNDS[1]:
-            raise BadRequest(f"Field 'expired': must be {TTL_BOUNDS[0]} s to {TTL_BOUNDS[1] // 86400} days from now "
-                             "(Unix time)", code="InvalidParameter")
-    cmd = await to_thread.run_sync(services(request).attach_scripts.issue, cluster_id, parse_options(body.options),
-                                   ttl)
+    cmd = await to_thread.run_sync(services(request).attach_scripts.issue, cluster_id, body.options, body.expired)
     return JSONResponse(cmd, status_code=202, headers={"Cache-Control": "no-store"})
 
 
