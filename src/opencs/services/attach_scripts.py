@@ -44,9 +44,10 @@ class NodeEndpoint:
     base: str
     pin: str = ""
 
-    def curl(self) -> str:
-        # a base64 pin has no blank or glob character: it survives the script's word splitting unquoted
-        return "curl -fsS" + (f" -k --pinnedpubkey sha256//{self.pin}" if self.pin else "")
+    def curl(self, fail: bool = True) -> str:
+        """curl with the pin; `fail`: exit non-zero on an HTTP error (the script reads error bodies itself).
+        A base64 pin has no blank or glob character: it survives the script's word splitting unquoted."""
+        return ("curl -fsS" if fail else "curl -sS") + (f" -k --pinnedpubkey sha256//{self.pin}" if self.pin else "")
 
 
 class Clusters(Protocol):
@@ -106,7 +107,7 @@ class AttachScriptService:
         ep = self._endpoint()
         if ep is None:
             raise Conflict("The nodes cannot reach this API", code="NodesCannotReachApi")
-        return render_script(f"{ep.base}/attach/{token}", ep.curl().replace("curl -fsS", "curl -sS"),
+        return render_script(f"{ep.base}/attach/{token}", ep.curl(fail=False),
                              rec.cluster_id, rec.options)
 
     def join(self, token: str, source_ip: str) -> dict[str, str]:

@@ -54,8 +54,8 @@ def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float =
         time.sleep(interval)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
+def require_kubernetes_host() -> None:
+    """Skip without root or the pinned build; fail if the host lacks what bootstrap installs."""
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, cgroups, mounts)")
     try:
@@ -64,9 +64,19 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         pytest.skip(str(e))
     if missing := missing_host_binaries():
         pytest.fail(f"host lacks {missing} (scripts/bootstrap.sh installs them)")
+
+
+def kube_env(prefix: str, subnet: str, registry_port: int, **extra: str) -> dict[str, str]:
+    """A Kubernetes test server's environment: its own machines, registry port, fast monitor, no etcd fsync."""
+    return {**node_env(prefix, subnet), "OPENCS_MONITOR_INTERVAL": "2", "OPENCS_K8S_ETCD_FSYNC": "0",
+            "OPENCS_REGISTRY_PORT": str(registry_port), **extra}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    require_kubernetes_host()
     data = tmp_path / "data"
-    env = {**node_env(PREFIX, SUBNET), "OPENCS_MONITOR_INTERVAL": "2", "OPENCS_K8S_ETCD_FSYNC": "0",
-           "OPENCS_REGISTRY_PORT": "5033"}
+    env = kube_env(PREFIX, SUBNET, 5033)
     # every address (plain HTTP, as on a trusted host): the attach script on a node reaches the API
     # through the nodes' bridge; the test itself talks to loopback
     s = ServerProcess(data, env=env, host="0.0.0.0", args=["--insecure-http"])

@@ -25,12 +25,17 @@ from typing import Any
 import pytest
 import yaml
 
-from opencs.engines.kubernetes import binary
-from opencs.engines.kubernetes.runtime import missing_host_binaries
 from opencs.engines.kubernetes.topology import CONTROL_PLANE_ROLE, LB_ROLE, engine_machine_id
-from tests.clusterkit import destroy_everything, node_env
+from tests.clusterkit import destroy_everything
 from tests.conftest import ServerProcess
-from tests.engines.kubernetes.test_k8s_cluster import _describe, _ready_nodes, _settled, _wait
+from tests.engines.kubernetes.test_k8s_cluster import (
+    _describe,
+    _ready_nodes,
+    _settled,
+    _wait,
+    kube_env,
+    require_kubernetes_host,
+)
 from tests.sdks import core_call, core_client, tea_client
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -51,17 +56,9 @@ HA = {**WORKERS, "cluster_type": "Kubernetes", "name": "k8s-ha", "master_count":
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, cgroups, mounts)")
-    try:
-        binary.binary()
-    except binary.BinaryMissing as e:
-        pytest.skip(str(e))
-    if missing := missing_host_binaries():
-        pytest.fail(f"host lacks {missing} (scripts/bootstrap.sh installs them)")
+    require_kubernetes_host()
     data = tmp_path_factory.mktemp("k8s-cp") / "data"
-    env = {**node_env(PREFIX, SUBNET), "OPENCS_MONITOR_INTERVAL": "2", "OPENCS_K8S_ETCD_FSYNC": "0",
-           "OPENCS_REGISTRY_PORT": "5038", "OPENCS_TASK_LEASE_SECONDS": "3"}  # a killed server's task: soon retaken
+    env = kube_env(PREFIX, SUBNET, 5038, OPENCS_TASK_LEASE_SECONDS="3")  # a killed server's task: soon retaken
     s = ServerProcess(data, env=env)
     try:
         yield s.start()

@@ -6,7 +6,6 @@ A kill during create is in test_k8s_control_planes.py (managed)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,12 +14,10 @@ from typing import Any
 
 import pytest
 
-from opencs.engines.kubernetes import binary
-from opencs.engines.kubernetes.runtime import missing_host_binaries
 from opencs.sdk import Client
-from tests.clusterkit import destroy_everything, node_env
+from tests.clusterkit import destroy_everything
 from tests.conftest import ServerProcess
-from tests.engines.kubernetes.test_k8s_cluster import _ready_nodes, _settled, _wait
+from tests.engines.kubernetes.test_k8s_cluster import _ready_nodes, _settled, _wait, kube_env, require_kubernetes_host
 from tests.sdks import core_call, core_client
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -38,17 +35,9 @@ BODY: dict[str, Any] = {
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, cgroups, mounts)")
-    try:
-        binary.binary()
-    except binary.BinaryMissing as e:
-        pytest.skip(str(e))
-    if missing := missing_host_binaries():
-        pytest.fail(f"host lacks {missing} (scripts/bootstrap.sh installs them)")
+    require_kubernetes_host()
     data = tmp_path / "data"
-    env = {**node_env(PREFIX, SUBNET), "OPENCS_MONITOR_INTERVAL": "2", "OPENCS_K8S_ETCD_FSYNC": "0",
-           "OPENCS_REGISTRY_PORT": "5035", "OPENCS_TASK_LEASE_SECONDS": "3"}  # a killed server's task: soon retaken
+    env = kube_env(PREFIX, SUBNET, 5035, OPENCS_TASK_LEASE_SECONDS="3")  # a killed server's task: soon retaken
     s = ServerProcess(data, env=env)
     try:
         yield s.start()
