@@ -29,7 +29,7 @@ from tests.clusterkit import destroy_everything, node_env  # noqa: E402
 from tests.conftest import ServerProcess  # noqa: E402
 
 RECIPE = ROOT.parent / "shared" / "notes" / "local-nodes"
-PREFIX, SUBNET = "ocz", "10.223.0.0/24"
+PREFIX, SUBNET = "ocp", "10.223.0.0/24"
 
 
 def rss_kb(pids: list[int]) -> int:

@@ -171,7 +171,7 @@ class _Clusters:
 
 
 def raw_create(tmp: Path) -> float:
-    with node_runtime(tmp / "raw", "oce", "10.236.0.0/24", workers=0, kubernetes_etcd_fsync=False) as rt:
+    with node_runtime(tmp / "raw", "oci", "10.236.0.0/24", workers=0, kubernetes_etcd_fsync=False) as rt:
         prov, registry = rt.providers["local"], rt.registry
         endpoint = registry.ensure()
         cid = "c" + ids.instance_id()[2:]
@@ -210,7 +210,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="k8s-bench-") as d:
             tmp = Path(d)
             raw_s.append(raw_create(tmp))
-            server = ServerProcess(tmp / "api", env={**node_env("ocb", "10.237.0.0/24"), **ENV})
+            server = ServerProcess(tmp / "api", env={**node_env("ocl", "10.248.0.0/24"), **ENV})
             try:
                 server.start()
                 took, cid = api_create(server)
@@ -218,7 +218,7 @@ def main() -> None:
                 pods += pod_latencies(server, cid, a.replicas, tmp)
             finally:
                 server.kill()
-                destroy_everything(tmp / "api", "ocb", "10.237.0.0/24")
+                destroy_everything(tmp / "api", "ocl", "10.248.0.0/24")
     api, raw = statistics.median(api_s), statistics.median(raw_s)
     p99 = pods[min(len(pods) - 1, int(0.99 * len(pods)))]
     print(json.dumps({"api_create_s": round(api, 1), "raw_create_s": round(raw, 1), "ratio": round(api / raw, 2),

@@ -40,7 +40,7 @@ from opencs.services.usage import UsageService  # noqa: E402
 from opencs.store.repos.clusters import ClusterRepo  # noqa: E402
 from tests.clusterkit import create_cluster, node_runtime  # noqa: E402
 
-PREFIX, SUBNET = "ocn", "10.233.0.0/24"
+PREFIX, SUBNET = "ocn", "10.246.0.0/24"
 
 
 def own_cpu() -> float:

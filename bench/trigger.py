@@ -32,7 +32,7 @@ from opencs.sdk import Client  # noqa: E402
 from tests.clusterkit import destroy_everything, node_env  # noqa: E402
 from tests.conftest import ServerProcess  # noqa: E402
 
-PREFIX, SUBNET = "ocj", "10.229.0.0/24"
+PREFIX, SUBNET = "ocj", "10.247.0.0/24"
 TEMPLATE = """
 version: '3'
 services:

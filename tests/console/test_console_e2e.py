@@ -20,7 +20,7 @@ from tests.conftest import ServerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.slow]
 
-PREFIX, SUBNET = "ocv", "10.238.0.0/24"
+PREFIX, SUBNET = "oco", "10.245.0.0/24"
 CHROMIUM = "/usr/bin/chromium"
 SIZES = {"wide": (1280, 800), "narrow": (390, 844)}
 

@@ -25,7 +25,7 @@ from tests.clusterkit import destroy_everything, node_env, require_local_nodes
 from tests.conftest import ServerProcess, Signer
 
 pytestmark = pytest.mark.integration
-PREFIX, SUBNET = "ocq", "10.229.0.0/24"
+PREFIX, SUBNET = "ocm", "10.229.0.0/24"
 TEMPLATE = """
 version: '3'
 services:

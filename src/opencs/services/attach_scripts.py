@@ -57,7 +57,7 @@ class Clusters(Protocol):
 
 
 class Instances(Protocol):
-    def all(self, free_only: bool = False) -> list[InstanceRow]: ...
+    def by_address(self, account_id: str, private_ip: str) -> InstanceRow | None: ...
 
 
 class Tasks(Protocol):
@@ -147,12 +147,12 @@ class AttachScriptService:
         return rec
 
     def _machine(self, source_ip: str, rec: AttachTokenRecord) -> InstanceRow:
-        for r in self.instances.all():
-            if r.private_ip == source_ip and r.account_id == rec.account_id:
-                if r.cluster_id:
-                    raise Conflict(f"This machine ({r.instance_id}) belongs to cluster {r.cluster_id} already",
-                                   code="ErrorInstanceBusy")
-                return r
+        r = self.instances.by_address(rec.account_id, source_ip)
+        if r is not None:
+            if r.cluster_id:
+                raise Conflict(f"This machine ({r.instance_id}) belongs to cluster {r.cluster_id} already",
+                               code="ErrorInstanceBusy")
+            return r
         raise NotFound(f"No registered machine of this account has the address {source_ip}: create or register "
                        "it first (POST /instances, POST /instances/register), then run the script on it",
                        code="ErrorInstanceNotFound")

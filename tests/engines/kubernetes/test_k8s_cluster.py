@@ -31,7 +31,7 @@ from tests.sdks import core_call, core_client, tea_client
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-PREFIX, SUBNET = "ocx", "10.233.0.0/24"
+PREFIX, SUBNET = "ocy", "10.233.0.0/24"
 BODY: dict[str, Any] = {
     "cluster_type": "Kubernetes", "name": "k8s-e2e", "region_id": "cn-beijing", "num_of_nodes": 2,
     "snat_entry": True, "master_instance_types": ["ecs.n1.medium"], "master_system_disk_category": "cloud_efficiency",

@@ -22,7 +22,7 @@ from tests.sdks import core_call, core_client
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-PREFIX, SUBNET = "oct", "10.244.0.0/24"  # no other test uses them
+PREFIX, SUBNET = "och", "10.244.0.0/24"
 BODY: dict[str, Any] = {
     "cluster_type": "Kubernetes", "name": "k8s-faults", "region_id": "cn-beijing", "num_of_nodes": 1,
     "snat_entry": True, "master_instance_types": ["ecs.n1.medium"], "master_system_disk_category": "cloud_efficiency",

@@ -41,6 +41,12 @@ class InstanceRepo:
                 q = q.where(InstanceRow.cluster_id.is_(None))
             return list(s.scalars(q))
 
+    def by_address(self, account_id: str, private_ip: str) -> InstanceRow | None:
+        """The account's machine with this address (an attach script finds its machine by the caller's address)."""
+        with self.db.session() as s:
+            q = select(InstanceRow).where(InstanceRow.private_ip == private_ip, InstanceRow.account_id == account_id)
+            return s.scalars(q.order_by(InstanceRow.created).limit(1)).first()
+
     def by_ids(self, instance_ids: Sequence[str]) -> dict[str, InstanceRow]:
         with self.db.session() as s:
             return {r.instance_id: r for r in s.scalars(
