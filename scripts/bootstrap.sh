@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 DEBS=(docker.io docker-registry busybox-static iproute2 iptables postgresql haproxy openssh-server
       containerd runc containernetworking-plugins gcc libc6-dev curl  # this line: Kubernetes nodes (curl: attach scripts)
       chromium  # the web console's end-to-end test (Playwright drives Debian's Chromium)
-      prometheus prometheus-alertmanager)  # the optional monitoring stack (opencs monitoring enable)
+      prometheus prometheus-alertmanager  # the optional monitoring stack (opencs monitoring enable)
+      influxdb)  # InfluxDB 1.x: the monitoring add-on's test (tests/monitoring/test_influxdb.py)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${DEBS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -104,3 +104,21 @@ class WithCluster:
             scope = {**scope, "state": {**(scope.get("state") or {}), "cluster_id": self.cluster_id,
                                         "request_id": f"TEST-{self.n}"}}
         await self.app(scope, receive, send)
+
+
+@contextmanager
+def node_server(data_dir: Path, prefix: str, subnet: str, env: dict[str, str] | None = None,
+                timeout: float = 60) -> Iterator[Any]:
+    """A real `opencs server` (tests.conftest.ServerProcess) whose local nodes use `prefix` and
+    `subnet`; killed and everything of the prefix destroyed on exit, failed or not. The generous
+    start timeout: a host loaded by other test runs can take more than the default."""
+    from tests.conftest import ServerProcess
+
+    require_local_nodes()
+    srv = ServerProcess(data_dir, env={**node_env(prefix, subnet), **(env or {})})
+    try:
+        srv.start(timeout=timeout)
+        yield srv
+    finally:
+        srv.kill()
+        destroy_everything(data_dir, prefix, subnet)

@@ -38,7 +38,7 @@ from opencs.loops.endpoints import AppFactory, EndpointManager, EndpointSettings
 from opencs.loops.health import HealthLoop
 from opencs.loops.monitoring import MonitoringLoop
 from opencs.loops.router import EngineRoutes, RouterLoop
-from opencs.loops.usage import UsageLoop
+from opencs.loops.usage import ExportLoop, UsageLoop
 from opencs.machine import NodeRuntime
 from opencs.monitoring.render import StackConfig
 from opencs.monitoring.stack import MonitoringStack
@@ -58,6 +58,7 @@ from opencs.services.cluster_tasks import ClusterTaskDeps
 from opencs.services.clusters import ClusterService
 from opencs.services.container_events import DeathWatcher
 from opencs.services.events import EventLog
+from opencs.services.influxdb_addon import InfluxExport
 from opencs.services.instances import InstanceService
 from opencs.services.keys import KeyService
 from opencs.services.monitor import HealthService
@@ -125,6 +126,7 @@ class ControlPlane:
     monitoring: MonitoringService = field(init=False)
     events: EventLog = field(init=False)
     usage: UsageService | None = None  # container/node usage collector (None: off)
+    influxdb: InfluxExport | None = None  # its InfluxDB add-on export (with usage)
     loops: list[Loop] = field(default_factory=list)
     # transitional: services that still take the whole process read these (being removed)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -179,6 +181,8 @@ class ControlPlane:
             loops.append(RouterLoop(self.router, self.routes))
         if self.usage is not None:
             loops.append(UsageLoop(self.usage, s.usage_interval))
+        if self.influxdb is not None:
+            loops.append(ExportLoop(self.influxdb))
         loops.append(RealmListener(self.registry.realm_address, self.registry_access))
         loops.append(MonitoringLoop(self.monitoring))  # idle while the stack is not enabled
         if s.container_events_interval > 0:
@@ -412,5 +416,7 @@ def build(settings: Settings) -> ControlPlane:
                                          plane_address(settings))
     if settings.usage_interval > 0:
         plane.usage = UsageService(cluster_repo, instance_repo, {"swarm": SwarmUsageReader()})
+        plane.influxdb = InfluxExport()
+        plane.usage.sinks.append(plane.influxdb.offer)
     tasks.services = plane
     return plane

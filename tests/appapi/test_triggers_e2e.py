@@ -73,6 +73,14 @@ class App:
         return lambda path, **kw: self.s.request(method.upper(), self.base + path, timeout=150, **kw)
 
 
+def cluster_app(c: Any, cluster_id: str, certs: Path) -> App:
+    """The cluster's Application API as its owner (the client certificates written into `certs`)."""
+    certs.mkdir()
+    for k, v in c.cluster_certs(cluster_id).items():
+        (certs / f"{k}.pem").write_text(v)
+    return App(c.describe_cluster(cluster_id)["master_url"], certs)
+
+
 def wait_project(app: App, name: str, timeout: float = 150) -> dict[str, Any]:
     end = time.time() + timeout
     while time.time() < end:

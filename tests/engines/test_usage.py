@@ -87,7 +87,7 @@ class Rows:
 
 
 def row(**kw: Any) -> Any:
-    return type("Row", (), kw)
+    return type("Row", (), {"private_ip": "", **kw})
 
 
 def test_collect_reads_running_members_of_live_clusters_only() -> None:

@@ -32,6 +32,7 @@ class NodeRef:
     instance_id: str
     endpoint: str  # the engine's API (docker host URL)
     cgroup: str | None = None  # the machine's cgroup on this host (local machines); None: remote host
+    address: str = ""  # the machine's address (where its published ports are)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class ContainerUsage:
     project: str  # "" for containers no project made
     service_id: str  # <project>_<service> (spec §13), "" outside a service
     usage: Usage
+    influxdb: str = ""  # its `aliyun.monitoring.addon.influxdb` label (spec §13): an InfluxDB to export to
+    ports: tuple[tuple[int, int], ...] = ()  # (container port, published node port), TCP
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class NodeUsage:
     usage: Usage | None  # None when the machine's own figures cannot be read from here
     containers: list[ContainerUsage] = field(default_factory=list)
     source: str = "cgroup"  # where the container figures came from: cgroup | engine
+    address: str = ""  # NodeRef.address
 
 
 class UsageReader(Protocol):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from opencs.engines.apps import AppEngineError
@@ -45,6 +45,8 @@ class UsageService:
         self.readers = readers  # by cluster type; clusters of other types are not read
         self._latest = EMPTY
         self._lock = threading.Lock()
+        # told each pass (on the loop's thread; they must not block it): the InfluxDB add-on
+        self.sinks: list[Callable[[UsageSnapshot], None]] = []
 
     @property
     def latest(self) -> UsageSnapshot:
@@ -61,12 +63,17 @@ class UsageService:
             for r in self.instances.all():
                 if r.cluster_id and r.state == "running" and r.docker_host:
                     members.setdefault(r.cluster_id, []).append(
-                        NodeRef(r.instance_id, r.docker_host, (r.details or {}).get("cgroup")))
+                        NodeRef(r.instance_id, r.docker_host, (r.details or {}).get("cgroup"), r.private_ip))
             for c in live:
                 out.append(self._cluster(c.cluster_id, self.readers[c.cluster_type], members.get(c.cluster_id, [])))
         snap = UsageSnapshot(time.time(), time.perf_counter() - start, out)
         with self._lock:
             self._latest = snap
+        for sink in self.sinks:
+            try:
+                sink(snap)
+            except Exception:
+                log.exception("usage sink %r failed", sink)
         return snap
 
     @staticmethod

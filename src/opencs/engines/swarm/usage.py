@@ -22,6 +22,7 @@ from opencs.engines.swarm import client
 from opencs.engines.usage import ContainerUsage, NodeRef, NodeUsage, Usage
 
 SERVICE_NAME_LABEL = "com.docker.swarm.service.name"  # <project>_<service>: the spec's service id
+INFLUXDB_LABEL = "aliyun.monitoring.addon.influxdb"  # spec §13: the service's containers carry it
 LIST_TIMEOUT = 10  # seconds; a node that does not answer must not hold up the others for long
 
 
@@ -39,7 +40,7 @@ class SwarmUsageReader:
         except (DockerException, OSError) as e:
             raise EngineUnreachable(str(e)) from None
         own = self._cgroup_usage(node.cgroup) if node.cgroup else None
-        return NodeUsage(node.instance_id, own, containers, "cgroup" if local else "engine")
+        return NodeUsage(node.instance_id, own, containers, "cgroup" if local else "engine", node.address)
 
     def _container(self, c: Any, node: NodeRef, raw: dict[str, Any], local: bool) -> ContainerUsage | None:
         labels: dict[str, str] = raw.get("Labels") or {}
@@ -48,8 +49,10 @@ class SwarmUsageReader:
         usage = self._cgroup_usage(f"{node.cgroup}/{cid}") if local and node.cgroup else _from_stats(c, cid)
         if usage is None:
             return None  # it ended between the list and the read
+        ports = tuple(sorted({(int(p["PrivatePort"]), int(p["PublicPort"])) for p in raw.get("Ports") or []
+                              if p.get("PublicPort") and p.get("Type", "tcp") == "tcp"}))
         return ContainerUsage(cid, names[0].lstrip("/"), labels.get(NAMESPACE_LABEL, ""),
-                              labels.get(SERVICE_NAME_LABEL, ""), usage)
+                              labels.get(SERVICE_NAME_LABEL, ""), usage, labels.get(INFLUXDB_LABEL, ""), ports)
 
     def _cgroup_usage(self, rel: str) -> Usage | None:
         try:
