@@ -76,3 +76,28 @@ def test_metrics_need_a_token_beyond_loopback(client: TestClient, runtime: Any) 
     runtime.settings.metrics_token = "right"
     assert client.get("/metrics", headers={"authorization": "Bearer wrong"}).status_code == 403
     assert client.get("/metrics", headers={"authorization": "Bearer right"}).status_code == 200
+
+
+def test_router_passes_report_loop_health(tmp_path: Any, monkeypatch: Any) -> None:
+    """Issue 12 item 1 names the router among the loops whose health /metrics shows."""
+    from opencs import metrics
+    from opencs.routing.router import RouterService
+
+    r = RouterService(None, None, tmp_path, interval=0)  # type: ignore[arg-type]  # sync is replaced
+    calls: list[int] = []
+
+    def sync() -> str:
+        calls.append(1)
+        if len(calls) == 2:
+            r._stop.set()
+            raise RuntimeError("boom")
+        return "unchanged"
+
+    monkeypatch.setattr(r, "sync", sync)
+    before = {o: metrics.REGISTRY.get_sample_value("opencs_loop_passes_total", {"loop": "router", "outcome": o})
+              or 0.0 for o in ("ok", "error")}
+    r._loop()  # one good pass, one failed one, then stopped
+    after = {o: metrics.REGISTRY.get_sample_value("opencs_loop_passes_total", {"loop": "router", "outcome": o})
+             for o in ("ok", "error")}
+    assert after == {"ok": before["ok"] + 1, "error": before["error"] + 1}
+    assert metrics.REGISTRY.get_sample_value("opencs_loop_last_success_timestamp_seconds", {"loop": "router"})

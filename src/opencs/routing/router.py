@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from opencs import metrics
 from opencs.routing.haproxy import HAProxy, HAProxyError
 from opencs.store.repos.routes import RoutedCluster
 
@@ -348,8 +349,10 @@ class RouterService:
         while not self._stop.is_set():
             try:
                 self.sync()
+                metrics.loop_pass("router", True)  # loop health on /metrics (issue 12 item 1)
             except Exception:  # keep routing alive whatever one pass hit
                 log.exception("routing pass failed")
+                metrics.loop_pass("router", False)
             self._stop.wait(self.interval)
 
     # ------------------------------------------------------------ one pass
