@@ -15,6 +15,7 @@ import pytest
 from opencs.api.schemas import CreateCluster
 from opencs.composition import ControlPlane, build
 from opencs.config import Settings
+from opencs.providers import hostclaims
 
 
 def require_local_nodes() -> None:
@@ -50,6 +51,7 @@ def node_runtime(data_dir: Path, prefix: str, subnet: str, *, workers: int = 2, 
         rt.close()
         left = local_provider_leftovers(prefix, f"{prefix}0", data_dir / "nodes")
         assert not left, f"leftovers: {left}"
+        hostclaims.release(data_dir)
 
 
 def create_cluster(rt: ControlPlane, size: int, name: str = "kit", timeout: float = 120) -> str:
@@ -88,6 +90,7 @@ def destroy_everything(data_dir: Path, prefix: str, subnet: str) -> None:
     HAProxy(data_dir / "router").stop()  # the server's router, by the PID it recorded
     left = local_provider_leftovers(prefix, f"{prefix}0", data_dir / "nodes")
     assert not left, f"leftovers: {left}"
+    hostclaims.release(data_dir)
 
 
 class WithCluster:

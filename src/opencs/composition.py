@@ -11,6 +11,7 @@ its collaborators through its constructor; nothing reaches back into the process
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,6 +43,7 @@ from opencs.loops.usage import ExportLoop, UsageLoop
 from opencs.machine import NodeRuntime
 from opencs.monitoring.render import StackConfig
 from opencs.monitoring.stack import MonitoringStack
+from opencs.providers import hostclaims
 from opencs.providers.base import Provider
 from opencs.registry.pause import PAUSE_REPOSITORY, PAUSE_TAG
 from opencs.registry.realm import RealmListener
@@ -134,6 +136,7 @@ class ControlPlane:
     router: RouterService | None = None
     _starter: threading.Thread | None = None
     _closing: threading.Event = field(default_factory=threading.Event)
+    host_use: hostclaims.DataDirUse | None = None  # keeps the data dir's host claims live (opencs teardown)
 
     # ------------------------------------------------------------ transitional delegates
 
@@ -157,6 +160,9 @@ class ControlPlane:
         def reconcile_then_work() -> None:
             try:
                 self.health.reconcile_inventory()
+                local = self.providers.get("local")
+                if local is not None and local.list():
+                    self.registry.ensure()  # it stopped with the previous server; the nodes pull through it
             except Exception:
                 log.exception("start-up reconciliation failed")
             if self.settings.workers > 0 and not self._closing.is_set():
@@ -204,6 +210,11 @@ class ControlPlane:
                 prov.close()  # the ssh provider's tunnels and loop thread
             except Exception as e:  # one provider must not keep the store open
                 log.warning("closing provider %s: %s", name, e)
+        if self.host_use is not None and self.host_use.release():
+            # the last process of this data dir: what only served the nodes through it stops with it
+            # (the token realm is in-process, so a registry left alone could not serve a pull anyway)
+            self.registry.stop()
+            self.monitoring.stack.stop()
         self.db.close()
 
 
@@ -358,10 +369,46 @@ def plane_address(s: Settings) -> PlaneAddress:
     return PlaneAddress(cfg, base)
 
 
+def claim_host(s: Settings) -> hostclaims.DataDirUse | None:
+    """Fill the settings left to allocation (bridge, subnet, prefix, registry and port ranges) from
+    the data dir's host claims, recording them; the returned use keeps them live while we run."""
+    want = hostclaims.Wanted(s.local_bridge or None, s.local_subnet or None, s.local_prefix or None,
+                             s.registry_port or None, s.appapi_port_range if any(s.appapi_port_range) else None,
+                             s.routing_port_range if any(s.routing_port_range) else None)
+    use = None
+    if os.geteuid() == 0:
+        use = hostclaims.DataDirUse(s.data_dir)  # first: the claim is live once recorded
+        try:
+            c = hostclaims.claim(s.data_dir, want)
+        except BaseException:
+            use.release()
+            raise
+        log.info("host claims of %s: bridge %s, subnet %s, node prefix %s, registry :%d, ports %d-%d and %d-%d",
+                 s.data_dir, c.bridge, c.subnet, c.prefix, c.registry_port, *c.appapi_ports, *c.routing_ports)
+    else:  # no local nodes without root, and nowhere host-wide to record anything
+        c = hostclaims.unrecorded(s.data_dir, want)
+    s.local_bridge, s.local_subnet, s.local_prefix, s.registry_port = c.bridge, c.subnet, c.prefix, c.registry_port
+    s.appapi_port_range, s.routing_port_range = c.appapi_ports, c.routing_ports
+    return use
+
+
 def build(settings: Settings) -> ControlPlane:
-    """Open the store (migrating it), the secrets and the providers, and wire every service."""
+    """Claim the data dir's host resources, open the store (migrating it), the secrets and the
+    providers, and wire every service."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)
+    host_use = claim_host(settings)
+    try:
+        plane = _wire(settings)
+    except BaseException:
+        if host_use is not None:
+            host_use.release()
+        raise
+    plane.host_use = host_use
+    return plane
+
+
+def _wire(settings: Settings) -> ControlPlane:
     db = Database(settings.resolved_database_url)
     migrate(db.engine)
     box = SecretBox.from_file(settings.resolved_secret_key_file)

@@ -35,12 +35,14 @@ class Settings:
     max_cluster_size: int = field(default_factory=lambda: int(_env_float("OPENCS_MAX_CLUSTER_SIZE", 20)))
     # regions this server answers for (GET /images; region_id of new clusters defaults to the first)
     regions: list[str] = field(default_factory=lambda: os.environ.get("OPENCS_REGIONS", "local").split(","))
-    # local node provider: a bridge and subnet of its own, names with this prefix
+    # local node provider: a bridge and subnet of its own, names with this prefix. Empty/0 (the
+    # default): allocated per data dir and recorded (opencs.providers.hostclaims), so that several
+    # data dirs share a host; a value given here still wins but must not collide with another's
     local_nodes: bool = True
-    local_bridge: str = field(default_factory=lambda: os.environ.get("OPENCS_LOCAL_BRIDGE", "ocs0"))
-    local_subnet: str = field(default_factory=lambda: os.environ.get("OPENCS_LOCAL_SUBNET", "10.213.0.0/24"))
-    local_prefix: str = field(default_factory=lambda: os.environ.get("OPENCS_LOCAL_PREFIX", "ocs"))
-    registry_port: int = field(default_factory=lambda: int(_env_float("OPENCS_REGISTRY_PORT", 5000)))
+    local_bridge: str = field(default_factory=lambda: os.environ.get("OPENCS_LOCAL_BRIDGE", ""))
+    local_subnet: str = field(default_factory=lambda: os.environ.get("OPENCS_LOCAL_SUBNET", ""))
+    local_prefix: str = field(default_factory=lambda: os.environ.get("OPENCS_LOCAL_PREFIX", ""))
+    registry_port: int = field(default_factory=lambda: int(_env_float("OPENCS_REGISTRY_PORT", 0)))
     # Kubernetes masters' etcd syncs to disk (off: --unsafe-no-fsync, for tests on a busy disk only)
     kubernetes_etcd_fsync: bool = field(default_factory=lambda: os.environ.get("OPENCS_K8S_ETCD_FSYNC", "1") != "0")
     monitor_interval: float = field(default_factory=lambda: _env_float("OPENCS_MONITOR_INTERVAL", 3.0))
@@ -56,12 +58,13 @@ class Settings:
     # per-cluster Application API endpoints (master_url = https://<advertise host>:<port>), see opencs.appapi
     appapi: bool = True
     appapi_host: str = "127.0.0.1"  # where the listeners bind
-    appapi_port_range: tuple[int, int] = (17000, 17999)  # one port per cluster, kept across restarts
+    # one port per cluster, kept across restarts; (0, 0): a block of 17000-17999 allocated per data dir
+    appapi_port_range: tuple[int, int] = (0, 0)
     appapi_advertise_host: str = ""  # host in master_url and the certificate; default appapi_host
     # simple routing (spec §13): one HAProxy, one HTTP port per cluster (routing_url), see opencs.routing
     routing: bool = True
     routing_host: str = "127.0.0.1"  # where the per-cluster frontends bind (and the host in routing_url)
-    routing_port_range: tuple[int, int] = (18000, 18999)
+    routing_port_range: tuple[int, int] = (0, 0)  # (0, 0): a block of 18000-18999 allocated per data dir
 
     # lifetime of a cluster client certificate from GET /clusters/{id}/certs without TemporaryDurationMinutes
     client_cert_days: int = field(default_factory=lambda: int(_env_float("OPENCS_CLIENT_CERT_DAYS", 365)))

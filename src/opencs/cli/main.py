@@ -11,7 +11,16 @@ from typing import Annotated
 import typer
 
 from opencs import __version__
-from opencs.cli import accounts_cmd, backup_cmd, commands, configure_cmd, keys_cmd, monitoring_cmd, server_cmd
+from opencs.cli import (
+    accounts_cmd,
+    backup_cmd,
+    commands,
+    configure_cmd,
+    keys_cmd,
+    monitoring_cmd,
+    server_cmd,
+    teardown_cmd,
+)
 from opencs.cli.output import FORMATS
 
 app = typer.Typer(
@@ -65,6 +74,7 @@ keys_cmd.register(app)
 accounts_cmd.register(app)
 monitoring_cmd.register(app)
 backup_cmd.register(app)
+teardown_cmd.register(app)
 
 
 def main() -> None:

@@ -110,6 +110,18 @@ def with_console(app: FastAPI, rt: ControlPlane) -> FastAPI:
     return app
 
 
+def build_or_exit(settings: Settings) -> ControlPlane:
+    """The control plane; a collision with another data dir's host claims is a usage error (exit 2)."""
+    from opencs.composition import build
+    from opencs.providers.hostclaims import ClaimConflict
+
+    try:
+        return build(settings)
+    except ClaimConflict as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def server(
@@ -139,7 +151,6 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from opencs.api.app import create_app
-        from opencs.composition import build
         from opencs.pki import server_tls as st
 
         _logging(log_level, log_format)
@@ -155,7 +166,7 @@ def register(app: typer.Typer) -> None:
         except st.TlsConfigError as e:
             typer.echo(f"Error: {e}", err=True)
             raise typer.Exit(2) from None
-        rt = build(settings)
+        rt = build_or_exit(settings)
         bootstrap_credentials(rt)
         rt.start()
         # uvicorn has no HTTP/2 (h11/httptools only): the API speaks HTTP/1.1 with keep-alive
@@ -221,10 +232,9 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option("info", "--log-level"),
     ) -> None:
         """Run durable-task workers only (scale out beside `opencs server` on PostgreSQL)."""
-        from opencs.composition import build
 
         _logging(log_level)
-        rt = build(Settings(data_dir=data_dir, database_url=database_url, workers=workers, usage_interval=0))
+        rt = build_or_exit(Settings(data_dir=data_dir, database_url=database_url, workers=workers, usage_interval=0))
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

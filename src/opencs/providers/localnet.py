@@ -38,11 +38,15 @@ class HostCommandError(RuntimeError):
 SOCKET_ROOT = Path("/run/opencs")
 
 
+def socket_dir(root_dir: Path) -> Path:
+    """The short dir of a root's sockets (named, not made)."""
+    return SOCKET_ROOT / hashlib.sha256(str(Path(root_dir).absolute()).encode()).hexdigest()[:12]
+
+
 def socket_path(root_dir: Path, instance_id: str) -> Path:
     """Where an instance's docker API socket lives. Not under root_dir: a unix socket path is at most
     107 bytes, and data dirs (a test's tmp dir, /var/lib/...) can be long. One short dir per root."""
-    tag = hashlib.sha256(str(Path(root_dir).absolute()).encode()).hexdigest()[:12]
-    d = SOCKET_ROOT / tag
+    d = socket_dir(root_dir)
     # 0711: reachable, not listable; each socket keeps its own mode (dockerd's is root:docker 0660)
     d.mkdir(mode=0o711, parents=True, exist_ok=True)
     return d / f"{instance_id}.sock"
@@ -87,7 +91,7 @@ def node_names(prefix: str, instance_id: str) -> tuple[str, str]:
     return f"{prefix}n{tag}", f"{prefix}v{tag}"
 
 
-def _name_re(prefix: str) -> re.Pattern[str]:
+def node_name_re(prefix: str) -> re.Pattern[str]:
     return re.compile(rf"^{re.escape(prefix)}[nv][a-z0-9]{{{tag_len(prefix)}}}$")
 
 
@@ -311,7 +315,7 @@ def mounts_under(path: Path) -> list[str]:
 
 def leftovers(prefix: str, bridge: str, root_dir: Path | None = None) -> list[str]:
     """Anything on the host that belongs to a provider with this prefix/bridge (empty list = clean)."""
-    rx = _name_re(prefix)
+    rx = node_name_re(prefix)
     found: list[str] = []
     net = Path("/sys/class/net")
     found += [f"link {n}" for n in sorted(os.listdir(net)) if n == bridge or rx.match(n)]

@@ -80,6 +80,12 @@ class RegistryService:
             self.running = reg
         return endpoint
 
+    def stop(self) -> None:
+        """Stop the data dir's registry by its recorded PID (the last process of the data dir stops)."""
+        with self._lock:
+            BundledRegistry(self.data_dir / "registry").stop()
+            self.running, self._seeded, self._kube_images = None, False, None
+
     def seed_kubernetes(self, coredns: Path | None) -> dict[str, str]:
         """The images a Kubernetes cluster pulls from the bundled registry: the project's pause
         (sandbox) image, and CoreDNS from the given binary if there is one. Returns their references
