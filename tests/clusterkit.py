@@ -70,6 +70,20 @@ def write_certs(rt: ControlPlane, cluster_id: str, d: Path) -> Path:
     return d
 
 
+def master_session(url: str, certs: dict[str, str], d: Path) -> Any:
+    """A requests session that opens master_url with a cluster's certificates (written to `d`)."""
+    import requests
+
+    d.mkdir(exist_ok=True)
+    for k, v in certs.items():
+        (d / f"{k}.pem").write_text(v)
+    s = requests.Session()
+    s.trust_env = False
+    s.cert, s.verify = (str(d / "cert.pem"), str(d / "key.pem")), str(d / "ca.pem")
+    s.headers["x-test-base"] = url
+    return s
+
+
 def node_env(prefix: str, subnet: str) -> dict[str, str]:
     """Environment for an `opencs server` subprocess whose local nodes use their own names."""
     return {"OPENCS_LOCAL_PREFIX": prefix, "OPENCS_LOCAL_BRIDGE": f"{prefix}0", "OPENCS_LOCAL_SUBNET": subnet}

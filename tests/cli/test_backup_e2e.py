@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from opencs.sdk import Client
-from tests.clusterkit import destroy_everything, node_env, require_local_nodes
+from tests.clusterkit import destroy_everything, master_session, node_env, require_local_nodes
 from tests.conftest import ServerProcess
 
 PREFIX, SUBNET = "ocf", "10.238.0.0/24"
@@ -45,17 +45,6 @@ def opencs(*args: str) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", "opencs.cli.main", *args], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)  # type: ignore[no-any-return]
-
-
-def master(url: str, certs: dict[str, str], d: Path) -> requests.Session:
-    d.mkdir(exist_ok=True)
-    for k, v in certs.items():
-        (d / f"{k}.pem").write_text(v)
-    s = requests.Session()
-    s.trust_env = False
-    s.cert, s.verify = (str(d / "cert.pem"), str(d / "key.pem")), str(d / "ca.pem")
-    s.headers["x-test-base"] = url
-    return s
 
 
 @pytest.fixture
@@ -94,7 +83,7 @@ def test_backup_while_running_restores_certificates_and_triggers(servers: Any, t
     cid = out["cluster_id"]
     certs = c.request("GET", f"/clusters/{cid}/certs")
     murl = c.describe_cluster(cid)["master_url"]
-    app = master(murl, certs, tmp_path / "certs")
+    app = master_session(murl, certs, tmp_path / "certs")
     assert app.post(f"{murl}/projects/", json={"name": "web", "template": TEMPLATE}, timeout=120).status_code == 201
     end = time.time() + 60
     while app.get(f"{murl}/projects/web", timeout=30).json()["current_state"] != "running":

@@ -28,7 +28,7 @@ import requests
 from opencs.procs import alive
 from opencs.providers import hostclaims
 from opencs.sdk import Client
-from tests.clusterkit import require_local_nodes
+from tests.clusterkit import master_session, require_local_nodes
 from tests.conftest import ServerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.slow]
@@ -89,16 +89,6 @@ def opencs(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=300)
 
 
-def master(url: str, certs: dict[str, str], d: Path) -> requests.Session:
-    d.mkdir(exist_ok=True)
-    for k, v in certs.items():
-        (d / f"{k}.pem").write_text(v)
-    s = requests.Session()
-    s.trust_env = False
-    s.cert, s.verify = (str(d / "cert.pem"), str(d / "key.pem")), str(d / "ca.pem")
-    return s
-
-
 def routed(url: str) -> str:
     return requests.get(url, headers={"Host": "web"}, timeout=5).text.strip()
 
@@ -112,7 +102,7 @@ def deploy(srv: ServerProcess, tag: str, tmp: Path) -> dict[str, Any]:
     created = time.monotonic() - t0
     cid = out["cluster_id"]
     murl = c.describe_cluster(cid)["master_url"]
-    app = master(murl, c.request("GET", f"/clusters/{cid}/certs"), tmp / f"certs-{tag}")
+    app = master_session(murl, c.request("GET", f"/clusters/{cid}/certs"), tmp / f"certs-{tag}")
     r = app.post(f"{murl}/projects/", json={"name": "web", "template": template(tag)}, timeout=120)
     assert r.status_code == 201, r.text
     end = time.time() + 120
