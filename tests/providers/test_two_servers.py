@@ -89,8 +89,9 @@ def opencs(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=300)
 
 
-def routed(url: str) -> str:
-    return requests.get(url, headers={"Host": "web"}, timeout=5).text.strip()
+def routed(url: str, cid: str) -> str:
+    # the label's bare `web` is web.<cluster id>.opencs.local (opencs.routing.parse_domains)
+    return requests.get(url, headers={"Host": f"web.{cid.lower()}.opencs.local"}, timeout=5).text.strip()
 
 
 def deploy(srv: ServerProcess, tag: str, tmp: Path) -> dict[str, Any]:
@@ -105,19 +106,20 @@ def deploy(srv: ServerProcess, tag: str, tmp: Path) -> dict[str, Any]:
     app = master_session(murl, c.request("GET", f"/clusters/{cid}/certs"), tmp / f"certs-{tag}")
     r = app.post(f"{murl}/projects/", json={"name": "web", "template": template(tag)}, timeout=120)
     assert r.status_code == 201, r.text
-    end = time.time() + 120
+    end, got = time.time() + 120, ""
     while app.get(f"{murl}/projects/web", timeout=30).json()["current_state"] != "running":
         assert time.time() < end, "project not running in 120 s"
         time.sleep(0.3)
-    while not (rurl := c.describe_cluster(cid).get("routing_url")) or _try(rurl) != tag:
-        assert time.time() < end, f"routing_url {rurl!r} does not serve {tag}"
+    end = time.time() + 60
+    while not (rurl := c.describe_cluster(cid).get("routing_url")) or (got := _try(rurl, cid)) != tag:
+        assert time.time() < end, f"routing_url {rurl!r} does not serve {tag}: {got!r}"
         time.sleep(0.3)
     return {"cid": cid, "routing_url": rurl, "create_s": created, "total_s": time.monotonic() - t0}
 
 
-def _try(url: str) -> str:
+def _try(url: str, cid: str) -> str:
     try:
-        return routed(url)
+        return routed(url, cid)
     except requests.RequestException:
         return ""
 
@@ -164,7 +166,7 @@ def test_two_servers_share_one_host(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert len(node_pids) == SIZE
         a.stop()
         assert not alive(reg_pid) and not (a.data_dir / "registry" / "registry.pid").exists()
-        assert not (a.data_dir / "router" / "haproxy.pid").exists() or not _try(da["routing_url"])
+        assert not (a.data_dir / "router" / "haproxy.pid").exists() or not _try(da["routing_url"], da["cid"])
         assert all(alive(p) for p in node_pids)
 
         t1 = time.monotonic()
@@ -174,7 +176,7 @@ def test_two_servers_share_one_host(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert not any(alive(p) for p in node_pids)
         assert hostclaims.recorded(a.data_dir) is None
         # b is intact: its nodes, its registry, its routed project
-        assert routed(db["routing_url"]) == "bravo"
+        assert routed(db["routing_url"], db["cid"]) == "bravo"
         cl = Client(b.url, b.ak, b.secret)
         assert cl.describe_cluster(db["cid"])["state"] == "running"
         assert json.loads(Path(b.data_dir, "host-claims.json").read_text())["bridge"] == cb.bridge
