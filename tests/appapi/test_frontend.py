@@ -33,7 +33,7 @@ from tests.clusterkit import create_cluster, node_runtime, write_certs
 
 pytestmark = pytest.mark.integration  # real TLS listeners, and real nodes in some tests
 
-PORTS = (17900, 17949)  # a slice of the default range, away from other test runs' first ports
+PORTS = (28900, 28949)  # outside the blocks data dirs are allocated (opencs.providers.hostclaims.Pool)
 SERVICE = "oca-ticker"
 
 
