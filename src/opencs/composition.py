@@ -213,8 +213,11 @@ class ControlPlane:
         if self.host_use is not None and self.host_use.release():
             # the last process of this data dir: what only served the nodes through it stops with it
             # (the token realm is in-process, so a registry left alone could not serve a pull anyway)
-            self.registry.stop()
-            self.monitoring.stack.stop()
+            for what, stop in (("registry", self.registry.stop), ("monitoring stack", self.monitoring.stack.stop)):
+                try:
+                    stop()
+                except Exception as e:  # the store must still close
+                    log.warning("stopping the %s: %s", what, e)
         self.db.close()
 
 
