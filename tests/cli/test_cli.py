@@ -37,7 +37,7 @@ ENV_VARS = ("OPENCS_ENDPOINT", "OPENCS_ACCESS_KEY_ID", "OPENCS_ACCESS_KEY_SECRET
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = ServerProcess(tmp_path_factory.mktemp("cli-server") / "data", workers=0)
     try:
-        yield srv.start()
+        yield srv.start(timeout=90)  # a loaded machine (CI runs everything at once) starts it slowly
     finally:
         srv.kill()
 
@@ -98,6 +98,48 @@ def test_configure_list_and_api(server: ServerProcess, cfg: Path) -> None:
 
     res = run("api", "GET", "/version")
     assert json.loads(res.stdout)["api_version"] == "2015-12-15"
+
+
+def test_server_meta_ram_monitoring_attach_tokens(server: ServerProcess, cfg: Path, tmp_path: Path) -> None:
+    """The commands of the routes added since, against the real server: table/JSON/YAML output and
+    the exit code of each 4xx."""
+    configure(server)
+    assert json.loads(run("version").stdout)["api_version"] == "2015-12-15"
+    assert "api_version" in run("version", "-o", "table").stdout
+    assert run("health").exit_code == 0
+    assert "/clusters/{cluster_id}" in json.loads(run("openapi").stdout)["paths"]
+
+    status = json.loads(run("monitoring", "status").stdout)
+    assert status["enabled"] is False and "alert_rules" in status
+    assert "enabled" in run("monitoring", "status", "-o", "table").stdout
+
+    token = "t" * 32
+    for verb in ("status", "script", "join"):  # the token is the credential: unknown, a 403
+        res = run("attach-token", verb, token)
+        assert res.exit_code == 7 and "AttachTokenInvalid" in res.stderr
+
+    res = run("ram", "CreateUser", "UserName=cli-dev", "DisplayName=CLI")
+    assert res.exit_code == 0 and json.loads(res.stdout)["User"]["UserName"] == "cli-dev"
+    assert run("ram", "CreateUser", "UserName=cli-dev").exit_code == 8  # exists
+    users = run("ram", "ListUsers", "-o", "yaml").stdout
+    assert "cli-dev" in users and "UserName" in users
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"Version": "1", "Statement": [
+        {"Effect": "Allow", "Action": ["cs:Describe*"], "Resource": ["*"]}]}))
+    assert run("ram", "CreatePolicy", "PolicyName=cli-ro", f"PolicyDocument=@{policy}").exit_code == 0
+    assert run("ram", "AttachPolicyToUser", "UserName=cli-dev", "PolicyName=cli-ro", "PolicyType=Custom").exit_code == 0
+    assert "cli-ro" in run("ram", "ListPoliciesForUser", "UserName=cli-dev").stdout
+    assert run("ram", "CreatePolicy", "PolicyName=x", f"PolicyDocument=@{tmp_path / 'none.json'}").exit_code == 2
+    assert run("ram", "CreateUser", "nonsense").exit_code == 2  # not Key=Value
+    assert run("ram", "DetachPolicyFromUser", "UserName=cli-dev", "PolicyName=cli-ro", "PolicyType=Custom"
+               ).exit_code == 0
+    assert run("ram", "DeletePolicy", "PolicyName=cli-ro").exit_code == 0
+    assert run("ram", "DeleteUser", "UserName=cli-dev").exit_code == 0
+    assert run("ram", "GetUser", "UserName=cli-dev").exit_code == 6
+    assert run("ram", "NoSuchAction").exit_code == 6  # InvalidAction.NotFound
+
+    assert run("events", "c-nope").exit_code == 6
+    assert run("alerts", "list", "c-nope").exit_code == 6
 
 
 def test_interactive_configure(server: ServerProcess, cfg: Path) -> None:

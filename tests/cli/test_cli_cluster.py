@@ -16,6 +16,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
@@ -79,7 +80,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     for k, v in environ.items():
         mp.setenv(k, v)
     try:
-        srv.start()
+        srv.start(timeout=90)
         yield Env(srv, tmp, environ)
     finally:
         mp.undo()
@@ -265,6 +266,36 @@ def test_project_lifecycle(env: Env, created: Result, sdk_checks: list[Future[No
     run("projects", "wait", "shop", *c, "--timeout", "60")
 
 
+def test_logs_events_alerts(env: Env, created: Result) -> None:
+    c = ("--cluster", env.cid)
+    line = wait_for_line(lambda: run("projects", "logs", "shop", *c).stdout, "v1 hello")
+    assert " | " in line  # '<container> | <text>'
+    assert "v1 hello" in run("services", "logs", "shop_web", *c, "--tail", "1", "--timestamps").stdout
+    run("services", "logs", "shop_nope", *c, code=6)
+    run("projects", "logs", "nope", *c, code=6)
+    # followed: the lines so far arrive, then it waits for more until stopped
+    p = shell(env, f"timeout 8 opencs services logs shop_web --cluster {env.cid} --follow")
+    assert p.returncode == 124 and "v1 hello" in p.stdout, (p.stdout, p.stderr)
+
+    events = js("events", env.cid)
+    assert {"task"} <= {e["kind"] for e in events} and all(e["cluster_id"] == env.cid for e in events)
+    assert {e["kind"] for e in js("events", env.cid, "--kind", "task", "--project", "shop")} == {"task"}
+    assert "shop" in run("events", env.cid, "--project", "shop").stdout
+    assert all(e["id"] > events[-2]["id"] for e in js("events", env.cid, "--after", str(events[-2]["id"])))
+    p = shell(env, f"timeout 6 opencs events {env.cid} --follow -o json")
+    assert p.returncode == 124 and json.loads(p.stdout.splitlines()[0])["id"] == events[0]["id"], p.stderr
+
+    rule = js("alerts", "create", env.cid, "--body", json.dumps({
+        "project_id": "shop", "service": "web", "max_replicas": 3,
+        "scale_out": {"cpu_above": 90, "for": "60s", "step": 1}}))
+    assert rule["id"].startswith("ar-") and rule["trigger_id"]
+    assert rule["id"] in run("alerts", "list", env.cid).stdout
+    run("alerts", "create", env.cid, "--body", '{"project_id": "shop"}', code=1)  # no service: a 400
+    run("alerts", "delete", env.cid, rule["id"])
+    assert js("alerts", "list", env.cid) == []
+    run("alerts", "delete", env.cid, rule["id"], code=6)
+
+
 def test_updates_blue_green_confirm_rollback(env: Env, created: Result) -> None:
     c = ("--cluster", env.cid)
     f = env.tmp / "shop" / "compose.yml"
@@ -358,6 +389,15 @@ def check_application_api(cs: Any, cluster_id: str, name: str) -> None:
     assert project.current_state == "running" and project.environment["NOTE"] == "x"
     assert [p.name for p in app.list_projects(name)] == [name]
     sid = f"{name}_web"
+    assert wait_for_line(lambda: app.project_logs(name), "v1 x") in app.service_logs(sid, tail=5, timestamps=True)
+    lines = app.follow_service_logs(sid)  # a log that is followed: its first line, then leave it
+    assert next(iter(lines)).endswith("v1 x")
+    lines.close()
+    events = cs.cluster_events(cluster_id, project=name, kind="task")
+    assert events and all(e.project == name and e.kind == "task" for e in events)
+    stream = cs.follow_events(cluster_id, project=name, kind="task")  # starts with the events so far
+    assert next(iter(stream)).id == events[0].id
+    stream.close()
     assert app.get_project(name).services[0].id == sid
     assert [s.id for s in app.list_services(name)] == [sid]
     app.scale_service(sid, 2)
@@ -395,6 +435,17 @@ def check_application_api(cs: Any, cluster_id: str, name: str) -> None:
     app.delete_project(name, volumes=True)
     with pytest.raises(NotFoundError):
         app.get_project(name)
+
+
+def wait_for_line(read: Any, text: str, timeout: float = 30) -> str:
+    """The log line holding ``text`` (a container's first output takes a moment to be read)."""
+    end = time.monotonic() + timeout
+    while True:
+        line = next((ln for ln in read().splitlines() if text in ln), None)
+        if line is not None or time.monotonic() > end:
+            assert line is not None, f"no log line with {text!r}"
+            return line
+        time.sleep(0.5)
 
 
 def test_sdk_application_api_sync_and_async(sdk_checks: list[Future[None]]) -> None:

@@ -1,7 +1,7 @@
 """Driving the sync and the async SDK clients with the same test code.
 
 ``Blocking(async_client, loop)`` runs each coroutine the async client returns to completion on one
-event loop (and collects async iterators into iterators), so a check written against the sync API
+event loop (and turns async iterators into iterators), so a check written against the sync API
 runs unchanged against the async implementation — nothing of it is re-implemented here."""
 
 from __future__ import annotations
@@ -14,8 +14,19 @@ from typing import Any
 from opencs.sdk import AppClient, AsyncAppClient, AsyncClient, Client
 
 
-async def _collect(it: AsyncIterator[Any]) -> list[Any]:
-    return [x async for x in it]
+def _items(it: AsyncIterator[Any], loop: asyncio.AbstractEventLoop) -> Iterator[Any]:
+    """An async iterator as an iterator, one item at a time (a stream that never ends, a log
+    that is followed, can be read and left)."""
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(anext(it))
+            except StopAsyncIteration:
+                return
+    finally:
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            loop.run_until_complete(aclose())
 
 
 class Blocking:
@@ -32,7 +43,7 @@ class Blocking:
             if inspect.iscoroutine(out):
                 out = self._loop.run_until_complete(out)
             elif inspect.isasyncgen(out):
-                return iter(self._loop.run_until_complete(_collect(out)))
+                return _items(out, self._loop)
             return Blocking(out, self._loop) if isinstance(out, AsyncAppClient | AsyncClient) else out
         return call
 

@@ -31,6 +31,8 @@ from tests.sdk.kit import Blocking
 # (method, args, kwargs) -> (HTTP method, path, query subset, JSON body or None)
 CONTROL: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, dict[str, str], Any]] = [
     ("version", (), {}, "GET", "/version", {}, None),
+    ("healthz", (), {}, "GET", "/healthz", {}, None),
+    ("openapi", (), {}, "GET", "/openapi.json", {}, None),
     ("list_clusters", (), {}, "GET", "/clusters", {}, None),
     ("list_clusters_paged", (2, 5), {}, "GET", "/api/v1/clusters", {"page_number": "2", "page_size": "5"}, None),
     ("describe_cluster", ("c/1",), {}, "GET", "/clusters/c%2F1", {}, None),
@@ -73,7 +75,24 @@ CONTROL: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, dict[str, st
      None),
     ("metrics", (), {}, "GET", "/metrics", {}, None),
     ("container_metrics", (), {}, "GET", "/metrics/containers", {}, None),
+    ("request", ("PUT", "/clusters/c1?x=1"), {"query": {"y": 2}, "body": {"size": 4}}, "PUT", "/clusters/c1",
+     {"x": "1", "y": "2"}, {"size": 4}),
+    ("attach_status", ("tok",), {}, "GET", "/attach/tok", {}, None),
+    ("attach_node_script", ("tok",), {}, "GET", "/attach/tok/script", {}, None),
+    ("attach_join", ("tok",), {}, "POST", "/attach/tok", {}, None),
+    ("cluster_events", ("c1",), {"kind": "task", "after": 7, "limit": 5}, "GET", "/clusters/c1/events",
+     {"kind": "task", "after": "7", "limit": "5"}, None),
+    ("monitoring_status", (), {}, "GET", "/monitoring", {}, None),
+    ("enable_monitoring", (9090,), {}, "POST", "/monitoring/enable", {}, {"prometheus_port": 9090}),
+    ("disable_monitoring", (), {}, "POST", "/monitoring/disable", {}, {}),
+    ("create_alert_rule", ("c1", {"project_id": "web", "service": "app"}), {}, "POST", "/clusters/c1/alerts", {},
+     {"project_id": "web", "service": "app"}),
+    ("list_alert_rules", ("c1",), {}, "GET", "/clusters/c1/alerts", {}, None),
+    ("delete_alert_rule", ("c1", "ar-1"), {}, "DELETE", "/clusters/c1/alerts/ar-1", {}, None),
+    ("ram", ("CreateUser", {"UserName": "dev"}), {}, "POST", "/", {"UserName": "dev"}, None),
 ]
+UNSIGNED = {"healthz", "openapi", "invoke_trigger", "metrics", "container_metrics", "attach_status",
+            "attach_node_script", "attach_join"}
 APPLICATION: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, dict[str, str], Any]] = [
     ("list_projects", ("we",), {"containers": False}, "GET", "/projects/", {"q": "we", "containers": "false"}, None),
     ("create_project", ("web", "services: {}"), {"version": "2", "environment": {"A": "1"}}, "POST", "/projects/",
@@ -100,12 +119,16 @@ APPLICATION: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, dict[str
     ("list_volumes", (), {}, "GET", "/volumes", {}, None),
     ("get_volume", ("v1",), {}, "GET", "/volumes/v1", {}, None),
     ("delete_volume", ("v1",), {}, "DELETE", "/volumes/v1", {}, None),
+    ("project_logs", ("web",), {"tail": 10, "since": "10m"}, "GET", "/projects/web/logs",
+     {"tail": "10", "since": "10m"}, None),
+    ("service_logs", ("web_db",), {"timestamps": True}, "GET", "/services/web_db/logs", {"timestamps": "true"}, None),
 ]
-FLOWS = {"wait_task", "wait_cluster", "iter_clusters", "iter_nodes", "wait_project", "wait_service"}
+FLOWS = {"wait_task", "wait_cluster", "iter_clusters", "iter_nodes", "wait_project", "wait_service", "iter_events",
+         "follow_events", "follow_project_logs", "follow_service_logs"}
 
 
 def public(cls: type) -> set[str]:
-    return {n for n in vars(cls) if not n.startswith("_")}
+    return {n for n, v in vars(cls).items() if not n.startswith("_") and not isinstance(v, property)}
 
 
 def test_every_method_is_in_the_tables() -> None:
@@ -166,7 +189,7 @@ def test_each_route_request(kind: str, app: bool) -> None:
             assert {k: got.get(k) for k in query} == query, name
             assert (json.loads(req.content) if req.content else None) == body, name
             signed = "authorization" in req.headers
-            assert signed == (not app and name not in ("invoke_trigger", "metrics", "container_metrics")), name
+            assert signed == (not app and name not in UNSIGNED), name
     finally:
         close()
 
@@ -263,3 +286,39 @@ def test_no_master_url_is_a_conflict() -> None:
     with pytest.raises(ConflictError, match="no master_url"):
         c.app("c1")
     assert inspect.iscoroutinefunction(AsyncClient.app)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_streams_and_event_pages(kind: str) -> None:
+    """Followed logs and events are read line by line (one implementation, both transports); the
+    event pager asks for the events after the last one it got."""
+    sse = b": following\n\nid: 3\nevent: task\ndata: {\"id\": 3, \"kind\": \"task\", \"reason\": \"Stage\"}\n\n"
+
+    def replies(req: httpx.Request) -> Any:
+        if req.url.path.endswith("/logs") and "nope" not in req.url.path:
+            if req.url.params.get("follow") != "true":  # text, even where a line would parse as JSON
+                return httpx.Response(200, content=b"42\n", headers={"content-type": "text/plain"})
+            return httpx.Response(200, content=b"web_1 | one\nweb_2 | 2\n", headers={"content-type": "text/plain"})
+        if req.url.path == "/clusters/c1/events" and req.url.params.get("follow") == "true":
+            return httpx.Response(200, content=sse, headers={"content-type": "text/event-stream"})
+        if req.url.path == "/clusters/c1/events":
+            after = int(req.url.params.get("after", "0"))
+            return {"events": [{"id": i} for i in range(after + 1, min(after + 2, 4) + 1)]}
+        return httpx.Response(404, json={"Code": "NotFound", "Message": "no"})
+
+    seen, handler = recorder(replies)
+    cs, close_cs = clients(kind, False, handler)
+    app, close_app = clients(kind, True, handler)
+    try:
+        assert list(app.follow_service_logs("web_db", tail=5)) == ["web_1 | one", "web_2 | 2"]
+        assert list(app.follow_project_logs("web")) == ["web_1 | one", "web_2 | 2"]
+        events = list(cs.follow_events("c1"))
+        assert [(e.id, e.reason) for e in events] == [(3, "Stage")]
+        assert [e.id for e in cs.iter_events("c1", page_size=2)] == [1, 2, 3, 4]
+        assert [r.url.params.get("after") for r in seen[-3:]] == [None, "2", "4"]
+        assert app.project_logs("web") == "42\n"
+        with pytest.raises(NotFoundError):
+            list(app.follow_service_logs("nope"))
+    finally:
+        close_cs()
+        close_app()

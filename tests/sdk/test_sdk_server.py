@@ -32,7 +32,7 @@ INSTANCE = "i-" + "a" * 20
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = ServerProcess(tmp_path_factory.mktemp("sdk-server") / "data", workers=0)
     try:
-        yield srv.start()
+        yield srv.start(timeout=90)  # a loaded machine (CI runs everything at once) starts it slowly
     finally:
         srv.kill()
 
@@ -167,3 +167,52 @@ def test_wrong_secret_is_an_auth_error(server: ServerProcess, kind: str) -> None
         with pytest.raises(AuthError) as e:
             c.list_clusters()
         assert e.value.status == 403 and e.value.code == "SignatureDoesNotMatch" and e.value.request_id
+
+
+def test_meta_events_monitoring_alerts_attach_tokens_ram(cs: Any) -> None:
+    """The methods of the routes added since: each against the real server (success, or its
+    error class where this server cannot do more: no workers, no cluster running)."""
+    assert cs.healthz() == {"status": "ok"} or cs.healthz()
+    assert "/clusters" in cs.openapi()["paths"]
+    assert cs.request("GET", "/version?x=1")["api_version"] == "2015-12-15"
+
+    cid = cs.create_cluster({"name": f"ev-{secrets.token_hex(3)}", "size": 1}).cluster_id
+    assert isinstance(cs.cluster_events(cid), list) and list(cs.iter_events(cid, page_size=1)) == \
+        cs.cluster_events(cid, limit=1000)
+    with pytest.raises(NotFoundError):
+        cs.cluster_events("c-nope")
+    with pytest.raises(NotFoundError):
+        list(cs.follow_events("c-nope"))
+
+    status = cs.monitoring_status()
+    assert status.enabled is False and cid in status.clusters
+    assert cs.list_alert_rules(cid) == []
+    with pytest.raises(NotFoundError) as e:
+        cs.create_alert_rule(cid, {"project_id": "no-such-project", "service": "app",
+                                   "scale_out": {"cpu_above": 50, "for": "20s", "step": 1}})
+    assert e.value.code == "ServiceNotFound"
+    with pytest.raises(BadRequestError):
+        cs.create_alert_rule(cid, {"service": "app"})
+    with pytest.raises(NotFoundError) as e:
+        cs.delete_alert_rule(cid, "ar-abcdefghijkl")
+    assert e.value.code == "AlertRuleNotFound"
+
+    token = "t" * 32  # a token no attach line carries
+    for call in (cs.attach_status, cs.attach_node_script, cs.attach_join):
+        with pytest.raises(AuthError) as e:
+            call(token)
+        assert e.value.code == "AttachTokenInvalid"
+
+    user = f"sdk{secrets.token_hex(3)}"
+    created = cs.ram("CreateUser", {"UserName": user, "DisplayName": "SDK"})
+    assert created["User"]["UserName"] == user and created.request_id
+    assert user in {u["UserName"] for u in cs.ram("ListUsers")["Users"]["User"]}
+    key = cs.ram("CreateAccessKey", {"UserName": user})["AccessKey"]
+    assert key["AccessKeySecret"] and key["Status"] == "Active"
+    cs.ram("DeleteAccessKey", {"UserName": user, "UserAccessKeyId": key["AccessKeyId"]})
+    cs.ram("DeleteUser", {"UserName": user})
+    with pytest.raises(NotFoundError):
+        cs.ram("GetUser", {"UserName": user})
+    with pytest.raises(NotFoundError) as e:
+        cs.ram("NoSuchAction")
+    assert e.value.code == "InvalidAction.NotFound"

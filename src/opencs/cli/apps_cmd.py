@@ -26,12 +26,13 @@ from opencs.cli.common import (
     read_text,
     wait_for,
 )
+from opencs.cli.lifecycle import add_lifecycle
 from opencs.cli.output import emit
 from opencs.sdk import AppClient, Client
 from opencs.sdk.models import Project
 
 projects_app = typer.Typer(help="Projects (applications from Compose files) of a cluster: create, list, get, "
-                           "update, confirm, rollback, start, stop, kill, redeploy, delete, wait.",
+                           "update, confirm, rollback, start, stop, kill, redeploy, delete, wait, logs.",
                            no_args_is_help=True)
 
 PROJECT_COLUMNS = ("name", "version", "current_state", "desired_state", "services", "updated", "message")
@@ -216,33 +217,6 @@ def projects_rollback(ctx: typer.Context, name: NameArg, cluster: ClusterOpt, wa
 # ---------------------------------------------------------------------- lifecycle
 
 
-@projects_app.command("start")
-def projects_start(ctx: typer.Context, name: NameArg, cluster: ClusterOpt) -> None:
-    """Start the project's services in dependency order (answers when started)."""
-    with app_session(ctx, cluster) as (_, app):
-        app.start_project(name)
-    typer.echo(f"Project {name}: started")
-
-
-@projects_app.command("stop")
-def projects_stop(ctx: typer.Context, name: NameArg, cluster: ClusterOpt,
-                  t: Annotated[int | None, typer.Option("--time", "-t", min=0, max=3600,
-                                                        help="Seconds the containers get to stop.")] = None) -> None:
-    """Stop the project's containers in reverse dependency order."""
-    with app_session(ctx, cluster) as (_, app):
-        app.stop_project(name, t)
-    typer.echo(f"Project {name}: stopped")
-
-
-@projects_app.command("kill")
-def projects_kill(ctx: typer.Context, name: NameArg, cluster: ClusterOpt,
-                  signal: Annotated[str | None, typer.Option("--signal", "-s", help="Default KILL.")] = None) -> None:
-    """Send a signal to every container of the project."""
-    with app_session(ctx, cluster) as (_, app):
-        app.kill_project(name, signal)
-    typer.echo(f"Project {name}: signalled {signal or 'KILL'}")
-
-
 @projects_app.command("redeploy")
 def projects_redeploy(ctx: typer.Context, name: NameArg, cluster: ClusterOpt, wait: WaitOpt = False,
                       timeout: TimeoutOpt = 600.0) -> None:
@@ -263,6 +237,10 @@ def projects_delete(ctx: typer.Context, name: NameArg, cluster: ClusterOpt,
     with app_session(ctx, cluster) as (_, app):
         app.delete_project(name, force=force, volumes=volumes)
     typer.echo(f"Project {name}: deleted")
+
+
+add_lifecycle(projects_app, "Project", NameArg, "project",
+              "Start the project's services in dependency order (answers when started).")
 
 
 def register(app: typer.Typer) -> None:

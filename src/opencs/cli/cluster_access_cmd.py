@@ -15,12 +15,12 @@ from opencs.cli.common import (
     OutputOpt,
     TimeoutOpt,
     WaitOpt,
-    make_client,
     output_format,
     read_object,
-    show_and_wait,
+    signed_client,
+    task_command,
 )
-from opencs.cli.output import EXIT_API, EXIT_USAGE, cli_errors, emit, err
+from opencs.cli.output import EXIT_API, EXIT_USAGE, emit, err
 
 CERT_COLUMNS = ("serial", "user_name", "access_key_id", "state", "created", "expiration", "revoked")
 MinutesOpt = Annotated[int | None, typer.Option("--minutes", min=1, help=(
@@ -38,8 +38,7 @@ def kubeconfig(
 ) -> None:
     """A Kubernetes cluster's kubeconfig with a certificate of your own (GET /k8s/ID/user_config):
     opencs clusters kubeconfig ID -f kubeconfig && kubectl --kubeconfig kubeconfig get nodes."""
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         config = client.kubeconfig(cluster_id, private_ip=private_ip, minutes=minutes).config
     if file is None:
         typer.echo(config.rstrip("\n"))
@@ -80,10 +79,7 @@ def scale_out(
     payload.setdefault("worker_data_disk", False)
     if "count" not in payload:
         raise typer.BadParameter("give --count N (or a --body with \"count\")", param_hint="--count")
-    fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
-        show_and_wait(client, client.scale_out(cluster_id, payload), wait, timeout, fmt)
+    task_command(ctx, output, wait, timeout, lambda client: client.scale_out(cluster_id, payload))
 
 
 def remove_nodes(
@@ -92,17 +88,17 @@ def remove_nodes(
     nodes: Annotated[list[str], typer.Argument(help="Worker node names, instance ids or IPs.", show_default=False)],
     release: Annotated[bool, typer.Option("--release", help="Release the machines too (release_node).")] = False,
     drain: Annotated[bool, typer.Option("--drain/--no-drain", help="Drain the nodes first (drain_node).")] = True,
+    delete_nodes: Annotated[bool, typer.Option("--delete-nodes", help=(
+        "Call DeleteClusterNodes (POST /clusters/ID/nodes), the older route, instead."))] = False,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 1800.0,
     output: OutputOpt = None,
 ) -> None:
     """Remove worker nodes of a Kubernetes cluster (RemoveClusterNodes, POST /api/v2/clusters/ID/nodes/remove;
     the same as DeleteClusterNodes, POST /clusters/ID/nodes)."""
-    fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
-        reply = client.remove_nodes(cluster_id, list(nodes), release_node=release, drain_node=drain)
-        show_and_wait(client, reply, wait, timeout, fmt)
+    task_command(ctx, output, wait, timeout, lambda client: (
+        client.delete_cluster_nodes if delete_nodes else client.remove_nodes)(
+            cluster_id, list(nodes), release_node=release, drain_node=drain))
 
 
 def attach_script(
@@ -115,16 +111,14 @@ def attach_script(
 ) -> None:
     """Print the shell line that joins the machine it runs on (DescribeClusterAttachScripts); its
     token works once."""
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         typer.echo(client.attach_script(cluster_id, read_object(options, "options"), expired=expired))
 
 
 def certs_list(ctx: typer.Context, cluster_id: ClusterArg, as_json: JsonOpt = False, output: OutputOpt = None) -> None:
     """The certificates issued for the cluster (yours, for a RAM user) and their state."""
     fmt = output_format(ctx, output, as_json)
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         emit(client.cert_states(cluster_id), fmt, columns=CERT_COLUMNS, empty="No certificates.")
 
 
@@ -141,14 +135,43 @@ def certs_revoke(
         err("Error: give a SERIAL or --mine")
         raise typer.Exit(EXIT_USAGE)
     fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         if mine:
             revoked = client.revoke_my_certs(cluster_id)
             typer.echo(f"Revoked {len(revoked)} certificate(s){': ' if revoked else ''}{', '.join(revoked)}")
             return
         assert serial is not None
         emit(client.revoke_cert(cluster_id, serial), fmt, columns=CERT_COLUMNS)
+
+
+# ---------------------------------------------------------------------- what the attach line runs on the machine
+
+attach_token_app = typer.Typer(help="The calls an attach script makes from the machine that joins (its token is "
+                               "the credential): status, script, join.", no_args_is_help=True)
+TokenArg = Annotated[str, typer.Argument(help="The token in the attach line's URL (…/attach/TOKEN/script).",
+                                         show_default=False)]
+
+
+@attach_token_app.command("status")
+def attach_status(ctx: typer.Context, token: TokenArg, output: OutputOpt = None) -> None:
+    """Whether the token was used, and the join's task and state (GET /attach/TOKEN)."""
+    fmt = output_format(ctx, output, default="json")
+    with signed_client(ctx) as client:
+        emit(client.attach_status(token), fmt, columns=("cluster_id", "instance_id", "task_id", "state", "stage"))
+
+
+@attach_token_app.command("script")
+def attach_node_script(ctx: typer.Context, token: TokenArg) -> None:
+    """Print the shell script the attach line fetches (GET /attach/TOKEN/script)."""
+    with signed_client(ctx) as client:
+        typer.echo(client.attach_node_script(token), nl=False)
+
+
+@attach_token_app.command("join")
+def attach_join(ctx: typer.Context, token: TokenArg, wait: WaitOpt = False, timeout: TimeoutOpt = 1800.0,
+                output: OutputOpt = None) -> None:
+    """Join the machine this runs on to the token's cluster, once (POST /attach/TOKEN)."""
+    task_command(ctx, output, wait, timeout, lambda client: client.attach_join(token))
 
 
 def register(clusters_app: typer.Typer) -> None:

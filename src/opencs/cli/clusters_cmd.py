@@ -20,12 +20,12 @@ from opencs.cli.common import (
     OutputOpt,
     TimeoutOpt,
     WaitOpt,
-    make_client,
     output_format,
     read_object,
-    show_and_wait,
+    signed_client,
+    task_command,
 )
-from opencs.cli.output import EXIT_API, EXIT_USAGE, cli_errors, emit, err
+from opencs.cli.output import EXIT_API, EXIT_USAGE, emit, err
 from opencs.sdk import Client
 
 clusters_app = typer.Typer(help="Clusters: list, describe, create, scale, attach, remove-node, reset, delete, "
@@ -47,8 +47,7 @@ def clusters_list(
 ) -> None:
     """List clusters."""
     fmt = output_format(ctx, output, as_json)
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         if page is None:
             emit(client.list_clusters(), fmt, columns=CLUSTER_COLUMNS, empty="No clusters.")
             return
@@ -65,8 +64,7 @@ def clusters_list(
 def clusters_describe(ctx: typer.Context, cluster_id: ClusterArg, output: OutputOpt = None) -> None:
     """Show one cluster."""
     fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         emit(client.describe_cluster(cluster_id), fmt, columns=CLUSTER_COLUMNS)
 
 
@@ -76,10 +74,7 @@ def clusters_create(ctx: typer.Context, body: Annotated[str, typer.Option("--bod
                     wait: WaitOpt = False, timeout: TimeoutOpt = 1800.0, output: OutputOpt = None) -> None:
     """Create a cluster (POST /clusters)."""
     payload = read_object(body, "create")
-    fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
-        show_and_wait(client, client.create_cluster(payload), wait, timeout, fmt)
+    task_command(ctx, output, wait, timeout, lambda client: client.create_cluster(payload))
 
 
 @clusters_app.command("scale")
@@ -98,10 +93,7 @@ def clusters_scale(
         payload["size"] = size
     if "size" not in payload:
         raise typer.BadParameter("give --size N (or a --body with \"size\")", param_hint="--size")
-    fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
-        show_and_wait(client, client.scale_cluster(cluster_id, payload), wait, timeout, fmt)
+    task_command(ctx, output, wait, timeout, lambda client: client.scale_cluster(cluster_id, payload))
 
 
 @clusters_app.command("attach")
@@ -120,10 +112,7 @@ def clusters_attach(
         payload["instances"] = list(instance)
     if not payload.get("instances"):
         raise typer.BadParameter("give --instance ID (see `opencs instances list --free`)", param_hint="--instance")
-    fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
-        show_and_wait(client, client.attach_instances(cluster_id, payload), wait, timeout, fmt)
+    task_command(ctx, output, wait, timeout, lambda client: client.attach_instances(cluster_id, payload))
 
 
 @clusters_app.command("remove-node")
@@ -138,10 +127,7 @@ def clusters_remove_node(
     output: OutputOpt = None,
 ) -> None:
     """Remove a node from a cluster by its IP (DELETE /clusters/ID/ip/IP)."""
-    fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
-        show_and_wait(client, client.remove_node(cluster_id, ip, release_instance), wait, timeout, fmt)
+    task_command(ctx, output, wait, timeout, lambda client: client.remove_node(cluster_id, ip, release_instance))
 
 
 @clusters_app.command("reset")
@@ -156,20 +142,14 @@ def clusters_reset(
 ) -> None:
     """Reset a node: a fresh engine, re-joined (POST /clusters/ID/instances/INSTANCE/reset)."""
     payload = read_object(body, "reset")
-    fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
-        show_and_wait(client, client.reset_node(cluster_id, instance_id, payload), wait, timeout, fmt)
+    task_command(ctx, output, wait, timeout, lambda client: client.reset_node(cluster_id, instance_id, payload))
 
 
 @clusters_app.command("delete")
 def clusters_delete(ctx: typer.Context, cluster_id: ClusterArg, wait: WaitOpt = False,
                     timeout: TimeoutOpt = 1800.0, output: OutputOpt = None) -> None:
     """Delete a cluster and its nodes."""
-    fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
-        show_and_wait(client, client.delete_cluster(cluster_id), wait, timeout, fmt)
+    task_command(ctx, output, wait, timeout, lambda client: client.delete_cluster(cluster_id))
 
 
 @clusters_app.command("nodes")
@@ -177,8 +157,7 @@ def clusters_nodes(ctx: typer.Context, cluster_id: ClusterArg, as_json: JsonOpt 
                    output: OutputOpt = None) -> None:
     """List a cluster's nodes (every page)."""
     fmt = output_format(ctx, output, as_json)
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         if fmt != "table":
             emit(client.cluster_nodes(cluster_id), fmt)
             return
@@ -229,8 +208,7 @@ def clusters_certs(
         "Lifetime of the certificate in minutes (default: the server's)."))] = None,
 ) -> None:
     """Save a new TLS client certificate of yours for the cluster (key.pem gets mode 0600)."""
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         certs = client.cluster_certs(cluster_id, minutes)
     d = directory.expanduser()
     write_certs(d, certs, force)
@@ -281,8 +259,7 @@ def clusters_env(
             typer.echo({"sh": f"unset {n}", "fish": f"set -e {n};",
                         "powershell": f"Remove-Item Env:\\{n}"}[shell])
         return
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         host, d, _ = _docker_env(client, cluster_id)
     for n, v in zip(names, (host, "1", str(d)), strict=True):
         typer.echo({"sh": f"export {n}={shlex.quote(v)}", "fish": f"set -gx {n} {shlex.quote(v)};",
@@ -303,8 +280,7 @@ def clusters_docker_context(
         err("Error: the docker CLI is not installed (a docker context lives in its configuration); "
             "`opencs clusters env` needs no docker CLI to print the environment")
         raise typer.Exit(EXIT_USAGE)
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         host, d, cluster_name = _docker_env(client, cluster_id)
     context = name or f"opencs-{cluster_name or cluster_id}"
     endpoint = f"host={host},ca={d / 'ca.pem'},cert={d / 'cert.pem'},key={d / 'key.pem'}"

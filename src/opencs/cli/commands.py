@@ -9,20 +9,20 @@ from typing import Annotated, Any
 
 import typer
 
-from opencs.cli import apps_cmd, cluster_access_cmd, clusters_cmd, triggers_cmd
+from opencs.cli import apps_cmd, cluster_access_cmd, clusters_cmd, ram_cmd, triggers_cmd
 from opencs.cli.common import (
     JsonOpt,
     OutputOpt,
     TimeoutOpt,
     WaitOpt,
-    make_client,
     output_format,
     parse_pairs,
     read_body,
-    show_and_wait,
+    signed_client,
+    task_command,
     wait_for,
 )
-from opencs.cli.output import cli_errors, emit, print_json
+from opencs.cli.output import emit, print_json
 
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH")
 
@@ -56,8 +56,7 @@ def api(
             raise typer.BadParameter(f"cannot read {src}: {e.strerror or e}", param_hint="--body") from None
     else:
         payload = body
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         reply = client.request(verb, path if path.startswith("/") else "/" + path,
                                query=pairs, body=payload, headers=headers)
     print_json(reply)
@@ -72,8 +71,7 @@ tasks_app = typer.Typer(help="Asynchronous tasks (T-…): describe, wait.", no_a
 def tasks_describe(ctx: typer.Context, task_id: Annotated[str, typer.Argument()], output: OutputOpt = None) -> None:
     """Show a task (DescribeTaskInfo)."""
     fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         emit(client.describe_task(task_id), fmt, columns=("task_id", "task_type", "state", "current_stage"))
 
 
@@ -87,8 +85,7 @@ def tasks_wait(
     output: OutputOpt = None,
 ) -> None:
     """Wait for a task, showing its stages; exit 4 if it fails, 5 on timeout."""
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         task = wait_for(client, task_id, timeout, poll)
     if as_json or output:
         emit(task, output_format(ctx, output, as_json))
@@ -110,8 +107,7 @@ def instances_list(
 ) -> None:
     """List instances (nodes), with the cluster each belongs to."""
     fmt = output_format(ctx, output, as_json)
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         reply = client.list_instances(free_only=free)
     emit(reply, fmt, columns=INSTANCE_COLUMNS, empty="No instances.")
 
@@ -125,10 +121,7 @@ def instances_create(
     output: OutputOpt = None,
 ) -> None:
     """Create free instances."""
-    fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
-        show_and_wait(client, client.create_instances(count), wait, timeout, fmt)
+    task_command(ctx, output, wait, timeout, lambda client: client.create_instances(count))
 
 
 @instances_app.command("delete")
@@ -140,10 +133,7 @@ def instances_delete(
     output: OutputOpt = None,
 ) -> None:
     """Delete a free instance."""
-    fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
-        show_and_wait(client, client.delete_instance(instance_id), wait, timeout, fmt)
+    task_command(ctx, output, wait, timeout, lambda client: client.delete_instance(instance_id))
 
 
 @instances_app.command("register")
@@ -179,8 +169,7 @@ def instances_register(
         body["known_host_key"] = host_key
     if docker_socket:
         body["remote_socket"] = docker_socket
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         emit(client.register_instance(body), fmt, columns=INSTANCE_COLUMNS)
 
 
@@ -190,8 +179,7 @@ def instances_register(
 def images(ctx: typer.Context, as_json: JsonOpt = False, output: OutputOpt = None) -> None:
     """List the images nodes can be created from."""
     fmt = output_format(ctx, output, as_json)
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         reply = client.list_images()
     rows = [{"region": i.region, "image": i.value, "description": i.text} for i in reply.images]
     if fmt != "table" or not rows and reply:
@@ -208,10 +196,31 @@ def metrics(
         "The containers' and nodes' usage instead (GET /metrics/containers).")) ] = False,
 ) -> None:
     """Print the control plane's Prometheus metrics (GET /metrics)."""
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         text = client.container_metrics(token) if containers else client.metrics(token)
     typer.echo(text.rstrip("\n"))
+
+
+# ---------------------------------------------------------------------- the server itself
+
+
+def server_version(ctx: typer.Context, output: OutputOpt = None) -> None:
+    """The server's version and API version (GET /version; `opencs --version` is this CLI's)."""
+    fmt = output_format(ctx, output, default="json")
+    with signed_client(ctx) as client:
+        emit(client.version(), fmt, columns=("version", "api_version"))
+
+
+def health(ctx: typer.Context) -> None:
+    """Whether the server answers (GET /healthz, unsigned): exit 0 and its reply, else 3."""
+    with signed_client(ctx) as client:
+        print_json(client.healthz())
+
+
+def openapi(ctx: typer.Context) -> None:
+    """Print the control-plane API's OpenAPI document (GET /openapi.json)."""
+    with signed_client(ctx) as client:
+        print_json(client.openapi())
 
 
 # ---------------------------------------------------------------------- registration
@@ -220,11 +229,16 @@ def metrics(
 def register(app: typer.Typer) -> None:
     """Add the client commands to the top-level Typer app."""
     app.command("api")(api)
+    app.command("version")(server_version)
+    app.command("health")(health)
+    app.command("openapi")(openapi)
     cluster_access_cmd.register(clusters_cmd.clusters_app)
     app.add_typer(clusters_cmd.clusters_app, name="clusters")
+    app.add_typer(cluster_access_cmd.attach_token_app, name="attach-token")
     app.add_typer(tasks_app, name="tasks")
     app.add_typer(instances_app, name="instances")
     app.command("images")(images)
     app.command("metrics")(metrics)
     apps_cmd.register(app)
     triggers_cmd.register(app)
+    ram_cmd.register(app)

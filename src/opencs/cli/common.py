@@ -82,6 +82,22 @@ def make_client(ctx: typer.Context) -> Client:
         raise typer.Exit(EXIT_USAGE) from None
 
 
+@contextmanager
+def signed_client(ctx: typer.Context, source: str | None = None) -> Iterator[Client]:
+    """The profile's control-plane client, its errors turned into exit codes."""
+    client = make_client(ctx)
+    with client, cli_errors(source):
+        yield client
+
+
+def task_command(ctx: typer.Context, output: str | None, wait: bool, timeout: float,
+                 start: Callable[[Client], Any]) -> None:
+    """A call that starts a task: print its reply (JSON by default); with --wait, follow the task."""
+    fmt = output_format(ctx, output, default="json")
+    with signed_client(ctx) as client:
+        show_and_wait(client, start(client), wait, timeout, fmt)
+
+
 def make_app(client: Client, cluster_id: str) -> AppClient:
     """The cluster's Application API client (master_url + the cluster's certificates)."""
     return client.app(cluster_id)

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 import typer
 
 from opencs.cli.common import ClusterOpt, JsonOpt, OutputOpt, app_session, output_format, parse_pairs
+from opencs.cli.lifecycle import add_lifecycle
 from opencs.cli.output import emit
 from opencs.sdk.models import Service
 
 services_app = typer.Typer(help="Services of a cluster's projects (id <project>_<service>): list, get, start, "
-                           "stop, kill, scale.", no_args_is_help=True)
+                           "stop, kill, scale, logs.", no_args_is_help=True)
 volumes_app = typer.Typer(help="Data volumes of a cluster: create, list, get, delete.", no_args_is_help=True)
 
 SERVICE_COLUMNS = ("id", "project", "current_state", "desired_state", "scale", "containers", "image")
@@ -57,33 +58,6 @@ def services_get(ctx: typer.Context, service_id: ServiceArg, cluster: ClusterOpt
     emit(svc, fmt)
 
 
-@services_app.command("start")
-def services_start(ctx: typer.Context, service_id: ServiceArg, cluster: ClusterOpt) -> None:
-    """Start the service's containers."""
-    with app_session(ctx, cluster) as (_, app):
-        app.start_service(service_id)
-    typer.echo(f"Service {service_id}: started")
-
-
-@services_app.command("stop")
-def services_stop(ctx: typer.Context, service_id: ServiceArg, cluster: ClusterOpt,
-                  t: Annotated[int | None, typer.Option("--time", "-t", min=0, max=3600,
-                                                        help="Seconds the containers get to stop.")] = None) -> None:
-    """Stop the service's containers."""
-    with app_session(ctx, cluster) as (_, app):
-        app.stop_service(service_id, t)
-    typer.echo(f"Service {service_id}: stopped")
-
-
-@services_app.command("kill")
-def services_kill(ctx: typer.Context, service_id: ServiceArg, cluster: ClusterOpt,
-                  signal: Annotated[str | None, typer.Option("--signal", "-s", help="Default KILL.")] = None) -> None:
-    """Send a signal to the service's containers."""
-    with app_session(ctx, cluster) as (_, app):
-        app.kill_service(service_id, signal)
-    typer.echo(f"Service {service_id}: signalled {signal or 'KILL'}")
-
-
 @services_app.command("scale")
 def services_scale(ctx: typer.Context, service_id: ServiceArg,
                    replicas: Annotated[int, typer.Argument(min=0, help="The number of containers.")],
@@ -92,6 +66,9 @@ def services_scale(ctx: typer.Context, service_id: ServiceArg,
     with app_session(ctx, cluster) as (_, app):
         app.scale_service(service_id, replicas)
     typer.echo(f"Service {service_id}: scaled to {replicas}")
+
+
+add_lifecycle(services_app, "Service", ServiceArg, "service", "Start the service's containers.")
 
 
 # ---------------------------------------------------------------------- volumes

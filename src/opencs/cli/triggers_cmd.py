@@ -13,11 +13,11 @@ from opencs.cli.common import (
     OutputOpt,
     TimeoutOpt,
     WaitOpt,
-    make_client,
     output_format,
+    signed_client,
     wait_for,
 )
-from opencs.cli.output import cli_errors, emit
+from opencs.cli.output import emit
 
 triggers_app = typer.Typer(help="Triggers of a cluster's projects: create, list, delete, rotate, invoke.",
                            no_args_is_help=True)
@@ -41,8 +41,7 @@ def triggers_create(
 ) -> None:
     """Create a trigger; prints its URL and secret (and a signed one's signing secret), shown this once."""
     fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         trigger = client.create_trigger(cluster, project, action, service=service, image_update=image_update,
                                         signed=signed)
     emit(trigger, fmt, columns=("id", "trigger_url", "secret", "signing_secret", *TRIGGER_COLUMNS[1:5]))
@@ -64,16 +63,14 @@ def triggers_list(
 ) -> None:
     """List a cluster's triggers (without secrets)."""
     fmt = output_format(ctx, output, as_json)
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         emit(client.list_triggers(cluster, project), fmt, columns=TRIGGER_COLUMNS, empty="No triggers.")
 
 
 @triggers_app.command("delete")
 def triggers_delete(ctx: typer.Context, trigger_id: TriggerArg, cluster: ClusterOpt) -> None:
     """Delete a trigger: its URL stops working at once."""
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         client.delete_trigger(cluster, trigger_id)
     typer.echo(f"Trigger {trigger_id}: deleted")
 
@@ -89,8 +86,7 @@ def triggers_rotate(
 ) -> None:
     """A new secret for the same URL (shown this once)."""
     fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         emit(client.rotate_trigger(cluster, trigger_id, grace), fmt, columns=("id", "secret", "trigger_url"))
 
 
@@ -113,8 +109,7 @@ def triggers_invoke(
     if not secret and not signing_secret:
         raise typer.BadParameter("give --secret (or --signing-secret for a signed trigger)", param_hint="--secret")
     fmt = output_format(ctx, output, default="json")
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         try:
             reply = client.invoke_trigger(trigger_url, secret, type=kind, step=step, signing_secret=signing_secret)
         except ValueError as e:
@@ -136,8 +131,7 @@ def audit_log(
 ) -> None:
     """The audit trail of your account through the API (GET /audit; newest last)."""
     fmt = output_format(ctx, output, as_json)
-    client = make_client(ctx)
-    with client, cli_errors():
+    with signed_client(ctx) as client:
         emit(client.audit_log(action, user, since, limit), fmt,
              columns=("seq", "time", "user_name", "action", "resource", "outcome", "source"), empty="No entries.")
 

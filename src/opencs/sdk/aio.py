@@ -10,16 +10,15 @@ coroutines (pagers as async iterators), over ``httpx.AsyncClient``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from opencs.auth.signature import ROA
-from opencs.sdk.api import ControlPlaneAPI
+from opencs.sdk.api import ControlPlaneAPI, app_options
 from opencs.sdk.app import AsyncAppClient
-from opencs.sdk.core import Call, QueryLike, RetryPolicy, Signer, payload_of, tls_context
-from opencs.sdk.errors import ConflictError
+from opencs.sdk.core import Signer, tls_context
+from opencs.sdk.flows import app_endpoint
 from opencs.sdk.runners import AsyncRunner
 
 
@@ -43,24 +42,11 @@ class AsyncClient(AsyncRunner, ControlPlaneAPI):
         ca_file: str | None = None,
     ) -> None:
         super().__init__()
-        self._endpoint = self._signer = Signer(endpoint, access_key_id, access_key_secret, scheme, user_agent)
-        self.timeout = timeout
-        self.retry = RetryPolicy(max(0, int(retries)), backoff)
+        self._configure(Signer(endpoint, access_key_id, access_key_secret, scheme, user_agent), timeout, retries,
+                        backoff)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(timeout),
                                                       verify=tls_context(ca_file))
-
-    @property
-    def access_key_id(self) -> str:
-        return self._signer.access_key_id
-
-    @property
-    def scheme(self) -> str:
-        return self._signer.scheme
-
-    @property
-    def user_agent(self) -> str:
-        return self._signer.user_agent
 
     async def aclose(self) -> None:
         """Close the underlying HTTP client (only if this object created it)."""
@@ -76,16 +62,7 @@ class AsyncClient(AsyncRunner, ControlPlaneAPI):
     def __repr__(self) -> str:
         return f"AsyncClient({self.endpoint!r}, {self.access_key_id!r}, scheme={self.scheme!r})"
 
-    async def request(self, method: str, path: str, *, query: QueryLike | None = None, body: Any = None,
-                      headers: Mapping[str, str] | None = None) -> Any:
-        """Send a signed call and return the decoded JSON reply (see ``Client.request``)."""
-        return await self._run(Call(method, path, payload_of, query=query, body=body, headers=headers))
-
     async def app(self, cluster_id: str, **kw: Any) -> AsyncAppClient:
         """An :class:`AsyncAppClient` for the cluster's ``master_url`` with its certificates."""
-        cluster = await self.describe_cluster(cluster_id)
-        if not cluster.master_url:
-            raise ConflictError(409, "NoMasterUrl", f"cluster {cluster_id} has no master_url yet "
-                                f"(state {cluster.state})", None)
-        kw.setdefault("timeout", max(self.timeout, 150.0))
-        return AsyncAppClient(cluster.master_url, await self.cluster_certs(cluster_id), **kw)
+        master_url, certs = await self._run(app_endpoint(cluster_id))
+        return AsyncAppClient(master_url, certs, **app_options(self.timeout, kw))

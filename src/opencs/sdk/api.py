@@ -3,16 +3,48 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from opencs.sdk import application as app
 from opencs.sdk import control as cs
 from opencs.sdk import flows
+from opencs.sdk.core import Endpoint, Signer
 from opencs.sdk.runners import flow, op, pager
 
 
-class ControlPlaneAPI:
-    """The signed control-plane API (clusters, nodes, instances, images, tasks, triggers, audit)."""
+def app_options(timeout: float, kw: dict[str, Any]) -> dict[str, Any]:
+    """The Application API client's options: a project's calls answer when done (``timeout`` ≥ 150 s)."""
+    return {"timeout": max(timeout, 150.0), **kw}
 
+
+class ControlPlaneAPI:
+    """The signed control-plane API (clusters, nodes, instances, images, tasks, triggers, audit,
+    events, monitoring, RAM)."""
+
+    _endpoint: Endpoint
+
+    @property
+    def _signer(self) -> Signer:
+        assert isinstance(self._endpoint, Signer)
+        return self._endpoint
+
+    @property
+    def access_key_id(self) -> str:
+        return self._signer.access_key_id
+
+    @property
+    def scheme(self) -> str:
+        return self._signer.scheme
+
+    @property
+    def user_agent(self) -> str:
+        return self._signer.user_agent
+
+    #: any signed call: ``request(method, path, query=, body=, headers=)`` → the decoded JSON reply
+    request = op(cs.raw_call)
     version = op(cs.version)
+    healthz = op(cs.healthz)
+    openapi = op(cs.openapi)
     # clusters (spec §5)
     list_clusters = op(cs.list_clusters)
     list_clusters_paged = op(cs.list_clusters_paged)
@@ -38,6 +70,10 @@ class ControlPlaneAPI:
     scale_out = op(cs.scale_out)
     remove_nodes = op(cs.remove_nodes)
     delete_cluster_nodes = op(cs.delete_cluster_nodes)
+    # what the attach script calls from the machine (its token is the credential)
+    attach_status = op(cs.attach_status)
+    attach_node_script = op(cs.attach_node_script)
+    attach_join = op(cs.attach_join)
     # tasks and the machine pool
     describe_task = op(cs.describe_task)
     wait_task = flow(flows.wait_task)
@@ -54,10 +90,28 @@ class ControlPlaneAPI:
     audit_log = op(cs.audit_log)
     metrics = op(cs.metrics)
     container_metrics = op(cs.container_metrics)
+    # events, the monitoring stack, scaling alert rules (issue 12)
+    cluster_events = op(cs.cluster_events)
+    iter_events = pager(flows.iter_events)
+    follow_events = pager(flows.follow_events)
+    monitoring_status = op(cs.monitoring_status)
+    enable_monitoring = op(cs.enable_monitoring)
+    disable_monitoring = op(cs.disable_monitoring)
+    create_alert_rule = op(cs.create_alert_rule)
+    list_alert_rules = op(cs.list_alert_rules)
+    delete_alert_rule = op(cs.delete_alert_rule)
+    # the RAM API (2015-05-01): users, AccessKeys, policies
+    ram = op(cs.ram)
 
 
 class ApplicationAPI:
     """A cluster's Application API (spec §10) at its ``master_url``."""
+
+    _endpoint: Endpoint
+
+    @property
+    def master_url(self) -> str:
+        return self._endpoint.endpoint
 
     # projects
     list_projects = op(app.list_projects)
@@ -80,6 +134,11 @@ class ApplicationAPI:
     kill_service = op(app.kill_service)
     scale_service = op(app.scale_service)
     wait_service = flow(flows.wait_service)
+    # logs
+    project_logs = op(app.project_logs)
+    service_logs = op(app.service_logs)
+    follow_project_logs = pager(flows.follow_project_logs)
+    follow_service_logs = pager(flows.follow_service_logs)
     # volumes
     create_volume = op(app.create_volume)
     list_volumes = op(app.list_volumes)

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from opencs.sdk.api import ApplicationAPI
-from opencs.sdk.core import Endpoint, RetryPolicy
+from opencs.sdk.core import Endpoint
 from opencs.sdk.runners import AsyncRunner, SyncRunner
 
 Certs = Mapping[str, Any] | str | os.PathLike[str]
@@ -66,27 +66,21 @@ def _https(master_url: str) -> str:
     return "https://" + master_url.removeprefix("tcp://") if master_url.startswith("tcp://") else master_url
 
 
-class _AppBase:
-    def _setup(self, master_url: str, timeout: float, retries: int, backoff: float) -> None:
-        self._endpoint = Endpoint(_https(master_url))
-        if not self._endpoint.endpoint.startswith("https://"):
-            raise ValueError(f"master_url must be https://HOST:PORT (or tcp://), got {master_url!r}")
-        self.timeout = timeout
-        self.retry = RetryPolicy(max(0, int(retries)), backoff)
-
-    @property
-    def master_url(self) -> str:
-        return self._endpoint.endpoint
+def _master_endpoint(master_url: str) -> Endpoint:
+    endpoint = Endpoint(_https(master_url))
+    if not endpoint.endpoint.startswith("https://"):
+        raise ValueError(f"master_url must be https://HOST:PORT (or tcp://), got {master_url!r}")
+    return endpoint
 
 
-class AppClient(_AppBase, SyncRunner, ApplicationAPI):
+class AppClient(SyncRunner, ApplicationAPI):
     """Synchronous client of one cluster's Application API (projects, services, volumes)."""
 
     def __init__(self, master_url: str, certs: Certs, *, timeout: float = 150.0, retries: int = 2,
                  backoff: float = 0.3, transport: httpx.BaseTransport | None = None,
                  http_client: httpx.Client | None = None) -> None:
-        SyncRunner.__init__(self)
-        self._setup(master_url, timeout, retries, backoff)
+        super().__init__()
+        self._configure(_master_endpoint(master_url), timeout, retries, backoff)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(transport=transport, timeout=httpx.Timeout(timeout),
                                                  verify=mtls_context(certs), trust_env=False)
@@ -105,14 +99,14 @@ class AppClient(_AppBase, SyncRunner, ApplicationAPI):
         return f"AppClient({self.master_url!r})"
 
 
-class AsyncAppClient(_AppBase, AsyncRunner, ApplicationAPI):
+class AsyncAppClient(AsyncRunner, ApplicationAPI):
     """The same as :class:`AppClient`, with coroutines (``await app.get_project("web")``)."""
 
     def __init__(self, master_url: str, certs: Certs, *, timeout: float = 150.0, retries: int = 2,
                  backoff: float = 0.3, transport: httpx.AsyncBaseTransport | None = None,
                  http_client: httpx.AsyncClient | None = None) -> None:
-        AsyncRunner.__init__(self)
-        self._setup(master_url, timeout, retries, backoff)
+        super().__init__()
+        self._configure(_master_endpoint(master_url), timeout, retries, backoff)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(timeout),
                                                       verify=mtls_context(certs), trust_env=False)

@@ -15,6 +15,10 @@ def _none(r: Reply) -> None:
     return None
 
 
+def _text(r: Reply) -> str:
+    return r.payload if isinstance(r.payload, str) else ""
+
+
 def _accepted(r: Reply) -> Accepted:
     return Accepted.from_json(r.payload if isinstance(r.payload, Mapping) else {})
 
@@ -150,6 +154,33 @@ def kill_service(service_id: str, signal: str | None = None) -> Call[None]:
 def scale_service(service_id: str, value: int) -> Call[None]:
     """``POST /services/{id}/scale`` with ``{"type": "scale_to", "value": N}``."""
     return Call("POST", _service(service_id, "/scale"), _none, body={"type": "scale_to", "value": int(value)})
+
+
+# ---------------------------------------------------------------------- logs (issue 12 item 5)
+
+
+def _log_query(tail: int | None, since: str | float | None, timestamps: bool, follow: bool) -> dict[str, Any]:
+    return {"tail": tail, "since": since, "timestamps": timestamps or None, "follow": follow or None}
+
+
+def project_logs(name: str, *, tail: int | None = None, since: str | float | None = None,
+                 timestamps: bool = False) -> Call[str]:
+    """``GET /projects/{name}/logs``: every container's output, ``<container> | <line>`` in time
+    order; ``tail`` lines per container, ``since`` unix seconds or a duration back (``10m``)."""
+    return Call("GET", _project(name, "/logs"), _text, query=_log_query(tail, since, timestamps, False))
+
+
+def service_logs(service_id: str, *, tail: int | None = None, since: str | float | None = None,
+                 timestamps: bool = False) -> Call[str]:
+    """``GET /services/{id}/logs``: as :func:`project_logs`, the service's containers only."""
+    return Call("GET", _service(service_id, "/logs"), _text, query=_log_query(tail, since, timestamps, False))
+
+
+def logs_stream(name: str = "", service_id: str = "", *, tail: int | None = None, since: str | float | None = None,
+                timestamps: bool = False) -> Call[Reply]:
+    """``GET …/logs?follow=true`` of a project (``name``) or a service, read line by line."""
+    path = _service(service_id, "/logs") if service_id else _project(name, "/logs")
+    return Call("GET", path, lambda r: r, query=_log_query(tail, since, timestamps, True), stream=True)
 
 
 # ---------------------------------------------------------------------- volumes (§10.24–10.28)

@@ -21,10 +21,11 @@ from typing import Any
 import httpx
 
 from opencs.auth.signature import ACS3, ROA
-from opencs.sdk.api import ControlPlaneAPI
+from opencs.sdk.api import ControlPlaneAPI, app_options
 from opencs.sdk.app import AppClient
-from opencs.sdk.core import Call, QueryLike, RetryPolicy, Signer, normalize_scheme, payload_of, tls_context
-from opencs.sdk.errors import ConflictError
+from opencs.sdk.control import raw_call
+from opencs.sdk.core import QueryLike, Signer, normalize_scheme, tls_context
+from opencs.sdk.flows import app_endpoint
 from opencs.sdk.runners import SyncRunner
 
 __all__ = ["Client", "normalize_scheme", "tls_context", "ROA", "ACS3"]
@@ -58,26 +59,11 @@ class Client(SyncRunner, ControlPlaneAPI):
         ca_file: str | None = None,
     ) -> None:
         super().__init__()
-        self._endpoint = self._signer = Signer(endpoint, access_key_id, access_key_secret, scheme, user_agent)
-        self.timeout = timeout
-        self.retry = RetryPolicy(max(0, int(retries)), backoff)
+        self._configure(Signer(endpoint, access_key_id, access_key_secret, scheme, user_agent), timeout, retries,
+                        backoff)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(transport=transport, timeout=httpx.Timeout(timeout),
                                                  verify=tls_context(ca_file))
-
-    @property
-    def access_key_id(self) -> str:
-        return self._signer.access_key_id
-
-    @property
-    def scheme(self) -> str:
-        return self._signer.scheme
-
-    @property
-    def user_agent(self) -> str:
-        return self._signer.user_agent
-
-    # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         """Close the underlying HTTP client (only if this object created it)."""
@@ -92,8 +78,6 @@ class Client(SyncRunner, ControlPlaneAPI):
 
     def __repr__(self) -> str:
         return f"Client({self.endpoint!r}, {self.access_key_id!r}, scheme={self.scheme!r})"
-
-    # ------------------------------------------------------------------ raw requests
 
     def prepare_request(
         self,
@@ -112,34 +96,12 @@ class Client(SyncRunner, ControlPlaneAPI):
         sent as they are, anything else as JSON. ``date`` is the RFC 1123 ``Date`` (ROA) or the
         ``x-acs-date`` (ACS3) value.
         """
-        call = Call(method, path, payload_of, query=query, body=body, headers=headers)
-        p = self._signer.parts(call, date=date, nonce=nonce)
+        p = self._endpoint.parts(raw_call(method, path, query=query, body=body, headers=headers), date=date,
+                                 nonce=nonce)
         return self._http.build_request(p.method, p.url, content=p.content or None, headers=p.headers)
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: QueryLike | None = None,
-        body: Any = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        """Send a signed call and return the decoded JSON reply (``None`` for an empty body).
-
-        Raises an :class:`~opencs.sdk.errors.OpencsError` subclass for 4xx/5xx replies and
-        :class:`~opencs.sdk.errors.TransportError` when no reply could be had.
-        """
-        return self._run(Call(method, path, payload_of, query=query, body=body, headers=headers))
-
-    # ------------------------------------------------------------------ the cluster's Application API
-
     def app(self, cluster_id: str, **kw: Any) -> AppClient:
-        """A client of the cluster's Application API: its ``master_url`` with its certificates
-        (``GET /clusters/{id}`` and ``/certs``). ``kw`` go to :class:`AppClient`."""
-        cluster = self.describe_cluster(cluster_id)
-        if not cluster.master_url:
-            raise ConflictError(409, "NoMasterUrl", f"cluster {cluster_id} has no master_url yet "
-                                f"(state {cluster.state})", None)
-        kw.setdefault("timeout", max(self.timeout, 150.0))
-        return AppClient(cluster.master_url, self.cluster_certs(cluster_id), **kw)
+        """A client of the cluster's Application API: its ``master_url`` with a new certificate of
+        the caller's (``GET /clusters/{id}`` and ``/certs``). ``kw`` go to :class:`AppClient`."""
+        master_url, certs = self._run(app_endpoint(cluster_id))
+        return AppClient(master_url, certs, **app_options(self.timeout, kw))

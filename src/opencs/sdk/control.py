@@ -15,20 +15,25 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from opencs.sdk.core import Call, Reply, payload_of, seg
+from opencs.sdk.core import Call, QueryLike, Reply, payload_of, seg
 from opencs.sdk.models import (
     Accepted,
+    AlertRule,
+    AttachStatus,
     AuditEntry,
     CertInfo,
     Cluster,
     ClusterCerts,
     ClusterPage,
     Deleted,
+    Event,
     Images,
     Instance,
     Invocation,
     Kubeconfig,
+    Monitoring,
     NodePage,
+    RamReply,
     Task,
     Trigger,
     Version,
@@ -44,9 +49,26 @@ def _cluster(cluster_id: str, tail: str = "") -> str:
     return f"/clusters/{seg(cluster_id)}{tail}"
 
 
+def raw_call(method: str, path: str, *, query: QueryLike | None = None, body: Any = None,
+             headers: Mapping[str, str] | None = None) -> Call[Any]:
+    """Any signed call; the decoded JSON reply (``None`` for an empty body). ``path`` may carry
+    ``?k=v``; ``bytes``/``str`` bodies are sent as they are, anything else as JSON."""
+    return Call(method, path, payload_of, query=query, body=body, headers=headers)
+
+
 def version() -> Call[Version]:
     """``GET /version`` → ``{"version", "api_version"}``."""
     return Call("GET", "/version", lambda r: Version.from_json(r.payload))
+
+
+def healthz() -> Call[Any]:
+    """``GET /healthz`` (unsigned): the server's liveness."""
+    return Call("GET", "/healthz", payload_of, signed=False)
+
+
+def openapi() -> Call[dict[str, Any]]:
+    """``GET /openapi.json`` (unsigned): the OpenAPI document of the control-plane API."""
+    return Call("GET", "/openapi.json", lambda r: dict(r.payload or {}), signed=False)
 
 
 # ---------------------------------------------------------------------- clusters (spec §5)
@@ -179,6 +201,28 @@ def delete_cluster_nodes(cluster_id: str, nodes: list[str], *, release_node: boo
     return Call("POST", _cluster(cluster_id, "/nodes"), _accepted, body=_remove_body(nodes, release_node, drain_node))
 
 
+# ---------------------------------------------------------------------- what the attach script calls (token, unsigned)
+
+
+def _token(token: str, tail: str = "") -> str:
+    return f"/attach/{seg(token)}{tail}"
+
+
+def attach_status(token: str) -> Call[AttachStatus]:
+    """``GET /attach/{token}``: the attach script's token, unused or the join's task and state."""
+    return Call("GET", _token(token), lambda r: AttachStatus.from_json(r.payload), signed=False)
+
+
+def attach_node_script(token: str) -> Call[str]:
+    """``GET /attach/{token}/script``: the shell script the attach line fetches and runs."""
+    return Call("GET", _token(token, "/script"), lambda r: str(r.payload or ""), signed=False)
+
+
+def attach_join(token: str) -> Call[Accepted]:
+    """``POST /attach/{token}``: the machine this call comes from joins the token's cluster (once)."""
+    return Call("POST", _token(token), _accepted, signed=False)
+
+
 # ---------------------------------------------------------------------- tasks and instances
 
 
@@ -278,6 +322,68 @@ def audit_log(action: str | None = None, user: str | None = None, since: str | N
     """``GET /audit``: the caller's account's newest ``limit`` entries (oldest of them first)."""
     return Call("GET", "/audit", lambda r: models_of(AuditEntry, (r.payload or {}).get("entries")),
                 query={"action": action, "user": user, "since": since, "limit": limit})
+
+
+# ---------------------------------------------------------------------- events, monitoring, alert rules (issue 12)
+
+
+def cluster_events(cluster_id: str, *, project: str | None = None, kind: str | None = None, after: int = 0,
+                   limit: int = 100) -> Call[list[Event]]:
+    """``GET /clusters/{id}/events``: oldest first, those after the event id ``after``."""
+    return Call("GET", _cluster(cluster_id, "/events"), lambda r: models_of(Event, (r.payload or {}).get("events")),
+                query={"project": project, "kind": kind, "after": after or None, "limit": limit})
+
+
+def events_stream(cluster_id: str, *, project: str | None = None, kind: str | None = None,
+                  after: int = 0) -> Call[Reply]:
+    """``GET /clusters/{id}/events?follow=true``: server-sent events, read line by line."""
+    return Call("GET", _cluster(cluster_id, "/events"), lambda r: r, stream=True,
+                query={"project": project, "kind": kind, "after": after or None, "follow": True})
+
+
+def monitoring_status() -> Call[Monitoring]:
+    """``GET /monitoring``: whether the Prometheus + Alertmanager stack runs, its URLs, rule count."""
+    return Call("GET", "/monitoring", lambda r: Monitoring.from_json(r.payload))
+
+
+def enable_monitoring(prometheus_port: int | None = None, alertmanager_port: int | None = None) -> Call[Monitoring]:
+    """``POST /monitoring/enable`` (operator): run the stack, kept across restarts."""
+    body = {k: v for k, v in (("prometheus_port", prometheus_port), ("alertmanager_port", alertmanager_port)) if v}
+    return Call("POST", "/monitoring/enable", lambda r: Monitoring.from_json(r.payload), body=body)
+
+
+def disable_monitoring() -> Call[Monitoring]:
+    """``POST /monitoring/disable``."""
+    return Call("POST", "/monitoring/disable", lambda r: Monitoring.from_json(r.payload), body={})
+
+
+def create_alert_rule(cluster_id: str, body: Mapping[str, Any]) -> Call[AlertRule]:
+    """``POST /clusters/{id}/alerts`` with ``{"project_id", "service", "scale_out": {"cpu_above",
+    "for", "step"}, "scale_in": {...}, "min_replicas", "max_replicas", "cooldown"}``."""
+    return Call("POST", _cluster(cluster_id, "/alerts"), lambda r: AlertRule.from_json(r.payload), body=dict(body))
+
+
+def list_alert_rules(cluster_id: str) -> Call[list[AlertRule]]:
+    """``GET /clusters/{id}/alerts``."""
+    return Call("GET", _cluster(cluster_id, "/alerts"), lambda r: models_of(AlertRule, r.payload))
+
+
+def delete_alert_rule(cluster_id: str, rule_id: str) -> Call[Deleted]:
+    """``DELETE /clusters/{id}/alerts/{rule_id}`` (its trigger goes with it)."""
+    return Call("DELETE", _cluster(cluster_id, f"/alerts/{seg(rule_id)}"), lambda r: Deleted.from_json(r.payload))
+
+
+# ---------------------------------------------------------------------- the RAM API (2015-05-01) on "/"
+
+RAM_VERSION = "2015-05-01"
+
+
+def ram(action: str, params: Mapping[str, Any] | None = None) -> Call[RamReply]:
+    """One RAM API action (``CreateUser``, ``CreateAccessKey``, ``AttachPolicyToUser`` ...) on ``/``,
+    signed like every call; the action and version go in ``x-acs-action``/``x-acs-version``, the
+    parameters (``UserName``, ``PolicyDocument`` ...) in the query."""
+    return Call("POST", "/", lambda r: RamReply.from_json(r.payload), query=dict(params or {}),
+                headers={"x-acs-action": action, "x-acs-version": RAM_VERSION})
 
 
 def metrics(token: str | None = None) -> Call[str]:

@@ -23,7 +23,7 @@ import httpx
 
 from opencs import API_VERSION, __version__
 from opencs.auth.signature import ACS3, ROA, QueryPairs, sign_headers
-from opencs.sdk.errors import TransportError, error_for_status
+from opencs.sdk.errors import OpencsError, TransportError, error_for_status
 
 T = TypeVar("T")
 QueryLike = Mapping[str, Any] | Sequence[tuple[str, Any]]
@@ -55,6 +55,7 @@ class Reply:
     status: int
     headers: httpx.Headers
     payload: Any
+    stream: Any = None  # a streamed call's open body: read it with :class:`NextLine`
 
 
 def payload_of(reply: Reply) -> Any:
@@ -75,6 +76,13 @@ class Call(Generic[T]):
     headers: Mapping[str, str] | None = None
     url: str | None = None
     signed: bool = True
+    stream: bool = False  # the body is read line by line (NextLine), not at once
+
+
+def single(call: Call[T]) -> Flow[T]:
+    """One call as a flow."""
+    result: T = yield call
+    return result
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,37 @@ class Emit(Generic[T]):
     item: T
 
 
-Instruction = Call[Any] | Sleep | Now
+@dataclass(frozen=True)
+class NextLine:
+    """The next line of a streamed reply's body (``None`` at its end)."""
+
+    stream: Any
+
+
+@dataclass(frozen=True)
+class Send:
+    """The transports' one I/O: send a request, answer a :class:`Raw` (an ``httpx.RequestError``
+    is thrown back instead when no reply came)."""
+
+    parts: RequestParts
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A reply as the transport read it; ``stream`` is the open body of a ``Send(stream=True)``
+    that succeeded (its content is then not read)."""
+
+    status: int
+    headers: httpx.Headers
+    content: bytes
+    reason: str = ""
+    stream: Any = None
+
+
+Instruction = Call[Any] | Sleep | Now | NextLine
+#: What a transport executes: everything else (retries, waiters, pagers) is written once, here.
+Primitive = Send | Sleep | Now | NextLine | Emit[Any]
 #: A waiter: yields calls/sleeps, gets their results sent back, returns its value.
 Flow = Generator[Instruction, Any, T]
 #: A pager: like a flow, and yields ``Emit(item)`` for each item it produces.
@@ -110,6 +148,8 @@ def decode(status: int, headers: httpx.Headers, content: bytes, reason: str = ""
     payload: Any = None
     if content:
         try:
+            if headers.get("content-type", "").startswith("text/"):  # logs, scripts: text even if it parses
+                raise ValueError
             payload = json.loads(content)
         except ValueError:
             payload = content.decode("utf-8", "replace")
@@ -320,3 +360,49 @@ class Signer(Endpoint):
         hdrs.pop("authorization", None)
         sign_headers(method=method, path=path, query=pairs, headers=hdrs, body=data,
                      access_key_id=self.access_key_id, secret=self._secret, scheme=self.scheme)
+
+
+# ---------------------------------------------------------------------- running calls and flows (no I/O)
+
+
+def execute(call: Call[T], endpoint: Endpoint, retry: RetryPolicy, timeout: float) -> Generator[Primitive, Any, T]:
+    """One call with its retries: yields :class:`Send` (re-signed per attempt) and :class:`Sleep`."""
+    attempts = retry.attempts(call.method)
+    for attempt in range(attempts):
+        last = attempt == attempts - 1
+        try:
+            raw: Raw = yield Send(endpoint.parts(call), call.stream)
+        except httpx.RequestError as e:
+            delay = None if last else retry.after_error(e, attempt)
+            if delay is None:
+                raise transport_error(e, endpoint.endpoint, timeout) from e
+            yield Sleep(delay)
+            continue
+        delay = None if last else retry.after_status(raw.status, raw.headers, attempt)
+        if delay is not None:
+            yield Sleep(delay)
+            continue
+        reply = decode(raw.status, raw.headers, raw.content, raw.reason)
+        return call.parse(Reply(reply.status, reply.headers, reply.payload, raw.stream))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def expand(flow: Generator[Any, Any, T], endpoint: Endpoint, retry: RetryPolicy,
+           timeout: float) -> Generator[Primitive, Any, T]:
+    """A flow (or pager) with each of its calls executed: what is left for a transport are
+    primitives. A failed call's :class:`OpencsError` is thrown into the flow, which may handle it."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            instr = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        value, error = None, None
+        if isinstance(instr, Call):
+            try:
+                value = yield from execute(instr, endpoint, retry, timeout)
+            except OpencsError as e:
+                error = e
+        else:
+            value = yield instr

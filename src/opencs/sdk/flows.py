@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection
 from typing import Any
 
 from opencs.sdk import application as appapi
 from opencs.sdk import control
-from opencs.sdk.core import Emit, Flow, Now, Paged, Sleep
-from opencs.sdk.errors import ProjectFailed, TaskFailed, TaskTimeout, WaitTimeout
-from opencs.sdk.models import Cluster, Node, Project, Service, Task
+from opencs.sdk.core import Call, Emit, Flow, NextLine, Now, Paged, Reply, Sleep
+from opencs.sdk.errors import ConflictError, ProjectFailed, TaskFailed, TaskTimeout, WaitTimeout
+from opencs.sdk.models import Cluster, ClusterCerts, Event, Node, Project, Service, Task
 
 TASK_SUCCESS = frozenset({"success", "succeeded", "successful"})
 TASK_FAILED = frozenset({"fail", "failed", "error", "canceled", "cancelled"})
@@ -116,3 +117,64 @@ def iter_nodes(cluster_id: str, page_size: int = 100) -> Paged[Node]:
         if not got.nodes or page * page_size >= got.page.total_count:
             return
         page += 1
+
+
+def iter_events(cluster_id: str, *, project: str | None = None, kind: str | None = None, after: int = 0,
+                page_size: int = 100) -> Paged[Event]:
+    """Every event of a cluster after the event id ``after``, page by page (``?after=``)."""
+    while True:
+        got: list[Event] = yield control.cluster_events(cluster_id, project=project, kind=kind, after=after,
+                                                        limit=page_size)
+        for e in got:
+            after = max(after, e.id)
+            yield Emit(e)
+        if len(got) < page_size:
+            return
+
+
+# ---------------------------------------------------------------------- streams (read line by line)
+
+
+def _lines(call: Call[Reply], parse: Callable[[str], Any | None] = lambda line: line) -> Paged[Any]:
+    """A streamed reply, one item a line (``parse`` → ``None``: the line is skipped)."""
+    reply: Reply = yield call
+    while (line := (yield NextLine(reply.stream))) is not None:
+        item = parse(line)
+        if item is not None:
+            yield Emit(item)
+
+
+def _sse_event(line: str) -> Event | None:
+    return Event.from_json(json.loads(line[5:])) if line.startswith("data:") else None
+
+
+def follow_events(cluster_id: str, *, project: str | None = None, kind: str | None = None,
+                  after: int = 0) -> Paged[Event]:
+    """The cluster's events as they happen (``?follow=true``: server-sent events), those after the
+    event id ``after`` first; ends when the server closes the stream."""
+    return _lines(control.events_stream(cluster_id, project=project, kind=kind, after=after), _sse_event)
+
+
+def follow_project_logs(name: str, *, tail: int | None = None, since: str | float | None = None,
+                        timestamps: bool = False) -> Paged[str]:
+    """``GET /projects/{name}/logs?follow=true``: the lines so far, then each new one as it is written."""
+    return _lines(appapi.logs_stream(name, tail=tail, since=since, timestamps=timestamps))
+
+
+def follow_service_logs(service_id: str, *, tail: int | None = None, since: str | float | None = None,
+                        timestamps: bool = False) -> Paged[str]:
+    """``GET /services/{id}/logs?follow=true``, line by line."""
+    return _lines(appapi.logs_stream(service_id=service_id, tail=tail, since=since, timestamps=timestamps))
+
+
+# ---------------------------------------------------------------------- the cluster's Application API
+
+
+def app_endpoint(cluster_id: str) -> Flow[tuple[str, ClusterCerts]]:
+    """The cluster's ``master_url`` and a new certificate of the caller's for it."""
+    cluster: Cluster = yield control.describe_cluster(cluster_id)
+    if not cluster.master_url:
+        raise ConflictError(409, "NoMasterUrl", f"cluster {cluster_id} has no master_url yet "
+                            f"(state {cluster.state})", None)
+    certs: ClusterCerts = yield control.cluster_certs(cluster_id)
+    return cluster.master_url, certs

@@ -310,6 +310,68 @@ class AuditEntry(Model):
     hash: str = ""
 
 
+@dataclass(frozen=True, eq=False)
+class Event(Model):
+    """What happened to a cluster (``GET /clusters/{id}/events``): a task's stage, a node's health,
+    a container that died, a scaling decision with its cause."""
+
+    id: int = 0
+    cluster_id: str = ""
+    project: str = ""
+    kind: str = ""
+    reason: str = ""
+    message: str = ""
+    time: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class AlertRule(Model):
+    """A scaling rule on a service (``/clusters/{id}/alerts``): cpu above/below for a while →
+    scale out/in through its trigger."""
+
+    id: str = ""
+    cluster_id: str = ""
+    project_id: str = ""
+    service: str = ""
+    trigger_id: str = ""
+    scale_out: dict[str, Any] | None = None
+    scale_in: dict[str, Any] | None = None
+    min_replicas: int = 0
+    max_replicas: int = 0
+    created: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Monitoring(Model):
+    """The monitoring stack (``GET /monitoring``): on or off, Prometheus and Alertmanager."""
+
+    enabled: bool = False
+    clusters: list[str] = field(default_factory=list)
+    alert_rules: int = 0
+    last_error: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class AttachStatus(Model):
+    """An attach script's token (``GET /attach/{token}``): unused, or the join's task and state."""
+
+    cluster_id: str = ""
+    instance_id: str = ""
+    task_id: str = ""
+    state: str = ""
+    stage: str = ""
+    message: str = ""
+    request_id: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class RamReply(Model):
+    """A RAM API (2015-05-01) reply: the action's own JSON (``User``, ``AccessKey``, ``Policies`` ...)."""
+
+    request_id: str = ""
+    KEYS: ClassVar[dict[str, str]] = {"request_id": "RequestId"}
+
+
 # ---------------------------------------------------------------------- Application API (spec §10)
 
 
@@ -376,7 +438,8 @@ class Volume(Model):
 
 
 __all__ = [
-    "Accepted", "AuditEntry", "CertInfo", "Cluster", "ClusterCerts", "ClusterPage", "Container", "Deleted", "Image",
-    "Images", "Instance", "Invocation", "Kubeconfig", "Model", "Node", "NodePage", "PageInfo", "Project", "Service",
-    "Stage", "Task", "TaskError", "Trigger", "Version", "Volume", "models_of",
+    "Accepted", "AlertRule", "AttachStatus", "AuditEntry", "CertInfo", "Cluster", "ClusterCerts", "ClusterPage",
+    "Container", "Deleted", "Event", "Image", "Images", "Instance", "Invocation", "Kubeconfig", "Model", "Monitoring",
+    "Node", "NodePage", "PageInfo", "Project", "RamReply", "Service", "Stage", "Task", "TaskError", "Trigger",
+    "Version", "Volume", "models_of",
 ]

@@ -11,24 +11,61 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
 from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
 
 import httpx
 
-from opencs.sdk.core import Call, Emit, Endpoint, Flow, Now, Paged, RetryPolicy, Sleep, decode, transport_error
+from opencs.sdk.core import (
+    Call,
+    Emit,
+    Endpoint,
+    Flow,
+    NextLine,
+    Now,
+    Paged,
+    Primitive,
+    Raw,
+    RetryPolicy,
+    Send,
+    Sleep,
+    expand,
+    single,
+    transport_error,
+)
 from opencs.sdk.errors import OpencsError
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
+_DONE = object()
+
+
+def _advance(program: Generator[Primitive, Any, Any], value: Any, error: BaseException | None,
+             result: list[Any] | None) -> Any:
+    """The program's next primitive, ``value`` (or ``error``) being the answer to the last one;
+    ``_DONE`` when it has ended (its value appended to ``result``)."""
+    try:
+        return program.throw(error) if error is not None else program.send(value)
+    except StopIteration as stop:
+        if result is not None:
+            result.append(stop.value)
+        return _DONE
+
+
 class _Runner:
-    """What both transports share: the endpoint, the retry policy, the clock."""
+    """What both transports share: the endpoint, the retry policy, the clock; every step they take
+    comes from :func:`~opencs.sdk.core.expand` (retries, waiters, pagers are written once there)."""
 
     _endpoint: Endpoint
     retry: RetryPolicy
     timeout: float
+
+    def _configure(self, endpoint: Endpoint, timeout: float, retries: int, backoff: float) -> None:
+        self._endpoint = endpoint
+        self.timeout = timeout
+        self.retry = RetryPolicy(max(0, int(retries)), backoff)
 
     @property
     def endpoint(self) -> str:
@@ -37,6 +74,15 @@ class _Runner:
     @property
     def retries(self) -> int:
         return self.retry.retries
+
+    def _program(self, step: Call[Any] | Generator[Any, Any, Any]) -> Generator[Primitive, Any, Any]:
+        return expand(single(step) if isinstance(step, Call) else step, self._endpoint, self.retry, self.timeout)
+
+    def _request(self, http: httpx.Client | httpx.AsyncClient, send: Send) -> httpx.Request:
+        p = send.parts
+        # a streamed body (logs, events that follow) may be silent for long: no read timeout
+        timeout = httpx.Timeout(self.timeout, read=None) if send.stream else httpx.USE_CLIENT_DEFAULT
+        return http.build_request(p.method, p.url, content=p.content or None, headers=p.headers, timeout=timeout)
 
     def _give_up(self, e: httpx.RequestError) -> OpencsError:
         return transport_error(e, self._endpoint.endpoint, self.timeout)
@@ -49,36 +95,21 @@ class SyncRunner(_Runner):
         self._sleep: Callable[[float], None] = time.sleep
         self._clock: Callable[[], float] = time.monotonic
 
-    def _build(self, call: Call[Any]) -> httpx.Request:
-        p = self._endpoint.parts(call)
-        return self._http.build_request(p.method, p.url, content=p.content or None, headers=p.headers)
-
-    def _execute(self, call: Call[T]) -> T:
-        attempts = self.retry.attempts(call.method)
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
-            req = self._build(call)  # re-signed per attempt
+    def _do(self, instr: Primitive, opened: list[httpx.Response]) -> Any:
+        if isinstance(instr, Send):
+            resp = self._http.send(self._request(self._http, instr), stream=True)
+            if instr.stream and resp.status_code < 400:
+                opened.append(resp)
+                return Raw(resp.status_code, resp.headers, b"", resp.reason_phrase, resp.iter_lines())
             try:
-                resp = self._http.send(req)
-            except httpx.RequestError as e:
-                delay = None if last else self.retry.after_error(e, attempt)
-                if delay is None:
-                    raise self._give_up(e) from e
-                self._sleep(delay)
-                continue
-            try:
-                delay = None if last else self.retry.after_status(resp.status_code, resp.headers, attempt)
-                if delay is not None:
-                    self._sleep(delay)
-                    continue
-                return call.parse(decode(resp.status_code, resp.headers, resp.read(), resp.reason_phrase))
+                return Raw(resp.status_code, resp.headers, resp.read(), resp.reason_phrase)
             finally:
                 resp.close()
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _step(self, instr: Any) -> Any:
-        if isinstance(instr, Call):
-            return self._execute(instr)
+        if isinstance(instr, NextLine):
+            try:
+                return next(instr.stream, None)
+            except httpx.RequestError as e:
+                raise self._give_up(e) from e
         if isinstance(instr, Sleep):
             self._sleep(instr.seconds)
             return None
@@ -86,34 +117,31 @@ class SyncRunner(_Runner):
             return self._clock()
         raise TypeError(f"not an instruction: {instr!r}")
 
-    def _run(self, step: Call[T] | Flow[T]) -> T:
-        if isinstance(step, Call):
-            return self._execute(step)
+    def _iterate(self, step: Any, result: list[Any] | None = None) -> Iterator[Any]:
+        """Drive a call, flow or pager: yields what a pager emits, appends a flow's value to ``result``."""
+        program, opened = self._program(step), list[httpx.Response]()
         value: Any = None
         error: BaseException | None = None
-        while True:
-            try:
-                instr = step.throw(error) if error is not None else step.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            error = None
-            try:
-                value = self._step(instr)
-            except OpencsError as e:  # the flow may handle it (a waiter ignoring one failed poll)
-                error = e
+        try:
+            while (instr := _advance(program, value, error, result)) is not _DONE:
+                value, error = None, None
+                if isinstance(instr, Emit):
+                    yield instr.item
+                    continue
+                try:
+                    value = self._do(instr, opened)
+                except httpx.RequestError as e:  # the call's flow decides: retry or give up
+                    error = e
+        finally:
+            program.close()
+            for resp in opened:
+                resp.close()
 
-    def _iterate(self, paged: Paged[T]) -> Iterator[T]:
-        value: Any = None
-        while True:
-            try:
-                instr = paged.send(value)
-            except StopIteration:
-                return
-            if isinstance(instr, Emit):
-                value = None
-                yield instr.item
-            else:
-                value = self._step(instr)
+    def _run(self, step: Call[T] | Flow[T]) -> T:
+        result: list[Any] = []
+        for _ in self._iterate(step, result):
+            pass
+        return result[0]  # type: ignore[no-any-return]
 
 
 class AsyncRunner(_Runner):
@@ -123,37 +151,21 @@ class AsyncRunner(_Runner):
         self._sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep
         self._clock: Callable[[], float] = time.monotonic
 
-    def _build(self, call: Call[Any]) -> httpx.Request:
-        p = self._endpoint.parts(call)
-        return self._http.build_request(p.method, p.url, content=p.content or None, headers=p.headers)
-
-    async def _execute(self, call: Call[T]) -> T:
-        attempts = self.retry.attempts(call.method)
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
-            req = self._build(call)
+    async def _do(self, instr: Primitive, opened: list[httpx.Response]) -> Any:
+        if isinstance(instr, Send):
+            resp = await self._http.send(self._request(self._http, instr), stream=True)
+            if instr.stream and resp.status_code < 400:
+                opened.append(resp)
+                return Raw(resp.status_code, resp.headers, b"", resp.reason_phrase, resp.aiter_lines())
             try:
-                resp = await self._http.send(req)
-            except httpx.RequestError as e:
-                delay = None if last else self.retry.after_error(e, attempt)
-                if delay is None:
-                    raise self._give_up(e) from e
-                await self._sleep(delay)
-                continue
-            try:
-                delay = None if last else self.retry.after_status(resp.status_code, resp.headers, attempt)
-                if delay is not None:
-                    await self._sleep(delay)
-                    continue
-                content = await resp.aread()
-                return call.parse(decode(resp.status_code, resp.headers, content, resp.reason_phrase))
+                return Raw(resp.status_code, resp.headers, await resp.aread(), resp.reason_phrase)
             finally:
                 await resp.aclose()
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _step(self, instr: Any) -> Any:
-        if isinstance(instr, Call):
-            return await self._execute(instr)
+        if isinstance(instr, NextLine):
+            try:
+                return await anext(instr.stream, None)
+            except httpx.RequestError as e:
+                raise self._give_up(e) from e
         if isinstance(instr, Sleep):
             await self._sleep(instr.seconds)
             return None
@@ -161,34 +173,31 @@ class AsyncRunner(_Runner):
             return self._clock()
         raise TypeError(f"not an instruction: {instr!r}")
 
-    async def _run(self, step: Call[T] | Flow[T]) -> T:
-        if isinstance(step, Call):
-            return await self._execute(step)
+    async def _iterate(self, step: Any, result: list[Any] | None = None) -> AsyncIterator[Any]:
+        """As :meth:`SyncRunner._iterate`, awaiting each primitive."""
+        program, opened = self._program(step), list[httpx.Response]()
         value: Any = None
         error: BaseException | None = None
-        while True:
-            try:
-                instr = step.throw(error) if error is not None else step.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            error = None
-            try:
-                value = await self._step(instr)
-            except OpencsError as e:
-                error = e
+        try:
+            while (instr := _advance(program, value, error, result)) is not _DONE:
+                value, error = None, None
+                if isinstance(instr, Emit):
+                    yield instr.item
+                    continue
+                try:
+                    value = await self._do(instr, opened)
+                except httpx.RequestError as e:
+                    error = e
+        finally:
+            program.close()
+            for resp in opened:
+                await resp.aclose()
 
-    async def _iterate(self, paged: Paged[T]) -> AsyncIterator[T]:
-        value: Any = None
-        while True:
-            try:
-                instr = paged.send(value)
-            except StopIteration:
-                return
-            if isinstance(instr, Emit):
-                value = None
-                yield instr.item
-            else:
-                value = await self._step(instr)
+    async def _run(self, step: Call[T] | Flow[T]) -> T:
+        result: list[Any] = []
+        async for _ in self._iterate(step, result):
+            pass
+        return result[0]  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------- declaring methods once
