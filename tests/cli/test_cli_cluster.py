@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -389,7 +390,8 @@ def check_application_api(cs: Any, cluster_id: str, name: str) -> None:
     assert project.current_state == "running" and project.environment["NOTE"] == "x"
     assert [p.name for p in app.list_projects(name)] == [name]
     sid = f"{name}_web"
-    assert wait_for_line(lambda: app.project_logs(name), "v1 x") in app.service_logs(sid, tail=5, timestamps=True)
+    assert wait_for_line(lambda: app.project_logs(name), "v1 x").startswith("/")  # '<container> | <line>'
+    assert re.search(r" \| 20\d\d-\d\d-\d\dT[\d:.]+Z v1 x$", app.service_logs(sid, tail=5, timestamps=True), re.M)
     lines = app.follow_service_logs(sid)  # a log that is followed: its first line, then leave it
     assert next(iter(lines)).endswith("v1 x")
     lines.close()

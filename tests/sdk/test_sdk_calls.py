@@ -322,3 +322,11 @@ def test_streams_and_event_pages(kind: str) -> None:
     finally:
         close_cs()
         close_app()
+
+
+@pytest.mark.parametrize("cls", [Client, AsyncClient])
+def test_options_are_shared_and_checked(cls: type) -> None:
+    c = cls("http://cs:1", "AK", "S", scheme="acs3", timeout=5, retries=0, user_agent="ua/1")
+    assert (c.scheme, c.timeout, c.retries, c.user_agent, c.access_key_id) == ("ACS3-HMAC-SHA256", 5, 0, "ua/1", "AK")
+    with pytest.raises(TypeError, match="retry"):
+        cls("http://cs:1", "AK", "S", retry=3)  # a misspelt option is not silently ignored

@@ -10,14 +10,12 @@ coroutines (pagers as async iterators), over ``httpx.AsyncClient``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
-from opencs.auth.signature import ROA
-from opencs.sdk.api import ControlPlaneAPI, app_options
+from opencs.sdk.api import ControlPlaneAPI, SignedOptions, app_options, signed_setup
 from opencs.sdk.app import AsyncAppClient
-from opencs.sdk.core import Signer, tls_context
 from opencs.sdk.flows import app_endpoint
 from opencs.sdk.runners import AsyncRunner
 
@@ -26,27 +24,13 @@ class AsyncClient(AsyncRunner, ControlPlaneAPI):
     """Signed asynchronous client; the arguments are those of :class:`~opencs.sdk.Client`
     (``transport``: an :class:`httpx.AsyncBaseTransport`, e.g. ``httpx.ASGITransport(app)``)."""
 
-    def __init__(
-        self,
-        endpoint: str,
-        access_key_id: str,
-        access_key_secret: str,
-        *,
-        scheme: str = ROA,
-        timeout: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        retries: int = 2,
-        backoff: float = 0.3,
-        http_client: httpx.AsyncClient | None = None,
-        user_agent: str | None = None,
-        ca_file: str | None = None,
-    ) -> None:
+    def __init__(self, endpoint: str, access_key_id: str, access_key_secret: str, *,
+                 transport: httpx.AsyncBaseTransport | None = None, http_client: httpx.AsyncClient | None = None,
+                 **options: Unpack[SignedOptions]) -> None:
         super().__init__()
-        self._configure(Signer(endpoint, access_key_id, access_key_secret, scheme, user_agent), timeout, retries,
-                        backoff)
+        http = signed_setup(self, endpoint, access_key_id, access_key_secret, options)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(timeout),
-                                                      verify=tls_context(ca_file))
+        self._http = http_client or httpx.AsyncClient(transport=transport, **http)
 
     async def aclose(self) -> None:
         """Close the underlying HTTP client (only if this object created it)."""

@@ -3,13 +3,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
+import httpx
+
+from opencs.auth.signature import ROA
 from opencs.sdk import application as app
 from opencs.sdk import control as cs
 from opencs.sdk import flows
-from opencs.sdk.core import Endpoint, Signer
-from opencs.sdk.runners import flow, op, pager
+from opencs.sdk.core import Endpoint, Signer, tls_context
+from opencs.sdk.runners import _Runner, flow, op, pager
+
+
+class SignedOptions(TypedDict, total=False):
+    """The options of :class:`~opencs.sdk.Client` and :class:`~opencs.sdk.AsyncClient`."""
+
+    scheme: str  # ROA ("acs AK:sig", the default) or ACS3
+    timeout: float  # seconds, 30
+    retries: int  # extra attempts for GET/HEAD/PUT/DELETE after a connection failure or 502/503/504; 2
+    backoff: float  # seconds before the first retry, doubling; 0.3
+    user_agent: str | None
+    ca_file: str | None  # the CA an https:// endpoint is verified against (default: the system's)
+
+
+def signed_setup(client: _Runner, endpoint: str, access_key_id: str, access_key_secret: str,
+                 options: SignedOptions) -> dict[str, Any]:
+    """Signing and retries of a signed client; the arguments of its ``httpx`` client."""
+    unknown = set(options) - set(SignedOptions.__annotations__)
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    timeout = options.get("timeout", 30.0)
+    signer = Signer(endpoint, access_key_id, access_key_secret, options.get("scheme", ROA), options.get("user_agent"))
+    client._configure(signer, timeout, options.get("retries", 2), options.get("backoff", 0.3))
+    return {"timeout": httpx.Timeout(timeout), "verify": tls_context(options.get("ca_file"))}
 
 
 def app_options(timeout: float, kw: dict[str, Any]) -> dict[str, Any]:

@@ -16,15 +16,15 @@ requests are re-signed and never look like replays.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
 from opencs.auth.signature import ACS3, ROA
-from opencs.sdk.api import ControlPlaneAPI, app_options
+from opencs.sdk.api import ControlPlaneAPI, SignedOptions, app_options, signed_setup
 from opencs.sdk.app import AppClient
 from opencs.sdk.control import raw_call
-from opencs.sdk.core import QueryLike, Signer, normalize_scheme, tls_context
+from opencs.sdk.core import QueryLike, normalize_scheme, tls_context
 from opencs.sdk.flows import app_endpoint
 from opencs.sdk.runners import SyncRunner
 
@@ -43,27 +43,13 @@ class Client(SyncRunner, ControlPlaneAPI):
     of ``opencs ca export``) when given, else against the system's trust store.
     """
 
-    def __init__(
-        self,
-        endpoint: str,
-        access_key_id: str,
-        access_key_secret: str,
-        *,
-        scheme: str = ROA,
-        timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
-        retries: int = 2,
-        backoff: float = 0.3,
-        http_client: httpx.Client | None = None,
-        user_agent: str | None = None,
-        ca_file: str | None = None,
-    ) -> None:
+    def __init__(self, endpoint: str, access_key_id: str, access_key_secret: str, *,
+                 transport: httpx.BaseTransport | None = None, http_client: httpx.Client | None = None,
+                 **options: Unpack[SignedOptions]) -> None:
         super().__init__()
-        self._configure(Signer(endpoint, access_key_id, access_key_secret, scheme, user_agent), timeout, retries,
-                        backoff)
+        http = signed_setup(self, endpoint, access_key_id, access_key_secret, options)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(transport=transport, timeout=httpx.Timeout(timeout),
-                                                 verify=tls_context(ca_file))
+        self._http = http_client or httpx.Client(transport=transport, **http)
 
     def close(self) -> None:
         """Close the underlying HTTP client (only if this object created it)."""
