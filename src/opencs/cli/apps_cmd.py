@@ -91,6 +91,15 @@ def follow(client: Client, app: AppClient, name: str, task_id: str, timeout: flo
     return project
 
 
+def accepted(client: Client, app: AppClient, name: str, what: str, task_id: str, wait: bool,
+             timeout: float) -> None:
+    """A long operation's answer: ``Project NAME<what> (task T-…)``; with --wait, follow it until the
+    project has settled."""
+    typer.echo(f"Project {name}{what}" + (f" (task {task_id})" if task_id else ""))
+    if wait:
+        follow(client, app, name, task_id, timeout)
+
+
 # ---------------------------------------------------------------------- reads
 
 
@@ -151,9 +160,7 @@ def projects_create(
     with app_session(ctx, cluster, source=str(file)) as (client, app):
         app.create_project(name, template, version=version, description=description, environment=variables,
                            latest_image=latest_image)
-        typer.echo(f"Project {name} created on cluster {cluster}")
-        if wait:
-            follow(client, app, name, "", timeout)
+        accepted(client, app, name, f" created on cluster {cluster}", "", wait, timeout)
 
 
 @projects_app.command("update")
@@ -184,9 +191,7 @@ def projects_update(
         reply = app.update_project(name, template, version=version, description=description, environment=variables,
                                    latest_image=latest_image, blue_green=blue_green or weight is not None,
                                    weights=weights)
-        typer.echo(f"Project {name}: update accepted" + (f" (task {reply.task_id})" if reply.task_id else ""))
-        if wait:
-            follow(client, app, name, reply.task_id, timeout)
+        accepted(client, app, name, ": update accepted", reply.task_id, wait, timeout)
 
 
 @projects_app.command("confirm")
@@ -198,9 +203,7 @@ def projects_confirm(ctx: typer.Context, name: NameArg, cluster: ClusterOpt,
     """Finish a blue-green release: the new version stays, the old one goes."""
     with app_session(ctx, cluster) as (client, app):
         reply = app.confirm_update(name, force)
-        typer.echo(f"Project {name}: confirming (task {reply.task_id})")
-        if wait:
-            follow(client, app, name, reply.task_id, timeout)
+        accepted(client, app, name, ": confirming", reply.task_id, wait, timeout)
 
 
 @projects_app.command("rollback")
@@ -209,9 +212,7 @@ def projects_rollback(ctx: typer.Context, name: NameArg, cluster: ClusterOpt, wa
     """Roll a blue-green release back to the old version."""
     with app_session(ctx, cluster) as (client, app):
         reply = app.rollback_update(name, True)
-        typer.echo(f"Project {name}: rolling back (task {reply.task_id})")
-        if wait:
-            follow(client, app, name, reply.task_id, timeout)
+        accepted(client, app, name, ": rolling back", reply.task_id, wait, timeout)
 
 
 # ---------------------------------------------------------------------- lifecycle
@@ -223,9 +224,7 @@ def projects_redeploy(ctx: typer.Context, name: NameArg, cluster: ClusterOpt, wa
     """New containers for every service, with the newest image of each tag."""
     with app_session(ctx, cluster) as (client, app):
         app.redeploy_project(name)
-        typer.echo(f"Project {name}: redeploying")
-        if wait:
-            follow(client, app, name, "", timeout)
+        accepted(client, app, name, ": redeploying", "", wait, timeout)
 
 
 @projects_app.command("delete")

@@ -3,7 +3,6 @@ scale-out, remove-nodes, attach-script, certs-list, certs-revoke (the §5 routes
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +18,7 @@ from opencs.cli.common import (
     read_object,
     signed_client,
     task_command,
+    write_file,
 )
 from opencs.cli.output import EXIT_API, EXIT_USAGE, emit, err
 
@@ -45,10 +45,7 @@ def kubeconfig(
         return
     try:
         path = file.expanduser()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)  # it holds a private key
-            f.write(config)
+        write_file(path, config, 0o600)  # it holds a private key
     except OSError as e:
         err(f"Error: cannot write {file}: {e.strerror or e}")
         raise typer.Exit(EXIT_API) from None

@@ -24,6 +24,7 @@ from opencs.cli.common import (
     read_object,
     signed_client,
     task_command,
+    write_file,
 )
 from opencs.cli.output import EXIT_API, EXIT_USAGE, emit, err
 from opencs.sdk import Client
@@ -167,14 +168,6 @@ def clusters_nodes(ctx: typer.Context, cluster_id: ClusterArg, as_json: JsonOpt 
 # ---------------------------------------------------------------------- certificates and docker
 
 
-def _write_file(path: Path, text: str, mode: int, force: bool) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
-    fd = os.open(path, flags, mode)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), mode)
-        f.write(text)
-
-
 CERT_FILES = {"ca.pem": ("ca", 0o644), "cert.pem": ("cert", 0o644), "key.pem": ("key", 0o600)}
 
 
@@ -192,7 +185,7 @@ def write_certs(directory: Path, certs: Mapping[str, Any], force: bool) -> None:
                 err(f"Error: {', '.join(str(directory / n) for n in existing)} exist(s); use --force.")
                 raise typer.Exit(EXIT_API)
         for name, (key, mode) in CERT_FILES.items():
-            _write_file(directory / name, str(certs[key]), mode, force)
+            write_file(directory / name, str(certs[key]), mode, force)
     except OSError as e:
         err(f"Error: cannot write certificates to {directory}: {e.strerror or e}")
         raise typer.Exit(EXIT_API) from None

@@ -4,6 +4,7 @@ output format, task waiting with progress, and shell completion of cluster ids."
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -122,6 +123,16 @@ def read_text(path: Path, option: str) -> str:
     except (OSError, UnicodeDecodeError) as e:
         raise typer.BadParameter(f"cannot read {path}: {getattr(e, 'strerror', None) or e}",
                                  param_hint=option) from None
+
+
+def write_file(path: Path, text: str, mode: int, force: bool = True) -> None:
+    """``text`` into ``path`` with ``mode`` from the first byte (keys, kubeconfigs: 0600);
+    ``force=False``: an existing file is an error (``FileExistsError``)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    fd = os.open(path, flags, mode)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), mode)  # an existing file gets the mode too
+        f.write(text)
 
 
 def read_body(value: str | None) -> Any:
