@@ -432,3 +432,16 @@ def test_create_cluster_no_workers(server: ServerProcess, cfg: Path, tmp_path: P
     res = run("clusters", "certs-revoke", cid, "--mine")
     assert res.exit_code == 0 and res.stdout.startswith("Revoked 2 certificate(s): ")
     assert {c["state"] for c in json.loads(run("clusters", "certs-list", cid, "-o", "json").stdout)} == {"revoked"}
+
+    # the node routes on a cluster without nodes: each answers with its error class
+    for extra in ((), ("--delete-nodes",)):  # RemoveClusterNodes, or DeleteClusterNodes
+        res = run("clusters", "remove-nodes", cid, "no-such-node", *extra)
+        assert res.exit_code == 6 and "ErrorNodeNotFound" in res.stderr, res.output
+
+    # the machine pool: a create task starts (no workers run it); a host that is not user@host: 400
+    res = run("instances", "create", "--count", "1")
+    assert res.exit_code == 0 and json.loads(res.stdout)["task_id"].startswith("T-"), res.output
+    res = run("instances", "register", "--ssh", "nobody", "--password-stdin", input="pw\n")
+    assert res.exit_code == 1 and "InvalidTarget" in res.stderr, res.output
+    res = run("monitoring", "disable")
+    assert res.exit_code == 0 and json.loads(res.stdout)["enabled"] is False, res.output

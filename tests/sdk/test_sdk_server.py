@@ -186,6 +186,9 @@ def test_meta_events_monitoring_alerts_attach_tokens_ram(cs: Any) -> None:
 
     status = cs.monitoring_status()
     assert status.enabled is False and cid in status.clusters
+    assert cs.disable_monitoring().enabled is False
+    with pytest.raises(BadRequestError):
+        cs.enable_monitoring(prometheus_port=80)  # 1024-65535: refused before anything starts
     assert cs.list_alert_rules(cid) == []
     with pytest.raises(NotFoundError) as e:
         cs.create_alert_rule(cid, {"project_id": "no-such-project", "service": "app",
