@@ -1,6 +1,6 @@
 """The README's quick start, followed line by line: its ``sh`` blocks are read from README.md and run
 as they stand, in ``bash -e``, against a real server making a real 2-node Swarm (local nodes,
-prefix ``ocy``, 10.246.0.0/24). Only these lines differ, and each is asserted to be in the README:
+prefix ``oqa``, 10.232.0.0/24). Only these lines differ, and each is asserted to be in the README:
 
 - ``scripts/run-server.sh &``: this test starts the same ``opencs server`` itself (a free port,
   ``./opencs-data``, where it writes ``admin-credentials.json`` as a first start does);
@@ -28,7 +28,7 @@ import pytest
 from tests.clusterkit import destroy_everything, node_env, require_local_nodes
 from tests.conftest import ServerProcess
 
-PREFIX, SUBNET = "ocy", "10.246.0.0/24"
+PREFIX, SUBNET = "oqa", "10.232.0.0/24"  # every oc[a-z] is taken; oqa is no one else's either
 README = Path(__file__).resolve().parents[2] / "README.md"
 SERVER_LINE = "scripts/run-server.sh &"
 ENDPOINT = "http://127.0.0.1:8990"
