@@ -72,9 +72,14 @@ CONTROL_PLANE: dict[str, tuple[str, str]] = {
     "DELETE /clusters/{cluster_id}/alerts/{rule_id}": ("alerts delete", "delete_alert_rule"),
     "GET /clusters/{cluster_id}/events": ("events", "cluster_events"),
     "GET /audit": ("audit log", "audit_log"),
+    "PUT /users": ("registry-password", "set_registry_password"),
+    "POST /users": ("registry-password --update", "set_registry_password"),
     "GET /": ("ram", "ram"),  # the RAM API (2015-05-01): one RPC route, the action in a header or the query
     "POST /": ("ram", "ram"),
 }
+# issue 10's registry passwords (CreateUserInfo/UpdateUserInfo), on their way to main (branch acct): their
+# command and method are here already; once the server serves them they are checked like the rest
+AWAITED = {"PUT /users", "POST /users"}
 # served on the port but not an API: the browsable viewers of /openapi.json, and the bundled
 # registry's notification webhook (called by docker-registry with its own bearer token)
 NOT_AN_API = {"GET /docs", "GET /docs/oauth2-redirect", "GET /redoc", "POST /hook/registry"}
@@ -130,11 +135,12 @@ def test_the_routes_are_those_the_openapi_document_lists() -> None:
     documented = {f"{m.upper()} {p}" for p, ops in doc["paths"].items() for m in ops}
     assert documented <= set(CONTROL_PLANE)
     undocumented = set(CONTROL_PLANE) - documented
-    assert undocumented == {"GET /healthz", "GET /openapi.json", "GET /", "POST /"}
+    assert undocumented - AWAITED == {"GET /healthz", "GET /openapi.json", "GET /", "POST /"}
 
 
 def test_every_route_of_both_apis_is_in_the_inventory() -> None:
-    assert control_routes() - NOT_AN_API == set(CONTROL_PLANE)
+    served = control_routes()
+    assert served - NOT_AN_API == set(CONTROL_PLANE) - (AWAITED - served)
     assert routes(create_appapi_app(None)) == set(APPLICATION_API)  # type: ignore[arg-type]
 
 
@@ -175,8 +181,9 @@ def test_each_method_calls_its_route(table: list[Any], inventory: dict[str, tupl
     written = {row[0]: (row[3], row[4]) for row in table}
     for route, (_, method) in inventory.items():
         verb, path = route.split(" ", 1)
-        if method == "ram" or (method, route) == ("invoke_trigger", "POST /hook/trigger"):
-            continue  # the RAM API's one route takes both verbs; a trigger URL is called with GET
+        if method == "ram" or (method, route) in (("invoke_trigger", "POST /hook/trigger"),
+                                                  ("set_registry_password", "POST /users")):
+            continue  # one route of two verbs (RAM); GET for a trigger URL; update=True for POST /users
         assert method in written, f"{method} has no row in tests/sdk/test_sdk_calls.py"
         got_verb, got_path = written[method]
         assert got_verb == verb and template(path).match(got_path.replace("%2F", "x")), (route, method, written[method])

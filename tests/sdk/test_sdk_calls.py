@@ -90,6 +90,7 @@ CONTROL: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, dict[str, st
     ("list_alert_rules", ("c1",), {}, "GET", "/clusters/c1/alerts", {}, None),
     ("delete_alert_rule", ("c1", "ar-1"), {}, "DELETE", "/clusters/c1/alerts/ar-1", {}, None),
     ("ram", ("CreateUser", {"UserName": "dev"}), {}, "POST", "/", {"UserName": "dev"}, None),
+    ("set_registry_password", ("Pw-12345",), {}, "PUT", "/users", {}, {"User": {"Password": "Pw-12345"}}),
 ]
 UNSIGNED = {"healthz", "openapi", "invoke_trigger", "metrics", "container_metrics", "attach_status",
             "attach_node_script", "attach_join"}

@@ -1,8 +1,10 @@
 """`opencs ram ACTION [Key=Value ...]`: the RAM API (2015-05-01) served on `/` of the same port —
-users, AccessKeys, policies of the caller's account (what `aliyun ram` does against Alibaba Cloud)."""
+users, AccessKeys, policies of the caller's account (what `aliyun ram` does against Alibaba Cloud) —
+and `opencs registry-password`: the caller's own login to the bundled registry."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -35,5 +37,24 @@ def read_value(value: str) -> str:
     return read_text(Path(value[1:]), "PARAMS") if value.startswith("@") else value
 
 
+def registry_password(
+    ctx: typer.Context,
+    update: Annotated[bool, typer.Option("--update", help="UpdateUserInfo (POST /users) instead of "
+                                         "CreateUserInfo (PUT /users); both set it.")] = False,
+    output: OutputOpt = None,
+) -> None:
+    """Set your password for `docker login` to the bundled registry, read as one line from stdin (never an
+    argument: ps would show it); prints the login name it goes with."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise typer.BadParameter("no password on stdin (echo \"$PW\" | opencs registry-password)")
+    fmt = output_format(ctx, output, default="json")
+    with signed_client(ctx) as client:
+        login = client.set_registry_password(password, update=update)
+    emit(login, fmt)
+    typer.echo(f"# docker login -u {login.login_name} --password-stdin <registry>", err=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command("ram")(ram)
+    app.command("registry-password")(registry_password)

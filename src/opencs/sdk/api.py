@@ -128,6 +128,8 @@ class ControlPlaneAPI:
     delete_alert_rule = op(cs.delete_alert_rule)
     # the RAM API (2015-05-01): users, AccessKeys, policies
     ram = op(cs.ram)
+    # the bundled registry's login (Container Registry CreateUserInfo/UpdateUserInfo)
+    set_registry_password = op(cs.set_registry_password)
 
 
 class ApplicationAPI:

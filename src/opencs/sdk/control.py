@@ -34,6 +34,7 @@ from opencs.sdk.models import (
     Monitoring,
     NodePage,
     RamReply,
+    RegistryLogin,
     Task,
     Trigger,
     Version,
@@ -384,6 +385,13 @@ def ram(action: str, params: Mapping[str, Any] | None = None) -> Call[RamReply]:
     parameters (``UserName``, ``PolicyDocument`` ...) in the query."""
     return Call("POST", "/", lambda r: RamReply.from_json(r.payload), query=dict(params or {}),
                 headers={"x-acs-action": action, "x-acs-version": RAM_VERSION})
+
+
+def set_registry_password(password: str, *, update: bool = False) -> Call[RegistryLogin]:
+    """The caller's password for ``docker login`` to the bundled registry: ``PUT /users``
+    (CreateUserInfo), or ``POST /users`` (UpdateUserInfo) with ``update``; the reply names the login."""
+    return Call("POST" if update else "PUT", "/users", lambda r: RegistryLogin.from_json(r.payload),
+                body={"User": {"Password": password}})
 
 
 def metrics(token: str | None = None) -> Call[str]:

@@ -365,6 +365,19 @@ class AttachStatus(Model):
 
 
 @dataclass(frozen=True, eq=False)
+class RegistryLogin(Model):
+    """``PUT|POST /users`` (Container Registry CreateUserInfo/UpdateUserInfo): the login name
+    ``docker login`` takes with the password just set (never the password)."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    request_id: str = ""
+
+    @property
+    def login_name(self) -> str:
+        return str(self.data.get("loginName") or "")
+
+
+@dataclass(frozen=True, eq=False)
 class RamReply(Model):
     """A RAM API (2015-05-01) reply: the action's own JSON (``User``, ``AccessKey``, ``Policies`` ...)."""
 
@@ -440,6 +453,6 @@ class Volume(Model):
 __all__ = [
     "Accepted", "AlertRule", "AttachStatus", "AuditEntry", "CertInfo", "Cluster", "ClusterCerts", "ClusterPage",
     "Container", "Deleted", "Event", "Image", "Images", "Instance", "Invocation", "Kubeconfig", "Model", "Monitoring",
-    "Node", "NodePage", "PageInfo", "Project", "RamReply", "Service", "Stage", "Task", "TaskError", "Trigger",
-    "Version", "Volume", "models_of",
+    "Node", "NodePage", "PageInfo", "Project", "RamReply", "RegistryLogin", "Service", "Stage", "Task", "TaskError",
+    "Trigger", "Version", "Volume", "models_of",
 ]
