@@ -13,6 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -37,6 +40,7 @@ from opencs.engines.swarm.usage import SwarmUsageReader
 from opencs.loops import Loop
 from opencs.loops.endpoints import AppFactory, EndpointManager, EndpointSettings
 from opencs.loops.health import HealthLoop
+from opencs.loops.leased import LeasedLoop
 from opencs.loops.monitoring import MonitoringLoop
 from opencs.loops.router import EngineRoutes, RouterLoop
 from opencs.loops.usage import ExportLoop, UsageLoop
@@ -48,7 +52,9 @@ from opencs.providers.base import Provider
 from opencs.registry.pause import PAUSE_REPOSITORY, PAUSE_TAG
 from opencs.registry.realm import RealmListener
 from opencs.registry.service import RegistryService
-from opencs.routing.router import RouterService, Routes
+from opencs.routing.haproxy import HAProxy
+from opencs.routing.router import RouterService
+from opencs.routing.routes import Routes
 from opencs.secretbox import SecretBox
 from opencs.services import cluster_tasks
 from opencs.services.accounts import AccountService
@@ -84,6 +90,7 @@ from opencs.store.repos.endpoints import EndpointRepo
 from opencs.store.repos.events import EventRepo
 from opencs.store.repos.instances import InstanceRepo
 from opencs.store.repos.keys import KeyRepo
+from opencs.store.repos.leases import LeaseRepo
 from opencs.store.repos.members import MemberRepo
 from opencs.store.repos.nonces import NonceStore
 from opencs.store.repos.projects import ProjectRepo
@@ -92,9 +99,14 @@ from opencs.store.repos.tasks import TaskRepo
 from opencs.store.repos.triggers import TriggerRepo
 from opencs.store.repos.volumes import VolumeRepo
 from opencs.tasks.engine import TaskEngine
+from opencs.tasks.leases import DutyLease
 from opencs.tasks.registry import TaskRegistry
 
 log = logging.getLogger("opencs")
+
+# the singleton duties: each runs in the one process (of all sharing the database) holding its lease;
+# the usage collector is not one (each API process keeps the snapshot it serves, reading only)
+DUTIES = ("health", "endpoints", "router", "monitoring", "container-events")
 
 
 @dataclass
@@ -129,6 +141,7 @@ class ControlPlane:
     events: EventLog = field(init=False)
     usage: UsageService | None = None  # container/node usage collector (None: off)
     influxdb: InfluxExport | None = None  # its InfluxDB add-on export (with usage)
+    leases: dict[str, DutyLease] = field(default_factory=dict)  # this process's claim on each duty
     loops: list[Loop] = field(default_factory=list)
     # transitional: services that still take the whole process read these (being removed)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -177,23 +190,31 @@ class ControlPlane:
     def _make_loops(self) -> list[Loop]:
         loops: list[Loop] = []
         s = self.settings
+
+        def leased(loop: Loop) -> Loop:
+            return LeasedLoop(loop, self.leases[loop.name])
+
         if s.monitor_interval > 0:
-            loops.append(HealthLoop(self.health, s.monitor_interval))
+            loops.append(leased(HealthLoop(self.health, s.monitor_interval)))
         if s.appapi:
-            self._appapi = endpoint_manager(self)
-            loops.append(self._appapi)
+            lease = self.leases["endpoints"]
+            self._appapi = endpoint_manager(self, fence=lease.fence, on_pass=lease.mark_pass)
+            loops.append(leased(self._appapi))
         if s.routing:
-            self.router = router_service(s, self.db, self.app_engines, owner=True)
-            loops.append(RouterLoop(self.router, self.routes))
+            lease = self.leases["router"]
+            self.router = router_service(s, self.db, self.app_engines, owner=True, fence=lease.fence,
+                                         on_pass=lease.mark_pass)
+            # on PostgreSQL another process takes the duty over: leave it the running HAProxy to adopt
+            loops.append(leased(RouterLoop(self.router, self.routes, stop_haproxy=self.db.is_sqlite)))
         if self.usage is not None:
             loops.append(UsageLoop(self.usage, s.usage_interval))
         if self.influxdb is not None:
             loops.append(ExportLoop(self.influxdb))
         loops.append(RealmListener(self.registry.realm_address, self.registry_access))
-        loops.append(MonitoringLoop(self.monitoring))  # idle while the stack is not enabled
+        loops.append(leased(MonitoringLoop(self.monitoring)))  # idle while the stack is not enabled
         if s.container_events_interval > 0:
             watcher = DeathWatcher(ClusterRepo(self.db), self.instance_repo, {"swarm": SwarmDeathReader()}, self.events)
-            loops.append(UsageLoop(watcher, s.container_events_interval, name="container-events"))
+            loops.append(leased(UsageLoop(watcher, s.container_events_interval, name="container-events")))
         return loops
 
     def close(self) -> None:
@@ -213,26 +234,15 @@ class ControlPlane:
         if self.host_use is not None and self.host_use.release():
             # the last process of this data dir: what only served the nodes through it stops with it
             # (the token realm is in-process, so a registry left alone could not serve a pull anyway)
-            for what, stop in (("registry", self.registry.stop), ("monitoring stack", self.monitoring.stack.stop)):
+            # on PostgreSQL the router leaves HAProxy to the next lease holder: with none left, it stops too
+            router = HAProxy(self.settings.data_dir / "router")
+            for what, stop in (("registry", self.registry.stop), ("monitoring stack", self.monitoring.stack.stop),
+                               ("router", router.stop)):
                 try:
                     stop()
                 except Exception as e:  # the store must still close
                     log.warning("stopping the %s: %s", what, e)
         self.db.close()
-
-
-@dataclass
-class _Named:
-    """Gives a loop object of the old shape (start/stop) its name."""
-
-    name: str
-    inner: Any
-
-    def start(self) -> None:
-        self.inner.start()
-
-    def stop(self) -> None:
-        self.inner.stop()
 
 
 class _ProcessEndpoints:
@@ -247,12 +257,19 @@ class _ProcessEndpoints:
         return self.settings.appapi
 
     def sync(self) -> None:
-        manager = self.plane._appapi if self.plane is not None else None
-        if manager is not None:
-            manager.sync()
+        plane = self.plane
+        if plane is None or plane._appapi is None:
+            return
+        lease = plane.leases.get("endpoints")
+        if lease is None or lease.held():
+            plane._appapi.sync()
+        elif not lease.wait_pass(time.time(), 10.0):  # another process serves master_url: its next pass
+            raise RuntimeError("no endpoint manager pass within 10s (is the endpoints lease holder running?)")
 
 
-def endpoint_manager(plane: ControlPlane, app_factory: AppFactory | None = None) -> EndpointManager:
+def endpoint_manager(plane: ControlPlane, app_factory: AppFactory | None = None,
+                     fence: Callable[[], AbstractContextManager[object]] | None = None,
+                     on_pass: Callable[[float], None] | None = None) -> EndpointManager:
     """The master_url loop of `plane`, serving the Application API app (or `app_factory`'s)."""
     s = plane.settings
     guard = AppApiGuard(plane.cluster_certs, s.regions[0] if s.regions else "*", plane.audit)
@@ -260,13 +277,15 @@ def endpoint_manager(plane: ControlPlane, app_factory: AppFactory | None = None)
         EndpointSettings(s.appapi_host, s.appapi_advertise_host, s.appapi_port_range),
         EndpointRepo(plane.db), plane.box,
         app_factory or (lambda: create_appapi_app(plane.projects)),
-        guard,
+        guard, fence, on_pass,
     )
 
 
-def router_service(s: Settings, db: Database, engines: AppEngines, *, owner: bool) -> RouterService:
+def router_service(s: Settings, db: Database, engines: AppEngines, *, owner: bool,
+                   fence: Callable[[], AbstractContextManager[object]] | None = None,
+                   on_pass: Callable[[float], None] | None = None) -> RouterService:
     return RouterService(RouteRepo(db), EngineRoutes(engines), s.data_dir, bind_host=s.routing_host,
-                         port_range=s.routing_port_range, owner=owner)
+                         port_range=s.routing_port_range, owner=owner, fence=fence, on_pass=on_pass)
 
 
 def app_engines(db: Database, nodes: NodeCredentials | None = None) -> AppEngines:
@@ -436,10 +455,14 @@ def _wire(settings: Settings) -> ControlPlane:
     verifier = RequestVerifier(keys.active_secret, nonces, settings.signature_window_seconds)
     node_credentials = NodeCredentials(registry.node_key(), registry.endpoint)
     engines = app_engines(db, node_credentials)
-    # a process without the router loop (e.g. `opencs worker`) re-applies routes by one pass
-    routes = Routes((lambda: router_service(settings, db, engines, owner=False)) if settings.routing else None)
+    lease_repo = LeaseRepo(db)
+    leases = {d: DutyLease(lease_repo, d, info={"api": settings.public_url}) for d in DUTIES}
+    # a process that does not hold the router lease waits for the holder's next pass; it reads this
+    # host's HAProxy (one data dir) to wait for old workers to drain
+    routes = Routes((lambda: router_service(settings, db, engines, owner=False)) if settings.routing else None,
+                    follow=leases["router"].wait_pass if settings.routing else None)
     plane = ControlPlane(settings, db, box, keys, tasks, clusters, instances, verifier, providers, registry,
-                         instance_repo, driver, health, engines, routes)
+                         instance_repo, driver, health, engines, routes, leases=leases)
     endpoints.plane = plane
     account_repo = AccountRepo(db)
     plane.accounts = AccountService(account_repo, keys)

@@ -35,6 +35,8 @@ loop_passes = Counter("opencs_loop_passes", "Reconcile passes of the control-pla
                       registry=REGISTRY)
 loop_last_success = Gauge("opencs_loop_last_success_timestamp_seconds", "Unix time of a loop's last good pass",
                           ["loop"], registry=REGISTRY)
+duties_held = Gauge("opencs_duty_held", "1 while this process holds the lease of a singleton duty and runs it",
+                    ["duty"], registry=REGISTRY)
 store_latency = Histogram("opencs_store_statement_duration_seconds", "Database statement latency", ["statement"],
                           buckets=_FAST, registry=REGISTRY)
 
@@ -43,6 +45,10 @@ def loop_pass(loop: str, ok: bool) -> None:
     loop_passes.labels(loop, "ok" if ok else "error").inc()
     if ok:
         loop_last_success.labels(loop).set(time.time())
+
+
+def duty_held(duty: str, held: bool) -> None:
+    duties_held.labels(duty).set(1 if held else 0)
 
 
 @contextmanager

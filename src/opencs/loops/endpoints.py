@@ -13,8 +13,10 @@ Persisted per cluster so that master_url and the certificate survive restarts:
     encrypted with the SecretBox. Re-issued when the advertised host changes, the CA changes or it
     comes within 30 days of expiry.
 
-This loop owns the listeners and nothing else; one per database (two control-plane processes would
-fight over ports and master_url).
+This loop owns the listeners and nothing else. Several processes may share one database: the loop
+runs in the one holding the `endpoints` lease (opencs.loops.leased), which binds the same recorded
+ports on takeover, so master_url does not change; `fence` (the lease's) guards every bind and every
+write of a port or master_url.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,8 +66,12 @@ class EndpointManager:
     name = "endpoints"
 
     def __init__(self, settings: EndpointSettings, repo: EndpointRepo, box: SecretBox, app_factory: AppFactory,
-                 guard: AppApiGuard | None = None) -> None:
+                 guard: AppApiGuard | None = None,
+                 fence: Callable[[], AbstractContextManager[object]] | None = None,
+                 on_pass: Callable[[float], None] | None = None) -> None:
         self.repo = repo
+        self.on_pass = on_pass  # told of each reconcile pass done (when it began): others wait for it
+        self.fence = fence or nullcontext  # raises LeaseLost once another process holds the duty
         self.box = box
         self.guard = guard  # who may call (per-user certificates, policies, audit); None: the CA decides
         self.interval = settings.interval
@@ -197,6 +204,12 @@ class EndpointManager:
         self._app = host
 
     async def _reconcile(self) -> None:
+        started = time.time()
+        await self._reconcile_once()
+        if self.on_pass is not None:
+            await asyncio.to_thread(self.on_pass, started)
+
+    async def _reconcile_once(self) -> None:
         assert self._lock is not None
         async with self._lock:
             targets, taken = await asyncio.to_thread(self._scan)
@@ -234,6 +247,7 @@ class EndpointManager:
             candidates = [port]  # keep master_url stable
         else:
             candidates = [p for p in range(lo, hi + 1) if p not in taken]
+        await asyncio.to_thread(self._fenced)  # bind only while this process holds the duty
         for p in candidates:
             f = ClusterFrontend(cid, ctx, self._app, t.managers, self.bind_host, p, self.guard)
             try:
@@ -310,8 +324,14 @@ class EndpointManager:
             return False
         return not_after(cert) - _dt.datetime.now(_dt.UTC) > REISSUE_BEFORE
 
+    def _fenced(self) -> None:
+        with self.fence():
+            pass
+
     def _persist_port(self, cluster_id: str, port: int) -> None:
-        self.repo.persist_port(cluster_id, port)
+        with self.fence():
+            self.repo.persist_port(cluster_id, port)
 
     def _set_master_url(self, cluster_id: str, url: str) -> None:
-        self.repo.set_master_url(cluster_id, url)
+        with self.fence():
+            self.repo.set_master_url(cluster_id, url)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from opencs.engines.apps import AppEngineError, AppEngines
-from opencs.routing.router import RoutedPortLike, RouterService, Routes, RoutesUnavailable
+from opencs.routing.router import RoutedPortLike, RouterService, RoutesUnavailable
+from opencs.routing.routes import Routes
 
 
 class EngineRoutes:
@@ -27,9 +28,12 @@ class RouterLoop:
 
     name = "router"
 
-    def __init__(self, router: RouterService, routes: Routes) -> None:
+    def __init__(self, router: RouterService, routes: Routes, *, stop_haproxy: bool = True) -> None:
+        """``stop_haproxy=False``: leave HAProxy serving when the loop stops, for the next holder of
+        the router lease to adopt (its owner watch stops it if none does within a minute)."""
         self.router = router
         self.routes = routes
+        self.stop_haproxy = stop_haproxy
 
     def start(self) -> None:
         self.routes.active = self.router
@@ -37,4 +41,4 @@ class RouterLoop:
 
     def stop(self) -> None:
         self.routes.active = None
-        self.router.stop()
+        self.router.stop(stop_haproxy=self.stop_haproxy)

@@ -2,6 +2,7 @@
 
 from opencs.compose.release import RELEASE_LABEL
 from opencs.routing.haproxy import HAProxy, HAProxyError
-from opencs.routing.router import RouterService, Routes
+from opencs.routing.router import RouterService
+from opencs.routing.routes import Routes
 
 __all__ = ["RELEASE_LABEL", "HAProxy", "HAProxyError", "RouterService", "Routes"]

@@ -31,13 +31,16 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from opencs import metrics
-from opencs.routing.haproxy import HAProxy, HAProxyError
+from opencs.routing.haproxy import HAProxy
+from opencs.store.repos.leases import LeaseLost
 from opencs.store.repos.routes import RoutedCluster
 
 log = logging.getLogger("opencs.routing")
@@ -289,9 +292,16 @@ class _ClusterScan:
 
 class RouterService:
     def __init__(self, store: RouteStore, source: RouteSource, data_dir: Path, *, bind_host: str = "127.0.0.1",
-                 port_range: tuple[int, int] = (18000, 18999), interval: float = 1.0, owner: bool = True) -> None:
+                 port_range: tuple[int, int] = (18000, 18999), interval: float = 1.0, owner: bool = True,
+                 fence: Callable[[], AbstractContextManager[object]] | None = None,
+                 on_pass: Callable[[float], None] | None = None) -> None:
         """``owner``: this process runs the loop and may start HAProxy; a process without the loop
-        (``owner=False``) only re-applies routes to the HAProxy that is already running."""
+        (``owner=False``) only re-applies routes to the HAProxy that is already running. ``fence``:
+        the router lease's (opencs.tasks.leases), under which HAProxy and the store are written;
+        ``on_pass(started)`` is told of each pass done (processes that do not hold the lease wait
+        for it)."""
+        self.fence = fence or nullcontext
+        self.on_pass = on_pass
         self.store = store
         self.source = source
         self.interval = interval
@@ -323,6 +333,7 @@ class RouterService:
         if self._thread is not None or not self.available():
             return
         self._stop.clear()
+        self._owner_written = False  # (again) this process's HAProxy: a holder before it may have adopted it
         self._thread = threading.Thread(target=self._loop, name="opencs-router", daemon=True)
         self._thread.start()
 
@@ -359,46 +370,60 @@ class RouterService:
 
     def sync(self) -> str:
         """Converge HAProxy to the swarms and the store now; returns what HAProxy did
-        (started | reloaded | unchanged | stopped | off)."""
+        (started | reloaded | unchanged | stopped | off | fenced: the router lease is another's).
+        The routes are computed first; HAProxy and the store are written under the fence."""
         if not self.available():
             return "off"
-        with self._lock:
-            scans = self._scan()
-            if not scans:
-                self._frontends = {}
-                if self.owner and self.haproxy.recorded_pid() is not None:
+        started = time.time()
+        try:
+            with self._lock:
+                action = self._sync()
+        except LeaseLost as e:
+            log.warning("routing: not applied: %s", e)
+            return "fenced"
+        if self.on_pass is not None:
+            self.on_pass(started)
+        return action
+
+    def _sync(self) -> str:
+        scans = self._scan()
+        if not scans:
+            self._frontends = {}
+            if self.owner and self.haproxy.recorded_pid() is not None:
+                with self.fence():
                     self.haproxy.stop()  # nothing to serve: a config without frontends would not start
-                    return "stopped"
-                return "off"
-            serving = self._serving_ports()
-            taken = {sc.routing_port for sc in scans if sc.routing_port is not None}
-            frontends: dict[str, Frontend] = {}
-            for sc in scans:
-                port = self._port(sc, serving, taken)
-                if port is None:
-                    continue
-                eps = self._cluster_endpoints(sc)
-                backends = [Backend(d, weigh(e, sc.slots)) for d, e in sorted(eps.items())]
-                frontends[sc.cluster_id] = Frontend(sc.cluster_id, port, backends)
-            if not frontends:
-                return "off"
-            if not self.owner and self.haproxy.recorded_pid() is None:
-                return "off"  # starting HAProxy is the owner's job (it adopts/loops)
-            d = self.haproxy.dir
+                return "stopped"
+            return "off"
+        serving = self._serving_ports()
+        taken = {sc.routing_port for sc in scans if sc.routing_port is not None}
+        frontends: dict[str, Frontend] = {}
+        for sc in scans:
+            port = self._port(sc, serving, taken)
+            if port is None:
+                continue
+            eps = self._cluster_endpoints(sc)
+            backends = [Backend(d, weigh(e, sc.slots)) for d, e in sorted(eps.items())]
+            frontends[sc.cluster_id] = Frontend(sc.cluster_id, port, backends)
+        if not frontends:
+            return "off"
+        if not self.owner and self.haproxy.recorded_pid() is None:
+            return "off"  # starting HAProxy is the owner's job (it adopts/loops)
+        d = self.haproxy.dir
+        with self.fence():
             if self.owner and not self._owner_written:
                 self._write_owner()
                 self._owner_written = True
             watch = (str(d / "owner-watch.sh"), str(d / "owner"))
             action = self.haproxy.apply(render(frontends.values(), self.bind_host, watch))
             self._frontends = frontends
-            if action != "unchanged":
-                log.info("routing: haproxy %s (%d cluster(s), %d domain(s))", action, len(frontends),
-                         sum(len(f.backends) for f in frontends.values()))
             for sc in scans:
                 fe = frontends.get(sc.cluster_id)
                 if fe is not None:
                     self._persist(sc, fe.port)
-            return action
+        if action != "unchanged":
+            log.info("routing: haproxy %s (%d cluster(s), %d domain(s))", action, len(frontends),
+                     sum(len(f.backends) for f in frontends.values()))
+        return action
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until no HAProxy worker of a previous config is left (so nothing is sent any more
@@ -472,44 +497,3 @@ class RouterService:
 
     def _persist(self, sc: _ClusterScan, port: int) -> None:
         self.store.save_route(sc.cluster_id, port, self.url(port))
-
-
-# ---------------------------------------------------------------- for the project tasks
-
-
-class Routes:
-    """What the project tasks call so that a deploy, a scale or a weight change is live when the
-    task says so: one pass of the loop's router, or, in a process without the loop (e.g. `opencs
-    worker`), of a non-owning router against the same HAProxy (made on first use)."""
-
-    def __init__(self, oneshot: Callable[[], RouterService] | None) -> None:
-        self._oneshot = oneshot
-        self._cached: RouterService | None = None
-        self.active: RouterService | None = None  # set by the router loop while it runs
-
-    def _router(self) -> RouterService | None:
-        if self.active is not None:
-            return self.active
-        if self._oneshot is None:
-            return None
-        if self._cached is None:
-            self._cached = self._oneshot()
-        return self._cached
-
-    def sync(self, *, drain: bool = False) -> bool:
-        """Make the routes current now. With ``drain``, also wait until no request is served under
-        the previous routes. Never raises: routing problems must not fail an application operation
-        (they are logged)."""
-        router = self._router()
-        if router is None:
-            return False
-        try:
-            action = router.sync()
-            if drain and not router.drain():
-                log.warning("routing: HAProxy workers of the previous routes still have connections after 10s")
-            return action != "off"
-        except (HAProxyError, OSError) as e:
-            log.warning("routing sync failed: %s", e)
-        except Exception:
-            log.exception("routing sync failed")
-        return False

@@ -323,3 +323,19 @@ class Event(Base):
     reason: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Lease(Base):
+    """Who holds a singleton duty of the control plane (issue 13 item 2: the endpoint manager, the
+    router, the monitors) until when. `token` grows by one on every change of holder: the fencing
+    token each side effect of the duty checks, so a holder that lost the lease (stalled, partitioned)
+    can no longer act on the world even if it does not know yet."""
+
+    __tablename__ = "leases"
+    duty: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128), default="")  # host:pid:nonce, "" when released
+    token: Mapped[int] = mapped_column(Integer, default=0)
+    expires: Mapped[float] = mapped_column(Float, default=0.0)  # unix time, like tasks' lease_until
+    passed: Mapped[float] = mapped_column(Float, default=0.0)  # when the holder last finished a pass
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the holder's host, pid, API URL
+    acquired: Mapped[datetime]
