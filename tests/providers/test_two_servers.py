@@ -2,9 +2,9 @@
 the default automatic host claims (only the pool they allocate from, `omu`/10.212.0.0/22, is this
 test's), each creating a 2-node cluster and deploying a routed project at the same time. Both
 succeed; a third server given the first one's subnet refuses to start; a SIGTERM stops the first
-one's registry and router but keeps its nodes; `opencs teardown` of the first leaves the second
-serving; after both teardowns the host is as it was (links, addresses, routes, netns, ruleset,
-listeners, processes, cgroups).
+one's registry and router but keeps its nodes, and a restart brings them back; `opencs teardown` of
+the first leaves the second serving; after both teardowns the host is as it was (links, addresses,
+routes, netns, ruleset, listeners, processes, cgroups).
 
     flock /tmp/opencs-itest.lock .venv/bin/python -m pytest -s tests/providers/test_two_servers.py
 """
@@ -168,6 +168,17 @@ def test_two_servers_share_one_host(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert not alive(reg_pid) and not (a.data_dir / "registry" / "registry.pid").exists()
         assert not (a.data_dir / "router" / "haproxy.pid").exists() or not _try(da["routing_url"], da["cid"])
         assert all(alive(p) for p in node_pids)
+        # a restart brings them back: the same claims, the registry at once (it has local nodes), the routes
+        t1 = time.monotonic()
+        a.start(timeout=120)
+        assert hostclaims.recorded(a.data_dir) == ca
+        end = time.time() + 60
+        while _try(da["routing_url"], da["cid"]) != "alpha" or not (a.data_dir / "registry" / "registry.pid").exists():
+            assert time.time() < end, "the restarted server did not bring back its registry and routes"
+            time.sleep(0.3)
+        print(f"restart of a: registry and routing_url back in {time.monotonic() - t1:.1f} s")
+        assert all(alive(p) for p in node_pids)  # adopted, not rebooted
+        a.stop()
 
         t1 = time.monotonic()
         out = opencs("teardown", "--data-dir", str(a.data_dir))
