@@ -3,6 +3,7 @@ deletes) against the fake cluster driver and fake machines: no root, no dockerd,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,3 +214,37 @@ def test_health_reports_engine_and_member_state(world: World) -> None:
     world.provider.destroy(wrk.instance_id)
     world.health.refresh()
     assert world.instances.get(wrk.instance_id).state == "lost"  # type: ignore[union-attr]
+
+
+def test_health_pass_reads_the_store_twice_and_probes_concurrently(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 1,000 nodes a pass must not cost a store query per cluster nor one engine round trip
+    after the other (bench/scale.py): the member rows go to the driver, the probes overlap."""
+    cids = [world.create(1, name=f"h{k}") for k in range(4)]
+    world.create(2, name="h-two")
+    asked: list[tuple[str, int]] = []
+    member_health = world.driver.member_health
+    monkeypatch.setattr(world.driver, "member_health",
+                        lambda cid, rows: asked.append((cid, len(rows))) or member_health(cid, rows))
+    monkeypatch.setattr(world.instances, "of_cluster", lambda cid: pytest.fail("a store read per cluster"))
+    inspect = world.provider.inspect
+
+    def slow_inspect(iid: str):  # type: ignore[no-untyped-def]
+        time.sleep(0.2)  # an engine that takes its time to answer
+        return inspect(iid)
+
+    monkeypatch.setattr(world.provider, "inspect", slow_inspect)
+    t = time.monotonic()
+    world.health.refresh()
+    took = time.monotonic() - t
+    assert sorted(n for _, n in asked) == [1, 1, 1, 1, 2] and set(cids) < {c for c, _ in asked}
+    assert took < 0.2 * 6 / 2, f"6 probes of 0.2 s took {took:.2f} s: not concurrent"
+    monkeypatch.undo()
+    assert {r.health for c in cids for r in world.instances.of_cluster(c)} == {"healthy"}
+
+
+def test_health_skips_clusters_without_nodes_and_keeps_deleted_ones_out(world: World) -> None:
+    cid = world.create(1, name="gone")
+    world.clusters.repo.update(cid, state="deleted")
+    world.health.refresh()  # a deleted cluster's rows: no member view, so the swarm state is unknown
+    assert {r.health for r in world.instances.of_cluster(cid)} == {"unhealthy: swarm node unknown"}

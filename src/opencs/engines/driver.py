@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -217,6 +217,12 @@ class ClusterDriver(abc.ABC):
     @abc.abstractmethod
     def health(self, cluster_id: str) -> dict[str, MemberHealth] | None:
         """Members by member id as the control plane sees them; None when no manager answers."""
+
+    def member_health(self, cluster_id: str, members: Sequence[InstanceRow]) -> dict[str, MemberHealth] | None:
+        """health() for a caller that already read the cluster's member rows (the health monitor
+        reads every row in one query): an engine that needs only the rows saves the store a query
+        per cluster per pass. Called from several threads at once."""
+        return self.health(cluster_id)
 
     @abc.abstractmethod
     def api_url(self, cluster_id: str) -> str:

@@ -4,7 +4,7 @@ records it), so the cluster rules in services/ stay the same for every engine.""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opencs.engines.driver import (
@@ -19,6 +19,7 @@ from opencs.machine import NodeRuntime
 
 if TYPE_CHECKING:
     from opencs.engines.apps import AppEngine
+    from opencs.store.models import InstanceRow
 
 
 class DriverSet(ClusterDriver):
@@ -31,6 +32,7 @@ class DriverSet(ClusterDriver):
         self.drivers: dict[str, ClusterDriver] = {d.cluster_type.lower(): d for d in (default, *others)}
         self.type_of = type_of
         self.cluster_type = default.cluster_type
+        self._types: dict[str, str] = {}
 
     def for_type(self, cluster_type: str) -> ClusterDriver:
         t = cluster_type.lower()
@@ -41,7 +43,11 @@ class DriverSet(ClusterDriver):
                           f"{', '.join(sorted(self.drivers))} clusters)", "ClusterTypeNotSupported")
 
     def of(self, cluster_id: str) -> ClusterDriver:
-        t = (self.type_of(cluster_id) or "").lower()
+        t = self._types.get(cluster_id)
+        if t is None:
+            t = (self.type_of(cluster_id) or "").lower()
+            if t:  # a cluster's type never changes: asked once (every call on a cluster dispatches here)
+                self._types[cluster_id] = t
         for d in self.drivers.values():
             if t == d.cluster_type.lower() or t in d.accepts:
                 return d
@@ -100,6 +106,9 @@ class DriverSet(ClusterDriver):
 
     def health(self, cluster_id: str) -> dict[str, MemberHealth] | None:
         return self.of(cluster_id).health(cluster_id)
+
+    def member_health(self, cluster_id: str, members: Sequence[InstanceRow]) -> dict[str, MemberHealth] | None:
+        return self.of(cluster_id).member_health(cluster_id, members)
 
     def api_url(self, cluster_id: str) -> str:
         return self.of(cluster_id).api_url(cluster_id)

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-from opencs.engines.driver import ENGINE_MACHINE_LABEL, ClusterDriver, MemberHealth
+from opencs.engines.driver import ENGINE_MACHINE_LABEL, ClusterDriver
 from opencs.providers.base import Instance, InstanceNotFound, Provider
 from opencs.store.repos.clusters import ClusterRepo
 from opencs.store.repos.instances import InstanceRepo
+
+if TYPE_CHECKING:
+    from opencs.store.models import InstanceRow
 
 log = logging.getLogger("opencs.monitor")
 
@@ -19,36 +24,33 @@ _SETTLING = ("pending", "deleting")  # a task owns these rows: the monitor leave
 
 class HealthService:
     def __init__(self, providers: Mapping[str, Provider], instances: InstanceRepo, clusters: ClusterRepo,
-                 driver: ClusterDriver) -> None:
+                 driver: ClusterDriver, concurrency: int = 16) -> None:
         self.providers = providers
         self.instances = instances
         self.clusters = clusters
         self.driver = driver
+        self.concurrency = concurrency
         # told of each node whose health changed: (cluster id, instance id, old health, new health)
         self.on_change: list[Callable[[str, str, str, str], None]] = []
 
     def refresh(self) -> None:
-        """One pass: provider state per instance, the engine's view of the members per cluster."""
+        """One pass: the provider's state of every instance and the engine's view of the members of
+        every cluster that has any. Two store reads per pass whatever the size (the member rows go to
+        the driver), and the engines are asked `concurrency` at a time: at 1,000 nodes a pass is
+        1,000 machine probes and a members query per cluster, each a round trip to another machine."""
         rows = self.instances.all()
-        members: dict[str, dict[str, MemberHealth]] = {}
-        for c in self.clusters.live():
-            view = self.driver.health(c.cluster_id)
-            if view is not None:
-                members[c.cluster_id] = view
-        updates: dict[str, tuple[str, str]] = {}
+        live = self.clusters.live_ids()
+        by_cluster: dict[str, list[InstanceRow]] = {}
         for r in rows:
-            if r.state in _SETTLING:
-                continue
-            prov = self.providers.get(r.provider)
-            if prov is None:
-                continue
-            try:
-                state = str(prov.inspect(r.instance_id).state)
-            except InstanceNotFound:
-                state = "lost"
-            except Exception as e:
-                log.debug("inspect %s: %s", r.instance_id, e)
-                state = "unhealthy"
+            if r.cluster_id in live:
+                by_cluster.setdefault(r.cluster_id, []).append(r)
+        probed = [r for r in rows if r.state not in _SETTLING and r.provider in self.providers]
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="opencs-health") as pool:
+            views = pool.map(lambda cid: (cid, self.driver.member_health(cid, by_cluster[cid])), list(by_cluster))
+            states = list(pool.map(self._machine_state, probed))
+            members = {cid: view for cid, view in views if view is not None}
+        updates: dict[str, tuple[str, str]] = {}
+        for r, state in zip(probed, states, strict=True):
             if state != "running":
                 health = f"unhealthy: engine {state}"
             elif r.cluster_id and r.swarm_node_id:
@@ -65,6 +67,15 @@ class HealthService:
             if new is not None and r.cluster_id and new[1] != r.health:
                 for f in self.on_change:
                     f(r.cluster_id, r.instance_id, r.health or "", new[1])
+
+    def _machine_state(self, r: InstanceRow) -> str:
+        try:
+            return str(self.providers[r.provider].inspect(r.instance_id).state)
+        except InstanceNotFound:
+            return "lost"
+        except Exception as e:
+            log.debug("inspect %s: %s", r.instance_id, e)
+            return "unhealthy"
 
     def _engine_owned(self, inst: Instance) -> bool:
         """A machine a cluster engine owns besides the nodes (a managed control plane, a load

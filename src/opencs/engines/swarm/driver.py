@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -74,6 +74,7 @@ class SwarmDriver(ClusterDriver):
         self._runtime = runtime or DockerEngine()
         # builds SwarmAppEngine from a callable returning the managers' engine hosts (preference order)
         self._app_engine_factory = app_engine_factory
+        self._health_conns = swarm.EngineConnections()  # the monitor asks each manager every pass
 
     # ------------------------------------------------------------ configuration
 
@@ -241,10 +242,14 @@ class SwarmDriver(ClusterDriver):
         """Nothing beyond the machines: the swarm ends with its engines."""
 
     def health(self, cluster_id: str) -> dict[str, MemberHealth] | None:
-        for r in self.book.of_cluster(cluster_id):
+        return self.member_health(cluster_id, self.book.of_cluster(cluster_id))
+
+    def member_health(self, cluster_id: str, members: Sequence[InstanceRow]) -> dict[str, MemberHealth] | None:
+        for r in members:
             if r.role == "manager" and r.state == "running":
                 try:
-                    return {m.node_id: MemberHealth(m.node_id, m.state) for m in swarm.members(r.docker_host)}
+                    got = swarm.members(r.docker_host, self._health_conns)
                 except Exception:
                     continue
+                return {m.node_id: MemberHealth(m.node_id, m.state) for m in got}
         return None

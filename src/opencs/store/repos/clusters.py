@@ -70,6 +70,11 @@ class ClusterRepo:
         with self.db.session() as s:
             return s.get(Cluster, cluster_id)
 
+    def live_ids(self) -> set[str]:
+        """Ids of the clusters not deleted (one column: the health monitor's per-pass read)."""
+        with self.db.engine.connect() as conn:
+            return set(conn.execute(select(Cluster.cluster_id).where(Cluster.state != "deleted")).scalars())
+
     def live(self) -> list[Cluster]:
         with self.db.session() as s:
             return list(s.scalars(select(Cluster).where(Cluster.state != "deleted")))
