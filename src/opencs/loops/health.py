@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Protocol
 
 from opencs import metrics
 
 log = logging.getLogger("opencs.monitor")
+
+DUTY_PAUSE = 2.0  # after a pass, wait at least this many times as long as it took
 
 
 class Refresher(Protocol):
@@ -32,13 +35,18 @@ class HealthLoop:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        pause = self.interval
+        while not self._stop.wait(pause):
+            t = time.monotonic()
             try:
                 self.health.refresh()
                 metrics.loop_pass(self.name, True)
             except Exception:
                 log.exception("health refresh failed")
                 metrics.loop_pass(self.name, False)
+            # a pass longer than the interval (10,000 nodes: tens of seconds) must not keep the
+            # process busy for good: the API shares it, so the monitor takes a third of the time at most
+            pause = max(self.interval, DUTY_PAUSE * (time.monotonic() - t))
 
     def stop(self) -> None:
         self._stop.set()
