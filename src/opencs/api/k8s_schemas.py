@@ -22,11 +22,12 @@ from pydantic import ConfigDict, Field, StrictBool, StrictInt, field_validator, 
 
 from opencs.api.schemas import NAME_RE, PRINTABLE, Text64, TextId, _Body, check_password
 from opencs.engines.kubernetes.binary import KUBERNETES_VERSION
+from opencs.engines.kubernetes.edge import ADDON_TAINT, EDGE_PROFILE, EDGE_WORKER_LABEL
 from opencs.services.instance_types import resources_for
 
 MAX_WORKERS = 300  # spec §6.3 num_of_nodes [0, 300]
 BUILT = KUBERNETES_VERSION.removeprefix("v")  # "1.34.4"
-_VERSION_RE = re.compile(rf"^v?{re.escape(BUILT)}(-aliyun\.\d+)?$")
+_VERSION_RE = re.compile(rf"^v?{re.escape(BUILT)}(-aliyun(edge)?\.\d+)?$")  # 1.12.6-aliyunedge.1: an edge version
 
 InstanceType = Annotated[str, Field(max_length=64, pattern=PRINTABLE)]
 SystemDisk = Literal["cloud", "cloud_efficiency", "cloud_ssd", "cloud_essd"]
@@ -133,7 +134,7 @@ class CreateKubernetesCluster(_Body):
     cloud_monitor_flags: StrictBool = False
     ssh_flags: StrictBool = False
     vpcid: TextId = ""
-    profile: Literal["Default"] | None = None
+    profile: Literal["Default"] | None = None  # "Edge" only with ManagedKubernetes (§6.5)
 
     @model_validator(mode="before")
     @classmethod
@@ -273,6 +274,7 @@ class CreateKubernetesCluster(_Body):
         return self.worker_instance_types[0]
 
     managed: ClassVar[bool] = False
+    profile_name: ClassVar[str] = "Default"
 
     def control_plane_view(self) -> dict[str, Any]:
         """What describe says of the control plane (who runs it, where the endpoint is)."""
@@ -305,7 +307,7 @@ class CreateKubernetesCluster(_Body):
             "node_cidr_mask": int(self.node_cidr_mask), "node_port_range": self.node_port_range,
             "proxy_mode": self.proxy_mode, "cpu_policy": self.cpu_policy,
             "master_instance_type": self.master_instance_types[0], "worker_instance_type": self.instance_type,
-            "managed": self.managed,
+            "managed": self.managed, "profile": self.profile_name,
         }
         body = self.model_dump(exclude={"login_password", "name"}, exclude_unset=True)
         for k in list(self.model_extra or {}):
@@ -314,7 +316,7 @@ class CreateKubernetesCluster(_Body):
         view = {
             "current_version": self.kubernetes_version, "init_version": self.kubernetes_version,
             "container_cidr": self.container_cidr, "service_cidr": self.service_cidr,
-            "node_cidr_mask": str(self.node_cidr_mask), "proxy_mode": self.proxy_mode, "profile": "Default",
+            "node_cidr_mask": str(self.node_cidr_mask), "proxy_mode": self.proxy_mode, "profile": self.profile_name,
             **self.control_plane_view(), "cluster_spec": "",
             "tags": [t.model_dump() for t in self.tags], "vswitch_ids": list(self.worker_vswitch_ids),
             "parameters": {"disable_rollback": str(self.disable_rollback).lower(),
@@ -379,6 +381,46 @@ class CreateManagedKubernetesCluster(CreateKubernetesCluster):
         if "vswitch_ids" in self.model_fields_set:
             out.append({"field": "vswitch_ids", "reason": NO_EFFECT["worker_vswitch_ids"]})
         return out
+
+
+EdgeIds = Annotated[list[TextId], Field(min_length=1, max_length=3)]
+
+
+class CreateEdgeKubernetesCluster(CreateManagedKubernetesCluster):
+    """POST /clusters with cluster_type "ManagedKubernetes" and profile "Edge" (§6.5): a managed control
+    plane whose `num_of_nodes` instances are cloud nodes (labelled is-edge-worker=false, tainted for
+    add-ons only) and whose attached machines are edge nodes (is-edge-worker=true); engines/kubernetes/edge.py."""
+
+    profile: Literal["Edge"]  # type: ignore[assignment]  # the edge marker, required (§6.5)
+    num_of_nodes: Annotated[StrictInt, Field(ge=0, le=MAX_WORKERS)]  # §6.5's range; 0 is refused below
+    vswitch_ids: EdgeIds
+    # §6.5 lists the cloud workers' types in its template only: the smallest general type by default
+    worker_instance_types: Annotated[list[InstanceType], Field(min_length=1, max_length=10)] = ["ecs.n1.medium"]
+    profile_name: ClassVar[str] = EDGE_PROFILE
+
+    @field_validator("num_of_nodes")
+    @classmethod
+    def _cloud_nodes(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("at least 1: an edge cluster's add-ons (CoreDNS) run on its cloud nodes, as ACK@Edge "
+                             "makes at least one ECS instance; edge nodes join later (attach, attach script)")
+        return v
+
+    @model_validator(mode="after")
+    def _edge(self) -> CreateEdgeKubernetesCluster:
+        if not self.endpoint_public_access:
+            raise ValueError("endpoint_public_access must be true for an edge cluster: its edge nodes reach the "
+                             "control plane through the cluster's endpoint (§6.5)")
+        return self
+
+    def control_plane_view(self) -> dict[str, Any]:
+        return {"master_count": 0, "control_plane": "managed: etcd, apiserver, controller manager and scheduler run "
+                                                    "by opencs in a machine of its own, outside the workers; edge "
+                                                    f"profile: the cluster's instances are cloud nodes "
+                                                    f"({EDGE_WORKER_LABEL}=false, {ADDON_TAINT}, running its "
+                                                    f"add-ons), attached machines are edge nodes "
+                                                    f"({EDGE_WORKER_LABEL}=true)"}
+
 
 
 class ScaleOutCluster(_Body):

@@ -166,6 +166,11 @@ class ClusterDriver(abc.ABC):
             raise DriverError(f"cluster_type {cluster_type!r} is not offered by this server", "ClusterTypeNotSupported")
         return self.cluster_type
 
+    def check_machine(self, cluster_id: str, provider: str) -> None:
+        """Before a machine of `provider` is attached to the cluster: DriverError (code
+        ProviderUnsupported) if this engine cannot make it a node."""
+        return None  # by default any provider's machine (Swarm takes SSH-registered hosts)
+
     def user_credentials(self, pki: ClusterPKI, user: str, admin: bool, minutes: int | None) -> Credentials:
         """A credential of its own for one caller (GET /k8s/{id}/user_config): `user` is its
         identity in the engine, `admin` whether it may do everything, `minutes` its lifetime."""

@@ -73,6 +73,9 @@ class DriverSet(ClusterDriver):
     def check(self, cluster_type: str, spec: Mapping[str, Any]) -> str:
         return self.for_type(cluster_type).check(cluster_type, spec)
 
+    def check_machine(self, cluster_id: str, provider: str) -> None:
+        self.of(cluster_id).check_machine(cluster_id, provider)
+
     def managers_for(self, cluster_id: str, size: int) -> int:
         return self.of(cluster_id).managers_for(cluster_id, size)
 

@@ -333,6 +333,10 @@ class ClusterService:
                                    code="ErrorInstanceBusy")
                 if r.state != "running":
                     raise Conflict(f"Instance {iid} is {r.state}, not running", code="ErrorInstanceNotReady")
+                try:
+                    self.driver.check_machine(cluster_id, r.provider)
+                except DriverError as e:
+                    raise ProviderNotAvailable(e.message) from None
             if cl is None or cl.state != "running":
                 raise Conflict(f"Cluster {cluster_id} is {cl.state if cl else 'gone'}: attach needs it running",
                                code="ErrorClusterStateConflict")

@@ -174,3 +174,61 @@ def test_driver_set_dispatches_by_cluster_type() -> None:
     assert ds.check("KUBERNETES", {}) == "Kubernetes" and ds.check("aliyun", {}) == "swarm"
     with pytest.raises(DriverError, match="not offered"):
         ds.check("mesos", {})
+
+
+def test_edge_cluster_nodes_are_marked_at_registration(tmp_path: Path, pki: ClusterPKI,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cloud nodes of an edge cluster: is-edge-worker=false and the add-on taint; attached machines:
+    is-edge-worker=true, no taint; CoreDNS goes to the cloud nodes (spec §6.5, ACK@Edge)."""
+    from opencs.engines.kubernetes import addons, edge, plans
+
+    fake = tmp_path / "bin" / "kubernetes"  # plans name the binary; nothing runs it here
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("OPENCS_KUBERNETES_BIN_DIR", str(fake.parent))
+
+    def kubelet(master: bool, attached: bool) -> list[str]:
+        labels, taints = edge.node_marks(attached)
+        s = plans.NodeSettings("i-n", "10.9.0.3", "ocsn", "/run/x.sock", "https://10.9.0.2:6443", master=master,
+                               labels=labels, taints=taints)
+        return plans.node(tmp_path, pki, s).units["kubelet"]
+
+    cloud = kubelet(False, attached=False)
+    assert cloud[cloud.index("--node-labels") + 1] == "alibabacloud.com/is-edge-worker=false"
+    assert cloud[cloud.index("--register-with-taints") + 1] == "node-role.alibabacloud.com/addon=:NoSchedule"
+    edge_node = kubelet(False, attached=True)
+    assert edge_node[edge_node.index("--node-labels") + 1] == "alibabacloud.com/is-edge-worker=true"
+    assert "--register-with-taints" not in edge_node
+    both = kubelet(True, attached=False)  # a master's taint and another one: one comma-separated flag
+    assert both[both.index("--register-with-taints") + 1] == f"{plans.MASTER_TAINT},{edge.ADDON_TAINT}"
+    plain = plans.node(tmp_path, pki, plans.NodeSettings("i-n", "10.9.0.3", "ocsn", "/run/x.sock", "https://x:6443"))
+    assert "--node-labels" not in plain.units["kubelet"] and "--register-with-taints" not in plain.units["kubelet"]
+
+    (deploy,) = [o for _, o in addons.coredns_objects("reg/coredns:1", ClusterNetwork(), edge.addon_placement())
+                 if o["kind"] == "Deployment"]
+    pod = deploy["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"alibabacloud.com/is-edge-worker": "false"}
+    assert {"key": edge.ADDON_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    (deploy,) = [o for _, o in addons.coredns_objects("reg/coredns:1", ClusterNetwork()) if o["kind"] == "Deployment"]
+    assert "nodeSelector" not in deploy["spec"]["template"]["spec"]
+
+
+def test_only_local_machines_become_kubernetes_nodes() -> None:
+    """An SSH-registered machine attached to a Kubernetes cluster is refused before anything runs (412,
+    naming what is missing); DriverSet asks the cluster's own driver."""
+    from opencs.engines.driver import DriverError
+    from opencs.engines.drivers import DriverSet
+    from opencs.engines.fake.cluster import FakeClusterDriver
+    from opencs.engines.kubernetes.driver import KubernetesDriver
+
+    kube = KubernetesDriver(book=None, clusters=None)  # type: ignore[arg-type]
+    kube.check_machine("c-k", "local")
+    with pytest.raises(DriverError, match="containerd, runc, CNI plugins") as e:
+        kube.check_machine("c-k", "ssh")
+    assert e.value.code == "ProviderUnsupported"
+    swarm = FakeClusterDriver(book=None)  # type: ignore[arg-type]
+    ds = DriverSet(swarm, [kube], {"c-k": "Kubernetes", "c-s": "swarm"}.get)
+    ds.check_machine("c-s", "ssh")  # Swarm takes SSH machines
+    with pytest.raises(DriverError):
+        ds.check_machine("c-k", "ssh")

@@ -12,8 +12,15 @@ from fastapi.responses import JSONResponse
 from opencs.api.body import json_object, validate
 from opencs.api.deps import services
 from opencs.api.errors import request_id_of
-from opencs.api.k8s_schemas import CreateKubernetesCluster, CreateManagedKubernetesCluster, RemoveNodes, ScaleOutCluster
+from opencs.api.k8s_schemas import (
+    CreateEdgeKubernetesCluster,
+    CreateKubernetesCluster,
+    CreateManagedKubernetesCluster,
+    RemoveNodes,
+    ScaleOutCluster,
+)
 from opencs.api.schemas import ClusterId
+from opencs.engines.kubernetes.edge import EDGE_PROFILE
 from opencs.errors import BadRequest
 
 router = APIRouter()
@@ -28,9 +35,8 @@ def kubernetes_body(data: dict[str, Any]) -> CreateKubernetesCluster | None:
     if kind == "kubernetes":
         return validate(CreateKubernetesCluster, data)
     if kind == "managedkubernetes":
-        if data.get("profile") == "Edge":
-            raise BadRequest("profile 'Edge' (edge node pools) is not offered yet: create a managed cluster "
-                             "without a profile", code="ClusterTypeNotSupported")
+        if data.get("profile") == EDGE_PROFILE:
+            return validate(CreateEdgeKubernetesCluster, data)
         return validate(CreateManagedKubernetesCluster, data)
     if kind == "ask":
         raise BadRequest("cluster_type 'Ask' (serverless Kubernetes) is not offered: this server runs pods on "

@@ -34,8 +34,11 @@ COREFILE = """.:53 {{
 """
 
 
-def coredns_objects(image: str, net: ClusterNetwork) -> list[tuple[str, dict[str, Any]]]:
-    """(collection path, object) in creation order."""
+def coredns_objects(image: str, net: ClusterNetwork, placement: dict[str, Any] | None = None,
+                    ) -> list[tuple[str, dict[str, Any]]]:
+    """(collection path, object) in creation order; `placement`: a nodeSelector and further
+    tolerations for the pod (an edge cluster's add-ons run on its cloud nodes)."""
+    placement = placement or {}
     labels = {"k8s-app": "kube-dns"}
     rbac = "/apis/rbac.authorization.k8s.io/v1"
     port_specs = [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"), ("metrics", 9153, "TCP")]
@@ -57,7 +60,8 @@ def coredns_objects(image: str, net: ClusterNetwork) -> list[tuple[str, dict[str
             "priorityClassName": "system-cluster-critical",
             "dnsPolicy": "Default",
             "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"},
-                            {"key": "CriticalAddonsOnly", "operator": "Exists"}],
+                            {"key": "CriticalAddonsOnly", "operator": "Exists"}, *placement.get("tolerations", [])],
+            **({"nodeSelector": placement["nodeSelector"]} if placement.get("nodeSelector") else {}),
             "containers": [container],
             "volumes": [{"name": "config-volume", "configMap": {"name": "coredns"}}],
         },
@@ -108,7 +112,8 @@ USER_BINDING: tuple[str, dict[str, Any]] = ("/apis/rbac.authorization.k8s.io/v1/
 })
 
 
-def ensure(api: KubeApi, images: dict[str, str], net: ClusterNetwork) -> None:
+def ensure(api: KubeApi, images: dict[str, str], net: ClusterNetwork, placement: dict[str, Any] | None = None,
+           ) -> None:
     """Install the add-ons that are missing and wait until they are available."""
     path, binding = USER_BINDING
     if api.get(f"{path}/{binding['metadata']['name']}") is None:
@@ -116,7 +121,7 @@ def ensure(api: KubeApi, images: dict[str, str], net: ClusterNetwork) -> None:
     image = images.get("coredns")
     if not image:
         return  # no CoreDNS image on this server (the build has none): the driver said so at create
-    for path, obj in coredns_objects(image, net):
+    for path, obj in coredns_objects(image, net, placement):
         if api.get(f"{path}/{obj['metadata']['name']}") is None:
             api.create(path, obj)
 

@@ -9,7 +9,7 @@ is on the cluster's own state (Node Ready, pod CIDRs, add-ons available).
 
 The control plane has three forms (topology.py, started by control.py): one master, 3 or 5
 masters behind a load balancer, or a managed control plane in a machine of opencs that is not a
-node (cluster_type ManagedKubernetes).
+node (cluster_type ManagedKubernetes; with profile Edge its workers are cloud and edge nodes, edge.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from opencs.engines.driver import (
     NoManager,
     run_parallel,
 )
-from opencs.engines.kubernetes import addons, binary, network, plans, topology
+from opencs.engines.kubernetes import addons, binary, edge, network, plans, topology
 from opencs.engines.kubernetes.api import KubeApi, KubeError, connect, node_ready, wait_for
 from opencs.engines.kubernetes.box import Box, stop_units
 from opencs.engines.kubernetes.config import ClusterNetwork
@@ -116,6 +116,15 @@ class KubernetesDriver(ClusterDriver):
             raise DriverError("this server has no machines for a cluster's own control plane", "EngineUnavailable")
         return "ManagedKubernetes" if kind == "managed" else self.cluster_type
 
+    def check_machine(self, cluster_id: str, provider: str) -> None:
+        if provider != "local":
+            raise DriverError(
+                f"a {provider!r} machine cannot become a Kubernetes node here: nodes run on the local provider's "
+                "machines only, whose boot plan starts containerd (CRI), kubelet and kube-proxy in the machine's "
+                "namespaces and cgroups; over SSH opencs would need the host's containerd, runc, CNI plugins and "
+                "the Kubernetes binary, and does not set them up (attach it to a Swarm cluster instead)",
+                "ProviderUnsupported")
+
     def managers_for(self, cluster_id: str, size: int) -> int:
         return self._form_of(cluster_id)[1]
 
@@ -194,12 +203,14 @@ class KubernetesDriver(ClusterDriver):
 
     # ------------------------------------------------------------ create and join
 
-    def _node_plan(self, cluster_id: str, m: Box, server: str, master: bool) -> plans.Plan:
+    def _node_plan(self, cluster_id: str, m: Box, server: str, master: bool, attached: bool = False) -> plans.Plan:
+        """`attached`: a machine joined to the running cluster (attach, attach script), not made by it."""
         net, k = self._settings(cluster_id)
+        labels, taints = edge.node_marks(attached) if edge.is_edge(k) and not master else ({}, ())
         s = plans.NodeSettings(name=m.name, ip=m.ip, cgroup=m.cgroup, runtime_socket=m.socket, server=server,
                                network=net, proxy_mode=k.get("proxy_mode") or "iptables", master=master,
                                cpu_policy=k.get("cpu_policy") or "none",
-                               system_reserved=dict(k.get("system_reserved") or {}))
+                               system_reserved=dict(k.get("system_reserved") or {}), labels=labels, taints=taints)
         return plans.node(m.k, self._pki(cluster_id), s)
 
     def create(self, cluster_id: str, first_instance_id: str) -> str:
@@ -224,7 +235,8 @@ class KubernetesDriver(ClusterDriver):
             if r is None:
                 raise DriverError(f"instance {iid} vanished", "InstanceNotFound")
             m = Box.of(r)
-            plans.install(m.k, self._node_plan(cluster_id, m, server, master=False))
+            attached = bool((r.details or {}).get("attached_spec"))
+            plans.install(m.k, self._node_plan(cluster_id, m, server, master=False, attached=attached))
             self.book.set_membership(iid, "worker", m.name)
 
         run_parallel(install, instance_ids)
@@ -240,11 +252,12 @@ class KubernetesDriver(ClusterDriver):
         server, _ = self._endpoint(cluster_id)
         self._join_workers(cluster_id, [r.instance_id for r in rows if not r.role], server)
         members = [Box.of(r) for r in self._members(cluster_id)]
-        net, _ = self._settings(cluster_id)
+        net, k = self._settings(cluster_id)
         with self._api(cluster_id) as api:
             try:
                 self._converge(api, members, net, self._routed_engine_boxes(cluster_id, kind))
-                addons.ensure(api, self._seed_images(), net)
+                placement = edge.addon_placement() if edge.is_edge(k) else {}
+                addons.ensure(api, self._seed_images(), net, placement)
             except (KubeError, network.RouteError) as e:
                 raise DriverError(str(e), "NodesNotReady") from e
 

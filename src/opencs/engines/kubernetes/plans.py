@@ -177,6 +177,8 @@ class NodeSettings:
     master: bool = False  # tainted NoSchedule: workloads go to workers
     system_reserved: dict[str, str] = field(default_factory=dict)
     cpu_policy: str = "none"
+    labels: dict[str, str] = field(default_factory=dict)  # set by the kubelet at registration
+    taints: tuple[str, ...] = ()  # key=value:Effect, likewise (the master's taint comes with `master`)
 
 
 def node(k: Path, pki: ClusterPKI, s: NodeSettings) -> Plan:
@@ -202,10 +204,18 @@ def node(k: Path, pki: ClusterPKI, s: NodeSettings) -> Plan:
         exe, "kubelet", "--config", str(k / "kubelet.yaml"), "--kubeconfig", str(d / "kubelet.kubeconfig"),
         "--root-dir", KUBELET_ROOT, "--cert-dir", str(d),
         "--hostname-override", s.name, "--node-ip", s.ip,
-        *(["--register-with-taints", MASTER_TAINT] if s.master else []), "--v", "1",
+        *_registration(s), "--v", "1",
     ]  # fmt: skip
     p.units["kube-proxy"] = [exe, "kube-proxy", "--config", str(k / "kube-proxy.yaml"), "--v", "1"]
     return p
+
+
+def _registration(s: NodeSettings) -> list[str]:
+    """The labels and taints the Node is registered with (so no pod lands before they are on it)."""
+    taints = [*([MASTER_TAINT] if s.master else []), *s.taints]
+    labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+    return [*(["--register-with-taints", ",".join(taints)] if taints else []),
+            *(["--node-labels", labels] if labels else [])]
 
 
 def cni(k: Path, pod_cidr: str) -> Plan:
