@@ -37,6 +37,8 @@ loop_last_success = Gauge("opencs_loop_last_success_timestamp_seconds", "Unix ti
                           ["loop"], registry=REGISTRY)
 duties_held = Gauge("opencs_duty_held", "1 while this process holds the lease of a singleton duty and runs it",
                     ["duty"], registry=REGISTRY)
+engine_writes = Counter("opencs_engine_service_writes", "Service creates and spec updates sent to a swarm "
+                        "(deploys, scales, redeploys)", ["op"], registry=REGISTRY)
 store_latency = Histogram("opencs_store_statement_duration_seconds", "Database statement latency", ["statement"],
                           buckets=_FAST, registry=REGISTRY)
 

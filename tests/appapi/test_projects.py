@@ -472,9 +472,10 @@ volumes:
     assert api.delete("/volumes/never-made").status_code == 404
 
 
-def test_project_rows_and_one_operation_at_a_time(runtime: Any) -> None:
-    """The store side on SQLite and PostgreSQL: rows, the compare-and-set that keeps one task per
-    project, views without an engine."""
+def test_project_rows_and_desired_state_wins(runtime: Any) -> None:
+    """The store side on SQLite and PostgreSQL: rows, the compare-and-set that keeps one task chain per
+    project (a call folds into the pending task, a delete follows and supersedes it), views without an
+    engine."""
     from opencs.errors import Conflict
     from opencs.store.db import utcnow
     from opencs.store.models import Project, Task
@@ -486,20 +487,25 @@ def test_project_rows_and_one_operation_at_a_time(runtime: Any) -> None:
                       environment={"A": "1"}, latest_image=False, desired_state="running", current_state="running",
                       created=now, updated=now))
     tid = ps.begin("c1", "p", "project_stop", {"timeout": 1},
-                    mutate=lambda r: {"desired_state": "stopped", "current_state": "stopping"})
-    with pytest.raises(Conflict) as ei:
-        ps.begin("c1", "p", "project_stop", {"timeout": 1}, mutate=lambda r: {})
-    assert ei.value.code == "ProjectBusy"
-    forced = ps.begin("c1", "p", "project_remove", {"volumes": False, "force": True},
-                       mutate=lambda r: {"current_state": "removing"}, force=True)
+                   mutate=lambda r, _a: {"desired_state": "stopped", "current_state": "stopping"})
+    assert ps.begin("c1", "p", "project_stop", {"timeout": 2}, mutate=lambda r, _a: {}) == tid  # folded
+    assert runtime.tasks.get(tid).params["timeout"] == 2
+    removal = ps.begin("c1", "p", "project_remove", {"volumes": False, "force": True},
+                       mutate=lambda r, _a: {"current_state": "removing"})
     row = ps.get_row("c1", "p")
-    assert row.task_id == forced != tid and row.current_state == "removing" and row.desired_state == "stopped"
-    task = runtime.tasks.get(forced)
+    assert row.task_id == removal != tid and row.current_state == "removing" and row.desired_state == "stopped"
+    task = runtime.tasks.get(removal)
     assert task.task_type == "project_remove" and task.target_type == "project" and task.target_id == "p"
+    assert task.after == tid and runtime.tasks.get(tid).superseded_by == removal
+    assert removal not in runtime.tasks.repo.claimable(time.time() + 60)  # queued behind the stop
+    assert ps.begin("c1", "p", "project_remove", {}, mutate=lambda r, _a: {}) == removal  # a repeated delete
+    with pytest.raises(Conflict) as ei:
+        ps.begin("c1", "p", "project_stop", {"timeout": 1}, mutate=lambda r, _a: {})
+    assert ei.value.code == "ProjectDeleting"
     with runtime.db.session() as s:
         for t in s.query(Task).all():
             t.state = "success"
-    ps.begin("c1", "p", "project_stop", {"timeout": 1}, mutate=lambda r: {})  # idle again
+    ps.begin("c1", "p", "project_stop", {"timeout": 1}, mutate=lambda r, _a: {})  # idle again
     view = ps.project_view(ps.get_row("c1", "p"), None, services=False, containers=False)
     assert view["name"] == "p" and view["environment"] == {"A": "1"} and view["services"] == []
     assert view["created"].endswith("Z")

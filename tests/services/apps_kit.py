@@ -44,13 +44,13 @@ class InlineTasks:
         self.engine = engine
 
     def submit(self, task_type: str, params: dict[str, Any], *, cluster_id: str | None = None,
-               target_type: str = "", target_id: str = "", session: Any = None) -> str:
+               target_type: str = "", target_id: str = "", session: Any = None, after: str | None = None) -> str:
         return self.engine.submit(task_type, params, cluster_id=cluster_id, target_type=target_type,
-                                  target_id=target_id, session=session)
+                                  target_id=target_id, session=session, after=after)
 
     def wait(self, task_id: str, timeout: float = 60.0) -> Task:
         self.drain()
-        return self.engine.get(task_id)
+        return self.engine.wait(task_id, 0)
 
     def drain(self) -> None:
         while self.engine.run_one():

@@ -248,3 +248,23 @@ def test_health_skips_clusters_without_nodes_and_keeps_deleted_ones_out(world: W
     world.clusters.repo.update(cid, state="deleted")
     world.health.refresh()  # a deleted cluster's rows: no member view, so the swarm state is unknown
     assert {r.health for r in world.instances.of_cluster(cid)} == {"unhealthy: swarm node unknown"}
+
+
+def test_the_last_requested_size_wins(world: World) -> None:
+    """Issue 13 item 3: a scale while a scale task runs is accepted; the cluster ends at the last size."""
+    import time
+
+    cid = world.create(2)
+    tid = world.clusters.scale(cid, ScaleCluster(size=4))  # pending: nobody claimed it yet
+    assert world.clusters.scale(cid, ScaleCluster(size=3)) == tid  # folded: it will scale to 3
+    assert world.clusters.scale(cid, ScaleCluster(size=3)) == tid  # the same size again: the same task
+    assert world.run(tid) == "success" and world.clusters.get(cid)["size"] == 3
+    first = world.clusters.scale(cid, ScaleCluster(size=5))
+    assert world.tasks.repo.claim(first, "ghost:1:dead", time.time(), 0.05) is not None  # running, then killed
+    second = world.clusters.scale(cid, ScaleCluster(size=1))
+    assert second != first and world.tasks.get(second).after == first
+    time.sleep(0.1)  # the dead worker's lease runs out
+    assert world.run(second) == "success"
+    assert world.tasks.get(first).superseded_by == second and world.tasks.get(first).state == "success"
+    assert world.clusters.get(cid)["size"] == 1 and len(world.instances.of_cluster(cid)) == 1
+    assert world.clusters.get(cid)["state"] == "running"

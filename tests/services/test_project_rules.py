@@ -96,12 +96,10 @@ def test_scale_stop_start_and_kill(kit: Kit) -> None:
     assert kit.projects.get(CID, "shop")["current_state"] == "running"
 
 
-def test_one_operation_at_a_time_and_delete(kit: Kit) -> None:
+def test_calls_coalesce_into_the_pending_task_and_delete(kit: Kit) -> None:
     create(kit)
-    kit.projects.redeploy(CID, "shop")  # pending: not run yet
-    with pytest.raises(Conflict) as ei:
-        kit.projects.redeploy(CID, "shop")
-    assert ei.value.code == "ProjectBusy"
+    tid = kit.projects.redeploy(CID, "shop")  # pending: not run yet
+    assert kit.projects.redeploy(CID, "shop") == tid  # folded into it, not a 409
     kit.run()
     assert kit.engine.services["shop_web"].force == 1  # a redeploy recreates every container
     kit.projects.delete(CID, "shop")

@@ -19,6 +19,7 @@ from opencs.store.db import utcnow
 from opencs.store.models import Cluster, InstanceRow
 from opencs.store.repos.clusters import ClusterGone, ClusterRepo, NameTaken
 from opencs.store.repos.instances import InstanceRepo
+from opencs.store.repos.tasks import TaskRepo
 
 # operations that change membership need a settled cluster
 BUSY_OK_FOR_DELETE = ("running", "failed", "stopped")
@@ -38,7 +39,7 @@ class TaskSubmitter(Protocol):
     """Submits a durable task, atomically with the caller's unit of work when `session` is given."""
 
     def submit(self, task_type: str, params: dict[str, Any] | None = None, *, cluster_id: str | None = None,
-               target_type: str = "", target_id: str = "", session: Any = None) -> str: ...
+               target_type: str = "", target_id: str = "", session: Any = None, after: str | None = None) -> str: ...
 
 
 class CreateRequest(Protocol):
@@ -286,11 +287,43 @@ class ClusterService:
     def scale(self, cluster_id: str, body: SizeRequest) -> str:
         self._check_size(body.size)
         c = self.get_row(cluster_id)
+        if c.state == "scaling":
+            self.check_provider()
+            return self._rescale(cluster_id, body.size)
         if body.size == c.size:
             raise BadRequest(f"Cluster {cluster_id} already has {c.size} node(s)", code="InvalidParameter.Size")
         self.check_provider()
         return self._transition(cluster_id, ("running",), "scaling", "cluster_scale",
                                 {"size": body.size, "previous_size": c.size})
+
+    def _rescale(self, cluster_id: str, size: int) -> str:
+        """A scale while a scale task runs: the last requested size wins. The same size again gets the
+        running task; a task nobody claimed yet takes the new size; else a new task follows the running
+        one, which stops at its next stage boundary (it is not rolled back: the new one converges from
+        the members the cluster has then). Other tasks that change members stay a 409."""
+
+        def check(c: Cluster, _members: builtins.list[InstanceRow]) -> None:
+            if c.state != "scaling":
+                raise Conflict(f"Cluster {cluster_id} is {c.state}: retry the scale", code="ErrorClusterStateConflict")
+
+        def submit(s: Any) -> str:
+            active = TaskRepo.active_of(s, "cluster", cluster_id, cluster_id)
+            if active is None or active.task_type != "cluster_scale":
+                raise Conflict(f"Cluster {cluster_id} is scaling ({active.task_type if active else 'ending'}): "
+                               "this operation needs it running", code="ErrorClusterStateConflict")
+            if int(active.params.get("size", -1)) == size:
+                return active.task_id
+            params = {"size": size, "previous_size": active.params.get("previous_size")}
+            if TaskRepo.fold(s, active.task_id, params):
+                return active.task_id
+            tid = self.tasks.submit("cluster_scale", params, cluster_id=cluster_id, session=s, after=active.task_id)
+            TaskRepo.supersede(s, active.task_id, tid)
+            return tid
+
+        try:
+            return self.repo.transition(cluster_id, check, "scaling", submit)
+        except ClusterGone:
+            raise _not_found(cluster_id) from None
 
     def delete(self, cluster_id: str) -> str:
         return self._transition(cluster_id, BUSY_OK_FOR_DELETE, "deleting", "cluster_delete", {})

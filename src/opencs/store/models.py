@@ -213,6 +213,10 @@ class Task(Base):
     owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_until: Mapped[float] = mapped_column(Float, default=0.0)  # unix time
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # desired state wins: a task queued behind `after` is claimed once that one ended; a task whose
+    # `superseded_by` is set stops at its next stage boundary and hands over (issue 13 item 3)
+    after: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    superseded_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created: Mapped[datetime]
     updated: Mapped[datetime]
 

@@ -28,11 +28,19 @@ from opencs.tasks.registry import TaskHandler, TaskRegistry
 
 log = logging.getLogger("opencs.tasks")
 
-__all__ = ["ACTIVE", "LeaseLost", "StageFailed", "TaskContext", "TaskEngine"]
+__all__ = ["ACTIVE", "LeaseLost", "StageFailed", "Superseded", "TaskContext", "TaskEngine"]
 
 
 class LeaseLost(Exception):
     """Another worker owns the task now; stop touching it."""
+
+
+class Superseded(Exception):  # noqa: N818 - a hand-over, not an error
+    """A newer request took over: the task stops here and its successor converges (no rollback)."""
+
+    def __init__(self, by: str) -> None:
+        super().__init__(by)
+        self.by = by
 
 
 class StageFailed(Exception):
@@ -66,13 +74,28 @@ class TaskContext:
         self.attempt = task.attempts
         self.services = services
         self.stage = ""
+        self._said = ("", "")
+        self._checked = 0.0
 
     def progress(self, message: str) -> None:
-        self.engine._stage_message(self, message)
+        """Report what the stage waits for (written when it changed). Engines call it while they
+        wait, so it is also where a long stage learns that a newer request took over."""
+        if self._said != (self.stage, message):
+            self._said = (self.stage, message)
+            self.engine._stage_message(self, message)
+        if time.monotonic() - self._checked >= 1.0:
+            self._checked = time.monotonic()
+            self.check_superseded()
 
     def save(self) -> None:
         """Persist scratch/result now (before a side effect that must be remembered)."""
         self.engine._save_ctx(self)
+
+    def check_superseded(self) -> None:
+        """Raise Superseded when a newer task took over (for stages that wait long between steps)."""
+        by = self.engine.superseded_by(self.task_id)
+        if by:
+            raise Superseded(by)
 
 
 class TaskEngine:
@@ -100,8 +123,10 @@ class TaskEngine:
         target_type: str = "",
         target_id: str = "",
         session: Any = None,
+        after: str | None = None,
     ) -> str:
-        """Create a pending task. Pass ``session`` to commit it atomically with a state change."""
+        """Create a pending task. Pass ``session`` to commit it atomically with a state change;
+        ``after``: claimed only once that task has ended (a queued successor)."""
         handler = self.handlers.get(task_type)
         if handler is None:
             raise ValueError(f"no handler for task type {task_type!r}")
@@ -121,6 +146,7 @@ class TaskEngine:
             result={},
             lease_until=0.0,
             attempts=0,
+            after=after,
             created=now,
             updated=now,
         )
@@ -170,6 +196,10 @@ class TaskEngine:
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
+
+    def superseded_by(self, task_id: str) -> str | None:
+        row = self.repo.get(task_id)
+        return row.superseded_by if row is not None else None
 
     def reclaim_dead_local_owners(self) -> int:
         """Tasks owned by a process of this host that no longer exists are free at once."""
@@ -256,6 +286,7 @@ class TaskEngine:
                     continue  # done before a restart
                 if lost.is_set():
                     raise LeaseLost(task.task_id)
+                ctx.check_superseded()  # the stage boundary: a newer request takes over here
                 ctx.stage = name
                 st.update(state="running", start_time=st.get("start_time") or _now_iso(), message="")
                 self._set_stage(ctx, stages, current_stage=name)
@@ -270,6 +301,11 @@ class TaskEngine:
             self._tell(task, "", "success", "")
         except LeaseLost:
             log.warning("lost the lease of %s; another worker continues it", task.task_id)
+        except Superseded as e:
+            with contextlib.suppress(LeaseLost):
+                self._hand_over(ctx, stages, e.by, "")
+                outcome = "superseded"
+                self._tell(task, "", "superseded", f"by {e.by}")
         except Exception as e:
             code = e.code if isinstance(e, (StageFailed, ApiError)) else "InternalError"
             message = e.message if isinstance(e, ApiError) else str(e) or type(e).__name__
@@ -279,6 +315,13 @@ class TaskEngine:
                 if st["state"] == "running":
                     st.update(state="fail", end_time=_now_iso(), message=message)
             failed = ctx.stage
+            by = self.superseded_by(task.task_id)
+            if by:  # its outcome no longer matters: the successor converges, nothing is rolled back
+                with contextlib.suppress(LeaseLost):
+                    self._hand_over(ctx, stages, by, f"{code}: {message}")
+                    outcome = "superseded"
+                    self._tell(task, "", "superseded", f"by {by} (after {code}: {message})")
+                return
             with contextlib.suppress(LeaseLost):
                 self._finish_failed(ctx, stages, code, message, handler)
                 outcome = "fail"
@@ -295,6 +338,18 @@ class TaskEngine:
                 f(task, stage, state, message)
             except Exception:  # an observer never fails the task
                 log.exception("task observer failed")
+
+    def _hand_over(self, ctx: TaskContext, stages: list[dict[str, Any]], by: str, error: str) -> None:
+        """End a superseded task: `success` with `superseded_by` in its result, the stages it did not
+        run `skipped` (its request is part of the newer one's desired state)."""
+        for st in stages:
+            if st["state"] in ("pending", "running"):
+                st.update(state="skipped", end_time=_now_iso(), message=f"superseded by {by}")
+        ctx.result["superseded_by"] = by
+        if error:
+            ctx.result["error_before_hand_over"] = error[:1000]
+        self._guarded_update(ctx.task_id, state="success", stages=stages, scratch=dict(ctx.scratch),
+                             result=dict(ctx.result), owner=None, lease_until=0.0)
 
     def _finish_failed(
         self, ctx: TaskContext, stages: list[dict[str, Any]], code: str, message: str,
@@ -313,10 +368,21 @@ class TaskEngine:
                              result=dict(ctx.result), owner=None, lease_until=0.0)
 
     def wait(self, task_id: str, timeout: float = 60.0) -> Task:
-        """For tests and CLIs in-process: poll until the task ends."""
+        """Poll until the task ends; a superseded task's wait goes on with its successor (the
+        outcome of the newest desired state)."""
         end = time.time() + timeout
         while True:
             row = self.get(task_id)
+            if row.state not in ACTIVE and row.superseded_by:
+                row = self.get(row.superseded_by)
+                task_id = row.task_id
             if row.state not in ACTIVE or time.time() > end:
                 return row
             time.sleep(0.05)
+
+    def final(self, task_id: str) -> Task:
+        """The task, or the newest of the chain it handed over to once it ended."""
+        row = self.get(task_id)
+        while row.state not in ACTIVE and row.superseded_by:
+            row = self.get(row.superseded_by)
+        return row

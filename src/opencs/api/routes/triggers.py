@@ -106,7 +106,7 @@ async def invoke_trigger(
         return JSONResponse(body, status_code=202)
     end = time.monotonic() + timeout
     while True:
-        row = await to_thread.run_sync(rt.tasks.get, inv.task_id)
+        row = await to_thread.run_sync(rt.tasks.final, inv.task_id)  # a coalesced call: the run it joined
         if row.state in ("success", "fail") or time.monotonic() > end:
             break
         await _sleep(0.2)

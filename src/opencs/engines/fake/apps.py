@@ -77,6 +77,7 @@ class FakeAppEngine(AppEngine):
         self.signals: list[tuple[str, str]] = []  # (container id, signal)
         self.stopped_containers: list[tuple[str, int]] = []
         self.volume_options: dict[tuple[str, str], dict[str, str]] = {}
+        self.writes: list[tuple[str, str]] = []  # (service, created|updated|scaled): each engine update
 
     # ------------------------------------------------------------ facts
 
@@ -156,6 +157,7 @@ class FakeAppEngine(AppEngine):
             self.services[sm.full_name] = FakeService(model.project, sm.full_name, labels.get(RELEASE_LABEL, "blue"),
                                                       labels, sm.mode, replicas, image, config, force, published)
             self._place(self.services[sm.full_name])
+            self.writes.append((sm.full_name, "created"))
             return "created"
         same = cur.config == config and cur.force == force
         if same and cur.replicas == replicas:
@@ -165,6 +167,7 @@ class FakeAppEngine(AppEngine):
             cur.image, cur.config, cur.force, cur.labels, cur.published = image, config, force, labels, published
             cur.containers = []  # a rolling update replaces every container
         self._place(cur)
+        self.writes.append((sm.full_name, "scaled" if same else "updated"))
         return "scaled" if same else "updated"
 
     def _place(self, svc: FakeService) -> None:
@@ -180,6 +183,7 @@ class FakeAppEngine(AppEngine):
             return False
         svc.replicas = int(replicas)
         self._place(svc)
+        self.writes.append((full_name, "scaled"))
         return True
 
     def wait_converged(self, model: StackModel, services: Iterable[str], *, timeout: float,

@@ -23,6 +23,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, NotFound
 
+from opencs import metrics
 from opencs.compose.normalize import HASH_LABEL, NAMESPACE_LABEL, NetworkModel, ServiceModel, StackModel
 from opencs.engines.swarm import client, exits
 from opencs.engines.swarm.observe import (
@@ -226,6 +227,7 @@ def _desired_spec(svc: ServiceModel, *, replicas: int | None, stopped: bool, ima
 
 
 def _create(c: docker.DockerClient, spec: dict[str, Any]) -> None:
+    metrics.engine_writes.labels("create").inc()
     c.api.create_service(
         task_template=spec["TaskTemplate"], name=spec["Name"], labels=spec["Labels"], mode=spec["Mode"],
         update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
@@ -234,6 +236,7 @@ def _create(c: docker.DockerClient, spec: dict[str, Any]) -> None:
 
 
 def _update(c: docker.DockerClient, sid: str, version: int, spec: dict[str, Any]) -> None:
+    metrics.engine_writes.labels("update").inc()
     c.api.update_service(
         sid, version, task_template=spec["TaskTemplate"], name=spec["Name"], labels=spec["Labels"],
         mode=spec["Mode"], update_config=spec.get("UpdateConfig") or {},
@@ -442,7 +445,6 @@ def wait_converged(
     names = list(services)
     end = time.time() + timeout
     w = _Watch(since or time.time(), settle, exit_logs or (lambda t: []))
-    last_msg = ""
     while True:
         snap = snapshot(manager_host, [], model.project, containers=False)
         waiting: list[str] = []
@@ -456,9 +458,8 @@ def wait_converged(
         if not waiting:
             return
         msg = "; ".join(waiting)
-        if progress and msg != last_msg:
+        if progress:  # on every poll: a task's progress also tells whether a newer request took over
             progress(msg)
-            last_msg = msg
         if time.time() > end:
             raise StackError(f"not converged after {timeout:.0f}s: {msg}", "Timeout")
         time.sleep(0.5)

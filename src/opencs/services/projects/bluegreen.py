@@ -41,7 +41,7 @@ from opencs.services.projects.common import pin_image
 from opencs.services.projects.requests import HEALTH_TIMEOUT, UpdateProject, parse_weights
 from opencs.services.projects.stages import engine, handler, row_of, set_row, stage
 from opencs.store.db import utcnow
-from opencs.store.models import Project
+from opencs.store.models import Project, Task
 from opencs.store.project_state import BlueGreenOutcome, BlueGreenRelease, ProjectState, Slots, Weights
 from opencs.tasks.engine import TaskContext
 from opencs.tasks.registry import TaskHandler
@@ -118,7 +118,7 @@ def start(ps: ProjectService, cluster_id: str, name: str, req: UpdateProject) ->
                          f"named <project>_<service>{SUFFIX}, rename that service", code="InvalidTemplate")
     ps.preflight(cluster_id, model)  # what a confirm will deploy
 
-    def mutate(r: Project) -> dict[str, Any]:
+    def mutate(r: Project, _active: Task | None) -> dict[str, Any]:
         release = BlueGreenRelease(
             state="deploying", old_version=r.version, new_version=version, weights=Weights(**weights),
             slots=Slots(blue=100, green=0),  # no traffic to the new version before it is healthy
@@ -145,7 +145,7 @@ def set_weights(ps: ProjectService, cluster_id: str, row: Project, bg: BlueGreen
         raise Conflict(f"the blue-green release of {row.name!r} is {bg.state}: weights can change while "
                        "both versions serve", code="BlueGreenBusy")
 
-    def mutate(r: Project) -> dict[str, Any]:
+    def mutate(r: Project, _active: Task | None) -> dict[str, Any]:
         return _release_changed(r, weights=weights)
 
     return ps.begin(cluster_id, row.name, "project_bg_weights", {"weights": weights}, mutate=mutate)
@@ -173,7 +173,7 @@ def confirm(ps: ProjectService, cluster_id: str, name: str, force: bool) -> str:
                        f"{bg.old_version!r}: shift them first ({{\"update_method\": \"blue-green\", "
                        "\"weights\": {\"new\": 100}}) or confirm with force=true", code="WeightsNotShifted")
 
-    def mutate(r: Project) -> dict[str, Any]:
+    def mutate(r: Project, _active: Task | None) -> dict[str, Any]:
         return {**_release_changed(r, state="confirming", message=None), "current_state": "updating"}
 
     return ps.begin(cluster_id, name, "project_bg_confirm", {"force": force}, mutate=mutate)
@@ -183,11 +183,15 @@ def rollback(ps: ProjectService, cluster_id: str, name: str, force: bool) -> str
     """All traffic back to the old version, the new one removed (force: accepted, same effect —
     the spec says "currently just pass true")."""
     row, bg = _active(ps, cluster_id, name)
+    params: dict[str, Any] = {"force": force}
 
-    def mutate(r: Project) -> dict[str, Any]:
+    def mutate(r: Project, _active: Task | None) -> dict[str, Any]:
+        # the version to restore, as it is now: a rolling change accepted while the rollback cleans
+        # up writes the row's template, and follows this task
+        params["restore"] = {"template": r.template, "environment": dict(r.environment or {})}
         return {**_release_changed(r, state="rolling_back", message=None), "current_state": "updating"}
 
-    return ps.begin(cluster_id, name, "project_bg_rollback", {"force": force}, mutate=mutate)
+    return ps.begin(cluster_id, name, "project_bg_rollback", params, mutate=mutate)
 
 
 def view(ps: ProjectViews, row: Project, snap: AppSnapshot | None, containers: bool) -> dict[str, Any] | None:
@@ -446,7 +450,8 @@ def _conf_rollback(ps: ProjectService, ctx: TaskContext) -> None:
 @stage
 def _rb_restore(ps: ProjectService, ctx: TaskContext) -> None:
     row = row_of(ps, ctx)
-    model = ps.model_of(row)
+    restore = ctx.params.get("restore") or {}
+    model = ps.model_of(row, template=restore.get("template"), environment=restore.get("environment"))
     converge_blue(ps, ctx, model, ps.deploy_state(row, model), timeout=120)
 
 

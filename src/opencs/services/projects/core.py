@@ -4,6 +4,7 @@ and the one transaction that starts an operation."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,6 +19,7 @@ from opencs.engines.apps import (
 )
 from opencs.errors import BadRequest, Conflict, NotFound
 from opencs.secretbox import SecretBox
+from opencs.services.projects import desired
 from opencs.services.projects.common import (
     USABLE_CLUSTER_STATES,
     RouteSync,
@@ -26,11 +28,14 @@ from opencs.services.projects.common import (
     task_failure,
 )
 from opencs.services.projects.volumes import VolumeService
-from opencs.store.models import Cluster, Project
-from opencs.store.repos.projects import ProjectContended, ProjectMissing, ProjectRepo
+from opencs.store.models import Cluster, Project, Task
+from opencs.store.repos.projects import Plan, ProjectContended, ProjectMissing, ProjectRepo
 from opencs.store.repos.volumes import VolumeRepo
 
 log = logging.getLogger("opencs.projects")
+
+# (the row, its running task or None) -> the row's new column values, or a Plan (e.g. reuse the task)
+Mutate = Callable[[Project, Task | None], "dict[str, Any] | Plan"]
 
 
 class ProjectCore:
@@ -237,42 +242,51 @@ class ProjectCore:
         return rows
 
     def begin(self, cluster_id: str, name: str, task_type: str, params: dict[str, Any], *,
-               mutate: Any, force: bool = False) -> str:
-        """Check the project is idle, apply `mutate(row)` and submit the task — one transaction,
-        guarded by a compare-and-set on the row's task id against concurrent requests."""
-        def prepare(row: Project, busy: bool) -> dict[str, Any]:
-            if row.state.blue_green is not None and task_type != "project_remove" \
+              mutate: Mutate) -> str:
+        """Write `mutate(row, running task or None)` — the newest desired state — and the task that
+        converges to it, in one transaction guarded by a compare-and-set on the row's task id. While
+        an earlier task runs, the request is accepted: it reuses, folds into or follows that task
+        (desired.py); only true conflicts are refused."""
+        chosen: dict[str, Any] = {}
+
+        def prepare(row: Project, active: Task | None) -> Plan:
+            bg = row.state.blue_green
+            if bg is not None and bg.state != "rolling_back" and task_type != "project_remove" \
                     and not task_type.startswith("project_bg_"):
                 # both versions run: only confirm-update / rollback-update (or delete) may change that
                 raise Conflict(f"project {name!r} is in a blue-green release to version "
-                               f"{row.state.blue_green.new_version!r}: confirm it or roll it back first",
+                               f"{bg.new_version!r}: confirm it or roll it back first",
                                code="BlueGreenInProgress")
-            if busy and not force:
-                raise Conflict(f"project {name!r} is {row.current_state} (task {row.task_id}); retry when it "
-                               "has finished", code="ProjectBusy")
-            return mutate(row) or {}
+            if active is not None and active.task_type == "project_remove":
+                if task_type == "project_remove":
+                    return Plan({}, reuse=True)  # a repeated delete gets the running one
+                raise Conflict(f"project {name!r} is being deleted (task {active.task_id})",
+                               code="ProjectDeleting")
+            values = mutate(row, active)
+            if isinstance(values, Plan):
+                return values
+            plan, chosen["type"], chosen["params"] = desired.plan(active, task_type, {"project": name, **params},
+                                                                  values or {})
+            return plan
 
-        def submit(session: Any) -> str:
-            return self.tasks.submit(task_type, {"project": name, **params}, cluster_id=cluster_id,
-                                     target_type="project", target_id=name, session=session)
+        def submit(session: Any, after: str | None) -> str:
+            return self.tasks.submit(chosen["type"], chosen["params"], cluster_id=cluster_id, target_type="project",
+                                     target_id=name, session=session, after=after)
 
-        try:
-            return self.repo.begin(cluster_id, name, prepare, submit)
-        except ProjectMissing:
-            raise NotFound(f"project {name!r} not found", code="ProjectNotFound") from None
-        except ProjectContended:
-            raise Conflict(f"project {name!r} is being changed by another request", code="ProjectBusy") from None
+        for _ in range(20):
+            try:
+                return self.repo.begin(cluster_id, name, prepare, submit)
+            except ProjectMissing:
+                raise NotFound(f"project {name!r} not found", code="ProjectNotFound") from None
+            except ProjectContended:
+                continue  # another request wrote the row meanwhile: apply this one on top of it
+        raise Conflict(f"project {name!r} is being changed by many requests at once; retry",
+                       code="ProjectBusy")
 
     def wait(self, tid: str, timeout: float) -> None:
         row = self.tasks.wait(tid, timeout)
         if row.state == "fail":
             raise task_failure(row)
-
-    @staticmethod
-    def _check_idle(row: Project, busy: bool) -> None:
-        if busy:
-            raise Conflict(f"project {row.name!r} is {row.current_state} (task {row.task_id}); retry when it "
-                           "has finished", code="ProjectBusy")
 
     # ------------------------------------------------------------ engine operations
 

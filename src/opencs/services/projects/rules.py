@@ -19,9 +19,9 @@ from opencs.services.projects.common import bump_version, engine_errors, parse_s
 from opencs.services.projects.requests import MAX_SCALE, CreateProject, UpdateProject
 from opencs.services.projects.service_rules import ServiceRules
 from opencs.store.db import utcnow
-from opencs.store.models import Project
+from opencs.store.models import Project, Task
 from opencs.store.project_state import ProjectState
-from opencs.store.repos.projects import ProjectExists
+from opencs.store.repos.projects import Plan, ProjectExists
 
 
 class ProjectService(ServiceRules):
@@ -47,7 +47,7 @@ class ProjectService(ServiceRules):
                       current_state="creating", state=ProjectState(warnings=model.warnings), created=now,
                       updated=now)
 
-        def submit(session: Any) -> str:
+        def submit(session: Any, _after: str | None) -> str:
             params = {"project": name, "op": "create", "latest": latest, "rollback": req.rollback_on_failure}
             return self.tasks.submit("project_deploy", params,
                                      cluster_id=cluster_id, target_type="project", target_id=name, session=session)
@@ -69,10 +69,6 @@ class ProjectService(ServiceRules):
             raise BadRequest("Field 'template': a Compose YAML template (string) is required",
                              code="InvalidParameter.Template")
         version = req.version
-        if version is not None and version == row.version:
-            raise Conflict(f"project {name!r} already has version {version!r}: an update needs a new version",
-                           code="VersionConflict")
-        new_version = version if version is not None else bump_version(row.version)
         description = req.description
         new_env = dict(req.environment) if req.environment is not None else dict(row.environment or {})
         new_env.setdefault("COMPOSE_PROJECT_NAME", name)
@@ -83,14 +79,29 @@ class ProjectService(ServiceRules):
             raise template_error(e) from None
         self.preflight(cluster_id, model)
 
-        def mutate(r: Project) -> dict[str, Any]:
-            state = r.state.changed(previous_environment=dict(r.environment or {}), previous_images=r.state.images,
-                                    previous_latest_image=r.latest_image, scale={}, stopped=[],
-                                    warnings=model.warnings, last_error=None, update_method="rolling")
-            return {"previous_version": r.version, "previous_template": r.template, "version": new_version,
-                    "template": template, "environment": new_env, "latest_image": latest,
-                    "description": description if description is not None else r.description,
-                    "desired_state": "running", "current_state": "updating", "state": state}
+        def mutate(r: Project, active: Task | None) -> dict[str, Any] | Plan:
+            if version is not None and version == r.version:
+                if active is not None and active.task_type == "project_deploy" and r.template == template \
+                        and dict(r.environment or {}) == new_env:
+                    return Plan({}, reuse=True)  # the same update again: the one that runs
+                raise Conflict(f"project {name!r} already has version {version!r}"
+                               f"{' (its update is running) with another template' if active else ''}: "
+                               "an update needs a new version", code="VersionConflict")
+            values: dict[str, Any] = {
+                "version": version if version is not None else bump_version(r.version), "template": template,
+                "environment": new_env, "latest_image": latest,
+                "description": description if description is not None else r.description,
+                "desired_state": "running", "current_state": "updating"}
+            state = r.state.changed(scale={}, stopped=[], warnings=model.warnings, last_error=None,
+                                    update_method="rolling")
+            if active is None or active.task_type != "project_deploy" or \
+                    active.params.get("op") not in ("create", "update"):
+                # what a failed update rolls back to; an update that follows an unfinished one keeps
+                # the release before that one (the last that ran)
+                values.update(previous_version=r.version, previous_template=r.template)
+                state = state.changed(previous_environment=dict(r.environment or {}), previous_images=r.state.images,
+                                      previous_latest_image=r.latest_image)
+            return {**values, "state": state}
 
         return self.begin(cluster_id, name, "project_deploy", {"op": "update", "latest": latest}, mutate=mutate)
 
@@ -109,7 +120,7 @@ class ProjectService(ServiceRules):
         self.usable_cluster(cluster_id)
         self.get_row(cluster_id, name)
         return self.begin(cluster_id, name, "project_deploy", {"op": "redeploy", "latest": pull_latest},
-                           mutate=lambda r: {"desired_state": "running", "current_state": "redeploying",
+                          mutate=lambda r, _a: {"desired_state": "running", "current_state": "redeploying",
                                              "state": r.state.changed(stopped=[], last_error=None)})
 
     @engine_errors
@@ -117,7 +128,7 @@ class ProjectService(ServiceRules):
         self.usable_cluster(cluster_id)
         self.get_row(cluster_id, name)
         tid = self.begin(cluster_id, name, "project_deploy", {"op": "start", "latest": False},
-                          mutate=lambda r: {"desired_state": "running", "current_state": "starting",
+                          mutate=lambda r, _a: {"desired_state": "running", "current_state": "starting",
                                             "state": r.state.changed(stopped=[], last_error=None)})
         self.wait(tid, wait)
         return tid
@@ -129,7 +140,7 @@ class ProjectService(ServiceRules):
         model = self.model_quiet(row)
         everything = list(model.services) if model else []
         tid = self.begin(cluster_id, name, "project_stop", {"timeout": timeout},
-                          mutate=lambda r: {"desired_state": "stopped", "current_state": "stopping",
+                          mutate=lambda r, _a: {"desired_state": "stopped", "current_state": "stopping",
                                             "state": r.state.changed(stopped=everything)})
         self.wait(tid, wait if wait is not None else timeout + 90)
         return tid
@@ -140,7 +151,7 @@ class ProjectService(ServiceRules):
         self.usable_cluster(cluster_id)
         self.get_row(cluster_id, name)
         tid = self.begin(cluster_id, name, "project_remove", {"volumes": volumes, "force": force},
-                          mutate=lambda r: {"desired_state": "deleted", "current_state": "removing"}, force=force)
+                          mutate=lambda r, _a: {"desired_state": "deleted", "current_state": "removing"})
         self.wait(tid, wait)
         return tid
 
@@ -192,8 +203,8 @@ class ProjectService(ServiceRules):
         nodes, ipvs = len(engine.nodes()), engine.ipvs()
         params: dict[str, Any] = {"op": "scale", "service": service}
 
-        def mutate(r: Project) -> dict[str, Any]:
-            # from the row as locked by _begin: two calls in a row add up
+        def mutate(r: Project, _active: Task | None) -> dict[str, Any]:
+            # from the row as locked by begin: two calls in a row add up
             current = r.state.scale.get(service, sm.replicas or 0)
             target = max(0, min(MAX_SCALE, current + int(delta)))
             self.check_host_scale(service, sm, target, nodes, ipvs)

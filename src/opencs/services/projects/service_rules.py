@@ -14,19 +14,34 @@ from opencs.store.models import Project
 from opencs.store.project_state import ProjectState
 
 
+class _Busy(Exception):
+    pass
+
+
 class ServiceRules(ProjectViews):
-    def _service_change(self, cluster_id: str, service_id: str, change: Any,
-                        scale_to: int | None = None) -> tuple[Project, StackModel, str]:
-        """Apply `change(state, svc)` (-> the new state) to the project (refused while a task runs),
-        then converge that service (`scale_to`: only its replica count changed, set just that)."""
+    def _service_change(self, cluster_id: str, service_id: str, change: Any, scale_to: int | None = None,
+                        wait: float = 120.0) -> tuple[Project, StackModel, str, bool]:
+        """Apply `change(state, svc)` (-> the new state) to the project, then converge that service
+        (`scale_to`: only its replica count changed, set just that). While a project task runs, the
+        change is the newest desired state: a project task converges to it after (or instead of)
+        the running one, and this waits for it (-> True: converged by a task)."""
         self.usable_cluster(cluster_id)
         row, _, svc = self._service_ref(cluster_id, service_id)
+
         def apply(r: Project, busy: bool) -> ProjectState:
-            self._check_idle(r, busy)
+            if busy:
+                raise _Busy
             new: ProjectState = change(r.state, svc)
             return new
 
-        fresh = self.repo.change_state(cluster_id, row.name, apply)
+        try:
+            fresh = self.repo.change_state(cluster_id, row.name, apply)
+        except _Busy:
+            state = "scaling" if scale_to is not None else "updating"
+            tid = self.begin(cluster_id, row.name, "project_deploy", {"op": "converge"},
+                             mutate=lambda r, _a: {"state": change(r.state, svc), "current_state": state})
+            self.wait(tid, wait)
+            return row, self.model_of(row), svc, True
         if fresh is None:
             raise NotFound(f"service {service_id!r} not found", code="ServiceNotFound")
         row = fresh
@@ -36,7 +51,7 @@ class ServiceRules(ProjectViews):
                 self.deploy_service(row, full_model, svc)
         except AppEngineError as e:
             raise api_error(e) from None
-        return row, full_model, svc
+        return row, full_model, svc, False
 
     def _converge_service(self, cluster_id: str, model: StackModel, svc: str, timeout: float) -> None:
         try:
@@ -62,7 +77,9 @@ class ServiceRules(ProjectViews):
             return st.changed(scale={**st.scale, s: value},
                               stopped=[x for x in st.stopped if x != s] if value > 0 else st.stopped)
 
-        _, full_model, _ = self._service_change(cluster_id, service_id, change, scale_to=value)
+        _, full_model, _, by_task = self._service_change(cluster_id, service_id, change, scale_to=value)
+        if by_task:
+            return
         try:
             self._converge_service(cluster_id, full_model, svc, 90)
             self.routes.sync()  # the router's backends follow the new containers now, not in a second
@@ -82,8 +99,9 @@ class ServiceRules(ProjectViews):
         def change(st: ProjectState, s: str) -> ProjectState:
             return st.changed(stopped=[x for x in st.stopped if x != s])
 
-        _, model, svc = self._service_change(cluster_id, service_id, change)
-        self._converge_service(cluster_id, model, svc, 90)
+        _, model, svc, by_task = self._service_change(cluster_id, service_id, change)
+        if not by_task:
+            self._converge_service(cluster_id, model, svc, 90)
 
     @engine_errors
     def stop_service(self, cluster_id: str, service_id: str, timeout: int = 10) -> None:
@@ -95,9 +113,10 @@ class ServiceRules(ProjectViews):
         def change(st: ProjectState, s: str) -> ProjectState:
             return st.changed(stopped=sorted(set(st.stopped) | {s}))
 
-        _, model, _ = self._service_change(cluster_id, service_id, change)
-        self.stop_targets(self.engine(cluster_id), model, svc, targets, timeout)
-        self._converge_service(cluster_id, model, svc, timeout + 60)
+        _, model, _, by_task = self._service_change(cluster_id, service_id, change, wait=timeout + 120)
+        if not by_task:
+            self.stop_targets(self.engine(cluster_id), model, svc, targets, timeout)
+            self._converge_service(cluster_id, model, svc, timeout + 60)
 
     @staticmethod
     def stop_targets(engine: AppEngine, model: StackModel, svc: str, targets: list[ContainerRef],

@@ -33,8 +33,9 @@ def row_of(ps: ProjectService, ctx: TaskContext) -> Project:
 
 
 def set_row(ps: ProjectService, ctx: TaskContext, state: dict[str, Any] | None = None, **values: Any) -> None:
-    """Write `values` into the task's project row and replace the `state` fields named."""
-    ps.repo.write(ctx.cluster_id or "", ctx.params["project"], state, **values)
+    """Write `values` into the task's project row and replace the `state` fields named (the status
+    fields only while the row is still this task's: a newer one reports its own)."""
+    ps.repo.write(ctx.cluster_id or "", ctx.params["project"], state, task=ctx.task_id, **values)
 
 
 def stage(fn: Stage) -> Stage:

@@ -57,7 +57,8 @@ def _deploy_prepare(ps: ProjectService, ctx: TaskContext) -> None:
                 if digests.get(img) and "@" not in img:
                     images[n] = {"image": img, "ref": pin_image(img, digests[img])}
         ctx.scratch["images"] = images
-    if ctx.params.get("op") == "redeploy" and "force" not in ctx.scratch:
+    recreate = ctx.params.get("op") == "redeploy" or ctx.params.get("recreate")  # also when a redeploy was folded in
+    if recreate and "force" not in ctx.scratch:
         snap = engine(ps, ctx).snapshot(row.name, containers=False)
         force = {}
         for n, s in model.services.items():
@@ -202,7 +203,9 @@ def _scale_apply(ps: ProjectService, ctx: TaskContext) -> None:
     full deploy of that service instead."""
     ctx.scratch.setdefault("t0", time.time())
     cid, project, svc = ctx.cluster_id or "", ctx.params["project"], ctx.params["service"]
-    if ps.scale_in_place(cid, project, svc, int(ctx.params["target"])):
+    # the row's count, not the one asked when the task was made: calls folded into it count too
+    target = row_of(ps, ctx).state.scale.get(svc, int(ctx.params["target"]))
+    if ps.scale_in_place(cid, project, svc, target):
         ctx.result["actions"] = {svc: "scaled"}
     else:
         row = row_of(ps, ctx)

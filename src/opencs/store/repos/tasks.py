@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import event, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from opencs.store.db import Database, utcnow
 from opencs.store.models import Task
@@ -35,10 +35,13 @@ class TaskRepo:
             return s.get(Task, task_id)
 
     def claimable(self, now: float, limit: int = 8) -> Sequence[str]:
+        """Active tasks nobody holds, except those queued behind a task that has not ended."""
+        before = aliased(Task)
+        waiting = select(before.task_id).where(before.task_id == Task.after, before.state.in_(ACTIVE)).exists()
         with self.db.session() as s:
             return s.scalars(
                 select(Task.task_id)
-                .where(Task.state.in_(ACTIVE), or_(Task.owner.is_(None), Task.lease_until < now))
+                .where(Task.state.in_(ACTIVE), or_(Task.owner.is_(None), Task.lease_until < now), ~waiting)
                 .order_by(Task.created)
                 .limit(limit)
             ).all()
@@ -56,6 +59,31 @@ class TaskRepo:
             if res.rowcount != 1:  # type: ignore[attr-defined]
                 return None  # someone else won the race
             return s.get(Task, task_id)
+
+    @staticmethod
+    def fold(session: Session, task_id: str, params: dict[str, Any]) -> bool:
+        """Give a task nobody has claimed yet new params, in the caller's unit of work. False when a
+        worker claimed it meanwhile (compare-and-set: it may already read the old desired state)."""
+        res = session.execute(
+            update(Task).where(Task.task_id == task_id, Task.state == "pending", Task.owner.is_(None),
+                               Task.attempts == 0, Task.superseded_by.is_(None))
+            .values(params=params, updated=utcnow()).execution_options(synchronize_session=False))
+        return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def supersede(session: Session, task_id: str, by: str) -> None:
+        """Mark `task_id` superseded by `by` (in the caller's unit of work, with `by`'s submission)."""
+        session.execute(update(Task).where(Task.task_id == task_id).values(superseded_by=by, updated=utcnow())
+                        .execution_options(synchronize_session=False))
+
+    @staticmethod
+    def active_of(session: Session, target_type: str, target_id: str, cluster_id: str | None) -> Task | None:
+        """The newest task of a target that has not ended (the head of its chain), in the caller's
+        unit of work."""
+        return session.scalars(
+            select(Task).where(Task.target_type == target_type, Task.target_id == target_id,
+                               Task.cluster_id == cluster_id, Task.state.in_(ACTIVE))
+            .order_by(Task.created.desc(), Task.task_id.desc()).limit(1)).first()
 
     def update_owned(self, task_id: str, owner: str, values: dict[str, Any]) -> bool:
         """Write only while `owner` holds the lease; False when it no longer does."""
