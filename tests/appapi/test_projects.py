@@ -375,8 +375,7 @@ def test_bad_templates_leave_nothing(env: Env) -> None:
     r = api.post("/projects/holder/update", json={"version": "2", "template": crash.replace("data:/d", "/d")
                                                   .replace("volumes:\n  data: {}\n", "")})
     assert r.status_code == 202, r.text
-    r = api.post("/projects/holder/stop")
-    assert r.status_code == 409 and r.json()["Code"] == "ProjectBusy"  # one operation at a time
+    # (a stop now would be accepted and supersede the update: tests/appapi/test_desired_state_e2e.py)
     deadline = time.time() + 90
     while (p := env.project("holder"))["current_state"] == "updating":
         assert time.time() < deadline, p
