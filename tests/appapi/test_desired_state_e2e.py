@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -116,9 +117,15 @@ def test_the_last_request_wins_on_a_real_swarm(env: tuple[Any, MasterUrl, str]) 
     tids: list[str] = []
 
     def burst() -> None:
-        for _ in range(20):
-            tids.append(rt.triggers.invoke(redeploy["token"], redeploy["secret"], None, None).task_id)
-            time.sleep(0.1)
+        t0 = time.time()
+
+        def call(i: int) -> str:  # call i starts at t0 + i/10 s, however long the others take
+            time.sleep(max(0.0, t0 + i / 10 - time.time()))
+            return str(rt.triggers.invoke(redeploy["token"], redeploy["secret"], None, None).task_id)
+
+        with ThreadPoolExecutor(4) as pool:
+            tids.extend(pool.map(call, range(20)))
+        print(f"20 triggers sent in {time.time() - t0:.2f}s")
 
     case("20 triggers in 2 s", "5.0", 1, ["sleep", "1004"], burst)
     runs = live(rt, cid)["force"] - before

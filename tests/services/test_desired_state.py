@@ -205,3 +205,15 @@ def test_merged_deploy_params() -> None:
     assert merged_deploy(sc1, sc2, done=True)["previous_scale"] == 1
     assert merged_deploy(sc1, {**sc2, "service": "b"}, done=True)["op"] == "converge"
     assert merged_deploy({"op": "create", "rollback": True}, sc2, done=False)["op"] == "create"
+
+
+def test_concurrent_calls_all_count(kit: Kit) -> None:
+    """Ten scale triggers at the same moment from ten threads: every step lands in the one run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    trig = kit.triggers.create(CID, "shop", "scaling", service="web")
+    with ThreadPoolExecutor(10) as pool:
+        tids = set(pool.map(lambda _: kit.triggers.invoke(trig["token"], trig["secret"], "scale_out", "1").task_id,
+                            range(10)))
+    kit.run()
+    assert len(tids) == 1 and web(kit).replicas == 11

@@ -110,7 +110,10 @@ class ProjectRepo:
                 if active is not None and plan.supersede:
                     TaskRepo.supersede(s, active.task_id, tid)
             guard = Project.task_id.is_(None) if old_tid is None else Project.task_id == old_tid
-            res = s.execute(update(Project).where(Project.cluster_id == cluster_id, Project.name == name, guard)
+            # and the row as read: a fold keeps the task id, so two requests folding at once would
+            # otherwise both win and the first one's change be lost
+            res = s.execute(update(Project).where(Project.cluster_id == cluster_id, Project.name == name, guard,
+                                                  Project.updated == row.updated)
                             .values(task_id=tid, updated=utcnow(), **plan.values)
                             .execution_options(synchronize_session=False))
             if res.rowcount != 1:  # type: ignore[attr-defined]
