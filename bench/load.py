@@ -9,10 +9,10 @@ The same workload runs, one after the other in this run, against:
   pg2x2   on PostgreSQL, the `opencs server` of pg1 plus a second API process and two worker
           processes (2 threads each; the server itself runs none), the clients spread over both APIs.
 
-Singleton loops (endpoint manager, router, monitor) are not leased yet, so the second API process
-and the workers are started by this bench with the API alone, or the task workers alone, and no
-loops (`_role api|worker` below); --cli-processes starts `opencs server` and `opencs worker`
-instead, for when every process may run them.
+By default the second API process and the workers are started by this bench with the API alone,
+or the task workers alone, and no loops (`_role api|worker` below): the runs so far were made
+before singleton duties were leased (c266890). --cli-processes starts `opencs server` and
+`opencs worker` instead, now that every process may run them (not measured yet).
 
 Clients (each a coroutine, signed with the SDK, no retries, closed loop with --think seconds
 between calls):
