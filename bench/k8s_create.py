@@ -184,7 +184,9 @@ def pod_latencies(server: ServerProcess, cid: str, replicas: int, tmp: Path,
         "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
                  "template": {"metadata": {"labels": labels}, "spec": {
                      "terminationGracePeriodSeconds": 1,
-                     "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}}}})
+                     # the SLO excludes pulls: an untagged image (:latest) would be pulled on every start
+                     "containers": [{"name": "c", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+                                     "command": ["sleep", "3600"]}]}}}})
     t.join(200)
     if len(times.running) < replicas:
         raise SystemExit(f"only {len(times.running)} of {replicas} pods Running")

@@ -77,6 +77,8 @@ def test_kubelet_never_touches_host_settings(tmp_path: Path) -> None:
     assert cfg["cgroupDriver"] == "cgroupfs" and cfg["cgroupRoot"] == "/ocsn1"
     assert cfg["protectKernelDefaults"] is True and cfg["kubeletCgroups"] == "/ocsn1/kubelet"
     assert "systemCgroups" not in cfg and cfg["oomScoreAdj"] == 0 and cfg["failSwapOn"] is False
+    # pod start: parallel pulls and no pull rate limit (a pull over it fails into a 10 s back-off)
+    assert cfg["serializeImagePulls"] is False and cfg["registryPullQPS"] == 0
 
 
 def test_kube_proxy_conntrack_untouched(tmp_path: Path) -> None:
@@ -134,6 +136,7 @@ def test_plans(tmp_path: Path, pki: ClusterPKI) -> None:
     assert "--allocate-node-cidrs" in kcm and kcm[kcm.index("--node-cidr-mask-size") + 1] == "25"
     assert cp.files["pki/ca.key"][1] == 0o600 and "--unsafe-no-fsync" not in cp.units["etcd"]
     assert "--leader-elect=false" in kcm and "http://127.0.0.1:2379" in cp.units["kube-apiserver"]
+    assert kcm[kcm.index("--kube-api-qps") + 1] == "100" and kcm[kcm.index("--kube-api-burst") + 1] == "200"
     s = plans.NodeSettings("i-m", "10.9.0.2", "ocsn", "/run/x.sock", "https://10.9.0.2:6443", net, master=True)
     node = plans.node(tmp_path, pki, s)
     assert plans.MASTER_TAINT in node.units["kubelet"] and "/var/lib/kubelet" in node.units["kubelet"]

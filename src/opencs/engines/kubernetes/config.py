@@ -197,6 +197,10 @@ def kubelet_config(s: KubeletSettings) -> str:
         "resolvConf": str(s.resolv_conf) if s.resolv_conf else "",
         "maxPods": s.max_pods,
         "serializeImagePulls": False,
+        # no pull rate limit: images come from the bundled registry on this host, and a pull over the
+        # limit (default 5/s, burst 10) is not queued but fails ("pull QPS exceeded") into a 10 s back-off;
+        # an untagged image (busybox = :latest) is pulled on every pod start
+        "registryPullQPS": 0,
         "rotateCertificates": False,
         "serverTLSBootstrap": False,
         "registerNode": True,

@@ -98,6 +98,9 @@ def control_plane(k: Path, pki: ClusterPKI, me: Member, masters: Sequence[Member
         "--allocate-node-cidrs", "--cluster-cidr", net.pod_cidr,
         "--node-cidr-mask-size", str(net.node_cidr_mask), "--service-cluster-ip-range", net.service_cidr,
         "--node-monitor-grace-period", "20s",
+        # each controller has a client of its own (service-account credentials) limited to 20/s, burst
+        # 30: a ReplicaSet of 30 makes 30 pods and 30 events, so its last pods came ~1.5 s after the first
+        "--kube-api-qps", "100", "--kube-api-burst", "200",
     ]  # fmt: skip
     kc = str(d / "kube-scheduler.kubeconfig")
     p.units["kube-scheduler"] = [
