@@ -87,8 +87,8 @@ def events(ctx: typer.Context, cluster_id: ClusterArg,
            follow: Annotated[bool, typer.Option("--follow", "-f", help=(
                "Keep printing new events as they happen (the route's server-sent events; Ctrl-C ends)."))] = False,
            output: OutputOpt = None) -> None:
-    """A cluster's events, oldest first: time, kind, reason, project, message (GET /clusters/{id}/events);
-    -o json|yaml: one document (with --follow: a JSON object a line)."""
+    """A cluster's events, oldest first: time, kind, reason, project, message (GET /clusters/{id}/events):
+    the newest 100, or every one after --after; -o json|yaml: one document (--follow: a JSON object a line)."""
     fmt = output_format(ctx, output, default="table")
     with signed_client(ctx) as client:
         if follow:

@@ -330,7 +330,8 @@ def audit_log(action: str | None = None, user: str | None = None, since: str | N
 
 def cluster_events(cluster_id: str, *, project: str | None = None, kind: str | None = None, after: int = 0,
                    limit: int = 100) -> Call[list[Event]]:
-    """``GET /clusters/{id}/events``: oldest first, those after the event id ``after``."""
+    """``GET /clusters/{id}/events``: oldest first, the ``limit`` after the event id ``after`` (0: the
+    newest ``limit``)."""
     return Call("GET", _cluster(cluster_id, "/events"), lambda r: models_of(Event, (r.payload or {}).get("events")),
                 query={"project": project, "kind": kind, "after": after or None, "limit": limit})
 

@@ -121,7 +121,8 @@ def iter_nodes(cluster_id: str, page_size: int = 100) -> Paged[Node]:
 
 def iter_events(cluster_id: str, *, project: str | None = None, kind: str | None = None, after: int = 0,
                 page_size: int = 100) -> Paged[Event]:
-    """Every event of a cluster after the event id ``after``, page by page (``?after=``)."""
+    """A cluster's events, page by page (``?after=``): those after the event id ``after``, or with
+    ``after=0`` the newest ``page_size`` first (the route's own reading of 0), then every later one."""
     while True:
         got: list[Event] = yield control.cluster_events(cluster_id, project=project, kind=kind, after=after,
                                                         limit=page_size)
