@@ -165,3 +165,11 @@ def test_wait_pass(repo: LeaseRepo) -> None:
     assert not other.wait_pass(since, 0.2)
     threading.Timer(0.3, lambda: holder.mark_pass(time.time())).start()
     assert other.wait_pass(since, 3.0)
+
+
+def test_an_earlier_process_with_our_pid_is_dead(repo: LeaseRepo) -> None:
+    """A restarted container's PID 1 finds its previous self's lease under its own PID: taken at once."""
+    before = f"{os.uname().nodename}:{os.getpid()}:earlier"
+    assert repo.acquire("health", before, 60.0, time.time(), {}) == 1
+    mine = DutyLease(repo, "health", timing=LeaseTiming(60.0, 0.2))
+    assert mine.tick() and mine.token == 2

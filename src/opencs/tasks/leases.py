@@ -70,7 +70,9 @@ def _dead_local(holder: str) -> bool:
         pid = int(parts[1])
     except ValueError:
         return False
-    return pid != os.getpid() and not os.path.exists(f"/proc/{pid}")
+    if pid == os.getpid():  # our PID under another id: an earlier process (a container's PID 1 restarted)
+        return holder != process_holder()
+    return not os.path.exists(f"/proc/{pid}")
 
 
 class DutyLease:
