@@ -88,10 +88,13 @@ class DutyLease:
         self.token: int | None = None
         self.changed = threading.Event()  # set when the lease was gained or lost
         self._valid_until = 0.0  # monotonic: when, without a renewal, this holder must stop acting
+        self._fencing = 0  # side effects under way under fence() (the lease row locked)
+        self._count = threading.Lock()
         self._lock = threading.Lock()
 
     def held(self) -> bool:
-        return self.token is not None and time.monotonic() < self._valid_until
+        # inside our own fence the row is locked: nobody can take the lease over meanwhile
+        return self.token is not None and (self._fencing > 0 or time.monotonic() < self._valid_until)
 
     def tick(self) -> bool:
         """Renew the lease, or try to take it; whether it is held afterwards. Never raises."""
@@ -99,7 +102,12 @@ class DutyLease:
         try:
             with self._lock:
                 if self.token is not None:
-                    if self.repo.renew(self.duty, self.holder, self.token, self.timing.ttl, time.time()):
+                    renewed = self.repo.renew(self.duty, self.holder, self.token, self.timing.ttl, time.time())
+                    if renewed and time.monotonic() - started > self.timing.ttl / 2:
+                        # it waited (on our own fence's row lock, or a slow database): renew from now
+                        started = time.monotonic()
+                        renewed = self.repo.renew(self.duty, self.holder, self.token, self.timing.ttl, time.time())
+                    if renewed:
                         self._valid_until = started + self.timing.ttl
                     else:
                         log.warning("lease %s: token %d was taken over", self.duty, self.token)
@@ -143,7 +151,13 @@ class DutyLease:
         if token is None or not self.held():
             raise LeaseLost(f"{self.duty}: not held by this process")
         with self.repo.fence(self.duty, token, time.time()):
-            yield
+            with self._count:
+                self._fencing += 1
+            try:
+                yield
+            finally:
+                with self._count:
+                    self._fencing -= 1
 
     def mark_pass(self, started: float) -> None:
         """A pass of the duty that began at `started` (unix time) is done: processes waiting for it go on."""
