@@ -77,6 +77,7 @@ from opencs.services.projects import ProjectService
 from opencs.services.projects import bluegreen as project_bluegreen
 from opencs.services.projects import tasks as project_tasks
 from opencs.services.registry_access import NodeCredentials, RegistryAccess
+from opencs.services.registry_logins import RegistryLogins
 from opencs.services.triggers import TriggerService
 from opencs.services.usage import UsageService
 from opencs.store.db import Database, migrate
@@ -135,6 +136,7 @@ class ControlPlane:
     cluster_certs: ClusterCertService = field(init=False)
     attach_scripts: AttachScriptService = field(init=False)
     registry_access: RegistryAccess = field(init=False)
+    registry_logins: RegistryLogins = field(init=False)
     projects: ProjectService = field(init=False)
     alerts: AlertRuleService = field(init=False)
     monitoring: MonitoringService = field(init=False)
@@ -471,8 +473,9 @@ def _wire(settings: Settings) -> ControlPlane:
                                              settings.client_cert_days)
     owners, region = ResourceOwners(account_repo, db.changes), settings.regions[0] if settings.regions else "*"
     plane.authorizer = Authorizer(plane.accounts, owners, region, plane.audit)
+    plane.registry_logins = RegistryLogins(account_repo, plane.accounts)
     plane.registry_access = RegistryAccess(plane.accounts, keys, owners, plane.audit, registry.signer,
-                                           node_credentials, region)
+                                           node_credentials, region, plane.registry_logins)
     plane.projects = ProjectService(ProjectRepo(db), VolumeRepo(db), tasks, plane.app_engines, routes, box)
     handlers.add_all([*project_tasks.task_handlers(plane.projects), *project_bluegreen.task_handlers(plane.projects)])
     plane.triggers = TriggerService(TriggerRepo(db), clusters, settings.public_url, plane.projects, box, nonces,

@@ -3,9 +3,10 @@
 A real `opencs server` with a real one-node swarm goes through a representative flow: a RAM user
 and its AccessKey (the official RAM SDK), a cluster and its certificates, a project through
 master_url, a signed trigger invoked with its secret and signature, `docker login` to the bundled
-registry with the user's AccessKey (and once with a wrong secret). Every reply is kept; then the
-server's whole log and the registry's are searched for each secret, in the forms a leak would take
-(as is, base64 in a Basic header, a line of a PEM body)."""
+registry with the user's AccessKey (and once with a wrong secret), then with a registry password the
+owner sets through the official Container Registry SDK (UpdateUserInfo; and once a wrong one).
+Every reply is kept; then the server's whole log and the registry's are searched for each secret,
+in the forms a leak would take (as is, base64 in a Basic header, a line of a PEM body)."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def env(tmp_path: Path) -> Any:
     data = tmp_path / "data"
     srv = ServerProcess(data, env={**node_env(PREFIX, SUBNET), "OPENCS_MONITOR_INTERVAL": "0"})
     try:
-        srv.start()
+        srv.start(timeout=90)  # slow on a loaded machine
         yield srv, tmp_path
     finally:
         srv.kill()
@@ -85,6 +86,19 @@ def _docker(sock: str, config: Path, *args: str, stdin: str) -> subprocess.Compl
     env = {**os.environ, "DOCKER_CONFIG": str(config)}
     return subprocess.run(["docker", "-H", sock, *args], input=stdin, capture_output=True, text=True, timeout=120,
                           env=env)
+
+
+def _set_registry_password(srv: ServerProcess, password: str) -> str:
+    from aliyunsdkcore.client import AcsClient
+    from aliyunsdkcr.request.v20160607.UpdateUserInfoRequest import UpdateUserInfoRequest
+
+    req = UpdateUserInfoRequest()
+    req.set_endpoint(srv.endpoint)
+    req.set_protocol_type("http")
+    req.set_content_type("application/json")
+    req.set_content(json.dumps({"User": {"Password": password}}).encode())
+    reply = AcsClient(srv.ak, srv.secret, "cn-hangzhou", auto_retry=False, timeout=30).do_action_with_exception(req)
+    return reply.decode()
 
 
 @pytest.mark.docker
@@ -150,6 +164,15 @@ def test_no_secret_in_logs_or_later_replies(env: Any) -> None:
     assert login.returncode == 0, login.stderr
     wrong = _docker(sock, tmp / "docker", "login", REGISTRY, "-u", user_ak, "--password-stdin", stdin="wrong-secret")
     assert wrong.returncode != 0
+    # a registry password the owner sets (Container Registry's UpdateUserInfo, the official SDK)
+    secrets["registry password"] = "Reg1stry-" + os.urandom(6).hex()
+    rec.keep("UpdateUserInfo", _set_registry_password(srv, secrets["registry password"]))
+    for login_name in ("owner@default", "default"):
+        login = _docker(sock, tmp / "docker", "login", REGISTRY, "-u", login_name, "--password-stdin",
+                        stdin=secrets["registry password"])
+        assert login.returncode == 0, login.stderr
+    wrong = _docker(sock, tmp / "docker", "login", REGISTRY, "-u", "default", "--password-stdin", stdin="Wrong-pass1")
+    assert wrong.returncode != 0 and "unauthorized" in wrong.stderr.lower(), wrong.stderr
     rec.call("audit", "GET", "/audit", query={"limit": "1000"})
     rec.call("clusters", "GET", "/clusters")
 

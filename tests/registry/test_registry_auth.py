@@ -159,3 +159,27 @@ def test_sub_user_by_policy_and_nodes_by_cluster(setup: Setup) -> None:
     assert access.token("Basic !!!", {}, "127.0.0.1")[0] == 401
     assert parse_scopes(["repository:a/b:pull,push repository:c:pull", "registry:catalog:*"]) == [
         *parse_scopes(["repository:a/b:pull,push"]), *parse_scopes(["repository:c:pull"])]
+
+
+def test_push_with_a_registry_password(setup: Setup) -> None:
+    """The password a user set (CreateUserInfo) logs in as the user: its namespaces, its policies;
+    the pushing token's subject leads back to the user (what image-update triggers check)."""
+    plane = setup.plane
+    owner_ak, _ = plane.keys.create("owner of default")
+    owner = plane.accounts.principal(owner_ak)
+    _, other_ak, _ = plane.accounts.create_account("team-b")
+    other = plane.accounts.principal(other_ak)
+    assert owner is not None and other is not None
+    assert plane.registry_logins.set_password(owner, "Own3r-pass") == "owner@default"
+    assert plane.registry_logins.set_password(other, "Team-b-pass") == "owner@team-b"
+    assert str(setup.push("default/app", ("owner@default", "Own3r-pass"))).startswith("sha256:")
+    assert str(setup.push("default/app", ("default", "Own3r-pass"))).startswith("sha256:")  # the account name
+    assert setup.push("default/app", ("team-b", "Team-b-pass")) == 401  # another account's namespace
+    assert str(setup.push("team-b/app", ("team-b", "Team-b-pass"))).startswith("sha256:")
+    assert setup.token(None, "owner@default", "Team-b-pass").status_code == 401  # wrong password: docker login fails
+    tok = setup.token("repository:default/app:push", "owner@default", "Own3r-pass").json()["token"]
+    sub = json.loads(base64.urlsafe_b64decode(tok.split(".")[1] + "=="))["sub"]
+    assert plane.registry_access.pusher(sub) == plane.accounts.user_principal(plane.accounts.owner(ROOT_ACCOUNT_ID))
+    logins = [e for e in plane.audit.query(None, action="cr:GetAuthorizationToken", limit=100)
+              if e.resource == "login"]
+    assert [e.outcome.split()[0] for e in logins] == ["401"] and logins[0].user_name == ""

@@ -22,6 +22,7 @@ from opencs.api.routes import (
     meta,
     metrics,
     monitoring,
+    registry_users,
     tasks,
     triggers,
 )
@@ -47,7 +48,8 @@ def create_app(services: ApiServices) -> FastAPI:
     openapi.install(app)  # the document says what each route really answers
     for r in (meta.router, clusters.router, certs.router, kubernetes.router, attach.router, tasks.router,
               instances.router, images.router,
-              triggers.router, metrics.router, monitoring.router, events.router, ram.router, audit.router):
+              triggers.router, metrics.router, monitoring.router, events.router, ram.router, audit.router,
+              registry_users.router):
         app.include_router(r)
     app.add_middleware(SignedApiMiddleware, verifier=services.verifier, public_paths=PUBLIC_PATHS,
                        authorizer=services.authorizer)

@@ -31,7 +31,7 @@ class Route:
     method: str
     rx: re.Pattern[str]
     actions: tuple[str, ...]  # the first is the documented name; the others aliases a policy may use
-    kind: str  # cluster | task | list | create | operator | any | ram
+    kind: str  # cluster | task | list | create | operator | any | self (the caller as a cr user)
     mutating: bool
 
 
@@ -83,6 +83,9 @@ ROUTES: tuple[Route, ...] = (
     _r("GET", "/monitoring", "DescribeMonitoring", "operator"),
     _r("POST", "/monitoring/enable", "EnableMonitoring", "operator"),
     _r("POST", "/monitoring/disable", "DisableMonitoring", "operator"),
+    # the caller's own registry login (Container Registry's actions, on the caller as a cr user)
+    _r("PUT", "/users", "cr:CreateUserInfo cr:UpdateUserInfo", "self"),
+    _r("POST", "/users", "cr:UpdateUserInfo cr:CreateUserInfo", "self"),
 )
 _RAM_MUTATING = frozenset({"CreateUser", "DeleteUser", "CreateAccessKey", "UpdateAccessKey", "DeleteAccessKey",
                            "CreatePolicy", "DeletePolicy", "AttachPolicyToUser", "DetachPolicyFromUser"})
@@ -92,8 +95,13 @@ class RamForbidden(Forbidden):
     code = "Forbidden.RAM"
 
 
+def qualified(action: str) -> str:
+    """A route's RAM action with its service: `cs:` unless it names another (`cr:CreateUserInfo`)."""
+    return action if ":" in action else f"cs:{action}"
+
+
 def _denied(action: str) -> RamForbidden:
-    return RamForbidden(f"User not authorized to operate on the specified resource (cs:{action}), "
+    return RamForbidden(f"User not authorized to operate on the specified resource ({qualified(action)}), "
                         "or this API doesn't support RAM.")
 
 
@@ -161,10 +169,10 @@ class Authorizer:
             resource, filt = self._decide(who, route, args, _context(scope))
         except ApiError as e:
             if route.mutating and self.audit is not None:
-                self.audit.record(who, f"cs:{route.actions[0]}", args.get("cluster_id", path), _source(scope),
+                self.audit.record(who, qualified(route.actions[0]), args.get("cluster_id", path), _source(scope),
                                   scope["state"].get("request_id", ""), f"{e.status} {e.code}")
             raise
-        return Admission(who, f"cs:{route.actions[0]}", resource, route.mutating, filt)
+        return Admission(who, qualified(route.actions[0]), resource, route.mutating, filt)
 
     def _decide(self, who: Principal, route: Route, args: dict[str, str], context: dict[str, str]
                 ) -> tuple[str, Callable[[bytes], bytes] | None]:
@@ -188,7 +196,7 @@ class Authorizer:
         return True
 
     def _allowed(self, who: Principal, route: Route, resource: str, context: dict[str, str]) -> bool:
-        names = [f"cs:{a}" for a in route.actions]
+        names = [qualified(a) for a in route.actions]
         if decide(who.statements, names, resource, context):
             return True
         # a list is allowed with the right on some of the clusters; it then shows just those
@@ -215,6 +223,8 @@ class Authorizer:
             return f"{base}:cluster/*", self._cluster_filter(who, [f"cs:{a}" for a in route.actions])
         if route.kind == "create":
             return f"{base}:cluster/*", None
+        if route.kind == "self":
+            return f"acs:cr:{self.region}:{who.account_id}:user/{who.user_name}", None
         return f"{base}:*", None
 
     def _cluster_filter(self, who: Principal, names: list[str]) -> Callable[[bytes], bytes] | None:

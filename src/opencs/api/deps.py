@@ -22,6 +22,7 @@ from opencs.services.clusters import ClusterService
 from opencs.services.events import EventLog
 from opencs.services.instances import InstanceService
 from opencs.services.monitoring import MonitoringService
+from opencs.services.registry_logins import RegistryLogins
 from opencs.services.triggers import TriggerService
 from opencs.services.usage import UsageService
 from opencs.tasks.engine import TaskEngine
@@ -60,6 +61,9 @@ class ApiServices(Protocol):
 
     @property
     def authorizer(self) -> Authorizer: ...
+
+    @property
+    def registry_logins(self) -> RegistryLogins: ...
 
     @property
     def alerts(self) -> AlertRuleService: ...

@@ -65,6 +65,8 @@ _ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/monitoring"): (),
     ("post", "/monitoring/enable"): (400, 415, 503),
     ("post", "/monitoring/disable"): (),
+    ("put", "/users"): (400, 404, 415),
+    ("post", "/users"): (400, 404, 415),
     ("post", "/clusters/{cluster_id}/alerts"): (400, 404, 409, 415, 503),
     ("get", "/clusters/{cluster_id}/alerts"): (400, 404),
     ("get", "/clusters/{cluster_id}/events"): (400, 404),
@@ -91,7 +93,7 @@ _BODIES: dict[tuple[str, str], tuple[type[BaseModel], bool]] = {}
 
 def _register_bodies() -> None:
     from opencs.api import k8s_schemas
-    from opencs.api.routes import attach, instances, monitoring, triggers
+    from opencs.api.routes import attach, instances, monitoring, registry_users, triggers
 
     _BODIES.update({
         ("post", "/clusters"): (schemas.CreateCluster, True),
@@ -108,6 +110,8 @@ def _register_bodies() -> None:
         ("post", "/clusters/{cluster_id}/attachscript"): (attach.AttachScriptBody, True),
         ("post", "/monitoring/enable"): (monitoring.EnableMonitoring, False),
         ("post", "/clusters/{cluster_id}/alerts"): (monitoring.CreateAlertRule, True),
+        ("put", "/users"): (registry_users.UserInfoBody, True),
+        ("post", "/users"): (registry_users.UserInfoBody, True),
     })
 
 

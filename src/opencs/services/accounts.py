@@ -87,15 +87,26 @@ class AccountService:
         owner = self.repo.key_owner(access_key_id)
         p = None
         if owner is not None:
-            stmts: tuple[Statement, ...] = ()
-            if not owner.is_owner:
-                stmts = tuple(s for rec, _ in self.repo.user_policies(owner.user_id)
-                              for s in parse_document(rec.document))
-            p = Principal(access_key_id, owner.account_id, owner.user_id, owner.user_name, owner.is_owner, stmts)
+            p = Principal(access_key_id, owner.account_id, owner.user_id, owner.user_name, owner.is_owner,
+                          self._statements(owner.user_id, owner.is_owner))
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[access_key_id] = (now, gen, p)
         return p
+
+    def _statements(self, user_id: str, is_owner: bool) -> tuple[Statement, ...]:
+        if is_owner:
+            return ()
+        return tuple(s for rec, _ in self.repo.user_policies(user_id) for s in parse_document(rec.document))
+
+    def user_principal(self, rec: UserRecord) -> Principal:
+        """The user as a caller without an AccessKey (a registry password login): its policies apply."""
+        return Principal("", rec.account_id, rec.user_id, rec.user_name, rec.is_owner,
+                         self._statements(rec.user_id, rec.is_owner))
+
+    def principal_of_user(self, user_id: str) -> Principal | None:
+        rec = self.repo.user_by_id(user_id)
+        return self.user_principal(rec) if rec is not None else None
 
     # ------------------------------------------------------------------ users
     def create_user(self, account_id: str, user_name: str, display_name: str = "",

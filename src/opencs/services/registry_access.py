@@ -11,9 +11,10 @@ Namespaces (the first path component of a repository):
   * a cluster's nodes pull with the cluster's node credential (user `cluster-<id>`, a password
     derived from a key of the data dir): its account's namespaces, pull only.
 
-Credentials are Basic: an AccessKey id and secret (what `docker login` sends), or the node
-credential. A wrong one is a 401 (so `docker login` fails); a right one asking for more than it may
-gets a token granting only what it may (the registry then refuses the rest). Every token request
+Credentials are Basic: an AccessKey id and secret (what `docker login` sends), a login name with
+the registry password its user set (opencs.services.registry_logins), or the node credential. A
+wrong one is a 401 (so `docker login` fails); a right one asking for more than it may gets a token
+granting only what it may (the registry then refuses the rest). Every token request
 goes on the audit trail as `cr:GetAuthorizationToken`.
 """
 
@@ -36,10 +37,12 @@ from opencs.services.audit import AuditService
 from opencs.services.keys import KeyService
 from opencs.services.ownership import ResourceOwners
 from opencs.services.policies import decide, decide_within
+from opencs.services.registry_logins import RegistryLogins
 from opencs.store.tenancy import ROOT_ACCOUNT_ID
 
 SHARED = ("library", "opencs")
 NODE_USER = "cluster-"
+PASSWORD_USER = "user:"  # the subject of a token issued to a registry password login: "user:<user_id>"
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 
 
@@ -58,7 +61,7 @@ class Caller:
     @property
     def subject(self) -> str:
         if self.principal is not None:
-            return self.principal.access_key_id
+            return self.principal.access_key_id or f"{PASSWORD_USER}{self.principal.user_id}"
         return f"{NODE_USER}{self.cluster_id}" if self.cluster_id else ""
 
 
@@ -93,8 +96,9 @@ class NodeCredentials:
 
 class RegistryAccess:
     def __init__(self, accounts: AccountService, keys: KeyService, owners: ResourceOwners, audit: AuditService,
-                 signer: Signer, nodes: NodeCredentials, region: str) -> None:
+                 signer: Signer, nodes: NodeCredentials, region: str, logins: RegistryLogins | None = None) -> None:
         self.accounts = accounts
+        self.logins = logins
         self.keys = keys
         self.owners = owners
         self.audit = audit
@@ -123,7 +127,10 @@ class RegistryAccess:
                 return None
             return Caller(cluster_id=cid, account_id=account)
         secret = self.keys.active_secret(user)
-        if secret is None or not hmac.compare_digest(password.encode(), secret.encode()):
+        if secret is None:  # not an AccessKey: a login name with its registry password
+            who = self.logins.verify(user, password) if self.logins is not None else None
+            return Caller(principal=who, account_id=who.account_id) if who is not None else None
+        if not hmac.compare_digest(password.encode(), secret.encode()):
             return None
         who = self.accounts.principal(user)
         return Caller(principal=who, account_id=who.account_id) if who is not None else None
@@ -189,6 +196,8 @@ class RegistryAccess:
         """The user behind a pushing token's subject (the notification's actor); nodes never push."""
         if not actor or actor.startswith(NODE_USER) or actor == "opencs":
             return None
+        if actor.startswith(PASSWORD_USER):
+            return self.accounts.principal_of_user(actor[len(PASSWORD_USER):])
         return self.accounts.principal(actor)
 
     def may_redeploy(self, who: Principal, cluster_id: str, project: str) -> bool:

@@ -41,6 +41,8 @@ class User(Base):
     is_owner: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[datetime]
     updated: Mapped[datetime]
+    # the Argon2id hash of the password the user set for `docker login` (CR CreateUserInfo); None: none
+    registry_password: Mapped[str | None] = mapped_column(String(255), nullable=True, default=None)
 
     __table_args__ = (UniqueConstraint("account_id", "user_name", name="ux_users_account_name"),)
 

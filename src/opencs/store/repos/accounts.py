@@ -110,6 +110,11 @@ class AccountRepo:
             r = self._user_row(s, account_id, user_name)
             return _user(r) if r is not None else None
 
+    def user_by_id(self, user_id: str) -> UserRecord | None:
+        with self.db.session() as s:
+            r = s.get(User, user_id)
+            return _user(r) if r is not None else None
+
     def owner(self, account_id: str) -> UserRecord | None:
         with self.db.session() as s:
             r = s.scalar(select(User).where(User.account_id == account_id, User.is_owner.is_(True)))
@@ -126,6 +131,29 @@ class AccountRepo:
             s.execute(delete(AccessKey).where(AccessKey.user_id == user_id))
             s.execute(delete(PolicyAttachment).where(PolicyAttachment.user_id == user_id))
             s.execute(delete(User).where(User.user_id == user_id))
+
+    # ------------------------------------------------------------------ registry passwords
+    def set_registry_password(self, user_id: str, password_hash: str) -> bool:
+        """False when the user is gone."""
+        with self.db.session() as s:
+            row = s.get(User, user_id)
+            if row is None:
+                return False
+            row.registry_password, row.updated = password_hash, utcnow()
+            return True
+
+    def registry_login(self, account_name: str, user_name: str) -> tuple[UserRecord, str] | None:
+        """The user `user_name` of the account named `account_name` and its password hash, when set."""
+        with self.db.session() as s:
+            row = s.execute(select(User).join(Account, Account.account_id == User.account_id)
+                            .where(Account.name == account_name, User.user_name == user_name)).scalar()
+            if row is None or not row.registry_password:
+                return None
+            return _user(row), row.registry_password
+
+    def account_name(self, account_id: str) -> str | None:
+        with self.db.session() as s:
+            return s.scalar(select(Account.name).where(Account.account_id == account_id))
 
     def key_owner(self, access_key_id: str) -> KeyOwner | None:
         with self.db.session() as s:
