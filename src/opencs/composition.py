@@ -31,6 +31,7 @@ from opencs.engines.driver import ClusterDriver
 from opencs.engines.drivers import DriverSet
 from opencs.engines.kubernetes import binary as kube_binary
 from opencs.engines.kubernetes.driver import KubernetesDriver
+from opencs.engines.kubernetes.frontproxy import FrontProxyBackends
 from opencs.engines.kubernetes.runtime import KubernetesNodeRuntime
 from opencs.engines.swarm.apps import SwarmAppEngines, SwarmMember
 from opencs.engines.swarm.driver import SwarmDriver
@@ -272,14 +273,15 @@ class _ProcessEndpoints:
 def endpoint_manager(plane: ControlPlane, app_factory: AppFactory | None = None,
                      fence: Callable[[], AbstractContextManager[object]] | None = None,
                      on_pass: Callable[[float], None] | None = None) -> EndpointManager:
-    """The master_url loop of `plane`, serving the Application API app (or `app_factory`'s)."""
+    """The master_url loop of `plane`, serving the Application API app (or `app_factory`'s) and the
+    Kubernetes clusters' checking endpoints."""
     s = plane.settings
     guard = AppApiGuard(plane.cluster_certs, s.regions[0] if s.regions else "*", plane.audit)
     return EndpointManager(
         EndpointSettings(s.appapi_host, s.appapi_advertise_host, s.appapi_port_range),
         EndpointRepo(plane.db), plane.box,
         app_factory or (lambda: create_appapi_app(plane.projects)),
-        guard, fence, on_pass,
+        guard, fence, on_pass, FrontProxyBackends(plane.cluster_driver.api_url, plane.cluster_certs.cluster_ca),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
 
 import h11
 
@@ -26,11 +27,13 @@ class NoEngine(Exception):
     """No manager engine accepted a connection."""
 
 
-def engine_head(req: h11.Request) -> tuple[bytes, bool]:
+def engine_head(req: h11.Request, drop: Callable[[bytes], bool] | None = None,
+                extra: Sequence[tuple[bytes, bytes]] = ()) -> tuple[bytes, bool]:
     """The request head for the engine and whether it is a protocol upgrade (exec/attach hijack).
 
     Non-upgrade requests get `Connection: close`: the engine then ends the response by closing,
-    so the splice needs no HTTP parsing of the response (streams end when the engine says so)."""
+    so the splice needs no HTTP parsing of the response (streams end when the engine says so).
+    `drop` leaves out headers by their lower-cased name, `extra` adds some (a front proxy's identity)."""
     tokens = {t.strip().lower() for k, v in req.headers if k == b"connection" for t in v.split(b",")}
     upgrade = b"upgrade" in tokens and any(k == b"upgrade" for k, _ in req.headers)
     lines = [b"%s %s HTTP/%s" % (req.method, req.target, req.http_version)]
@@ -38,7 +41,10 @@ def engine_head(req: h11.Request) -> tuple[bytes, bool]:
         low = name.lower()
         if low in _HOP or (low in tokens and low != b"upgrade") or (low == b"upgrade" and not upgrade):
             continue
+        if drop is not None and drop(low):
+            continue
         lines.append(name + b": " + value)
+    lines += [name + b": " + value for name, value in extra]
     lines.append(b"Connection: Upgrade" if upgrade else b"Connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n", upgrade
 

@@ -36,6 +36,15 @@ def server_context(ca_pem: str, cert_pem: str, key_pem: str, client_cas: list[st
     return ctx
 
 
+def client_context(ca_pem: str, cert_pem: str, key_pem: str) -> ssl.SSLContext:
+    """mTLS client context: servers verified against `ca_pem` (names checked), our certificate."""
+    ctx = ssl.create_default_context(cadata=ca_pem)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load_chain(ctx, cert_pem, key_pem)
+    ctx.set_alpn_protocols(["http/1.1"])  # bytes are spliced after the head: HTTP/1.1 both ways
+    return ctx
+
+
 def _load_chain(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
     """`ssl` loads keys from paths only; an anonymous memory file keeps the key off the disk."""
     data = (cert_pem.rstrip("\n") + "\n" + key_pem).encode("ascii")
@@ -91,6 +100,18 @@ class TlsStream:
                         await self._flush()
                     raise
             await self._flush()
+
+    def peer_identity(self) -> tuple[str, list[str]]:
+        """The verified client certificate's CN and O values (Kubernetes' user and groups)."""
+        cert = self._ssl.getpeercert() or {}
+        cn, orgs = "", []
+        for rdn in cert.get("subject", ()):
+            for key, value in rdn:  # type: ignore[str-unpack]  # typeshed's union; subject RDNs are pairs
+                if key == "commonName":
+                    cn = str(value)
+                elif key == "organizationName":
+                    orgs.append(str(value))
+        return cn, orgs
 
     def peer_serial(self) -> str:
         """The verified client certificate's serial number, lowercase hex ("" if there is none)."""

@@ -80,6 +80,8 @@ class ClusterPKI:
     cluster_id: str
     ca_cert_pem: str
     ca_key_pem: str
+    # the endpoint handed to users (master_url: opencs's checking endpoint); "": the engine's own
+    server: str = ""
 
 
 @dataclass
@@ -170,12 +172,6 @@ class ClusterDriver(abc.ABC):
         """Before a machine of `provider` is attached to the cluster: DriverError (code
         ProviderUnsupported) if this engine cannot make it a node."""
         return None  # by default any provider's machine (Swarm takes SSH-registered hosts)
-
-    def user_credentials(self, pki: ClusterPKI, user: str, admin: bool, minutes: int | None) -> Credentials:
-        """A credential of its own for one caller (GET /k8s/{id}/user_config): `user` is its
-        identity in the engine, `admin` whether it may do everything, `minutes` its lifetime."""
-        raise DriverError(f"{self.cluster_type} clusters have no per-user credentials: use "
-                          "GET /clusters/{id}/certs", "ErrorClusterTypeMismatch")
 
     @property
     @abc.abstractmethod

@@ -104,9 +104,6 @@ class DriverSet(ClusterDriver):
     def credentials(self, pki: ClusterPKI, user_cert_pem: str, user_key_pem: str) -> Credentials:
         return self.of(pki.cluster_id).credentials(pki, user_cert_pem, user_key_pem)
 
-    def user_credentials(self, pki: ClusterPKI, user: str, admin: bool, minutes: int | None) -> Credentials:
-        return self.of(pki.cluster_id).user_credentials(pki, user, admin, minutes)
-
     def health(self, cluster_id: str) -> dict[str, MemberHealth] | None:
         return self.of(cluster_id).health(cluster_id)
 

@@ -1,4 +1,6 @@
-"""The endpoint manager: one mTLS listener (master_url) per live Swarm cluster, kept in line with the store.
+"""The endpoint manager: one mTLS listener (master_url) per live Swarm cluster, kept in line with the store,
+and one per Kubernetes cluster (opencs.appapi.kube_frontend: the kubeconfig's server, in front of
+kube-apiserver) when the process is given its KubeBackends.
 
 A daemon thread runs an asyncio loop. About once a second it reads the clusters and their
 managers from the store, starts a ClusterFrontend for each cluster that is running, scaling or
@@ -31,13 +33,14 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opencs import metrics
 from opencs.appapi.asgi_bridge import AppHost, ASGIApp
 from opencs.appapi.frontend import ClusterFrontend
 from opencs.appapi.guard import AppApiGuard
-from opencs.appapi.tlsstream import server_context
+from opencs.appapi.kube_frontend import KubeFrontend
+from opencs.appapi.tlsstream import client_context, server_context
 from opencs.pki.ca import CertAuthority, not_after, verify_chain
 from opencs.secretbox import SecretBox
 from opencs.store.repos.endpoints import EndpointRepo, EndpointTarget
@@ -54,6 +57,23 @@ REALLOCATE_AFTER = 10.0
 AppFactory = Callable[[], ASGIApp]
 
 
+class KubeBackends(Protocol):
+    """What the listener of a Kubernetes cluster needs of its engine."""
+
+    @property
+    def cluster_types(self) -> tuple[str, ...]:
+        """The clusters' types in the store (dedicated and managed)."""
+        ...
+
+    def apiservers(self, cluster_id: str) -> list[str]:
+        """The apiserver's https:// URLs (the HA load balancer's); [] while it has none."""
+        ...
+
+    def front_proxy(self, cluster_id: str) -> tuple[str, str, str]:
+        """(the CA the apiserver's certificate is verified with, a front-proxy-client certificate, its key)."""
+        ...
+
+
 @dataclass(frozen=True)
 class EndpointSettings:
     bind_host: str = "127.0.0.1"  # where the listeners bind
@@ -68,8 +88,9 @@ class EndpointManager:
     def __init__(self, settings: EndpointSettings, repo: EndpointRepo, box: SecretBox, app_factory: AppFactory,
                  guard: AppApiGuard | None = None,
                  fence: Callable[[], AbstractContextManager[object]] | None = None,
-                 on_pass: Callable[[float], None] | None = None) -> None:
+                 on_pass: Callable[[float], None] | None = None, kube: KubeBackends | None = None) -> None:
         self.repo = repo
+        self.kube = kube
         self.on_pass = on_pass  # told of each reconcile pass done (when it began): others wait for it
         self.fence = fence or nullcontext  # raises LeaseLost once another process holds the duty
         self.box = box
@@ -222,6 +243,8 @@ class EndpointManager:
                     # a launching cluster once its swarm exists: the create task is about to finish
                     if not t.has_nodes or (t.state == "launching" and not t.managers):
                         continue
+                    if t.cluster_type != "swarm" and not t.managers:  # no apiserver endpoint yet
+                        continue
                     try:
                         f = await self._start_frontend(t, taken)
                     except Exception:
@@ -238,7 +261,8 @@ class EndpointManager:
 
     async def _start_frontend(self, t: EndpointTarget, taken: set[int]) -> ClusterFrontend | None:
         cid = t.cluster_id
-        ctx, port = await asyncio.to_thread(self._prepare, cid)
+        kube = t.cluster_type != "swarm"
+        ctx, port, upstream = await asyncio.to_thread(self._prepare, cid, kube)
         lo, hi = self.port_range
         failing_since = self._bind_failures.get(cid)
         if port is not None and lo <= port <= hi and (
@@ -249,7 +273,10 @@ class EndpointManager:
             candidates = [p for p in range(lo, hi + 1) if p not in taken]
         await asyncio.to_thread(self._fenced)  # bind only while this process holds the duty
         for p in candidates:
-            f = ClusterFrontend(cid, ctx, self._app, t.managers, self.bind_host, p, self.guard)
+            if upstream is not None:
+                f: ClusterFrontend = KubeFrontend(cid, ctx, upstream, t.managers, self.bind_host, p, self.guard)
+            else:
+                f = ClusterFrontend(cid, ctx, self._app, t.managers, self.bind_host, p, self.guard)
             try:
                 await f.start()
             except OSError as e:
@@ -276,7 +303,12 @@ class EndpointManager:
     # ------------------------------------------------------------ store (worker threads)
 
     def _scan(self) -> tuple[dict[str, EndpointTarget], set[int]]:
-        return self.repo.scan()
+        kube = self.kube.cluster_types if self.kube is not None else ()
+        targets, taken = self.repo.scan(("swarm", *kube))  # one read of the clusters per pass
+        for cid, t in targets.items():
+            if self.kube is not None and t.cluster_type in kube:
+                t.managers = self.kube.apiservers(cid)
+        return targets, taken
 
     def _sans(self) -> tuple[list[str], list[str]]:
         """(IPs, DNS names) for the server certificate: the advertised host and a concrete bind IP;
@@ -294,8 +326,10 @@ class EndpointManager:
                 ips.append(str(ip))
         return ips, dns
 
-    def _prepare(self, cluster_id: str) -> tuple[ssl.SSLContext, int | None]:
-        """The SSL context (server certificate issued/stored on first use) and the persisted port."""
+    def _prepare(self, cluster_id: str, kube: bool = False
+                 ) -> tuple[ssl.SSLContext, int | None, ssl.SSLContext | None]:
+        """The SSL context (server certificate issued/stored on first use), the persisted port and,
+        for a Kubernetes cluster, the client context toward its apiserver."""
         ips, dns = self._sans()
         sans = sorted(ips + dns)
 
@@ -313,7 +347,8 @@ class EndpointManager:
             raise RuntimeError(str(e)) from None
         cas = self.guard.client_cas(cluster_id) if self.guard is not None else None
         ctx = server_context(got.ca_pem, got.tls["cert"], self.box.decrypt(got.tls["key_enc"]), cas)
-        return ctx, got.port
+        upstream = client_context(*self.kube.front_proxy(cluster_id)) if kube and self.kube is not None else None
+        return ctx, got.port, upstream
 
     @staticmethod
     def _cert_ok(tls: dict[str, Any], ca_pem: str, sans: list[str]) -> bool:

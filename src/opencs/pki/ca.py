@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -63,8 +63,8 @@ def _cert_to_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
-def _name(common_name: str, org_unit: str = "", uid: str = "") -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "opencs")]
+def _name(common_name: str, org_unit: str = "", uid: str = "", orgs: Sequence[str] = ("opencs",)) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
     if org_unit:
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, org_unit))
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
@@ -201,10 +201,12 @@ class CertAuthority:
                            san)
 
     def issue_client(self, common_name: str, days: int = 825, rsa: bool = True, *,
-                     lifetime: _dt.timedelta | None = None, org_unit: str = "", uid: str = "") -> IssuedCert:
+                     lifetime: _dt.timedelta | None = None, org_unit: str = "", uid: str = "",
+                     orgs: Sequence[str] = ("opencs",)) -> IssuedCert:
         """Client cert (clientAuth). RSA-2048/PKCS#1 by default: the user-facing format. `org_unit` and
-        `uid` name the holder beyond the CN (a user's certificate: its account and AccessKey)."""
-        return self._issue(_name(common_name, org_unit, uid), lifetime or _dt.timedelta(days=days),
+        `uid` name the holder beyond the CN (a user's certificate: its account and AccessKey); `orgs`
+        are its O attributes (Kubernetes reads them as the user's groups)."""
+        return self._issue(_name(common_name, org_unit, uid, orgs), lifetime or _dt.timedelta(days=days),
                            "rsa" if rsa else "ec", ExtendedKeyUsageOID.CLIENT_AUTH, [])
 
     @property

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from opencs.engines.driver import ClusterDriver, ClusterPKI
-from opencs.errors import ApiError, NotFound
+from opencs.engines.driver import ClusterDriver, ClusterPKI, DriverError
+from opencs.errors import ApiError, BadRequest, Conflict, NotFound
 from opencs.pki.ca import CertAuthority, not_after, serial_hex
 from opencs.secretbox import SecretBox
 from opencs.services.accounts import AccountService, Principal
@@ -85,20 +85,53 @@ class ClusterCertService:
         life = lifetime or self.default_lifetime
         if not timedelta(0) < life <= MAX_LIFETIME:
             raise ValueError(f"certificate lifetime {life} out of range")
-        if who is None:
-            owner = self.accounts.owner(c.account_id)
-            if owner is None:
-                raise NotFound(f"Cluster {cluster_id}'s account has no owner", code="ErrorCertsNotFound")
-            who = Principal("", c.account_id, owner.user_id, owner.user_name, True, ())
+        who = who or self._owner(cluster_id, c.account_id)
         ca = self._signer(cluster_id, c.ca_cert_pem, c.ca_key_enc, who.is_owner)
         issued = ca.issue_client(who.user_name, lifetime=life, org_unit=f"account {who.account_id}",
                                  uid=who.access_key_id)
-        serial, expires = serial_hex(issued.cert_pem), not_after(issued.cert_pem).replace(tzinfo=None)
+        expires = self._record(cluster_id, who, issued.cert_pem)
+        serial = serial_hex(issued.cert_pem)
+        # the CA in the reply verifies master_url's server certificate: always the cluster CA
+        cred = self.driver.credentials(ClusterPKI(cluster_id, c.ca_cert_pem, "", c.master_url or ""),
+                                       issued.cert_pem, issued.key_pem)
+        return IssuedUserCert(cred.ca_pem, cred.cert_pem, cred.key_pem, serial, _ts(expires), cred.kubeconfig)
+
+    def issue_kubeconfig(self, cluster_id: str, who: Principal | None, minutes: int | None) -> dict[str, str]:
+        """GET /k8s/{id}/user_config (spec §6.8): a kubeconfig for `who` whose certificate is recorded
+        like any other (revocable), naming the user `<account>:<user>` and, for the account's owner,
+        the group system:masters (cluster-admin); a RAM user gets no rights until the cluster's RBAC
+        grants some (as in ACK). Its server is master_url, the endpoint that checks revocation."""
+        c = self.clusters.get_row(cluster_id)
+        if c.state in ("launching", "failed", "deleting") or not (c.ca_cert_pem and c.ca_key_enc):
+            raise Conflict(f"Cluster {cluster_id} is {c.state}: its apiserver has no endpoint yet",
+                           code="ErrorClusterStateConflict")
+        who = who or self._owner(cluster_id, c.account_id)
+        life = timedelta(minutes=minutes) if minutes else self.default_lifetime
+        ca = self._signer(cluster_id, c.ca_cert_pem, c.ca_key_enc, who.is_owner)
+        issued = ca.issue_client(f"{who.account_id}:{who.user_name}", lifetime=life, rsa=False,
+                                 org_unit=f"account {who.account_id}", uid=who.access_key_id,
+                                 orgs=["system:masters"] if who.is_owner else [])
+        try:
+            cred = self.driver.credentials(ClusterPKI(cluster_id, c.ca_cert_pem, "", c.master_url or ""),
+                                           issued.cert_pem, issued.key_pem)
+        except DriverError as e:
+            raise BadRequest(e.message, code=e.code) from None
+        if cred.kind != "kubeconfig":  # the certificate is dropped unrecorded: nobody saw it
+            raise BadRequest(f"Cluster {cluster_id} is no Kubernetes cluster: use GET /clusters/{{id}}/certs",
+                             code="ErrorClusterTypeMismatch")
+        return {"config": cred.kubeconfig, "expiration": _ts(self._record(cluster_id, who, issued.cert_pem))}
+
+    def _owner(self, cluster_id: str, account_id: str) -> Principal:
+        owner = self.accounts.owner(account_id)
+        if owner is None:
+            raise NotFound(f"Cluster {cluster_id}'s account has no owner", code="ErrorCertsNotFound")
+        return Principal("", account_id, owner.user_id, owner.user_name, True, ())
+
+    def _record(self, cluster_id: str, who: Principal, cert_pem: str) -> Any:
+        serial, expires = serial_hex(cert_pem), not_after(cert_pem).replace(tzinfo=None)
         self.repo.add(CertRecord(serial, cluster_id, who.account_id, who.user_id, who.user_name, who.access_key_id,
                                  utcnow(), expires))
-        # the CA in the reply verifies master_url's server certificate: always the cluster CA
-        cred = self.driver.credentials(ClusterPKI(cluster_id, c.ca_cert_pem, ""), issued.cert_pem, issued.key_pem)
-        return IssuedUserCert(cred.ca_pem, cred.cert_pem, cred.key_pem, serial, _ts(expires), cred.kubeconfig)
+        return expires
 
     def _signer(self, cluster_id: str, ca_pem: str, ca_key_enc: str, owner: bool) -> CertAuthority:
         if owner:
@@ -115,6 +148,13 @@ class ClusterCertService:
         if got is None:
             raise NotFound(f"Cluster {cluster_id} not found", code="ErrorClusterNotFound")
         return got
+
+    def cluster_ca(self, cluster_id: str) -> tuple[str, str]:
+        """The cluster CA's certificate and key (the kubeconfig endpoint derives its front-proxy CA)."""
+        ca = self.repo.cluster_ca(cluster_id)
+        if ca is None:
+            raise LookupError(f"cluster {cluster_id} has no CA")
+        return ca.ca_cert_pem, self.box.decrypt(ca.ca_key_enc)
 
     def client_cas(self, cluster_id: str) -> builtins.list[str]:
         """The CAs master_url verifies client certificates with: the cluster CA and the sub-users' CA."""

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from opencs import ids
-from opencs.engines.driver import ClusterDriver, ClusterPKI, DriverError
+from opencs.engines.driver import ClusterDriver, DriverError
 from opencs.errors import BadRequest, Conflict, NotFound, ProviderNotAvailable, ValidationFailed
-from opencs.pki.ca import CertAuthority, not_after
+from opencs.pki.ca import CertAuthority
 from opencs.providers.base import Provider, ProviderUnavailable
 from opencs.secretbox import SecretBox
 from opencs.store.db import utcnow
@@ -378,20 +378,6 @@ class ClusterService:
                                lambda s: self.tasks.submit("cluster_attach", {"instances": instance_ids},
                                                            cluster_id=cluster_id, session=s))
         return [{"code": "200", "instanceId": i, "message": "successful"} for i in instance_ids], tid
-
-    def user_config(self, cluster_id: str, user: str, admin: bool, minutes: int | None) -> dict[str, str]:
-        """GET /k8s/{id}/user_config (spec §6.8): a kubeconfig with a credential of the caller's own
-        (`user` its identity in the cluster; `admin`: cluster-admin, as the account's owner is)."""
-        c = self.get_row(cluster_id)
-        if c.state in ("launching", "failed", "deleting") or not (c.ca_cert_pem and c.ca_key_enc):
-            raise Conflict(f"Cluster {cluster_id} is {c.state}: its apiserver has no endpoint yet",
-                           code="ErrorClusterStateConflict")
-        pki = ClusterPKI(cluster_id, c.ca_cert_pem, self.box.decrypt(c.ca_key_enc))
-        try:
-            cred = self.driver.user_credentials(pki, user, admin, minutes)
-        except DriverError as e:
-            raise BadRequest(e.message, code=e.code) from None
-        return {"config": cred.kubeconfig, "expiration": _ts(not_after(cred.cert_pem))}
 
     def scale_out(self, cluster_id: str, count: int) -> str:
         """POST /api/v2/clusters/{id} (spec §6.7): `count` more worker nodes."""

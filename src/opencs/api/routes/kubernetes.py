@@ -61,13 +61,10 @@ def user_config(
     PrivateIpAddress: bool = Query(False),  # noqa: N803 - the SDK's names; one address here either way
     TemporaryDurationMinutes: int | None = Query(None, ge=KUBECONFIG_MINUTES[0], le=KUBECONFIG_MINUTES[1]),  # noqa: N803
 ) -> dict[str, str]:
-    """DescribeClusterUserKubeconfig: a kubeconfig with the caller's own client certificate."""
+    """DescribeClusterUserKubeconfig: a kubeconfig with the caller's own client certificate, recorded
+    and revocable like GET /certs' (opencs.services.cluster_certs.issue_kubeconfig)."""
     who = getattr(request.state, "principal", None)
-    # the account's owner gets cluster-admin (system:masters); a RAM user its identity, no rights
-    # until the cluster's RBAC grants some (as in ACK)
-    user = f"{who.account_id}:{who.user_name}" if who is not None else "opencs-admin"
-    admin = who is None or who.is_owner
-    return services(request).clusters.user_config(cluster_id, user, admin, TemporaryDurationMinutes)
+    return services(request).cluster_certs.issue_kubeconfig(cluster_id, who, TemporaryDurationMinutes)
 
 
 @router.post("/api/v2/clusters/{cluster_id}", status_code=202, openapi_extra=_body_doc(ScaleOutCluster))

@@ -343,22 +343,12 @@ class KubernetesDriver(ClusterDriver):
     # ------------------------------------------------------------ what users and monitors get
 
     def credentials(self, pki: ClusterPKI, user_cert_pem: str, user_key_pem: str) -> Credentials:
-        server = self.api_url(pki.cluster_id)
+        server = pki.server or self.api_url(pki.cluster_id)
         from opencs.pki import IssuedCert
 
         kc = kubeconfig(server, pki.ca_cert_pem, IssuedCert(user_cert_pem, user_key_pem),
                         cluster=pki.cluster_id, user=f"user-{pki.cluster_id}")
         return Credentials(kind="kubeconfig", ca_pem=pki.ca_cert_pem, cert_pem=user_cert_pem, key_pem=user_key_pem,
-                           kubeconfig=kc)
-
-    def user_credentials(self, pki: ClusterPKI, user: str, admin: bool, minutes: int | None) -> Credentials:
-        kp = KubePKI.from_ca(pki.ca_cert_pem, pki.ca_key_pem)
-        cred = kp.client(user, ["system:masters"] if admin else [], minutes=minutes or 3 * 365 * 24 * 60)
-        server = self.api_url(pki.cluster_id)
-        if not server:
-            raise NoManager(pki.cluster_id)
-        kc = kubeconfig(server, pki.ca_cert_pem, cred, cluster=pki.cluster_id, user=user)
-        return Credentials(kind="kubeconfig", ca_pem=pki.ca_cert_pem, cert_pem=cred.cert_pem, key_pem=cred.key_pem,
                            kubeconfig=kc)
 
     def health(self, cluster_id: str) -> dict[str, MemberHealth] | None:

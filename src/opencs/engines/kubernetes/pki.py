@@ -24,6 +24,7 @@ from opencs.pki import CertAuthority, IssuedCert, load_cert
 CLIENT = ExtendedKeyUsageOID.CLIENT_AUTH
 SERVER = ExtendedKeyUsageOID.SERVER_AUTH
 _SKEW = _dt.timedelta(minutes=5)  # a node whose clock is a little behind still accepts "now"
+FRONT_PROXY_CLIENT = "front-proxy-client"  # the one name --requestheader-allowed-names admits
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
@@ -118,12 +119,15 @@ class ClusterPKI:
         """etcd's own CA (kubeadm keeps one too): a client certificate of the cluster CA — which users
         get — must not open the datastore. Derived from the cluster CA's key, with a fixed serial and
         the cluster CA's validity, so every master (and a re-run after a crash) gets the same CA."""
-        key = _derived_key(self.ca.key_pem, b"opencs kubernetes etcd ca")
+        return self._derived_ca(b"opencs kubernetes etcd ca", "etcd-ca")
+
+    def _derived_ca(self, info: bytes, common_name: str, serial_offset: int = 0) -> CertAuthority:
+        key = _derived_key(self.ca.key_pem, info)
         parent = load_cert(self.ca.cert_pem)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "etcd-ca")])
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         cert = (
             x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(int.from_bytes(parent.fingerprint(hashes.SHA256())[:16], "big") >> 1)
+            .serial_number((int.from_bytes(parent.fingerprint(hashes.SHA256())[:16], "big") >> 1) + serial_offset)
             .not_valid_before(parent.not_valid_before_utc).not_valid_after(parent.not_valid_after_utc)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
@@ -132,6 +136,16 @@ class ClusterPKI:
         )  # fmt: skip
         return CertAuthority(cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
                              key_pem=_pem_key(key))
+
+    def front_proxy_ca(self) -> CertAuthority:
+        """The CA the apiserver trusts for front-proxy requests (`--requestheader-client-ca-file`):
+        opencs's kubeconfig endpoint authenticates to the apiserver with a leaf of it and names the
+        user in X-Remote-User. A CA of its own (kubeadm's front-proxy-ca), derived like etcd's, so
+        that no user certificate of the cluster CA can pass for the proxy."""
+        return self._derived_ca(b"opencs kubernetes front-proxy ca", "front-proxy-ca", 1)
+
+    def front_proxy_client(self) -> IssuedCert:
+        return issue(self.front_proxy_ca(), FRONT_PROXY_CLIENT)
 
     def etcd_member(self, name: str, ip: str) -> IssuedCert:
         """One etcd member's certificate: serves clients and peers, and is a client of its peers."""

@@ -29,7 +29,7 @@ from opencs.engines.kubernetes.config import (
     kubelet_config,
 )
 from opencs.engines.kubernetes.kubeconfig import kubeconfig
-from opencs.engines.kubernetes.pki import ClusterPKI
+from opencs.engines.kubernetes.pki import FRONT_PROXY_CLIENT, ClusterPKI
 from opencs.engines.kubernetes.runtime import KUBELET_ROOT, STD_PATH, unit_script
 from opencs.engines.kubernetes.topology import (
     APISERVER_PORT,
@@ -69,6 +69,7 @@ def control_plane(k: Path, pki: ClusterPKI, me: Member, masters: Sequence[Member
     p.files["pki/ca.key"] = (pki.ca.key_pem, 0o600)
     p.files["pki/sa.key"] = (pki.sa_key_pem, 0o600)
     p.files["pki/sa.pub"] = (pki.sa_pub_pem, 0o644)
+    p.files["pki/front-proxy-ca.crt"] = (pki.front_proxy_ca().cert_pem, 0o644)
     ips = [me.ip, *([endpoint_ip] if endpoint_ip else [])]
     p.add_pair("apiserver", pki.apiserver(ips, net.apiserver_service_ip, net.dns_domain))
     p.add_pair("apiserver-kubelet-client", pki.client("kube-apiserver-kubelet-client", ["system:masters"]))
@@ -155,6 +156,13 @@ def _apiserver(exe: str, d: Path, me: Member, masters: Sequence[Member], net: Cl
         "--service-account-signing-key-file", str(d / "sa.key"),
         "--service-cluster-ip-range", net.service_cidr,
         "--service-node-port-range", net.node_port_range,
+        # opencs's kubeconfig endpoint (loops/endpoints.py) checks revocation, then passes the user
+        # on as a front proxy; nothing else holds a front-proxy-ca leaf
+        "--requestheader-client-ca-file", str(d / "front-proxy-ca.crt"),
+        "--requestheader-allowed-names", FRONT_PROXY_CLIENT,
+        "--requestheader-username-headers", "X-Remote-User",
+        "--requestheader-group-headers", "X-Remote-Group",
+        "--requestheader-extra-headers-prefix", "X-Remote-Extra-",
         "--authorization-mode", "Node,RBAC",
         "--enable-admission-plugins", "NodeRestriction",
         "--allow-privileged", "--profiling=false", "--v", "1",

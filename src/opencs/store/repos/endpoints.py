@@ -22,6 +22,7 @@ class EndpointTarget:
     master_url: str
     has_nodes: bool = False
     managers: list[str] = field(default_factory=list)  # docker_host of live managers, oldest first
+    cluster_type: str = "swarm"
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,8 @@ class EndpointRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def scan(self, cluster_type: str = "swarm") -> tuple[dict[str, EndpointTarget], set[int]]:
-        """The clusters to serve (with their managers) and every port some live cluster holds."""
+    def scan(self, cluster_types: tuple[str, ...] = ("swarm",)) -> tuple[dict[str, EndpointTarget], set[int]]:
+        """The clusters of these types to serve (with their managers) and every port some live cluster holds."""
         with self.db.session() as s:
             # the port alone out of spec: the whole column holds each endpoint's certificate and key,
             # and at 10,000 clusters decoding it every pass (once a second) was most of the pass
@@ -49,7 +50,7 @@ class EndpointRepo:
                 select(Cluster.cluster_id, Cluster.state, Cluster.master_url, port, Cluster.cluster_type)
                 .where(Cluster.state != "deleted")
             ).all()
-            serve = {r.cluster_id: r for r in live if r.state in SERVE_STATES and r.cluster_type == cluster_type}
+            serve = {r.cluster_id: r for r in live if r.state in SERVE_STATES and r.cluster_type in cluster_types}
             nodes = s.execute(
                 select(InstanceRow.cluster_id, InstanceRow.role, InstanceRow.swarm_node_id, InstanceRow.docker_host,
                        InstanceRow.state)
@@ -60,7 +61,8 @@ class EndpointRepo:
         for r in live:
             if r.port is not None:
                 taken.add(int(r.port))
-        targets = {cid: EndpointTarget(cid, r.state, r.master_url or "") for cid, r in serve.items()}
+        targets = {cid: EndpointTarget(cid, r.state, r.master_url or "", cluster_type=r.cluster_type)
+                   for cid, r in serve.items()}
         for n in nodes:
             t = targets[n.cluster_id]
             t.has_nodes = True
