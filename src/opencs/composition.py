@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from opencs import metrics
+from opencs.api.app import NODE_PATHS, create_app
 from opencs.api.authorize import Authorizer
 from opencs.appapi.app import create_appapi_app
 from opencs.appapi.guard import AppApiGuard
@@ -43,6 +44,7 @@ from opencs.loops.endpoints import AppFactory, EndpointManager, EndpointSettings
 from opencs.loops.health import HealthLoop
 from opencs.loops.leased import LeasedLoop
 from opencs.loops.monitoring import MonitoringLoop
+from opencs.loops.node_api import NodeApiListener, node_endpoint, node_listen
 from opencs.loops.router import EngineRoutes, RouterLoop
 from opencs.loops.usage import ExportLoop, UsageLoop
 from opencs.machine import NodeRuntime
@@ -60,7 +62,7 @@ from opencs.secretbox import SecretBox
 from opencs.services import cluster_tasks
 from opencs.services.accounts import AccountService
 from opencs.services.alerts import AlertRuleService
-from opencs.services.attach_scripts import AttachScriptService, NodeEndpoint
+from opencs.services.attach_scripts import AttachScriptService
 from opencs.services.audit import AuditService
 from opencs.services.cluster_certs import ClusterCertService
 from opencs.services.cluster_tasks import ClusterTaskDeps
@@ -145,6 +147,7 @@ class ControlPlane:
     usage: UsageService | None = None  # container/node usage collector (None: off)
     influxdb: InfluxExport | None = None  # its InfluxDB add-on export (with usage)
     leases: dict[str, DutyLease] = field(default_factory=dict)  # this process's claim on each duty
+    node_api: NodeApiListener | None = None  # the nodes' paths on their bridge (API on loopback only)
     loops: list[Loop] = field(default_factory=list)
     # transitional: services that still take the whole process read these (being removed)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -214,6 +217,8 @@ class ControlPlane:
         if self.influxdb is not None:
             loops.append(ExportLoop(self.influxdb))
         loops.append(RealmListener(self.registry.realm_address, self.registry_access))
+        if self.node_api is not None:
+            loops.append(self.node_api)
         loops.append(leased(MonitoringLoop(self.monitoring)))  # idle while the stack is not enabled
         if s.container_events_interval > 0:
             watcher = DeathWatcher(ClusterRepo(self.db), self.instance_repo, {"swarm": SwarmDeathReader()}, self.events)
@@ -302,26 +307,6 @@ def app_engines(db: Database, nodes: NodeCredentials | None = None) -> AppEngine
                 for m in members.of_cluster(cluster_id)]
 
     return SwarmAppEngines(of, nodes.login if nodes is not None else None)
-
-
-def node_endpoint(settings: Settings, providers: dict[str, Provider]) -> NodeEndpoint | None:
-    """How a script on a node reaches this API (attach scripts): the nodes' bridge address when the
-    API listens on every address, else a public URL that is not loopback, else nothing."""
-    from opencs.pki.ca import spki_pin
-    from opencs.pki.server_tls import SERVER_FILE, is_loopback, is_wildcard, tls_dir, url_host
-
-    scheme = "https" if settings.tls else "http"
-    base = ""
-    net = next((n for p in providers.values() if (n := p.host_network()) is not None), None)
-    gateway = net.gateway_address if net is not None else None
-    if is_wildcard(settings.host) and gateway:
-        base = f"{scheme}://{gateway}:{settings.port}"
-    elif not is_loopback(url_host(settings.public_url)):
-        base = settings.public_url
-    if not base:
-        return None
-    cert = tls_dir(settings.data_dir) / SERVER_FILE
-    return NodeEndpoint(base, spki_pin(cert.read_text()) if settings.tls and cert.exists() else "")
 
 
 def make_providers(settings: Settings, box: SecretBox, runtime: NodeRuntime | None = None,
@@ -480,10 +465,14 @@ def _wire(settings: Settings) -> ControlPlane:
                                            node_credentials, region, plane.registry_logins)
     plane.projects = ProjectService(ProjectRepo(db), VolumeRepo(db), tasks, plane.app_engines, routes, box)
     handlers.add_all([*project_tasks.task_handlers(plane.projects), *project_bluegreen.task_handlers(plane.projects)])
-    plane.triggers = TriggerService(TriggerRepo(db), clusters, settings.public_url, plane.projects, box, nonces,
-                                    settings.trigger_signed_default)
+    if (listen := node_listen(settings, providers)) is not None:
+        plane.node_api = NodeApiListener(listen, lambda: create_app(plane, only_paths=NODE_PATHS))
+    node_base = plane.node_api.base if plane.node_api is not None else (lambda: "")
+    # trigger URLs go to nodes' containers and alert receivers: the bridge while the API is on loopback
+    plane.triggers = TriggerService(TriggerRepo(db), clusters, lambda: node_base() or settings.public_url,
+                                    plane.projects, box, nonces, settings.trigger_signed_default)
     plane.attach_scripts = AttachScriptService(AttachTokenRepo(db), clusters, instance_repo, task_repo,
-                                               lambda: node_endpoint(settings, providers))
+                                               lambda: node_endpoint(settings, providers, node_base))
     plane.alerts = AlertRuleService(AlertRuleRepo(db), plane.triggers, box)
     plane.events = EventLog(EventRepo(db), settings.events_retention)
     tasks.observers.append(plane.events.task_observer)

@@ -33,9 +33,13 @@ from opencs.api.routes import (
 # /console: the web console's pages authenticate with its session cookie (opencs.console)
 PUBLIC_PATHS = ("/healthz", "/openapi.json", "/docs", "/docs/", "/redoc", "/hook/trigger", "/hook/registry", "/attach/",
                 "/metrics", "/metrics/containers", "/console", "/console/")
+# what the nodes call (trigger URLs handed to their containers and alert receivers, the attach
+# script), served alone on the nodes' bridge when the API listens on loopback only
+NODE_PATHS = ("/healthz", "/hook/trigger", "/attach/")
 
 
-def create_app(services: ApiServices) -> FastAPI:
+def create_app(services: ApiServices, only_paths: tuple[str, ...] | None = None) -> FastAPI:
+    """The API; with `only_paths`, an app that answers those (NODE_PATHS) and 404s the rest."""
     app = FastAPI(
         title="opencs Container Service API",
         version=__version__,
@@ -52,7 +56,7 @@ def create_app(services: ApiServices) -> FastAPI:
               registry_users.router):
         app.include_router(r)
     app.add_middleware(SignedApiMiddleware, verifier=services.verifier, public_paths=PUBLIC_PATHS,
-                       authorizer=services.authorizer)
+                       authorizer=services.authorizer, only_paths=only_paths)
     app.add_middleware(errors.InternalErrors)  # a 500 keeps the connection and the request id
     app.add_middleware(HttpMetricsMiddleware, routes=app.routes)  # outermost: sees refusals too
     return app

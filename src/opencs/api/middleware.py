@@ -33,11 +33,12 @@ IN_PROCESS_CALLER = "opencs.in_process_access_key_id"
 
 class SignedApiMiddleware:
     def __init__(self, app: Any, verifier: RequestVerifier, public_paths: tuple[str, ...] = (),
-                 authorizer: Authorizer | None = None) -> None:
+                 authorizer: Authorizer | None = None, only_paths: tuple[str, ...] | None = None) -> None:
         self.app = app
         self.verifier = verifier
         self.public = public_paths
         self.authorizer = authorizer
+        self.only = only_paths  # None: every route; else the rest is a 404 (the listener for the nodes)
 
     def _check(self, req: SignedRequest, scope: Scope) -> Admission | None:
         """Signature, then authorization (opencs.api.authorize), in one worker-thread hop."""
@@ -72,7 +73,10 @@ class SignedApiMiddleware:
 
         send_with_id: Send = add_id
         path: str = scope["path"]
-        if path in self.public or any(path.startswith(p) for p in self.public if p.endswith("/")):
+        if self.only is not None and not _matches(path, self.only):
+            await self._error(send_with_id, 404, "NotFound", "not served on this address", rid)
+            return
+        if _matches(path, self.public):
             await self.app(scope, receive, send_with_id)
             return
 
@@ -130,3 +134,8 @@ class SignedApiMiddleware:
         body, headers = error_body(status, code, message, rid)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _matches(path: str, paths: tuple[str, ...]) -> bool:
+    """`path` is one of `paths`, or under one of them that ends with '/'."""
+    return path in paths or any(path.startswith(p) for p in paths if p.endswith("/"))

@@ -100,12 +100,13 @@ class Invocation:
 
 
 class TriggerService:
-    def __init__(self, repo: TriggerRepo, clusters: ClusterCheck, public_url: str,
+    def __init__(self, repo: TriggerRepo, clusters: ClusterCheck, public_url: str | Callable[[], str],
                  projects: ProjectActions | None = None, box: SecretBox | None = None,
                  replays: Replays | None = None, signed_default: bool = False) -> None:
         self.repo = repo
         self.clusters = clusters
-        self.public_url = public_url
+        # the base of trigger URLs; a callable when it depends on what serves (the nodes' bridge)
+        self._base: Callable[[], str] = public_url if callable(public_url) else (lambda: public_url)
         self._projects = projects
         self.box = box  # signing secrets at rest (signed triggers need it, and the replay store)
         self.replays = replays
@@ -130,7 +131,7 @@ class TriggerService:
         return head + tail
 
     def trigger_url(self, token: str) -> str:
-        return f"{self.public_url}/hook/trigger?triggerUrl={token}"
+        return f"{self._base()}/hook/trigger?triggerUrl={token}"
 
     def view(self, t: Trigger) -> dict[str, Any]:
         return {
