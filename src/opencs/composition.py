@@ -155,6 +155,7 @@ class ControlPlane:
     router: RouterService | None = None
     _starter: threading.Thread | None = None
     _closing: threading.Event = field(default_factory=threading.Event)
+    queue_gauge: metrics.QueueDepth | None = None  # this store's task queue on /metrics, dropped at close
     host_use: hostclaims.DataDirUse | None = None  # keeps the data dir's host claims live (opencs teardown)
 
     # ------------------------------------------------------------ transitional delegates
@@ -250,6 +251,7 @@ class ControlPlane:
                     stop()
                 except Exception as e:  # the store must still close
                     log.warning("stopping the %s: %s", what, e)
+        metrics.unwatch_queue(self.queue_gauge)  # a scrape must not reach a closed store
         self.db.close()
 
 
@@ -436,7 +438,7 @@ def _wire(settings: Settings) -> ControlPlane:
     handlers.load_plugins(settings.task_plugins)
     task_repo = TaskRepo(db)
     tasks = TaskEngine(task_repo, handlers, lease_seconds=settings.task_lease_seconds)
-    metrics.watch_queue(task_repo.active_counts)
+    queue_gauge = metrics.watch_queue(task_repo.active_counts)
     clusters = ClusterService(cluster_repo, instance_repo, box, tasks, providers, driver, settings.max_cluster_size)
     instances = InstanceService(instance_repo, tasks, clusters)
     health = HealthService(providers, instance_repo, cluster_repo, driver)
@@ -451,7 +453,8 @@ def _wire(settings: Settings) -> ControlPlane:
     routes = Routes((lambda: router_service(settings, db, engines, owner=False)) if settings.routing else None,
                     follow=leases["router"].wait_pass if settings.routing else None)
     plane = ControlPlane(settings, db, box, keys, tasks, clusters, instances, verifier, providers, registry,
-                         instance_repo, driver, health, engines, routes, leases=leases)
+                         instance_repo, driver, health, engines, routes, leases=leases,
+                         queue_gauge=queue_gauge)
     endpoints.plane = plane
     account_repo = AccountRepo(db)
     plane.accounts = AccountService(account_repo, keys)

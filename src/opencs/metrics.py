@@ -6,6 +6,7 @@ their figures with the library's global one. Everything here is cheap to call on
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -13,6 +14,8 @@ from contextlib import contextmanager
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -71,18 +74,32 @@ class QueueDepth(Collector):
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         g = GaugeMetricFamily("opencs_task_queue_depth", "Durable tasks not yet ended, by state", labels=["state"])
-        for state, n in sorted(self.counts().items()):
+        try:
+            counts = self.counts()
+        except Exception as e:  # a store that is down must not fail the whole scrape: the gauge is absent
+            log.warning("task queue depth not read: %s", e)
+            return
+        for state, n in sorted(counts.items()):
             g.add_metric([state], n)
         yield g
 
 
-def watch_queue(counts: Callable[[], dict[str, int]]) -> None:
+def watch_queue(counts: Callable[[], dict[str, int]]) -> QueueDepth:
     """Report the task queue of this process's store (the last store registered wins)."""
     global _queue
     if _queue is not None:
         REGISTRY.unregister(_queue)
     _queue = QueueDepth(counts)
     REGISTRY.register(_queue)
+    return _queue
+
+
+def unwatch_queue(queue: QueueDepth | None) -> None:
+    """A closed store stops being scraped (unless another store has replaced it already)."""
+    global _queue
+    if queue is not None and queue is _queue:
+        REGISTRY.unregister(queue)
+        _queue = None
 
 
 _queue: QueueDepth | None = None

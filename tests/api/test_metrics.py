@@ -101,3 +101,19 @@ def test_router_passes_report_loop_health(tmp_path: Any, monkeypatch: Any) -> No
              for o in ("ok", "error")}
     assert after == {"ok": before["ok"] + 1, "error": before["error"] + 1}
     assert metrics.REGISTRY.get_sample_value("opencs_loop_last_success_timestamp_seconds", {"loop": "router"})
+
+
+def test_queue_depth_of_a_closed_store_is_not_scraped() -> None:
+    """A store that is down leaves the gauge out instead of failing the scrape; a closed one is dropped."""
+    from opencs import metrics
+
+    def down() -> dict[str, int]:
+        raise OSError("store is gone")
+
+    q = metrics.watch_queue(down)
+    try:
+        assert metrics.REGISTRY.get_sample_value("opencs_task_queue_depth", {"state": "queued"}) is None
+        assert b"opencs_task_queue_depth" not in metrics.generate_latest(metrics.REGISTRY)
+    finally:
+        metrics.unwatch_queue(q)
+    assert metrics._queue is None
