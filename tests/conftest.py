@@ -157,7 +157,7 @@ class ServerProcess:
     def verify(self) -> ssl.SSLContext | bool:
         return ssl.create_default_context(cafile=str(self.ca_file)) if self.scheme == "https" else True
 
-    def start(self, timeout: float = 20.0) -> ServerProcess:
+    def start(self, timeout: float = 60.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "opencs.cli.main", "server", "--host", self.host, "--port",
                str(self.port), "--data-dir", str(self.data_dir), "--workers", str(self.workers), *self.args]
