@@ -59,6 +59,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
 def runtime(tmp_path: Path, database_url: str | None) -> Iterator[Any]:
     from opencs.composition import build
     from opencs.config import Settings
+    from opencs.providers import hostclaims
 
     rt = build(Settings(data_dir=tmp_path / "data", database_url=database_url, workers=0,
                         task_plugins=["tests.plugins.sdk_tasks"]))
@@ -66,6 +67,7 @@ def runtime(tmp_path: Path, database_url: str | None) -> Iterator[Any]:
         yield rt
     finally:
         rt.close()
+        hostclaims.release(tmp_path / "data")  # the host-wide claims index keeps nothing of this test
 
 
 # the kind of a test is a marker, not a folder: a module that starts real processes declares
