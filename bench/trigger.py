@@ -7,7 +7,7 @@ A real opencs server with a 2-node cluster and a project whose service is routed
 moment the engine received the update comes from the manager engine's own event stream
 (`service update` events, their timeNano), so no polling interval is in the figure. Each call waits
 for the previous scale task to end, so that each figure is one trigger's own (calls in a burst would
-fold into one run: README, "Desired state wins").
+fold into one run: README, "Changes while a task runs").
 """
 
 from __future__ import annotations
