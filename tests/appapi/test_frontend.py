@@ -34,6 +34,7 @@ from tests.clusterkit import create_cluster, node_runtime, write_certs
 pytestmark = pytest.mark.integration  # real TLS listeners, and real nodes in some tests
 
 PORTS = (28900, 28949)  # outside the blocks data dirs are allocated (opencs.providers.hostclaims.Pool)
+PORTS_B = (28950, 28999)  # a second data dir while the module's first one lives: its own block
 SERVICE = "oca-ticker"
 
 
@@ -427,7 +428,7 @@ def test_runtime_starts_and_stops_the_manager(tmp_path: Path) -> None:
     from opencs.config import Settings
 
     rt = build(Settings(data_dir=tmp_path / "d", local_nodes=False, workers=0, monitor_interval=0,
-                               appapi_port_range=PORTS))
+                               appapi_port_range=PORTS_B))
     try:
         rt.start()
         mgr = rt._appapi

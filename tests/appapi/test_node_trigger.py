@@ -18,8 +18,8 @@ from tests.clusterkit import node_server
 from tests.monitoring.test_influxdb import docker
 
 pytestmark = pytest.mark.integration
-PREFIX, SUBNET = "otr", "10.249.0.0/24"
-GATEWAY = "10.249.0.1"
+PREFIX, SUBNET = "otr", "10.253.0.0/24"
+GATEWAY = "10.253.0.1"
 TEMPLATE = """
 version: '2'
 services:

@@ -373,7 +373,8 @@ def test_reads_tasks_instances_images_audit_metrics(env: Env, created: Result) -
     assert "ErrorClusterTypeMismatch" in run("clusters", "kubeconfig", env.cid, code=1).stderr
     run("clusters", "scale-out", env.cid, "--count", "1", code=1)  # §6.7's required fields
     run("clusters", "remove-nodes", env.cid, "no-such-node", code=6)
-    assert "loopback" in run("clusters", "attach-script", env.cid, code=8).stderr  # nodes cannot reach it
+    # a loopback server serves the attach paths on the nodes' bridge (loops/node_api.py): the script names it
+    assert "/attach/" in run("clusters", "attach-script", env.cid).stdout
     assert json.loads(run("api", "GET", f"/clusters/{env.cid}").stdout)["cluster_id"] == env.cid
 
 

@@ -77,9 +77,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     require_kubernetes_host()
     data = tmp_path / "data"
     env = kube_env(PREFIX, SUBNET, 5033)
-    # every address (plain HTTP, as on a trusted host): the attach script on a node reaches the API
-    # through the nodes' bridge; the test itself talks to loopback
-    s = ServerProcess(data, env=env, host="0.0.0.0", args=["--insecure-http"])
+    s = ServerProcess(data, env=env)  # loopback: nodes reach the attach paths on the bridge (loops/node_api.py)
     try:
         yield s.start()
     finally:
