@@ -22,8 +22,8 @@ from opencs.monitoring.stack import ALERTMANAGER, PROMETHEUS, MonitoringStack
 from opencs.providers.localnet import socket_path
 from opencs.sdk import Client
 from opencs.sdk.errors import BadRequestError
-from tests.appapi.test_triggers_e2e import App, wait_project
-from tests.clusterkit import destroy_everything, node_env, require_local_nodes
+from tests.appapi.test_triggers_e2e import App, cluster_app, wait_project
+from tests.clusterkit import node_server
 from tests.conftest import ServerProcess, Signer
 
 pytestmark = pytest.mark.integration
@@ -54,20 +54,17 @@ SERVICE_LABEL = "com.docker.swarm.service.name"
 
 @pytest.fixture
 def server(tmp_path: Path) -> Any:
-    require_local_nodes()
     if not (PROMETHEUS.exists() and ALERTMANAGER.exists()):
         pytest.skip("apt-get install prometheus prometheus-alertmanager")
     data = tmp_path / "data"
-    srv = ServerProcess(data, env={**node_env(PREFIX, SUBNET), "OPENCS_MONITOR_INTERVAL": "0",
-                                   "OPENCS_USAGE_INTERVAL": "1", "OPENCS_MONITORING_INTERVAL": "1",
-                                   "OPENCS_CONTAINER_EVENTS_INTERVAL": "0.5"})
-    try:
-        srv.start()
-        yield srv, tmp_path
-    finally:
-        srv.kill()
-        MonitoringStack(data / "monitoring").stop()  # by the PIDs it recorded
-        destroy_everything(data, PREFIX, SUBNET)
+    env = {"OPENCS_MONITOR_INTERVAL": "0", "OPENCS_USAGE_INTERVAL": "1", "OPENCS_MONITORING_INTERVAL": "1",
+           "OPENCS_CONTAINER_EVENTS_INTERVAL": "0.5"}
+    with node_server(data, PREFIX, SUBNET, env) as srv:
+        try:
+            yield srv, tmp_path
+        finally:
+            srv.kill()  # first, so that it cannot start the stack again
+            MonitoringStack(data / "monitoring").stop()  # by the PIDs it recorded
 
 
 def containers(app: App) -> dict[str, Any]:
@@ -113,11 +110,7 @@ def test_cpu_alert_scales_out_then_in(server: Any) -> None:
     out = c.create_cluster({"name": "mon", "size": 2})
     c.wait_task(out["task_id"], timeout=180)
     cid = out["cluster_id"]
-    certs = tmp / "certs"
-    certs.mkdir()
-    for k, v in c.cluster_certs(cid).items():
-        (certs / f"{k}.pem").write_text(v)
-    app = App(c.describe_cluster(cid)["master_url"], certs)
+    app = cluster_app(c, cid, tmp / "certs")
     r = app.post("/projects/", json={"name": "web", "template": TEMPLATE, "version": "1.0"})
     assert r.status_code == 201, r.text
     assert wait_project(app, "web")["current_state"] == "running"
