@@ -118,6 +118,16 @@ class Env:
         return httpx.Client(base_url=self.url, verify=ctx, trust_env=False, timeout=10)
 
 
+def stand_in_apiserver_context(pki: ClusterPKI, tmp_path: Path) -> ssl.SSLContext:
+    """TLS of a stand-in kube-apiserver: its serving certificate, and only front-proxy clients."""
+    api = pki.apiserver(["127.0.0.1"], "10.96.0.1")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=pki.front_proxy_ca().cert_pem)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    (tmp_path / "api.pem").write_text(api.cert_pem + api.key_pem)
+    ctx.load_cert_chain(str(tmp_path / "api.pem"))
+    return ctx
+
+
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     import threading
@@ -125,11 +135,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
     pki = ClusterPKI.create(CID)
     user_ca = CertAuthority.create(f"opencs cluster {CID} users")
     up_port, port = free_port(), free_port()
-    api = pki.apiserver(["127.0.0.1"], "10.96.0.1")
-    up_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=pki.front_proxy_ca().cert_pem)
-    up_ctx.verify_mode = ssl.CERT_REQUIRED
-    (tmp_path / "api.pem").write_text(api.cert_pem + api.key_pem)
-    up_ctx.load_cert_chain(str(tmp_path / "api.pem"))
+    up_ctx = stand_in_apiserver_context(pki, tmp_path)
     fp = pki.front_proxy_client()
     server = pki.ca.issue_server("opencs-kube-endpoint", ips=["127.0.0.1"])
     guard = StubGuard()
@@ -410,11 +416,7 @@ def test_the_endpoint_manager_serves_kubernetes_clusters(tmp_path: Path) -> None
         s.add(InstanceRow(instance_id="i-kubefrontendtest0001", provider="fake", cluster_id=CID, role="worker",
                           state="running", created=now, updated=now))
     up_port = free_port()
-    api = pki.apiserver(["127.0.0.1"], "10.96.0.1")
-    up_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=pki.front_proxy_ca().cert_pem)
-    up_ctx.verify_mode = ssl.CERT_REQUIRED
-    (tmp_path / "api.pem").write_text(api.cert_pem + api.key_pem)
-    up_ctx.load_cert_chain(str(tmp_path / "api.pem"))
+    up_ctx = stand_in_apiserver_context(pki, tmp_path)
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     started = threading.Event()
