@@ -124,17 +124,15 @@ class WithCluster:
 
 
 @contextmanager
-def node_server(data_dir: Path, prefix: str, subnet: str, env: dict[str, str] | None = None,
-                timeout: float = 60) -> Iterator[Any]:
+def node_server(data_dir: Path, prefix: str, subnet: str, env: dict[str, str] | None = None) -> Iterator[Any]:
     """A real `opencs server` (tests.conftest.ServerProcess) whose local nodes use `prefix` and
-    `subnet`; killed and everything of the prefix destroyed on exit, failed or not. The generous
-    start timeout: a host loaded by other test runs can take more than the default."""
+    `subnet`; killed and everything of the prefix destroyed on exit, failed or not."""
     from tests.conftest import ServerProcess
 
     require_local_nodes()
     srv = ServerProcess(data_dir, env={**node_env(prefix, subnet), **(env or {})})
     try:
-        srv.start(timeout=timeout)
+        srv.start()  # ServerProcess's own 60 s: enough on a loaded host
         yield srv
     finally:
         srv.kill()
