@@ -21,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import yaml
@@ -184,24 +185,34 @@ class BundledRegistry:
             return None
         return pid if self._is_ours(pid) else None
 
-    def _check_bindable(self) -> None:
+    def _check_bindable(self, settle: float = 0.0) -> None:
         """Fail fast (and clearly) if the registry could not bind `listen`.
 
         Probing by binding rather than connecting: some networks accept any outbound TCP connect,
-        and what matters is whether the address exists here and the port is free.
+        and what matters is whether the address exists here and the port is free. `settle`: how
+        long a port still held by a registry we have just stopped may take to be released.
         """
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        deadline = time.monotonic() + settle
         with socket.socket(family, socket.SOCK_STREAM) as s:
             # Same as Go's listener: TIME_WAIT leftovers of a previous registry do not block us.
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((self.host, self.port))
-            except OSError as e:
-                if e.errno == errno.EADDRINUSE:
-                    raise RegistryError(f"{self.listen} is already in use by another process") from e
-                if e.errno == errno.EADDRNOTAVAIL:
-                    raise RegistryError(f"{self.host} is not an address of this host (bridge not up?)") from e
-                raise RegistryError(f"cannot bind {self.listen}: {e}") from e
+            while True:
+                try:
+                    s.bind((self.host, self.port))
+                    return
+                except OSError as e:
+                    if e.errno == errno.EADDRINUSE and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                        continue
+                    self._bind_failed(e)
+
+    def _bind_failed(self, e: OSError) -> NoReturn:
+        if e.errno == errno.EADDRINUSE:
+            raise RegistryError(f"{self.listen} is already in use by another process") from e
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise RegistryError(f"{self.host} is not an address of this host (bridge not up?)") from e
+        raise RegistryError(f"cannot bind {self.listen}: {e}") from e
 
     def _log_tail(self, n: int = 20) -> str:
         try:
@@ -299,6 +310,7 @@ class BundledRegistry:
         with self._lock():
             config = self.render_config()
             pid = self.recorded_pid()
+            stopped = False
             if pid is not None:
                 try:
                     same = self.config_path.read_text() == config
@@ -315,11 +327,13 @@ class BundledRegistry:
                 else:
                     log.info("registry config changed; restarting docker-registry pid %d", pid)
                 self._terminate(pid)
+                stopped = True
             self.pid_path.unlink(missing_ok=True)
             for orphan in self._orphans():
                 log.warning("stopping unrecorded docker-registry pid %d of this data dir", orphan)
                 self._terminate(orphan)
-            self._check_bindable()
+                stopped = True
+            self._check_bindable(settle=2.0 if stopped else 0.0)
             self._write_private(self.config_path, config)
             started = time.monotonic()
             pid = self._spawn()
