@@ -6,7 +6,7 @@ app that answers only what the nodes call (`opencs.api.app.NODE_PATHS`; the rest
 RequestId) on the bridge's gateway address, the API's port, and says so through `base()`: trigger
 URLs and attach scripts use it while it serves. The bridge may come up after the server starts (the
 first local machine creates it), and a second server sharing the data dir finds the address taken:
-like the registry's token realm it (re)binds in the background.
+like the registry's token realm it (re)binds in the background (`opencs.rebinding`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from opencs.rebinding import RebindingListener
 
 if TYPE_CHECKING:
     from opencs.config import Settings
@@ -39,17 +40,15 @@ class NodeListen:
     key_file: str | None = None
 
 
-class NodeApiListener:
+class NodeApiListener(RebindingListener[socket.socket]):
     """A loop of the server process: keeps `app_factory()`'s app served on the bridge gateway."""
 
     name = "node-api"
 
     def __init__(self, listen: NodeListen, app_factory: Callable[[], Any], retry: float = 0.5) -> None:
+        super().__init__(retry, join_timeout=10.0)
         self.listen = listen
         self.app_factory = app_factory
-        self.retry = retry
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._server: Any = None
         self._bound: str | None = None
 
@@ -59,11 +58,6 @@ class NodeApiListener:
         if host is None:
             return ""
         return f"{self.listen.scheme}://{f'[{host}]' if ':' in host else host}:{self.listen.port}"
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="opencs-node-api", daemon=True)
-        self._thread.start()
 
     def _bind(self) -> socket.socket | None:
         host = self.listen.address()
@@ -80,34 +74,27 @@ class NodeApiListener:
             return None
         return sock
 
-    def _run(self) -> None:
+    def _serve(self, bound: socket.socket) -> None:
         import uvicorn
 
-        while not self._stop.is_set():
-            sock = self._bind()
-            if sock is None:
-                self._stop.wait(self.retry)
-                continue
-            config = uvicorn.Config(self.app_factory(), lifespan="off", access_log=False, log_config=None,
-                                    timeout_graceful_shutdown=5, ssl_certfile=self.listen.cert_file,
-                                    ssl_keyfile=self.listen.key_file)
-            self._server = uvicorn.Server(config)  # not the main thread: it installs no signal handlers
-            self._bound = sock.getsockname()[0]
-            log.info("node-facing API paths on %s", self.base())
-            try:
-                asyncio.run(self._server.serve(sockets=[sock]))
-            finally:
-                self._bound = None
-                sock.close()
-            return
+        config = uvicorn.Config(self.app_factory(), lifespan="off", access_log=False, log_config=None,
+                                timeout_graceful_shutdown=5, ssl_certfile=self.listen.cert_file,
+                                ssl_keyfile=self.listen.key_file)
+        self._server = uvicorn.Server(config)  # not the main thread: it installs no signal handlers
+        self._bound = bound.getsockname()[0]
+        log.info("node-facing API paths on %s", self.base())
+        try:
+            asyncio.run(self._server.serve(sockets=[bound]))
+        finally:
+            self._bound = None
+            bound.close()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def _shutdown(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+
+    def stop(self) -> None:
+        super().stop()
         self._server = self._bound = None
 
 

@@ -4,8 +4,7 @@ docker (and containerd) on a node get a 401 with `WWW-Authenticate: Bearer realm
 registry and ask this endpoint for a token, with Basic credentials or none. It has to listen where
 the nodes reach it, next to the registry on the bridge, so it is a listener of its own (the API port
 stays on loopback by default); what it answers is decided by the `TokenIssuer` it is given.
-The listener (re)binds in the background: the bridge may come up after the server starts, and a
-second server process sharing the data dir finds the port taken and waits to take over.
+The listener (re)binds in the background (`opencs.rebinding`).
 """
 
 from __future__ import annotations
@@ -14,10 +13,11 @@ import contextlib
 import http.server
 import json
 import logging
-import threading
 from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
+
+from opencs.rebinding import RebindingListener
 
 log = logging.getLogger("opencs.registry")
 
@@ -66,24 +66,17 @@ class _RealmHTTPServer(http.server.ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
 
-class RealmListener:
+class RealmListener(RebindingListener[_RealmHTTPServer]):
     """A loop of the server process: keeps `GET /token` served on `address()` (None: no bridge yet)."""
 
     name = "registry-realm"
 
     def __init__(self, address: Callable[[], tuple[str, int] | None], issuer: TokenIssuer,
                  retry: float = 0.5) -> None:
+        super().__init__(retry)
         self.address = address
         self.issuer = issuer
-        self.retry = retry
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._server: _RealmHTTPServer | None = None
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="opencs-registry-realm", daemon=True)
-        self._thread.start()
 
     def _bind(self) -> _RealmHTTPServer | None:
         addr = self.address()
@@ -95,24 +88,14 @@ class RealmListener:
             log.debug("registry realm: cannot bind %s:%d yet: %s", addr[0], addr[1], e)
             return None
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            server = self._bind()
-            if server is None:
-                self._stop.wait(self.retry)
-                continue
-            self._server = server
-            log.info("registry token realm on http://%s:%d/token", *server.server_address[:2])
-            server.serve_forever(poll_interval=0.5)
-            return
+    def _serve(self, bound: _RealmHTTPServer) -> None:
+        self._server = bound
+        log.info("registry token realm on http://%s:%d/token", *bound.server_address[:2])
+        bound.serve_forever(poll_interval=0.5)
 
-    def stop(self) -> None:
-        self._stop.set()
+    def _shutdown(self) -> None:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 self._server.shutdown()
             self._server.server_close()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None

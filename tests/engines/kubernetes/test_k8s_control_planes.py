@@ -180,6 +180,13 @@ def _unknown_machines(server: ServerProcess, known: set[str]) -> list[str]:
     return found
 
 
+def _why(server: ServerProcess, cid: str) -> str:
+    """What the server logged about the cluster's warnings and errors, for a failed assertion."""
+    lines = [ln for ln in server.log.read_text(errors="replace").splitlines()
+             if cid in ln and any(w in ln for w in ("WARNING", "ERROR", "failed", "Traceback"))]
+    return "\n".join(lines[-30:]) or server.log.read_text(errors="replace")[-3000:]
+
+
 def _only_known_machines(server: ServerProcess, known: set[str]) -> None:
     assert {p.name for p in (server.data_dir / "nodes").glob("i-*")} >= known
     _wait("only the store's machines on the host", lambda: not _unknown_machines(server, known), 30)
@@ -204,7 +211,8 @@ def test_masters_survive_losing_an_apiserver(server: ServerProcess, tmp_path: Pa
     server.start()
     d = _settled(core, cid, "launching", 300)
     t_create = time.monotonic() - t0
-    assert d["state"] == "running" and d["size"] == MASTERS and d["master_count"] == MASTERS, d
+    assert d["state"] == "running", _why(server, cid)
+    assert d["size"] == MASTERS and d["master_count"] == MASTERS, d
     assert json.loads((nodes_dir / lb / "state.json").read_text())["created_at"] == born
     members = {n["instance_id"] for n in tea.describe_cluster_nodes(cid, _nodes_request()).body.to_map()["nodes"]}
     _only_known_machines(server, members | {lb})
