@@ -72,10 +72,12 @@ from opencs.services.events import EventLog
 from opencs.services.influxdb_addon import InfluxExport
 from opencs.services.instances import InstanceService
 from opencs.services.keys import KeyService
+from opencs.services.login_profiles import LoginProfiles
 from opencs.services.monitor import HealthService
 from opencs.services.monitoring import MonitoringService, PlaneAddress
 from opencs.services.nodes import ClusterBook, EngineMachines, Machines
 from opencs.services.ownership import ResourceOwners
+from opencs.services.passwords import PasswordHashes
 from opencs.services.projects import ProjectService
 from opencs.services.projects import bluegreen as project_bluegreen
 from opencs.services.projects import tasks as project_tasks
@@ -95,6 +97,7 @@ from opencs.store.repos.events import EventRepo
 from opencs.store.repos.instances import InstanceRepo
 from opencs.store.repos.keys import KeyRepo
 from opencs.store.repos.leases import LeaseRepo
+from opencs.store.repos.login_profiles import LoginProfileRepo
 from opencs.store.repos.members import MemberRepo
 from opencs.store.repos.nonces import NonceStore
 from opencs.store.repos.projects import ProjectRepo
@@ -140,6 +143,7 @@ class ControlPlane:
     attach_scripts: AttachScriptService = field(init=False)
     registry_access: RegistryAccess = field(init=False)
     registry_logins: RegistryLogins = field(init=False)
+    login_profiles: LoginProfiles = field(init=False)
     projects: ProjectService = field(init=False)
     alerts: AlertRuleService = field(init=False)
     monitoring: MonitoringService = field(init=False)
@@ -463,7 +467,9 @@ def _wire(settings: Settings) -> ControlPlane:
                                              settings.client_cert_days)
     owners, region = ResourceOwners(account_repo, db.changes), settings.regions[0] if settings.regions else "*"
     plane.authorizer = Authorizer(plane.accounts, owners, region, plane.audit)
-    plane.registry_logins = RegistryLogins(account_repo, plane.accounts)
+    hashes = PasswordHashes()
+    plane.registry_logins = RegistryLogins(account_repo, plane.accounts, hashes)
+    plane.login_profiles = LoginProfiles(LoginProfileRepo(db), plane.accounts, hashes)
     plane.registry_access = RegistryAccess(plane.accounts, keys, owners, plane.audit, registry.signer,
                                            node_credentials, region, plane.registry_logins)
     plane.projects = ProjectService(ProjectRepo(db), VolumeRepo(db), tasks, plane.app_engines, routes, box)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from opencs.errors import BadRequest
-from opencs.services.registry_logins import check_password
+from opencs.services.passwords import check_password
 from opencs.store.tenancy import ROOT_ACCOUNT_ID
 from tests.conftest import ServerProcess, Signer
 
@@ -156,7 +156,7 @@ def _clean_env() -> dict[str, str]:
 def test_the_documented_pattern_is_the_rule() -> None:
     import re
 
-    from opencs.services.registry_logins import PATTERN
+    from opencs.services.passwords import PATTERN
 
     for pw in ("abcdefg1", "ABCDEFGH-", "Reg1stry-Pass", "~0000000", "alllowercase", "12345678", "--------",
                "with space1", "short1A", "a" * 33, "ünïcode12"):

@@ -90,6 +90,12 @@ CONTROL: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, dict[str, st
     ("list_alert_rules", ("c1",), {}, "GET", "/clusters/c1/alerts", {}, None),
     ("delete_alert_rule", ("c1", "ar-1"), {}, "DELETE", "/clusters/c1/alerts/ar-1", {}, None),
     ("ram", ("CreateUser", {"UserName": "dev"}), {}, "POST", "/", {"UserName": "dev"}, None),
+    ("create_login_profile", ("dev", "Pw-12345"), {"password_reset_required": True}, "POST", "/",
+     {"UserName": "dev", "Password": "Pw-12345", "PasswordResetRequired": "true", "MFABindRequired": "false"}, None),
+    ("get_login_profile", ("dev",), {}, "POST", "/", {"UserName": "dev"}, None),
+    ("update_login_profile", ("dev",), {"password_reset_required": False}, "POST", "/",
+     {"UserName": "dev", "PasswordResetRequired": "false", "Password": None}, None),
+    ("delete_login_profile", ("dev",), {}, "POST", "/", {"UserName": "dev"}, None),
     ("set_registry_password", ("Pw-12345",), {}, "PUT", "/users", {}, {"User": {"Password": "Pw-12345"}}),
 ]
 UNSIGNED = {"healthz", "openapi", "invoke_trigger", "metrics", "container_metrics", "attach_status",

@@ -88,7 +88,8 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", "/users", "cr:UpdateUserInfo cr:CreateUserInfo", "self"),
 )
 _RAM_MUTATING = frozenset({"CreateUser", "DeleteUser", "CreateAccessKey", "UpdateAccessKey", "DeleteAccessKey",
-                           "CreatePolicy", "DeletePolicy", "AttachPolicyToUser", "DetachPolicyFromUser"})
+                           "CreatePolicy", "DeletePolicy", "AttachPolicyToUser", "DetachPolicyFromUser",
+                           "CreateLoginProfile", "UpdateLoginProfile", "DeleteLoginProfile"})
 
 
 class RamForbidden(Forbidden):
@@ -149,9 +150,10 @@ class Authorizer:
         # (account, the caller's statements or None for an owner) -> (list body, the part it may see)
         self._cuts: dict[tuple[str, tuple[Statement, ...] | None], tuple[bytes, bytes]] = {}
 
-    def admit(self, scope: dict[str, Any], access_key_id: str) -> Admission:
-        """Runs in a worker thread (store reads); raises the refusal as an ApiError."""
-        who = self.accounts.principal(access_key_id)
+    def admit(self, scope: dict[str, Any], access_key_id: str, user_id: str = "") -> Admission:
+        """Runs in a worker thread (store reads); raises the refusal as an ApiError. `user_id` instead of
+        a key: a console session signed in with the user's password (no AccessKey; its policies apply)."""
+        who = self.accounts.principal_of_user(user_id) if user_id else self.accounts.principal(access_key_id)
         if who is None:
             raise Forbidden("the AccessKey belongs to no user", code="Forbidden.RAM")
         scope["state"]["principal"] = who

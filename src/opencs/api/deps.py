@@ -21,6 +21,7 @@ from opencs.services.cluster_certs import ClusterCertService
 from opencs.services.clusters import ClusterService
 from opencs.services.events import EventLog
 from opencs.services.instances import InstanceService
+from opencs.services.login_profiles import LoginProfiles
 from opencs.services.monitoring import MonitoringService
 from opencs.services.registry_logins import RegistryLogins
 from opencs.services.triggers import TriggerService
@@ -64,6 +65,9 @@ class ApiServices(Protocol):
 
     @property
     def registry_logins(self) -> RegistryLogins: ...
+
+    @property
+    def login_profiles(self) -> LoginProfiles: ...
 
     @property
     def alerts(self) -> AlertRuleService: ...

@@ -126,8 +126,12 @@ class ControlPlaneAPI:
     create_alert_rule = op(cs.create_alert_rule)
     list_alert_rules = op(cs.list_alert_rules)
     delete_alert_rule = op(cs.delete_alert_rule)
-    # the RAM API (2015-05-01): users, AccessKeys, policies
+    # the RAM API (2015-05-01): users, AccessKeys, policies; login profiles (the console's passwords)
     ram = op(cs.ram)
+    create_login_profile = op(cs.create_login_profile)
+    get_login_profile = op(cs.get_login_profile)
+    update_login_profile = op(cs.update_login_profile)
+    delete_login_profile = op(cs.delete_login_profile)
     # the bundled registry's login (Container Registry CreateUserInfo/UpdateUserInfo)
     set_registry_password = op(cs.set_registry_password)
 

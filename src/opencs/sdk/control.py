@@ -31,6 +31,7 @@ from opencs.sdk.models import (
     Instance,
     Invocation,
     Kubeconfig,
+    LoginProfile,
     Monitoring,
     NodePage,
     RamReply,
@@ -385,7 +386,51 @@ def ram(action: str, params: Mapping[str, Any] | None = None) -> Call[RamReply]:
     signed like every call; the action and version go in ``x-acs-action``/``x-acs-version``, the
     parameters (``UserName``, ``PolicyDocument`` ...) in the query."""
     return Call("POST", "/", lambda r: RamReply.from_json(r.payload), query=dict(params or {}),
-                headers={"x-acs-action": action, "x-acs-version": RAM_VERSION})
+                headers=_ram_headers(action))
+
+
+def _ram_flags(reset: bool | None, mfa: bool | None) -> dict[str, str]:
+    return {k: "true" if v else "false" for k, v in (("PasswordResetRequired", reset), ("MFABindRequired", mfa))
+            if v is not None}
+
+
+def create_login_profile(user_name: str, password: str, *, password_reset_required: bool = False,
+                         mfa_bind_required: bool = False) -> Call[LoginProfile]:
+    """RAM ``CreateLoginProfile``: the user may sign in to the console with ``<user>@<account>`` and
+    ``password`` (sent as the official SDKs send it, a parameter of the signed call)."""
+    q = {"UserName": user_name, "Password": password, **_ram_flags(password_reset_required, mfa_bind_required)}
+    return Call("POST", "/", lambda r: LoginProfile.from_json(_ram_part(r, "LoginProfile")), query=q,
+                headers=_ram_headers("CreateLoginProfile"))
+
+
+def get_login_profile(user_name: str) -> Call[LoginProfile]:
+    """RAM ``GetLoginProfile`` (never the password)."""
+    return Call("POST", "/", lambda r: LoginProfile.from_json(_ram_part(r, "LoginProfile")),
+                query={"UserName": user_name}, headers=_ram_headers("GetLoginProfile"))
+
+
+def update_login_profile(user_name: str, *, password: str | None = None, password_reset_required: bool | None = None,
+                         mfa_bind_required: bool | None = None) -> Call[RamReply]:
+    """RAM ``UpdateLoginProfile``: what is given changes (a new password ends the user's console sessions)."""
+    q = {"UserName": user_name, **({"Password": password} if password is not None else {}),
+         **_ram_flags(password_reset_required, mfa_bind_required)}
+    return Call("POST", "/", lambda r: RamReply.from_json(r.payload), query=q,
+                headers=_ram_headers("UpdateLoginProfile"))
+
+
+def delete_login_profile(user_name: str) -> Call[RamReply]:
+    """RAM ``DeleteLoginProfile``: no console logon any more (its sessions end)."""
+    return Call("POST", "/", lambda r: RamReply.from_json(r.payload), query={"UserName": user_name},
+                headers=_ram_headers("DeleteLoginProfile"))
+
+
+def _ram_headers(action: str) -> dict[str, str]:
+    return {"x-acs-action": action, "x-acs-version": RAM_VERSION}
+
+
+def _ram_part(r: Reply, key: str) -> Any:
+    doc = r.payload
+    return doc.get(key) if isinstance(doc, dict) else None
 
 
 def set_registry_password(password: str, *, update: bool = False) -> Call[RegistryLogin]:

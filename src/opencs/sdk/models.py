@@ -385,6 +385,19 @@ class RamReply(Model):
     KEYS: ClassVar[dict[str, str]] = {"request_id": "RequestId"}
 
 
+@dataclass(frozen=True, eq=False)
+class LoginProfile(Model):
+    """A RAM user's console logon (RAM CreateLoginProfile/GetLoginProfile ``LoginProfile``), never its
+    password."""
+
+    user_name: str = ""
+    password_reset_required: bool = False
+    mfa_bind_required: bool = False
+    create_date: str = ""
+    KEYS: ClassVar[dict[str, str]] = {"user_name": "UserName", "password_reset_required": "PasswordResetRequired",
+                                      "mfa_bind_required": "MFABindRequired", "create_date": "CreateDate"}
+
+
 # ---------------------------------------------------------------------- Application API (spec §10)
 
 
@@ -452,7 +465,7 @@ class Volume(Model):
 
 __all__ = [
     "Accepted", "AlertRule", "AttachStatus", "AuditEntry", "CertInfo", "Cluster", "ClusterCerts", "ClusterPage",
-    "Container", "Deleted", "Event", "Image", "Images", "Instance", "Invocation", "Kubeconfig", "Model", "Monitoring",
-    "Node", "NodePage", "PageInfo", "Project", "RamReply", "RegistryLogin", "Service", "Stage", "Task", "TaskError",
-    "Trigger", "Version", "Volume", "models_of",
+    "Container", "Deleted", "Event", "Image", "Images", "Instance", "Invocation", "Kubeconfig", "LoginProfile", "Model",
+    "Monitoring", "Node", "NodePage", "PageInfo", "Project", "RamReply", "RegistryLogin", "Service", "Stage", "Task",
+    "TaskError", "Trigger", "Version", "Volume", "models_of",
 ]

@@ -47,6 +47,19 @@ class User(Base):
     __table_args__ = (UniqueConstraint("account_id", "user_name", name="ux_users_account_name"),)
 
 
+class LoginProfile(Base):
+    """A RAM user's console logon (RAM CreateLoginProfile): the Argon2id hash of its password, never
+    the password. The user's deletion takes it along."""
+
+    __tablename__ = "login_profiles"
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    password_reset_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    mfa_bind_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime]
+    updated: Mapped[datetime]
+
+
 class Policy(Base):
     """A custom RAM policy of an account (one version: v1)."""
 

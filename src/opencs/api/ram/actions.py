@@ -8,16 +8,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from opencs.errors import ApiError, BadRequest
 from opencs.services.accounts import AccountService, Principal
 from opencs.services.keys import KeyInfo
+from opencs.services.login_profiles import LoginProfiles, flag
 from opencs.services.policies import decide
 from opencs.store.repos.accounts import PolicyRecord, UserRecord
+from opencs.store.repos.login_profiles import LoginProfileRecord
 
 Params = Mapping[str, str]
-Handler = Callable[[AccountService, Principal, Params], dict[str, Any]]
+
+
+class RamServices(Protocol):
+    @property
+    def accounts(self) -> AccountService: ...
+
+    @property
+    def login_profiles(self) -> LoginProfiles: ...
+
+
+Handler = Callable[[RamServices, Principal, Params], dict[str, Any]]
 
 
 class NoPermission(ApiError):
@@ -57,95 +69,123 @@ def _policy_type(p: Params) -> None:
         raise BadRequest("only Custom policies exist on opencs", code="InvalidParameter.PolicyType")
 
 
-def _target_user(svc: AccountService, who: Principal, p: Params) -> str:
+def _target_user(svc: RamServices, who: Principal, p: Params) -> str:
     """UserName, or the caller when it is left out (CreateAccessKey, ListAccessKeys ... of oneself)."""
     return p.get("UserName") or who.user_name
 
 
-def create_user(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
-    u = svc.create_user(who.account_id, _need(p, "UserName"), p.get("DisplayName", ""), p.get("Comments", ""))
+def create_user(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
+    u = svc.accounts.create_user(who.account_id, _need(p, "UserName"), p.get("DisplayName", ""), p.get("Comments", ""))
     return {"User": _user(u)}
 
 
-def get_user(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
-    return {"User": {**_user(svc.user(who.account_id, _need(p, "UserName"))), "LastLoginDate": ""}}
+def get_user(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
+    return {"User": {**_user(svc.accounts.user(who.account_id, _need(p, "UserName"))), "LastLoginDate": ""}}
 
 
-def list_users(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
-    return {"IsTruncated": False, "Marker": "", "Users": {"User": [_user(u) for u in svc.users(who.account_id)]}}
+def list_users(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
+    users = svc.accounts.users(who.account_id)
+    return {"IsTruncated": False, "Marker": "", "Users": {"User": [_user(u) for u in users]}}
 
 
-def delete_user(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
-    svc.delete_user(who.account_id, _need(p, "UserName"))
+def delete_user(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
+    svc.accounts.delete_user(who.account_id, _need(p, "UserName"))
     return {}
 
 
-def create_access_key(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
-    info, secret = svc.create_key(who.account_id, _target_user(svc, who, p))
+def create_access_key(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
+    info, secret = svc.accounts.create_key(who.account_id, _target_user(svc, who, p))
     return {"AccessKey": {**_key(info), "AccessKeySecret": secret}}
 
 
-def list_access_keys(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
-    keys = svc.user_keys(who.account_id, _target_user(svc, who, p))
+def list_access_keys(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
+    keys = svc.accounts.user_keys(who.account_id, _target_user(svc, who, p))
     return {"AccessKeys": {"AccessKey": [_key(k) for k in keys]}}
 
 
-def update_access_key(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
+def update_access_key(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
     status = _need(p, "Status")
     if status not in ("Active", "Inactive"):
         raise BadRequest("Status must be Active or Inactive", code="InvalidParameter.Status")
-    svc.set_key_status(who.account_id, _target_user(svc, who, p), _need(p, "UserAccessKeyId"), status == "Active")
+    svc.accounts.set_key_status(who.account_id, _target_user(svc, who, p), _need(p, "UserAccessKeyId"),
+                                status == "Active")
     return {}
 
 
-def delete_access_key(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
-    svc.delete_key(who.account_id, _target_user(svc, who, p), _need(p, "UserAccessKeyId"))
+def delete_access_key(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
+    svc.accounts.delete_key(who.account_id, _target_user(svc, who, p), _need(p, "UserAccessKeyId"))
     return {}
 
 
-def create_policy(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
-    rec = svc.create_policy(who.account_id, _need(p, "PolicyName"), _need(p, "PolicyDocument"),
-                            p.get("Description", ""))
+def create_policy(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
+    rec = svc.accounts.create_policy(who.account_id, _need(p, "PolicyName"), _need(p, "PolicyDocument"),
+                                     p.get("Description", ""))
     return {"Policy": {k: v for k, v in _policy(rec).items() if k not in ("UpdateDate", "AttachmentCount")}}
 
 
-def get_policy(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
+def get_policy(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
     _policy_type(p)
-    rec = svc.policy(who.account_id, _need(p, "PolicyName"))
+    rec = svc.accounts.policy(who.account_id, _need(p, "PolicyName"))
     return {"Policy": {**_policy(rec), "PolicyDocument": rec.document},
             "DefaultPolicyVersion": {"VersionId": "v1", "IsDefaultVersion": True, "CreateDate": _ts(rec.created),
                                      "PolicyDocument": rec.document}}
 
 
-def list_policies(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
+def list_policies(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
     if p.get("PolicyType", "Custom") == "System":
         recs: list[PolicyRecord] = []
     else:
-        recs = svc.policies(who.account_id)
+        recs = svc.accounts.policies(who.account_id)
     return {"IsTruncated": False, "Marker": "", "Policies": {"Policy": [_policy(r) for r in recs]}}
 
 
-def delete_policy(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
-    svc.delete_policy(who.account_id, _need(p, "PolicyName"))
+def delete_policy(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
+    svc.accounts.delete_policy(who.account_id, _need(p, "PolicyName"))
     return {}
 
 
-def attach_policy(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
+def attach_policy(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
     _policy_type(p)
-    svc.attach(who.account_id, _need(p, "UserName"), _need(p, "PolicyName"))
+    svc.accounts.attach(who.account_id, _need(p, "UserName"), _need(p, "PolicyName"))
     return {}
 
 
-def detach_policy(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
+def detach_policy(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
     _policy_type(p)
-    svc.detach(who.account_id, _need(p, "UserName"), _need(p, "PolicyName"))
+    svc.accounts.detach(who.account_id, _need(p, "UserName"), _need(p, "PolicyName"))
     return {}
 
 
-def list_policies_for_user(svc: AccountService, who: Principal, p: Params) -> dict[str, Any]:
-    rows = svc.user_policies(who.account_id, _need(p, "UserName"))
+def list_policies_for_user(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
+    rows = svc.accounts.user_policies(who.account_id, _need(p, "UserName"))
     return {"Policies": {"Policy": [{"PolicyName": r.policy_name, "PolicyType": "Custom", "Description": r.description,
                                      "DefaultVersion": "v1", "AttachDate": _ts(at)} for r, at in rows]}}
+
+def _login_profile(u: UserRecord, rec: LoginProfileRecord) -> dict[str, Any]:
+    """A login profile as RAM shows it (never the password)."""
+    return {"UserName": u.user_name, "PasswordResetRequired": rec.password_reset_required,
+            "MFABindRequired": rec.mfa_bind_required, "CreateDate": _ts(rec.created)}
+
+
+def create_login_profile(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
+    u, rec = svc.login_profiles.create(who.account_id, _need(p, "UserName"), _need(p, "Password"),
+                                       flag(p, "PasswordResetRequired"), flag(p, "MFABindRequired"))
+    return {"LoginProfile": _login_profile(u, rec)}
+
+
+def get_login_profile(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
+    return {"LoginProfile": _login_profile(*svc.login_profiles.get(who.account_id, _need(p, "UserName")))}
+
+
+def update_login_profile(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
+    svc.login_profiles.update(who.account_id, _need(p, "UserName"), p.get("Password") or None,
+                              flag(p, "PasswordResetRequired"), flag(p, "MFABindRequired"))
+    return {}
+
+
+def delete_login_profile(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
+    svc.login_profiles.delete(who.account_id, _need(p, "UserName"))
+    return {}
 
 
 # action -> (handler, the resource kind it acts on, whether it changes something)
@@ -165,6 +205,10 @@ ACTIONS: dict[str, tuple[Handler, str, bool]] = {
     "AttachPolicyToUser": (attach_policy, "user", True),
     "DetachPolicyFromUser": (detach_policy, "user", True),
     "ListPoliciesForUser": (list_policies_for_user, "user", False),
+    "CreateLoginProfile": (create_login_profile, "user", True),
+    "GetLoginProfile": (get_login_profile, "user", False),
+    "UpdateLoginProfile": (update_login_profile, "user", True),
+    "DeleteLoginProfile": (delete_login_profile, "user", True),
 }
 
 
@@ -177,7 +221,7 @@ def resource(action: str, who: Principal, p: Params) -> str:
     return f"acs:ram:*:{who.account_id}:*"
 
 
-def run(svc: AccountService, who: Principal, action: str, p: Params, context: Mapping[str, str]) -> dict[str, Any]:
+def run(svc: RamServices, who: Principal, action: str, p: Params, context: Mapping[str, str]) -> dict[str, Any]:
     entry = ACTIONS.get(action)
     if entry is None:
         raise BadRequest(f"The specified action {action!r} is not supported by opencs's RAM API",

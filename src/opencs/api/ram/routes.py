@@ -4,7 +4,7 @@ body. Replies are JSON with the RequestId, errors the usual {Code, Message, Requ
 
 from __future__ import annotations
 
-from typing import Any, Protocol, cast
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
 from anyio import to_thread
@@ -14,15 +14,10 @@ from fastapi.responses import JSONResponse
 from opencs.api.errors import request_id_of
 from opencs.api.ram import actions
 from opencs.errors import BadRequest, Forbidden
-from opencs.services.accounts import AccountService, Principal
+from opencs.services.accounts import Principal
 
 VERSION = "2015-05-01"
 router = APIRouter()
-
-
-class RamServices(Protocol):
-    @property
-    def accounts(self) -> AccountService: ...
 
 
 async def _params(request: Request) -> dict[str, str]:
@@ -54,6 +49,6 @@ async def ram(request: Request) -> JSONResponse:
     who = cast(Principal | None, request.scope.get("state", {}).get("principal"))
     if who is None:
         raise Forbidden("the AccessKey belongs to no user", code="NoPermission")
-    svc = cast(RamServices, request.app.state.services).accounts
+    svc = cast(actions.RamServices, request.app.state.services)
     body: dict[str, Any] = await to_thread.run_sync(actions.run, svc, who, action, p, context_of(request))
     return JSONResponse({"RequestId": request_id_of(request), **body})

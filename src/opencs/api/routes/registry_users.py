@@ -17,7 +17,7 @@ from opencs.api.errors import request_id_of
 from opencs.api.schemas import _Body
 from opencs.errors import Forbidden
 from opencs.services.accounts import Principal
-from opencs.services.registry_logins import MAX_LENGTH, MIN_LENGTH, PATTERN
+from opencs.services.passwords import MAX_LENGTH, MIN_LENGTH, PATTERN
 
 router = APIRouter()
 

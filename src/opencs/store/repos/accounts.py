@@ -9,7 +9,17 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from opencs.store.db import Database, utcnow
-from opencs.store.models import AccessKey, Account, Cluster, InstanceRow, Policy, PolicyAttachment, Task, User
+from opencs.store.models import (
+    AccessKey,
+    Account,
+    Cluster,
+    InstanceRow,
+    LoginProfile,
+    Policy,
+    PolicyAttachment,
+    Task,
+    User,
+)
 from opencs.store.tenancy import ROOT_ACCOUNT_ID
 
 
@@ -54,7 +64,7 @@ class KeyOwner:
     is_owner: bool
 
 
-def _user(r: User) -> UserRecord:
+def user_record(r: User) -> UserRecord:
     return UserRecord(r.user_id, r.account_id, r.user_name, r.display_name, r.comments, r.is_owner,
                       r.created, r.updated)
 
@@ -108,27 +118,28 @@ class AccountRepo:
     def user(self, account_id: str, user_name: str) -> UserRecord | None:
         with self.db.session() as s:
             r = self._user_row(s, account_id, user_name)
-            return _user(r) if r is not None else None
+            return user_record(r) if r is not None else None
 
     def user_by_id(self, user_id: str) -> UserRecord | None:
         with self.db.session() as s:
             r = s.get(User, user_id)
-            return _user(r) if r is not None else None
+            return user_record(r) if r is not None else None
 
     def owner(self, account_id: str) -> UserRecord | None:
         with self.db.session() as s:
             r = s.scalar(select(User).where(User.account_id == account_id, User.is_owner.is_(True)))
-            return _user(r) if r is not None else None
+            return user_record(r) if r is not None else None
 
     def users(self, account_id: str) -> list[UserRecord]:
         with self.db.session() as s:
             q = select(User).where(User.account_id == account_id).order_by(User.created, User.user_name)
-            return [_user(r) for r in s.scalars(q)]
+            return [user_record(r) for r in s.scalars(q)]
 
     def delete_user(self, user_id: str) -> None:
-        """The user with its keys and attachments (the caller checked it may go)."""
+        """The user with its keys, attachments and login profile (the caller checked it may go)."""
         with self.db.session() as s:
             s.execute(delete(AccessKey).where(AccessKey.user_id == user_id))
+            s.execute(delete(LoginProfile).where(LoginProfile.user_id == user_id))
             s.execute(delete(PolicyAttachment).where(PolicyAttachment.user_id == user_id))
             s.execute(delete(User).where(User.user_id == user_id))
 
@@ -149,7 +160,7 @@ class AccountRepo:
                             .where(Account.name == account_name, User.user_name == user_name)).scalar()
             if row is None or not row.registry_password:
                 return None
-            return _user(row), row.registry_password
+            return user_record(row), row.registry_password
 
     def account_name(self, account_id: str) -> str | None:
         with self.db.session() as s:
