@@ -5,36 +5,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from starlette.testclient import TestClient
 
 from opencs.api.app import create_app
 from opencs.api.schemas import CreateCluster
-from opencs.composition import ControlPlane, build
-from opencs.config import Settings
+from opencs.composition import ControlPlane
 from opencs.console.app import mount
 from opencs.store.tenancy import ROOT_ACCOUNT_ID
-
-
-@pytest.fixture
-def plane(tmp_path: Path) -> Iterator[ControlPlane]:
-    rt = build(Settings(data_dir=tmp_path / "data", workers=0))  # tasks stay pending: no nodes are made
-    try:
-        yield rt
-    finally:
-        rt.close()
-
-
-@pytest.fixture
-def http(plane: ControlPlane) -> Iterator[TestClient]:
-    app = create_app(plane)
-    mount(app, plane)
-    with TestClient(app, raise_server_exceptions=False) as c:
-        yield c
 
 
 def sign_in(c: TestClient, ak: str, secret: str) -> str:

@@ -80,6 +80,18 @@ def test_owner_and_sub_user_certificates(plane: Any) -> None:
     assert _refusal(plane, "abc123") == "CertificateUnknown"
 
 
+def test_a_certificate_of_a_password_session_counts_while_its_login_profile_does(plane: Any) -> None:
+    acct = plane.accounts
+    acct.create_user(ROOT_ACCOUNT_ID, "web")
+    plane.login_profiles.create(ROOT_ACCOUNT_ID, "web", "Web-pass12", False, False)
+    user = acct.user(ROOT_ACCOUNT_ID, "web")
+    issued = plane.cluster_certs.issue("c1", acct.user_principal(user))  # the console, signed in with it
+    who = plane.cluster_certs.identify("c1", issued.serial)
+    assert (who.user_name, who.access_key_id, who.is_owner) == ("web", "", False)
+    plane.login_profiles.delete(ROOT_ACCOUNT_ID, "web")
+    assert _refusal(plane, issued.serial) == "CertificateKeyInactive"
+
+
 def test_expiry_and_the_owner_without_a_key(plane: Any) -> None:
     short = plane.cluster_certs.issue("c1", lifetime=dt.timedelta(seconds=1))  # the operator's: the owner's
     assert plane.cluster_certs.identify("c1", short.serial).is_owner

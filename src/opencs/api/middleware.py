@@ -17,7 +17,7 @@ from opencs.api.authorize import Admission, Authorizer
 from opencs.api.errors import REQUEST_ID_HEADER, error_body
 from opencs.api.secure_transport import refusal
 from opencs.auth.verifier import RequestVerifier, SignedRequest
-from opencs.errors import ApiError
+from opencs.errors import ApiError, Forbidden
 
 log = logging.getLogger("opencs.api")
 
@@ -29,6 +29,8 @@ MAX_BODY = 16 * 1024 * 1024
 # an ASGI scope key no HTTP server sets: a call the console makes in-process for its signed-in user,
 # whose session stands for the signature; authorization, HTTPS rules and audit apply unchanged
 IN_PROCESS_CALLER = "opencs.in_process_access_key_id"
+# the same for a console session signed in with a user's password: the user id, and no AccessKey
+IN_PROCESS_USER = "opencs.in_process_user_id"
 
 
 class SignedApiMiddleware:
@@ -42,12 +44,16 @@ class SignedApiMiddleware:
 
     def _check(self, req: SignedRequest, scope: Scope) -> Admission | None:
         """Signature, then authorization (opencs.api.authorize), in one worker-thread hop."""
-        known = scope.get(IN_PROCESS_CALLER)
-        scope["state"]["access_key_id"] = ak = known if isinstance(known, str) else self.verifier.verify(req)
+        known, user = scope.get(IN_PROCESS_CALLER), scope.get(IN_PROCESS_USER)
+        user_id = user if isinstance(user, str) else ""
+        ak = "" if user_id else known if isinstance(known, str) else self.verifier.verify(req)
+        scope["state"]["access_key_id"] = ak
         if self.authorizer is None:
+            if user_id:  # nothing to decide who this user is: refused rather than let through unchecked
+                raise Forbidden("no authorizer for a user session", code="Forbidden.RAM")
             return None
         scope["state"]["refused_by_policy"] = True  # an error from here on is no signature failure
-        adm = self.authorizer.admit(scope, ak)
+        adm = self.authorizer.admit(scope, ak, user_id)
         scope["state"]["refused_by_policy"] = False
         return adm
 

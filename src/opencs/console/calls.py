@@ -1,10 +1,11 @@
 """The console's calls: in-process requests to the same ASGI apps the signed API and master_url serve.
 
 A console action is the API call it stands for, made inside this process: the control-plane app
-(`SignedApiMiddleware` takes the session's AccessKey in place of a signature, then authorizes, applies
-the HTTPS rules, cuts lists and audits exactly as for a signed call) and the Application API app of
-a cluster (admitted by the same RAM decision as master_url's). So a user sees and does in the console
-exactly what their keys may do on the API, and the field errors are the API's own.
+(`SignedApiMiddleware` takes the session's AccessKey — or the user of a password session — in place
+of a signature, then authorizes, applies the HTTPS rules, cuts lists and audits exactly as for a
+signed call) and the Application API app of a cluster (admitted by the same RAM decision as
+master_url's). So a user sees and does in the console exactly what their rights allow on the API,
+and the field errors are the API's own.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from opencs.api.middleware import IN_PROCESS_CALLER
+from opencs.api.middleware import IN_PROCESS_CALLER, IN_PROCESS_USER
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -51,6 +52,7 @@ class Caller:
     client: tuple[str, int] | None
     scheme: str
     host: str
+    user_id: str = ""  # a session signed in with a password: the user, and no AccessKey
 
 
 def _scope(caller: Caller, method: str, path: str, query: dict[str, str] | None, body: bytes,
@@ -62,7 +64,8 @@ def _scope(caller: Caller, method: str, path: str, query: dict[str, str] | None,
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
         "scheme": caller.scheme, "path": path, "raw_path": path.encode(), "root_path": "",
         "query_string": urlencode(query or {}).encode(), "headers": headers, "client": caller.client,
-        "server": None, "state": dict(extra_state or {}), IN_PROCESS_CALLER: caller.access_key_id,
+        "server": None, "state": dict(extra_state or {}),
+        **({IN_PROCESS_USER: caller.user_id} if caller.user_id else {IN_PROCESS_CALLER: caller.access_key_id}),
     }
 
 

@@ -10,6 +10,7 @@ from opencs.config import Settings
 from opencs.services.accounts import AccountService
 from opencs.services.audit import AuditService
 from opencs.services.keys import KeyService
+from opencs.services.login_profiles import LoginProfiles
 from opencs.services.projects import ProjectService
 
 
@@ -34,3 +35,6 @@ class ConsoleServices(Protocol):
 
     @property
     def audit(self) -> AuditService: ...
+
+    @property
+    def login_profiles(self) -> LoginProfiles: ...

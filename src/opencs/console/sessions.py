@@ -1,7 +1,8 @@
 """Console sessions: a random id in an HttpOnly, SameSite=Strict cookie, the rest on the server.
 
-The cookie carries nothing but 256 random bits; the session (whose AccessKey it stands for, its
-CSRF token, when it lapses) stays in this process, so signing out or an idle timeout ends it for
+The cookie carries nothing but 256 random bits; the session (whose AccessKey it stands for — or,
+signed in with a password, which user and a stamp of the password it was checked against — its CSRF
+token, when it lapses) stays in this process, so signing out or an idle timeout ends it for
 good and a stolen cookie cannot be extended by its holder beyond the idle window. Sessions do not
 outlive the process: a restart signs everyone out.
 """
@@ -20,9 +21,12 @@ COOKIE = "opencs_console"
 @dataclass
 class Session:
     sid: str
-    access_key_id: str
+    access_key_id: str  # "" for a password session
     csrf: str
     expires: float = field(default=0.0)
+    user_id: str = ""  # a password session's user (RAM login profile)
+    stamp: str = ""  # of the password hash it was opened with (opencs.services.login_profiles.stamp_of)
+    must_reset: bool = False  # PasswordResetRequired: no page but the new-password form until it is set
 
     def csrf_ok(self, token: str | None) -> bool:
         return bool(token) and hmac.compare_digest(self.csrf.encode(), (token or "").encode())
@@ -37,8 +41,9 @@ class Sessions:
         self._by_id: dict[str, Session] = {}
         self._lock = threading.Lock()
 
-    def open(self, access_key_id: str) -> Session:
-        s = Session(secrets.token_urlsafe(32), access_key_id, secrets.token_urlsafe(32), time.monotonic() + self.idle)
+    def open(self, access_key_id: str, user_id: str = "", stamp: str = "", must_reset: bool = False) -> Session:
+        s = Session(secrets.token_urlsafe(32), access_key_id, secrets.token_urlsafe(32), time.monotonic() + self.idle,
+                    user_id, stamp, must_reset)
         with self._lock:
             if len(self._by_id) >= self.MAX_SESSIONS:
                 self._expire()

@@ -24,6 +24,7 @@ from opencs.appapi.guard import AppApiGuard
 from opencs.console.calls import ASGIApp, Caller, ControlPlaneApi, Reply, app_scope, call_asgi
 from opencs.console.deps import ConsoleServices
 from opencs.console.sessions import COOKIE, Session, Sessions
+from opencs.console.throttle import FailedSignIns
 from opencs.services.accounts import Principal
 
 HERE = Path(__file__).parent
@@ -54,6 +55,7 @@ class Console:
 
     sessions: Sessions = field(default_factory=Sessions)
     env: Environment = field(default_factory=environment)
+    failed_signins: FailedSignIns = field(default_factory=FailedSignIns)
 
 
 def console_of(request: Request) -> Console:
@@ -73,7 +75,7 @@ class Ctx:
     def caller(self) -> Caller:
         c = self.request.scope.get("client")
         return Caller(self.session.access_key_id, (str(c[0]), int(c[1])) if c else None,
-                      self.request.url.scheme, self.request.headers.get("host", "localhost"))
+                      self.request.url.scheme, self.request.headers.get("host", "localhost"), self.session.user_id)
 
     async def api(self, method: str, path: str, *, body: dict[str, Any] | None = None,
                   query: dict[str, str] | None = None) -> Reply:
@@ -161,10 +163,7 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 def to_signin(request: Request) -> Response:
-    url = prefix(request) + "/signin"
-    if htmx(request):
-        return Response(status_code=204, headers={"HX-Redirect": url})
-    return RedirectResponse(url, 303)
+    return to_page(request, "/signin")
 
 
 def refuse(request: Request, status: int, message: str) -> Response:
@@ -178,10 +177,28 @@ def principal_of(services: ConsoleServices, access_key_id: str) -> Principal | N
     return services.accounts.principal(access_key_id)
 
 
+def session_principal(services: ConsoleServices, session: Session) -> Principal | None:
+    """Who a session acts for, checked again on every request: its key still active, or — signed in
+    with a password — its user, login profile and password still those it was opened with."""
+    if session.user_id:
+        return services.login_profiles.session_principal(session.user_id, session.stamp)
+    return principal_of(services, session.access_key_id)
+
+
+def to_page(request: Request, path: str) -> Response:
+    url = prefix(request) + path
+    if htmx(request):
+        return Response(status_code=204, headers={"HX-Redirect": url})
+    return RedirectResponse(url, 303)
+
+
 Endpoint = Callable[[Ctx], Awaitable[Response]]
 
 
-def page(fn: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+def page(fn: Endpoint, *, resetting: bool | None = False) -> Callable[[Request], Awaitable[Response]]:
+    """`resetting`: True for the new-password form, the one page a session that must reset its
+    password sees; None for a page either session may use (sign-out)."""
+
     async def endpoint(request: Request) -> Response:
         problem = transport_refusal(request)
         if problem:
@@ -190,10 +207,12 @@ def page(fn: Endpoint) -> Callable[[Request], Awaitable[Response]]:
         session = console.sessions.get(request.cookies.get(COOKIE))
         if session is None:
             return to_signin(request)
-        who = await to_thread.run_sync(principal_of, console.services, session.access_key_id)
-        if who is None:  # the key was disabled or deleted since: the session ends with it
+        who = await to_thread.run_sync(session_principal, console.services, session)
+        if who is None:  # the key, login profile or user went (or the password changed): the session ends
             console.sessions.close(session.sid)
             return to_signin(request)
+        if resetting is not None and session.must_reset != resetting:
+            return to_page(request, "/password" if session.must_reset else "/clusters")
         form: dict[str, str] = {}
         if request.method not in SAFE_METHODS:
             form = await read_form(request)

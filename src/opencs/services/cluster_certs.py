@@ -214,9 +214,14 @@ class ClusterCertService:
         if not h.user_exists:
             raise CertificateRefused(f"the user of certificate {serial} was deleted", code="CertificateUserDeleted")
         if not rec.access_key_id:
-            if not h.is_owner:
-                raise CertificateRefused(f"certificate {serial} names no AccessKey", code="CertificateUnknown")
-            return Principal("", rec.account_id, rec.user_id, rec.user_name, True, ())
+            if h.is_owner:
+                return Principal("", rec.account_id, rec.user_id, rec.user_name, True, ())
+            # issued in a console session signed in with a password: it counts while that logon exists
+            who = self.accounts.principal_of_user(rec.user_id) if h.has_login_profile else None
+            if who is None:
+                raise CertificateRefused(f"the login profile of the user of certificate {serial} was deleted",
+                                         code="CertificateKeyInactive")
+            return who
         if h.key_status != "active":
             what = "deleted" if h.key_status is None else "disabled"
             raise CertificateRefused(f"the AccessKey {rec.access_key_id} of certificate {serial} was {what}",

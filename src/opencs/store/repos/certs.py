@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 
 from opencs.store.db import Database, utcnow
-from opencs.store.models import AccessKey, Cluster, ClusterCert, User
+from opencs.store.models import AccessKey, Cluster, ClusterCert, LoginProfile, User
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class CertHolder:
     user_exists: bool
     is_owner: bool
     key_status: str | None  # "active" | "disabled" | None (no such key, or the cert names none)
+    # issued to a console session signed in with a password (no key): whether that logon still exists
+    has_login_profile: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ class CertRepo:
             user = s.get(User, r.user_id)
             key = s.get(AccessKey, r.access_key_id) if r.access_key_id else None
             status = key.status if key is not None and key.user_id == r.user_id else None
-            return CertHolder(_rec(r), user is not None, bool(user and user.is_owner), status)
+            logon = not r.access_key_id and s.get(LoginProfile, r.user_id) is not None
+            return CertHolder(_rec(r), user is not None, bool(user and user.is_owner), status, logon)
 
     def of_cluster(self, cluster_id: str) -> list[CertRecord]:
         with self.db.session() as s:
