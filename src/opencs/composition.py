@@ -28,6 +28,7 @@ from opencs.appapi.guard import AppApiGuard
 from opencs.auth.verifier import RequestVerifier
 from opencs.config import Settings
 from opencs.engines.apps import AppEngines
+from opencs.engines.container_events import DeathReader
 from opencs.engines.driver import ClusterDriver
 from opencs.engines.drivers import DriverSet
 from opencs.engines.kubernetes import binary as kube_binary
@@ -36,9 +37,7 @@ from opencs.engines.kubernetes.frontproxy import FrontProxyBackends
 from opencs.engines.kubernetes.runtime import KubernetesNodeRuntime
 from opencs.engines.swarm.apps import SwarmAppEngines, SwarmMember
 from opencs.engines.swarm.driver import SwarmDriver
-from opencs.engines.swarm.events import SwarmDeathReader
 from opencs.engines.swarm.node import DockerEngine
-from opencs.engines.swarm.usage import SwarmUsageReader
 from opencs.loops import Loop
 from opencs.loops.endpoints import AppFactory, EndpointManager, EndpointSettings
 from opencs.loops.health import HealthLoop
@@ -151,6 +150,7 @@ class ControlPlane:
     usage: UsageService | None = None  # container/node usage collector (None: off)
     influxdb: InfluxExport | None = None  # its InfluxDB add-on export (with usage)
     leases: dict[str, DutyLease] = field(default_factory=dict)  # this process's claim on each duty
+    death_readers: dict[str, DeathReader] = field(default_factory=dict)  # by cluster type: container exits
     node_api: NodeApiListener | None = None  # the nodes' paths on their bridge (API on loopback only)
     loops: list[Loop] = field(default_factory=list)
     # transitional: services that still take the whole process read these (being removed)
@@ -226,7 +226,7 @@ class ControlPlane:
             loops.append(self.node_api)
         loops.append(leased(MonitoringLoop(self.monitoring)))  # idle while the stack is not enabled
         if s.container_events_interval > 0:
-            watcher = DeathWatcher(ClusterRepo(self.db), self.instance_repo, {"swarm": SwarmDeathReader()}, self.events)
+            watcher = DeathWatcher(ClusterRepo(self.db), self.instance_repo, self.death_readers, self.events)
             loops.append(leased(UsageLoop(watcher, s.container_events_interval, name="container-events")))
         return loops
 
@@ -458,7 +458,7 @@ def _wire(settings: Settings) -> ControlPlane:
                     follow=leases["router"].wait_pass if settings.routing else None)
     plane = ControlPlane(settings, db, box, keys, tasks, clusters, instances, verifier, providers, registry,
                          instance_repo, driver, health, engines, routes, leases=leases,
-                         queue_gauge=queue_gauge)
+                         queue_gauge=queue_gauge, death_readers=driver.by_type(lambda d: d.death_reader()))
     endpoints.plane = plane
     account_repo = AccountRepo(db)
     plane.accounts = AccountService(account_repo, keys)
@@ -491,7 +491,7 @@ def _wire(settings: Settings) -> ControlPlane:
     plane.monitoring = MonitoringService(mon_dir, MonitoringStack(mon_dir), cluster_repo, plane.alerts,
                                          plane_address(settings))
     if settings.usage_interval > 0:
-        plane.usage = UsageService(cluster_repo, instance_repo, {"swarm": SwarmUsageReader()})
+        plane.usage = UsageService(cluster_repo, instance_repo, driver.by_type(lambda d: d.usage_reader()))
         plane.influxdb = InfluxExport()
         plane.usage.sinks.append(plane.influxdb.offer)
     tasks.services = plane

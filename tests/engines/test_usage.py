@@ -110,6 +110,15 @@ def test_collect_reads_running_members_of_live_clusters_only() -> None:
     assert svc.latest is snap
 
 
+def test_collect_finds_the_reader_by_the_recorded_type_in_any_case() -> None:
+    clusters = Rows([row(cluster_id="k1", cluster_type="ManagedKubernetes")])
+    instances = Rows([row(instance_id="i-k", cluster_id="k1", state="running", docker_host="unix:///k",
+                          details={"cgroup": "gk"}, private_ip="10.9.0.2")])
+    reader = FakeReader()
+    UsageService(clusters, instances, {"managedkubernetes": reader}).collect()  # type: ignore[arg-type]
+    assert reader.calls == [NodeRef("i-k", "unix:///k", "gk", "10.9.0.2", "k1")]  # a kubelet's address, its cluster
+
+
 def test_collect_without_clusters_reads_nothing_else() -> None:
     clusters, instances = Rows([]), Rows([])
     snap = UsageService(clusters, instances, {"swarm": FakeReader()}).collect()  # type: ignore[arg-type]

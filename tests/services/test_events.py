@@ -88,9 +88,10 @@ class Reader:
 def test_deaths_become_events_with_their_reason(log: EventLog) -> None:
     row = lambda **kw: type("R", (), kw)  # noqa: E731
     clusters = Rows([row(cluster_id="c1", cluster_type="swarm")])
-    instances = Rows([row(instance_id="i-a", cluster_id="c1", state="running", docker_host="unix:///a"),
-                      row(instance_id="i-dead", cluster_id="c1", state="running", docker_host="unix:///d"),
-                      row(instance_id="i-free", cluster_id=None, state="running", docker_host="unix:///f")])
+    member = {"cluster_id": "c1", "state": "running", "private_ip": ""}
+    instances = Rows([row(instance_id="i-a", docker_host="unix:///a", **member),
+                      row(instance_id="i-dead", docker_host="unix:///d", **member),
+                      row(instance_id="i-free", docker_host="unix:///f", **{**member, "cluster_id": None})])
     reader = Reader()
     w = DeathWatcher(clusters, instances, {"swarm": reader}, log)  # type: ignore[arg-type]
     assert w.collect() == 2

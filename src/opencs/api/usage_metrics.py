@@ -1,7 +1,8 @@
 """The usage snapshot (opencs.services.usage) as Prometheus text, through prometheus_client.
 
 Labels carry the spec's monitoring names (§11.6, §13: `aliyun.cluster`, `aliyun.service.id`) with
-the dots Prometheus does not allow as underscores; `node` is the instance id the API shows.
+the dots Prometheus does not allow as underscores; `node` is the instance id the API shows. On a
+Kubernetes cluster a container's project is its pod's namespace, its service id the pod's name.
 CPU is cumulative seconds: `rate(opencs_container_cpu_usage_seconds_total[1m]) * 100` is the
 percentage of one core, the `usage_percent` of the seed's walkthrough.
 """
@@ -30,6 +31,9 @@ _FIGURES: list[tuple[str, str, bool, Callable[[Usage], float | None]]] = [
     ("network_transmit_bytes", "Bytes sent, loopback excluded", True, lambda u: u.net_tx_bytes),
     ("blkio_read_bytes", "Bytes read from block devices", True, lambda u: u.blkio_read_bytes),
     ("blkio_write_bytes", "Bytes written to block devices", True, lambda u: u.blkio_write_bytes),
+    ("filesystem_usage_bytes", "Bytes used on its filesystem (a container's writable layer; absent: not "
+     "reported by the engine)", False, lambda u: u.fs_used_bytes),
+    ("filesystem_capacity_bytes", "Size of that filesystem", False, lambda u: u.fs_capacity_bytes),
 ]
 
 

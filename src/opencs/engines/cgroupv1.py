@@ -72,6 +72,20 @@ def _blkio(path: Path) -> tuple[int, int]:
     return read, write
 
 
+def blkio_bytes(rel: str, root: Path = CGROUP_ROOT) -> tuple[int, int]:
+    """(read, written) bytes of the group `rel` on block devices, children included; 0, 0 if none yet."""
+    return _blkio(root / "blkio" / rel / "blkio.throttle.io_service_bytes_recursive")
+
+
+def memory_limit(rel: str, root: Path = CGROUP_ROOT) -> int | None:
+    """The group's memory limit in bytes; None if unlimited or the group is gone."""
+    try:
+        limit = _int(root / "memory" / rel / "memory.limit_in_bytes")
+    except (OSError, ValueError):
+        return None
+    return None if limit >= _UNLIMITED else limit
+
+
 def _inactive_file(stat: str) -> int:
     for line in stat.splitlines():
         if line.startswith("total_inactive_file "):
@@ -86,7 +100,7 @@ def usage(rel: str, *, net_pid: int | None = None, root: Path = CGROUP_ROOT, pro
     used = _int(mem / "memory.usage_in_bytes")
     limit = _int(mem / "memory.limit_in_bytes")
     rx, tx = net_bytes(net_pid, proc)
-    rd, wr = _blkio(root / "blkio" / rel / "blkio.throttle.io_service_bytes_recursive")
+    rd, wr = blkio_bytes(rel, root)
     return Usage(
         cpu_seconds=_int(root / "cpuacct" / rel / "cpuacct.usage") / 1e9,
         memory_bytes=used,

@@ -19,16 +19,25 @@ class ContainerDeath:
     service_id: str  # <project>_<service>
     exit_code: int
     oom_killed: bool
+    engine_reason: str = ""  # the engine's own word for it (Kubernetes: Error, OOMKilled, Completed...)
+    restarts: int | None = None  # how often the engine has restarted the container (None: it does not count)
 
     @property
     def reason(self) -> str:
         if self.oom_killed:
-            return f"exit code {self.exit_code}: killed by the kernel's OOM killer (memory limit)"
-        if self.exit_code in SIGNALS:
-            return f"exit code {self.exit_code}: killed by {SIGNALS[self.exit_code]}"
-        return f"exit code {self.exit_code}"
+            text = f"exit code {self.exit_code}: killed by the kernel's OOM killer (memory limit)"
+        elif self.exit_code in SIGNALS:
+            text = f"exit code {self.exit_code}: killed by {SIGNALS[self.exit_code]}"
+        else:
+            text = f"exit code {self.exit_code}"
+        if self.engine_reason and self.engine_reason != "OOMKilled":
+            text += f" ({self.engine_reason})"
+        if self.restarts:
+            text += f", restarted {self.restarts} time{'s' if self.restarts > 1 else ''} so far"
+        return text
 
 
 class DeathReader(Protocol):
     def deaths(self, node: NodeRef, since: float, until: float) -> list[ContainerDeath]:
-        """Deaths in [since, until) from the engine's event stream; EngineUnreachable if it does not answer."""
+        """Deaths in [since, until) from the engine's event stream, each once; EngineUnreachable if it does
+        not answer. `since` of a reader's first call is when the watcher started: nothing older."""

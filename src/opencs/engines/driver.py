@@ -26,6 +26,8 @@ from opencs.machine import NodeRuntime
 
 if TYPE_CHECKING:
     from opencs.engines.apps import AppEngine
+    from opencs.engines.container_events import DeathReader
+    from opencs.engines.usage import UsageReader
     from opencs.store.models import InstanceRow
 
 
@@ -236,6 +238,15 @@ class ClusterDriver(abc.ABC):
     @abc.abstractmethod
     def app_engine(self, cluster_id: str) -> AppEngine:
         """The cluster's application runtime (stacks, services, blue-green slots)."""
+
+    def usage_reader(self) -> UsageReader | None:
+        """How the usage collector (issue 12 item 2) reads this engine's nodes and containers; one
+        object for the process (it may keep connections). None: the engine's clusters are not read."""
+        return None
+
+    def death_reader(self) -> DeathReader | None:
+        """Where the container-death watcher (issue 12 item 4) reads this engine's container exits."""
+        return None
 
 
 class ClusterDrivers(Protocol):

@@ -5,7 +5,7 @@ records it), so the cluster rules in services/ stay the same for every engine.""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opencs.engines.driver import (
     ClusterDriver,
@@ -20,6 +20,8 @@ from opencs.machine import NodeRuntime
 if TYPE_CHECKING:
     from opencs.engines.apps import AppEngine
     from opencs.store.models import InstanceRow
+
+_T = TypeVar("_T")
 
 
 class DriverSet(ClusterDriver):
@@ -52,6 +54,15 @@ class DriverSet(ClusterDriver):
             if t == d.cluster_type.lower() or t in d.accepts:
                 return d
         return self.default
+
+    def by_type(self, pick: Callable[[ClusterDriver], _T | None]) -> dict[str, _T]:
+        """What `pick` makes of each engine (its usage reader, its death reader), under every cluster
+        type the store may record for it (lower case); engines for which it is None are left out."""
+        out: dict[str, _T] = {}
+        for d in self.drivers.values():
+            if (got := pick(d)) is not None:
+                out.update(dict.fromkeys({d.cluster_type.lower(), *d.accepts}, got))
+        return out
 
     @property
     def runtimes(self) -> dict[str, NodeRuntime]:

@@ -23,6 +23,8 @@ class Usage:
     net_tx_bytes: int
     blkio_read_bytes: int
     blkio_write_bytes: int
+    fs_used_bytes: int | None = None  # the filesystem it writes to (a container's writable layer, a node's
+    fs_capacity_bytes: int | None = None  # root filesystem): None where the engine does not say
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,8 @@ class NodeRef:
     instance_id: str
     endpoint: str  # the engine's API (docker host URL)
     cgroup: str | None = None  # the machine's cgroup on this host (local machines); None: remote host
-    address: str = ""  # the machine's address (where its published ports are)
+    address: str = ""  # the machine's address (where its published ports are; a kubelet's)
+    cluster_id: str = ""  # the cluster it is a member of (whose credentials a reader may need)
 
 
 @dataclass(frozen=True)

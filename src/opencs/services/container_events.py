@@ -20,24 +20,27 @@ log = logging.getLogger("opencs.events")
 class DeathWatcher:
     def __init__(self, clusters: ClusterRepo, instances: InstanceRepo, readers: Mapping[str, DeathReader],
                  events: EventLog) -> None:
+        # readers by cluster type in lower case (DriverSet.by_type)
         self.clusters, self.instances, self.readers, self.events = clusters, instances, readers, events
         self._since = time.time()
 
     def collect(self) -> int:
         """One pass; returns how many deaths it recorded."""
         until = time.time()
-        live = {c.cluster_id: c.cluster_type for c in self.clusters.live() if c.cluster_type in self.readers}
+        live = {c.cluster_id: reader for c in self.clusters.live()
+                if (reader := self.readers.get(c.cluster_type.lower())) is not None}
         n = 0
         if live:
             for r in self.instances.all():
                 if r.cluster_id in live and r.state == "running" and r.docker_host:
-                    n += self._node(r.cluster_id, live[r.cluster_id], NodeRef(r.instance_id, r.docker_host), until)
+                    node = NodeRef(r.instance_id, r.docker_host, address=r.private_ip, cluster_id=r.cluster_id)
+                    n += self._node(r.cluster_id, live[r.cluster_id], node, until)
         self._since = until
         return n
 
-    def _node(self, cluster_id: str, cluster_type: str, node: NodeRef, until: float) -> int:
+    def _node(self, cluster_id: str, reader: DeathReader, node: NodeRef, until: float) -> int:
         try:
-            deaths = self.readers[cluster_type].deaths(node, self._since, until)
+            deaths = reader.deaths(node, self._since, until)
         except AppEngineError as e:
             log.debug("events of %s: %s", node.instance_id, e.message)
             return 0

@@ -42,7 +42,7 @@ class UsageService:
     def __init__(self, clusters: ClusterRepo, instances: InstanceRepo, readers: Mapping[str, UsageReader]) -> None:
         self.clusters = clusters
         self.instances = instances
-        self.readers = readers  # by cluster type; clusters of other types are not read
+        self.readers = readers  # by cluster type in lower case (DriverSet.by_type); others are not read
         self._latest = EMPTY
         self._lock = threading.Lock()
         # told each pass (on the loop's thread; they must not block it): the InfluxDB add-on
@@ -56,16 +56,17 @@ class UsageService:
     def collect(self) -> UsageSnapshot:
         """One pass over every live cluster; keeps and returns it."""
         start = time.perf_counter()
-        live = [c for c in self.clusters.live() if c.cluster_type in self.readers]
+        live = [(c.cluster_id, reader) for c in self.clusters.live()
+                if (reader := self.readers.get(c.cluster_type.lower())) is not None]
         out: list[ClusterUsage] = []
         if live:
             members: dict[str, list[NodeRef]] = {}
             for r in self.instances.all():
                 if r.cluster_id and r.state == "running" and r.docker_host:
-                    members.setdefault(r.cluster_id, []).append(
-                        NodeRef(r.instance_id, r.docker_host, (r.details or {}).get("cgroup"), r.private_ip))
-            for c in live:
-                out.append(self._cluster(c.cluster_id, self.readers[c.cluster_type], members.get(c.cluster_id, [])))
+                    members.setdefault(r.cluster_id, []).append(NodeRef(
+                        r.instance_id, r.docker_host, (r.details or {}).get("cgroup"), r.private_ip, r.cluster_id))
+            for cluster_id, reader in live:
+                out.append(self._cluster(cluster_id, reader, members.get(cluster_id, [])))
         snap = UsageSnapshot(time.time(), time.perf_counter() - start, out)
         with self._lock:
             self._latest = snap

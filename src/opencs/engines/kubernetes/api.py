@@ -29,14 +29,19 @@ def _ctx(pki_dir: Path) -> ssl.SSLContext:
 
 
 class KubeApi:
-    """One apiserver, as the cluster's admin (CN=opencs-admin, O=system:masters)."""
+    """One apiserver, as the cluster's admin (CN=opencs-admin, O=system:masters) whose credentials
+    are in `pki_dir`, or as whoever `ctx` (the cluster CA and a client certificate) names."""
 
-    def __init__(self, server: str, pki_dir: Path, timeout: float = 10.0) -> None:
+    def __init__(self, server: str, pki_dir: Path | None, timeout: float = 10.0,
+                 ctx: ssl.SSLContext | None = None) -> None:
         self.server = server
-        try:
-            ctx = _ctx(pki_dir)
-        except (OSError, ssl.SSLError) as e:
-            raise KubeError(f"no admin credentials for {server} in {pki_dir}: {e}") from e
+        if ctx is None:
+            if pki_dir is None:
+                raise KubeError(f"no credentials for {server}")
+            try:
+                ctx = _ctx(pki_dir)
+            except (OSError, ssl.SSLError) as e:
+                raise KubeError(f"no admin credentials for {server} in {pki_dir}: {e}") from e
         # trust_env off: REQUESTS_CA_BUNDLE and proxies of the environment must not apply
         self._c = httpx.Client(base_url=server, verify=ctx, timeout=timeout, trust_env=False)
 

@@ -37,9 +37,12 @@ from opencs.engines.kubernetes.api import KubeApi, KubeError, connect, node_read
 from opencs.engines.kubernetes.box import Box, stop_units
 from opencs.engines.kubernetes.config import ClusterNetwork
 from opencs.engines.kubernetes.control import ControlPlanes
+from opencs.engines.kubernetes.events import KubernetesDeathReader
 from opencs.engines.kubernetes.kubeconfig import kubeconfig
+from opencs.engines.kubernetes.monitor import MonitorAccess
 from opencs.engines.kubernetes.pki import ClusterPKI as KubePKI
 from opencs.engines.kubernetes.runtime import STD_PATH, KubernetesNodeRuntime, missing_host_binaries
+from opencs.engines.kubernetes.usage import KubernetesUsageReader
 
 if TYPE_CHECKING:
     from opencs.engines.apps import AppEngine
@@ -81,6 +84,9 @@ class KubernetesDriver(ClusterDriver):
         # puts the pause and CoreDNS images into the bundled registry; returns their references
         self._seed_images = seed_images or (lambda: {})
         self.control = ControlPlanes(book, etcd_fsync)
+        # what the usage collector and the death watcher read the clusters with (issue 12)
+        monitor = MonitorAccess(self._pki, self._api, lambda cluster_id: self._endpoint(cluster_id)[0])
+        self._usage, self._deaths = KubernetesUsageReader(monitor), KubernetesDeathReader(monitor)
 
     def use_machines(self, pool: EngineMachines) -> None:
         """Where the engine's own machines (managed control planes, load balancers) come from."""
@@ -195,6 +201,12 @@ class KubernetesDriver(ClusterDriver):
 
     def manager_endpoints(self, cluster_id: str) -> list[str]:
         return [self._endpoint(cluster_id)[0]]
+
+    def usage_reader(self) -> KubernetesUsageReader:
+        return self._usage
+
+    def death_reader(self) -> KubernetesDeathReader:
+        return self._deaths
 
     def app_engine(self, cluster_id: str) -> AppEngine:
         raise DriverError("the Application API (projects, services) is for Swarm clusters: run workloads on a "

@@ -28,7 +28,9 @@ from opencs.engines.driver import (
     TLSFiles,
     run_parallel,
 )
+from opencs.engines.swarm.events import SwarmDeathReader
 from opencs.engines.swarm.node import DockerEngine
+from opencs.engines.swarm.usage import SwarmUsageReader
 from opencs.pki.ca import CertAuthority
 
 if TYPE_CHECKING:
@@ -75,6 +77,7 @@ class SwarmDriver(ClusterDriver):
         # builds SwarmAppEngine from a callable returning the managers' engine hosts (preference order)
         self._app_engine_factory = app_engine_factory
         self._health_conns = swarm.EngineConnections()  # the monitor asks each manager every pass
+        self._usage, self._deaths = SwarmUsageReader(), SwarmDeathReader()
 
     # ------------------------------------------------------------ configuration
 
@@ -141,6 +144,12 @@ class SwarmDriver(ClusterDriver):
         if self._app_engine_factory is None:
             raise DriverError("no application engine is configured for Swarm clusters", "NoAppEngine")
         return self._app_engine_factory(lambda: self.manager_endpoints(cluster_id))
+
+    def usage_reader(self) -> SwarmUsageReader:
+        return self._usage
+
+    def death_reader(self) -> SwarmDeathReader:
+        return self._deaths
 
     # ------------------------------------------------------------ membership
 
