@@ -86,11 +86,13 @@ def test_repeated_failures_lock_the_name_whether_it_exists_or_not(plane: Control
                                                                  http: TestClient) -> None:
     cid, _ = plane.clusters.create(CreateCluster(name="c", size=1))
     reader(plane, cid)
-    for login in ("reader@default", "ghost@default"):
-        for _ in range(5):
+    # the name's spellings add up (by account name, id, with the domain), known user or not
+    for user in ("reader", "ghost"):
+        for n in range(5):
+            login = (f"{user}@default", f"{user}@{ROOT_ACCOUNT_ID}", f"{user}@default.onaliyun.com")[n % 3]
             assert WRONG_PASSWORD in password_sign_in(http, login, "Wrong-pass9")[1]
-        status, text = password_sign_in(http, login, PASSWORD)  # even the right password now
-        assert status == 200 and LOCKED in text, login
+        status, text = password_sign_in(http, f"{user}@{ROOT_ACCOUNT_ID}", PASSWORD)  # even the right password now
+        assert status == 200 and LOCKED in text, user
     assert any(e.outcome == "429 TooManyAttempts" for e in plane.audit.query(None, "ConsoleSignin"))
 
 

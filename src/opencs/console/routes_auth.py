@@ -98,16 +98,17 @@ async def signin(request: Request) -> Response:
 
 
 async def _with_password(request: Request, login: str, password: str) -> Response:
-    console = console_of(request)
-    if console.failed_signins.blocked(login, _source(request)):
+    console, profiles = console_of(request), console_of(request).services.login_profiles
+    key = await to_thread.run_sync(profiles.throttle_key, login)
+    if console.failed_signins.blocked(key, _source(request)):
         await _record(request, None, SIGNIN, "user/(not checked)", "429 TooManyAttempts")
         return _form(request, LOCKED, login=login, used="password")
-    result = await to_thread.run_sync(console.services.login_profiles.sign_in, login, password)
+    result = await to_thread.run_sync(profiles.sign_in, login, password)
     if result.who is None:
-        console.failed_signins.failed(login, _source(request))
+        console.failed_signins.failed(key, _source(request))
         await _record(request, result.named, SIGNIN, _user_resource(result.named), "401 InvalidCredentials")
         return _form(request, WRONG_PASSWORD, login=login, used="password")
-    console.failed_signins.succeeded(login)
+    console.failed_signins.succeeded(key)
     session = console.sessions.open("", result.who.user_id, result.stamp, result.reset_required)
     await _record(request, result.who, SIGNIN, _user_resource(result.who), "200")
     return _enter(request, session)

@@ -113,6 +113,14 @@ class LoginProfiles:
             return None
         return self.repo.find(account.removesuffix(DEFAULT_DOMAIN), user)
 
+    def throttle_key(self, login: str) -> str:
+        """One name for every way of writing a logon name (account by name, by id, with the domain), so
+        that failures add up per user; it reads accounts only, so it says nothing about users."""
+        user, sep, account = login.strip().lower().rpartition("@")
+        if not sep:
+            return login.strip().lower()
+        return f"{user}@{self.repo.account_id(account.removesuffix(DEFAULT_DOMAIN)) or account}"
+
     def session_principal(self, user_id: str, stamp: str) -> Principal | None:
         """The user of a password session while its profile and password are those it was opened with."""
         found = self.repo.of_user(user_id)

@@ -76,6 +76,12 @@ class LoginProfileRepo:
                                    User.user_name == user_name)).first()
             return (user_record(row[0]), _rec(row[1])) if row is not None else None
 
+    def account_id(self, account: str) -> str | None:
+        """The id of the account whose name or id is `account`."""
+        with self.db.session() as s:
+            return s.scalar(select(Account.account_id).where(or_(Account.name == account,
+                                                                 Account.account_id == account)))
+
     def of_user(self, user_id: str) -> tuple[UserRecord, LoginProfileRecord] | None:
         """The user and its login profile, when both exist (a console session's check)."""
         with self.db.session() as s:
