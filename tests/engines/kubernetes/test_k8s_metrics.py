@@ -8,8 +8,10 @@ pods' status from the apiserver.
 - A container OOM-killed under a 16 MiB limit and one that exits 3 (and is restarted) show as
   events of GET /clusters/{id}/events with their reason and exit code, each termination once.
 
-OPENCS_RECORD_KUBELET=<dir> writes the kubelet's replies (through the apiserver's node proxy) there:
-that is how tests/fixtures/kubelet/ was recorded for the unit tests of the mapping.
+OPENCS_TEST_K8S_METRICS_TYPE=ManagedKubernetes runs it on a managed cluster instead (its control
+plane in a machine that is no node, one worker). OPENCS_RECORD_KUBELET=<dir> writes the kubelet's
+replies (through the apiserver's node proxy) there: that is how tests/fixtures/kubelet/ was recorded
+for the unit tests of the mapping.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ from opencs.sdk import Client
 from tests.clusterkit import destroy_everything
 from tests.conftest import ServerProcess
 from tests.engines.kubernetes.test_k8s_cluster import BODY, _settled, _wait, kube_env, require_kubernetes_host
+from tests.engines.kubernetes.test_k8s_control_planes import MANAGED
 from tests.sdks import core_call, core_client
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 PREFIX, SUBNET = "okm", "10.208.0.0/24"  # no other test uses them
+BODIES = {"Kubernetes": {**BODY, "name": "usage", "num_of_nodes": 0},  # the master is the one node
+          "ManagedKubernetes": {**MANAGED, "name": "usage"}}  # one worker
 TOLERATE_MASTER = [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}]
 
 
@@ -94,7 +99,8 @@ def test_kubernetes_usage_and_exits(server: ServerProcess, tmp_path: Path) -> No
 
     core = core_client(server.endpoint, server.ak, server.secret)
     ours = Client(server.url, server.ak, server.secret, retries=0)
-    cid = core_call(core, CreateClusterRequest(), {**BODY, "name": "usage", "num_of_nodes": 0})["cluster_id"]
+    body = BODIES[os.environ.get("OPENCS_TEST_K8S_METRICS_TYPE", "Kubernetes")]
+    cid = core_call(core, CreateClusterRequest(), body)["cluster_id"]
     d = _settled(core, cid, "launching", 300)
     assert d["state"] == "running", d
     (node,) = [n["instance_id"] for n in ours.request("GET", f"/clusters/{cid}/nodes")["nodes"]]
