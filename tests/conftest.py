@@ -224,6 +224,20 @@ def client(app: Any) -> Iterator[TestClient]:
 
 
 @pytest.fixture
+def existing_cluster(runtime: Any) -> str:
+    """A running Swarm cluster of the first account as a store row (no nodes): a target whose
+    request bodies are validated (a cluster the caller's account does not have is 404 first)."""
+    from opencs.store.db import utcnow
+    from opencs.store.models import Cluster
+
+    cid, now = "c" + "e" * 32, utcnow()
+    with runtime.db.session() as s:
+        s.add(Cluster(cluster_id=cid, name="existing", state="running", size=1, region_id="local", spec={},
+                      created=now, updated=now))
+    return cid
+
+
+@pytest.fixture
 def creds(runtime: Any) -> tuple[str, str]:
     return runtime.keys.create("test")
 

@@ -99,7 +99,10 @@ def test_provider_unavailable_is_a_clear_4xx(client: Any, runtime: Any, creds: A
          "ErrorClusterNotFound"),
         ("GET", "/clusters/c00000000000000000000000000000000/certs", None, 404, "ErrorClusterNotFound"),
         ("GET", "/clusters/c00000000000000000000000000000000/nodes", None, 404, "ErrorClusterNotFound"),
-        ("PUT", "/clusters/c00000000000000000000000000000000", {"size": "x"}, 400, "InvalidParameter"),
+        # a cluster the caller's account does not have is 404 before its body is read (so another
+        # account's answers as a nonexistent one whatever the body); an existing one's body is checked
+        ("PUT", "/clusters/c00000000000000000000000000000000", {"size": "x"}, 404, "ErrorClusterNotFound"),
+        ("PUT", "/clusters/EXISTING", {"size": "x"}, 400, "InvalidParameter"),
         ("POST", "/clusters/c00000000000000000000000000000000/attach", {"instances": ["nope"]}, 400,
          "InvalidParameter"),
         ("POST", "/clusters/c00000000000000000000000000000000/attach", {"instances": []}, 400, "InvalidParameter"),
@@ -108,8 +111,9 @@ def test_provider_unavailable_is_a_clear_4xx(client: Any, runtime: Any, creds: A
         ("POST", "/instances", {"count": 500}, 400, "InvalidParameter"),
     ],
 )
-def test_cluster_routes_reject_bad_requests(client: Any, runtime: Any, creds: Any, method: str, path: str,
-                                            body: Any, status: int, code: str) -> None:
+def test_cluster_routes_reject_bad_requests(client: Any, runtime: Any, creds: Any, existing_cluster: str,
+                                            method: str, path: str, body: Any, status: int, code: str) -> None:
+    path = path.replace("EXISTING", existing_cluster)
     before = snapshot(runtime)
     s = Signer(*creds)
     if body is None:

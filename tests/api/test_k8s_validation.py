@@ -197,18 +197,20 @@ def test_managed_and_highly_available_bodies_are_recorded(client: Any, runtime: 
     assert {c["cluster_type"] for c in listed.values()} >= {"ManagedKubernetes", "Kubernetes"}
 
 
-def test_kubernetes_routes_reject_bad_requests(client: Any, runtime: Any, creds: Any) -> None:
+def test_kubernetes_routes_reject_bad_requests(client: Any, runtime: Any, creds: Any, existing_cluster: str) -> None:
     s = Signer(*creds)
     before = snapshot(runtime)
+    ok = existing_cluster  # bodies are checked on a cluster that exists; CID does not: 404 whatever the body
     cases = [
-        (f"/api/v2/clusters/{CID}", {"count": 0}, 400, "count"),
-        (f"/api/v2/clusters/{CID}", {"count": 1}, 400, "vswitch_ids"),
+        (f"/api/v2/clusters/{ok}", {"count": 0}, 400, "count"),
+        (f"/api/v2/clusters/{ok}", {"count": 1}, 400, "vswitch_ids"),
+        (f"/api/v2/clusters/{CID}", {"count": 0}, 404, "not found"),
         (f"/api/v2/clusters/{CID}", {"count": 1, "vswitch_ids": ["v"], "worker_data_disk": False,
                                      "worker_instance_types": ["ecs.n1.small"]}, 404, "not found"),
-        (f"/api/v2/clusters/{CID}/nodes/remove", {"nodes": []}, 400, "nodes"),
-        (f"/api/v2/clusters/{CID}/nodes/remove", {"nodes": ["a", "a"]}, 400, "twice"),
+        (f"/api/v2/clusters/{ok}/nodes/remove", {"nodes": []}, 400, "nodes"),
+        (f"/api/v2/clusters/{ok}/nodes/remove", {"nodes": ["a", "a"]}, 400, "twice"),
         (f"/api/v2/clusters/{CID}/nodes/remove", {"nodes": ["i-x"]}, 404, "not found"),
-        (f"/clusters/{CID}/nodes", {"nodes": ["i-x"], "release_node": "yes"}, 400, "release_node"),
+        (f"/clusters/{ok}/nodes", {"nodes": ["i-x"], "release_node": "yes"}, 400, "release_node"),
     ]
     for path, body, status, says in cases:
         r = post(client, s, path, body)

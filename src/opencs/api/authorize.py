@@ -87,6 +87,8 @@ ROUTES: tuple[Route, ...] = (
     _r("PUT", "/users", "cr:CreateUserInfo cr:UpdateUserInfo", "self"),
     _r("POST", "/users", "cr:UpdateUserInfo cr:CreateUserInfo", "self"),
 )
+# an id the routes' own validation accepts (opencs.api.schemas._path_id): only these are looked up
+_WELL_FORMED = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 _RAM_MUTATING = frozenset({"CreateUser", "DeleteUser", "CreateAccessKey", "UpdateAccessKey", "DeleteAccessKey",
                            "CreatePolicy", "DeletePolicy", "AttachPolicyToUser", "DetachPolicyFromUser",
                            "CreateLoginProfile", "UpdateLoginProfile", "DeleteLoginProfile"})
@@ -179,9 +181,11 @@ class Authorizer:
     def _decide(self, who: Principal, route: Route, args: dict[str, str], context: dict[str, str]
                 ) -> tuple[str, Callable[[bytes], bytes] | None]:
         """The resource and list cut of an allowed call; raises the refusal."""
-        resource, filt = self._resource(who, route, args)
+        resource, filt, absent = self._resource(who, route, args)
         if not who.is_owner and not self._allowed(who, route, resource, context):
             raise _denied(route.actions[0])
+        if absent is not None:  # decided after the policy: a sub-user learns nothing it may not ask
+            raise absent
         return resource, filt
 
     def permits(self, who: Principal, method: str, path: str, scope: dict[str, Any]) -> bool:
@@ -207,27 +211,32 @@ class Authorizer:
             for cid, acct in self.owners.clusters().items() if acct == who.account_id)
 
     def _resource(self, who: Principal, route: Route, args: dict[str, str]
-                  ) -> tuple[str, Callable[[bytes], bytes] | None]:
+                  ) -> tuple[str, Callable[[bytes], bytes] | None, NotFound | None]:
+        """The resource, the list cut, and the 404 of a cluster or task the caller's account does not
+        have. Another account's and a nonexistent one get the same 404 here, before the route reads
+        its body (whose 400 would otherwise tell them apart); a malformed id is the route's 400."""
         base = f"acs:cs:{self.region}:{who.account_id}"
         if route.kind == "cluster":
             cid = args["cluster_id"]
-            if self.owners.cluster(cid) not in (None, who.account_id):  # absent: the route says how
-                raise NotFound(f"Cluster {cid} not found", code="ErrorClusterNotFound")
-            return f"{base}:cluster/{cid}", None
+            absent = None
+            if _WELL_FORMED.match(cid) and self.owners.cluster(cid) != who.account_id:
+                absent = NotFound(f"Cluster {cid} not found", code="ErrorClusterNotFound")
+            return f"{base}:cluster/{cid}", None, absent
         if route.kind == "task":
             tid = args["task_id"]
-            if self.owners.task(tid) not in (None, who.account_id):
-                raise NotFound(f"Task {tid} not found", code="ErrorTaskNotFound")
-            return f"{base}:task/{tid}", None
+            absent = None
+            if _WELL_FORMED.match(tid) and self.owners.task(tid) != who.account_id:
+                absent = NotFound(f"Task {tid} not found", code="ErrorTaskNotFound")
+            return f"{base}:task/{tid}", None, absent
         if route.kind == "operator" and not (who.is_owner and who.account_id == ROOT_ACCOUNT_ID):
             raise _denied(route.actions[0] + " (the machine pool belongs to the operator's account)")
         if route.kind == "list":
-            return f"{base}:cluster/*", self._cluster_filter(who, [f"cs:{a}" for a in route.actions])
+            return f"{base}:cluster/*", self._cluster_filter(who, [f"cs:{a}" for a in route.actions]), None
         if route.kind == "create":
-            return f"{base}:cluster/*", None
+            return f"{base}:cluster/*", None, None
         if route.kind == "self":
-            return f"acs:cr:{self.region}:{who.account_id}:user/{who.user_name}", None
-        return f"{base}:*", None
+            return f"acs:cr:{self.region}:{who.account_id}:user/{who.user_name}", None, None
+        return f"{base}:*", None, None
 
     def _cluster_filter(self, who: Principal, names: list[str]) -> Callable[[bytes], bytes] | None:
         owners = self.owners.clusters()

@@ -43,16 +43,22 @@ class SignedApiMiddleware:
         self.only = only_paths  # None: every route; else the rest is a 404 (the listener for the nodes)
 
     def _check(self, req: SignedRequest, scope: Scope) -> Admission | None:
-        """Signature, then authorization (opencs.api.authorize), in one worker-thread hop."""
+        """Signature, the transport, then authorization (opencs.api.authorize), in one worker-thread
+        hop. A reply carrying a secret over plain HTTP beyond loopback is refused after the signature
+        (so the refused request's nonce is spent, and a captured copy cannot be replayed over HTTPS)
+        and before authorization, so that every caller gets that refusal alike, whatever the cluster."""
         known, user = scope.get(IN_PROCESS_CALLER), scope.get(IN_PROCESS_USER)
         user_id = user if isinstance(user, str) else ""
         ak = "" if user_id else known if isinstance(known, str) else self.verifier.verify(req)
         scope["state"]["access_key_id"] = ak
+        scope["state"]["refused_by_policy"] = True  # an error from here on is no signature failure
+        insecure = refusal(scope)
+        if insecure:
+            raise Forbidden(insecure, code="HttpsRequired")
         if self.authorizer is None:
             if user_id:  # nothing to decide who this user is: refused rather than let through unchecked
                 raise Forbidden("no authorizer for a user session", code="Forbidden.RAM")
             return None
-        scope["state"]["refused_by_policy"] = True  # an error from here on is no signature failure
         adm = self.authorizer.admit(scope, ak, user_id)
         scope["state"]["refused_by_policy"] = False
         return adm
@@ -114,11 +120,6 @@ class SignedApiMiddleware:
             if not scope["state"].get("refused_by_policy"):
                 metrics.signature_failures.labels(e.code).inc()
             await self._error(send_with_id, e.status, e.code, e.message, rid)
-            return
-        # after verification: a refused request's nonce is spent, so a captured copy cannot be replayed over HTTPS
-        insecure = refusal(scope)
-        if insecure:
-            await self._error(send_with_id, 403, "HttpsRequired", insecure, rid)
             return
         if admission is not None and self.authorizer is not None:
             send_with_id = self.authorizer.wrap(admission, scope, send_with_id, to_thread.run_sync)
