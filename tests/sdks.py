@@ -63,3 +63,53 @@ def sdk291(name: str) -> Any:
         sys.modules[mod_name] = mod
         spec.loader.exec_module(mod)
     return getattr(sys.modules[mod_name], name)
+
+
+def roa_call(client: Any, method: str, pattern: str, path: dict[str, str], body: dict[str, Any] | None = None,
+             query: dict[str, str] | None = None, request_class: str | None = None) -> Any:
+    """A signed ROA call through sdk-core: aliyun-python-sdk-cs's request class for the route when it
+    has one (its method and URI pattern must be the route's), otherwise sdk-core's CommonRequest.
+    `pattern` is the route's template (``/clusters/{cluster_id}``); `path` its values in order."""
+    import importlib
+    import re
+
+    names = re.findall(r"\{(\w+)\}", pattern)
+    if request_class:
+        req = getattr(importlib.import_module(f"aliyunsdkcs.request.v20151215.{request_class}"), request_class)()
+        sdk_pattern = req.get_uri_pattern()
+        assert req.get_method() == method and re.sub(r"\[\w+\]", "{}", sdk_pattern) == re.sub(
+            r"\{\w+\}", "{}", pattern), f"{request_class} is {req.get_method()} {sdk_pattern}, not {method} {pattern}"
+        keys = re.findall(r"\[(\w+)\]", sdk_pattern)
+    else:
+        from aliyunsdkcore.request import CommonRequest
+
+        req = CommonRequest(version="2015-12-15", product="CS",
+                            uri_pattern=re.sub(r"\{(\w+)\}", r"[\1]", pattern))
+        req.set_method(method)
+        keys = names
+    for key, name in zip(keys, names, strict=True):
+        req.add_path_param(key, path[name])
+    for k, v in (query or {}).items():
+        req.add_query_param(k, v)
+    return core_call(client, req, body)
+
+
+def ram_client(endpoint: str, ak: str, secret: str) -> Any:
+    """aliyun-python-sdk-core for the RAM API (2015-05-01, RPC, on "/" of the same port)."""
+    from aliyunsdkcore.client import AcsClient
+
+    c = AcsClient(ak, secret, REGION, auto_retry=False, timeout=30, connect_timeout=10)
+    c.add_endpoint(REGION, "Ram", endpoint)
+    return c
+
+
+def ram_call(client: Any, name: str, **params: str) -> dict[str, Any]:
+    """One aliyun-python-sdk-ram request (`CreateUser`, UserName="alice", ...) over http."""
+    import importlib
+
+    mod = importlib.import_module(f"aliyunsdkram.request.v20150501.{name}Request")
+    req = getattr(mod, f"{name}Request")()
+    req.set_protocol_type("http")
+    for k, v in params.items():
+        getattr(req, f"set_{k}")(v)
+    return dict(json.loads(client.do_action_with_exception(req)))

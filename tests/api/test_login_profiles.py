@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from opencs.sdk import Client, OpencsError
-from tests.api.test_accounts_ram import core_ram, ram_core, ram_tea
+from tests.api.test_accounts_ram import ram_tea
 from tests.conftest import ServerProcess
+from tests.sdks import ram_call, ram_client
 
 pytestmark = pytest.mark.integration  # a real server process
 
@@ -45,9 +46,9 @@ def console_sign_in(srv: ServerProcess, login: str, password: str) -> bool:
 def test_core_sdk_login_profile_lifecycle(srv: ServerProcess) -> None:
     from aliyunsdkcore.acs_exception.exceptions import ServerException
 
-    c = ram_core(srv.endpoint, srv.ak, srv.secret)
-    core_ram(c, "CreateUser", UserName="carol")
-    made = core_ram(c, "CreateLoginProfile", UserName="carol", Password=PASSWORDS[0], PasswordResetRequired=False,
+    c = ram_client(srv.endpoint, srv.ak, srv.secret)
+    ram_call(c, "CreateUser", UserName="carol")
+    made = ram_call(c, "CreateLoginProfile", UserName="carol", Password=PASSWORDS[0], PasswordResetRequired=False,
                     MFABindRequired=False)
     prof = made["LoginProfile"]
     assert (prof["UserName"], prof["PasswordResetRequired"], prof["MFABindRequired"]) == ("carol", False, False)
@@ -59,22 +60,22 @@ def test_core_sdk_login_profile_lifecycle(srv: ServerProcess) -> None:
     ]
     for params, status, code in refusals:
         with pytest.raises(ServerException) as e:
-            core_ram(c, "CreateLoginProfile", **params)
+            ram_call(c, "CreateLoginProfile", **params)
         assert (e.value.get_http_status(), e.value.get_error_code()) == (status, code), params
-    got = core_ram(c, "GetLoginProfile", UserName="carol")
+    got = ram_call(c, "GetLoginProfile", UserName="carol")
     assert got["LoginProfile"] == prof and PASSWORDS[0] not in json.dumps(got) and "Hash" not in json.dumps(got)
     assert console_sign_in(srv, "carol@default", PASSWORDS[0])
-    core_ram(c, "UpdateLoginProfile", UserName="carol", Password=PASSWORDS[1], PasswordResetRequired=True)
-    assert core_ram(c, "GetLoginProfile", UserName="carol")["LoginProfile"]["PasswordResetRequired"] is True
+    ram_call(c, "UpdateLoginProfile", UserName="carol", Password=PASSWORDS[1], PasswordResetRequired=True)
+    assert ram_call(c, "GetLoginProfile", UserName="carol")["LoginProfile"]["PasswordResetRequired"] is True
     assert not console_sign_in(srv, "carol@default", PASSWORDS[0])
     for params, code in (({"Password": "weak"}, "InvalidParameter.Password.Length"),
                          ({"MFABindRequired": True}, "InvalidParameter.MFABindRequired")):
         with pytest.raises(ServerException) as e:
-            core_ram(c, "UpdateLoginProfile", UserName="carol", **params)
+            ram_call(c, "UpdateLoginProfile", UserName="carol", **params)
         assert (e.value.get_http_status(), e.value.get_error_code()) == (400, code), params
-    core_ram(c, "DeleteLoginProfile", UserName="carol")
+    ram_call(c, "DeleteLoginProfile", UserName="carol")
     with pytest.raises(ServerException) as e:
-        core_ram(c, "GetLoginProfile", UserName="carol")
+        ram_call(c, "GetLoginProfile", UserName="carol")
     assert (e.value.get_http_status(), e.value.get_error_code()) == (404, "EntityNotExist.User.LoginProfile")
     assert not console_sign_in(srv, "carol@default", PASSWORDS[1])
 

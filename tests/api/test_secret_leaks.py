@@ -25,9 +25,9 @@ import requests
 
 from opencs.auth import signature as sig
 from opencs.providers.localnet import socket_path
-from tests.api.test_accounts_ram import core_ram, ram_core
 from tests.clusterkit import destroy_everything, node_env, require_local_nodes
 from tests.conftest import ServerProcess, Signer
+from tests.sdks import ram_call, ram_client
 
 PREFIX, SUBNET = "ocz", "10.243.0.0/24"
 REGISTRY = "10.243.0.1:5000"
@@ -110,13 +110,13 @@ def test_no_secret_in_logs_or_later_replies(env: Any) -> None:
     secrets: dict[str, str] = {"bootstrap AccessKey secret": srv.secret}
     creators: dict[str, str] = {}  # secret name -> the reply that may carry it
 
-    ram = ram_core(srv.endpoint, srv.ak, srv.secret)
-    rec.keep("CreateUser", json.dumps(core_ram(ram, "CreateUser", UserName="dev")))
-    key = core_ram(ram, "CreateAccessKey", UserName="dev")
+    ram = ram_client(srv.endpoint, srv.ak, srv.secret)
+    rec.keep("CreateUser", json.dumps(ram_call(ram, "CreateUser", UserName="dev")))
+    key = ram_call(ram, "CreateAccessKey", UserName="dev")
     rec.keep("CreateAccessKey", json.dumps(key))
     secrets["user AccessKey secret"], creators["user AccessKey secret"] = key["AccessKey"]["AccessKeySecret"], \
         "CreateAccessKey"
-    rec.keep("ListAccessKeys", json.dumps(core_ram(ram, "ListAccessKeys", UserName="dev")))
+    rec.keep("ListAccessKeys", json.dumps(ram_call(ram, "ListAccessKeys", UserName="dev")))
 
     out = rec.call("create cluster", "POST", "/clusters", {"name": "leaks", "size": 1})
     cid = out["cluster_id"]

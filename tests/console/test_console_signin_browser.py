@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.api.test_accounts_ram import A1, A2, B1, core_ram, ram_core, seed
+from tests.api.test_accounts_ram import A1, A2, B1, seed
 from tests.conftest import ServerProcess
+from tests.sdks import ram_call, ram_client
 
 pytestmark = pytest.mark.integration  # a real server process and a browser
 
@@ -54,15 +55,15 @@ def page() -> Iterator[tuple[Any, list[str]]]:
 
 
 def owner_makes_the_viewer(srv: ServerProcess) -> None:
-    c = ram_core(srv.endpoint, srv.ak, srv.secret)
-    core_ram(c, "CreateUser", UserName="viewer")
-    core_ram(c, "CreateLoginProfile", UserName="viewer", Password=PASSWORD)
+    c = ram_client(srv.endpoint, srv.ak, srv.secret)
+    ram_call(c, "CreateUser", UserName="viewer")
+    ram_call(c, "CreateLoginProfile", UserName="viewer", Password=PASSWORD)
     # not cs:Describe*: that takes in DescribeClusterCerts, GetClusterCerts' other name (a credential)
     doc = {"Version": "1", "Statement": [{
         "Effect": "Allow", "Action": ["cs:DescribeClusters", "cs:DescribeClusterDetail", "cs:DescribeClusterNodes"],
         "Resource": f"acs:cs:*:*:cluster/{A1}"}]}
-    core_ram(c, "CreatePolicy", PolicyName="describe-a1", PolicyDocument=json.dumps(doc))
-    core_ram(c, "AttachPolicyToUser", UserName="viewer", PolicyName="describe-a1", PolicyType="Custom")
+    ram_call(c, "CreatePolicy", PolicyName="describe-a1", PolicyDocument=json.dumps(doc))
+    ram_call(c, "AttachPolicyToUser", UserName="viewer", PolicyName="describe-a1", PolicyType="Custom")
 
 
 def test_a_user_signs_in_with_its_password_and_sees_only_what_its_policy_allows(

@@ -26,11 +26,10 @@ import yaml
 from cryptography import x509
 
 from opencs.sdk import Client
-from tests.api.test_accounts_ram import core_ram, ram_core
 from tests.clusterkit import destroy_everything
 from tests.conftest import ServerProcess, free_port
 from tests.engines.kubernetes.test_k8s_cluster import BODY, _settled, _wait, kube_env, require_kubernetes_host
-from tests.sdks import core_call, core_client
+from tests.sdks import core_call, core_client, ram_call, ram_client
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -122,12 +121,12 @@ def test_kubeconfig_endpoint_checks_revocation(server: ServerProcess, tmp_path: 
         pf.wait(10)
 
     # a sub-user: its own identity, no group; RBAC refuses it (the apiserver's 403, not opencs's 401)
-    ram = ram_core(server.endpoint, server.ak, server.secret)
-    core_ram(ram, "CreateUser", UserName="dev")
-    core_ram(ram, "CreatePolicy", PolicyName="kubeconfig", PolicyDocument=json.dumps({"Version": "1", "Statement": [
+    ram = ram_client(server.endpoint, server.ak, server.secret)
+    ram_call(ram, "CreateUser", UserName="dev")
+    ram_call(ram, "CreatePolicy", PolicyName="kubeconfig", PolicyDocument=json.dumps({"Version": "1", "Statement": [
         {"Effect": "Allow", "Action": "cs:DescribeClusterUserKubeconfig", "Resource": f"acs:cs:*:*:cluster/{cid}"}]}))
-    core_ram(ram, "AttachPolicyToUser", PolicyType="Custom", PolicyName="kubeconfig", UserName="dev")
-    key = core_ram(ram, "CreateAccessKey", UserName="dev")["AccessKey"]
+    ram_call(ram, "AttachPolicyToUser", PolicyType="Custom", PolicyName="kubeconfig", UserName="dev")
+    key = ram_call(ram, "CreateAccessKey", UserName="dev")["AccessKey"]
     dev = Client(server.url, key["AccessKeyId"], key["AccessKeySecret"], retries=0)
     dev_kc, _ = _kubeconfig(dev, cid, tmp_path / "dev")
     refused = _kubectl(dev_kc, "get", "pods")
@@ -149,7 +148,7 @@ def test_kubeconfig_endpoint_checks_revocation(server: ServerProcess, tmp_path: 
     assert reply.startswith(b"refused") or b" 401 " in reply.split(b"\r\n", 1)[0], reply[:200]
 
     # disabling the sub-user's AccessKey: its kubeconfig is refused by opencs from the next connection
-    core_ram(ram, "UpdateAccessKey", UserName="dev", UserAccessKeyId=key["AccessKeyId"], Status="Inactive")
+    ram_call(ram, "UpdateAccessKey", UserName="dev", UserAccessKeyId=key["AccessKeyId"], Status="Inactive")
     gone = _kubectl(dev_kc, "get", "pods")
     assert gone.returncode != 0 and "must be logged in" in gone.stderr, gone.stderr
 
