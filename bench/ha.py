@@ -3,9 +3,9 @@ worker` processes on one database and one data dir; for each of a cluster create
 and a blue-green update, each of the 4 processes is killed (-9) in turn during the operation and
 started again. Printed per run: what the victim held (duties, the task), how long until another
 process held its duties (from the lease table), the longest gap of master_url (GET /_ping over
-mutual TLS) and of routed traffic (HTTP through HAProxy), and the task's outcome. Then a stalled
-router holder (SIGSTOP: its PID lives, so the lease is taken over only when it expires) measures the
-takeover of a holder on another host.
+mutual TLS) and of routed traffic (HTTP through HAProxy), how long the victim took to serve again
+once restarted, and the task's outcome. Then a stalled router holder (SIGSTOP: its PID lives, so the
+lease is taken over only when it expires) measures the takeover of a holder on another host.
 
     OPENCS_TEST_PG_URL=postgresql://opencs:opencs@127.0.0.1:5432/opencs \\
         flock /tmp/opencs-itest.lock python bench/ha.py [--ops create,deploy,bluegreen]
@@ -60,8 +60,8 @@ def kill(fleet: Fleet, victim: str, task_id: str | None) -> dict[str, Any]:
     ran = task_id is not None and fleet.task_owner(task_id) == victim
     fleet.kill9(victim)
     took = takeover(fleet, duties)
-    fleet.start(victim)
-    return {"held": duties, "ran_task": ran, "takeover": took}
+    restart = fleet.start(victim)
+    return {"held": duties, "ran_task": ran, "takeover": took, "restart": restart}
 
 
 def cluster_instances(fleet: Fleet, cid: str) -> int:
@@ -157,7 +157,8 @@ def main() -> int:
                 rows.append(row)
                 print(f"{op:9} kill -9 {victim:8} held {','.join(info['held']) or '-':32} "
                       f"ran task {'yes' if info['ran_task'] else 'no ':3}  takeover {info['takeover']:5.2f}s  "
-                      f"master_url gap {row[3]:5.2f}s  routing gap {row[4]:5.2f}s  -> {outcome}", flush=True)
+                      f"master_url gap {row[3]:5.2f}s  routing gap {row[4]:5.2f}s  "
+                      f"restart {info['restart']:5.2f}s  -> {outcome}", flush=True)
         # a stalled router holder: its PID lives, so the lease goes only when it expires (as across hosts)
         for p in probes:
             p.window()
@@ -170,7 +171,9 @@ def main() -> int:
         fleet.kill9(victim)
         fleet.start(victim)
         worst_m, worst_r = max(r[3] for r in rows), max(r[4] for r in rows)
-        print(f"worst master_url gap {worst_m:.2f}s, worst routing gap {worst_r:.2f}s over {len(rows)} kills")
+        slowest = max(r[2]["restart"] for r in rows)
+        print(f"worst master_url gap {worst_m:.2f}s, worst routing gap {worst_r:.2f}s, slowest restart "
+              f"{slowest:.2f}s over {len(rows)} kills")
         return 0 if worst_m < 10 and worst_r < 10 else 1
     finally:
         for p in probes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 from sqlalchemy import select
 
 from opencs.config import Settings
@@ -49,29 +51,48 @@ class Fleet:
 
     # ------------------------------------------------------------ processes
 
-    def start(self, name: str, timeout: float = 60.0) -> None:
+    def start(self, name: str, timeout: float = 60.0) -> float:
+        """Start `name` and wait until it serves (a server: /healthz; a worker: its log says so); the
+        seconds that took. A start that does not finish says where the process is and what its
+        database sessions wait on."""
         self.data.mkdir(parents=True, exist_ok=True)
         base = [sys.executable, "-m", "opencs.cli.main"]
         common = ["--data-dir", str(self.data), "--database-url", self.pg_url, "--workers", "2"]
         cmd = base + (["server", "--port", str(self.ports[name]), *common] if name in SERVERS else ["worker", *common])
         log_file = self.tmp / f"{name}.log"
         ready_before = log_file.read_bytes().count(b"opencs worker running") if log_file.exists() else 0
+        t0 = time.monotonic()
         with open(log_file, "ab") as log:
             self.procs[name] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        end = time.time() + timeout
-        while time.time() < end:
+        while time.monotonic() - t0 < timeout:
             if self.procs[name].poll() is not None:
-                raise RuntimeError(f"{name} exited:\n{(self.tmp / f'{name}.log').read_text()[-3000:]}")
+                raise RuntimeError(f"{name} exited:\n{log_file.read_text()[-3000:]}")
             if name in SERVERS:
                 try:
                     if httpx.get(f"http://127.0.0.1:{self.ports[name]}/healthz", timeout=0.5).status_code == 200:
-                        return
+                        return time.monotonic() - t0
                 except httpx.HTTPError:
                     pass
             elif log_file.read_bytes().count(b"opencs worker running") > ready_before:
-                return
+                return time.monotonic() - t0
             time.sleep(0.1)
-        raise RuntimeError(f"{name} not up in {timeout}s")
+        raise RuntimeError(f"{name} not up in {timeout}s\n{self.diagnose(name)}")
+
+    def diagnose(self, name: str) -> str:
+        """The stacks of `name` (py-spy, where installed), the fleet's database sessions with what
+        blocks them, and the end of its log."""
+        out = []
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if os.path.exists(spy):
+            dump = subprocess.run([spy, "dump", "--pid", str(self.pid(name))], capture_output=True, text=True,
+                                  timeout=30)
+            out.append(dump.stdout or dump.stderr)
+        with psycopg.connect(self.pg_url) as c:
+            out += [repr(row) for row in c.execute(
+                "SELECT pid, state, wait_event_type, wait_event, pg_blocking_pids(pid), now() - xact_start, "
+                "left(query, 200) FROM pg_stat_activity WHERE datname = current_database()")]
+        out.append((self.tmp / f"{name}.log").read_text()[-3000:])
+        return "\n".join(out)
 
     def start_all(self) -> None:
         for name in (*SERVERS, *WORKERS):  # one after the other: the first one migrates the store

@@ -173,3 +173,42 @@ def test_an_earlier_process_with_our_pid_is_dead(repo: LeaseRepo) -> None:
     assert repo.acquire("health", before, 60.0, time.time(), {}) == 1
     mine = DutyLease(repo, "health", timing=LeaseTiming(60.0, 0.2))
     assert mine.tick() and mine.token == 2
+
+
+def test_a_newcomer_never_waits_on_a_fenced_lease(pg_url: str, tmp_path: Path) -> None:
+    """PostgreSQL: while its holder acts under fence() longer than the TTL, the row reads expired
+    (the holder's renewal waits on its own fence). A process starting then (a restarted server's
+    first tick runs before its API answers) must neither block until the side effect ends nor take
+    the lease from the live holder afterwards."""
+    db = Database(Settings(data_dir=tmp_path, database_url=pg_url).resolved_database_url)
+    migrate(db.engine)
+    repo = LeaseRepo(db)
+    timing = LeaseTiming(ttl=1.0, renew=0.2)
+    holder = DutyLease(repo, "router", "h:1:a", timing)
+    inside, done = threading.Event(), threading.Event()
+
+    def side_effect() -> None:
+        with holder.fence():
+            inside.set()
+            done.wait(10)
+
+    assert holder.tick()
+    t = threading.Thread(target=side_effect)
+    t.start()
+    try:
+        assert inside.wait(5)
+        time.sleep(timing.ttl + 0.5)  # expired in the table
+        newcomer = DutyLease(repo, "router", "h:2:b", timing)
+        t0 = time.monotonic()
+        assert not newcomer.tick()
+        took = time.monotonic() - t0
+        done.set()
+        t.join(10)
+        assert took < 1.0, f"the newcomer's tick waited {took:.1f}s on the holder's fence"
+        st = repo.get("router")
+        assert st is not None and (st.holder, st.token) == ("h:1:a", holder.token)
+        assert holder.tick()  # still the holder's, renewed from now
+    finally:
+        done.set()
+        t.join(10)
+        db.close()

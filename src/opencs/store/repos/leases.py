@@ -2,8 +2,9 @@
 
 A lease row per duty (`leases`): holder, expiry (unix time), and a fencing token that grows by one
 each time the lease changes hands. Taking a lease is one conditional UPDATE (free, expired, or held
-by a holder known to be dead), so on PostgreSQL two processes racing for it cannot both win: the
-second waits on the row lock and then finds the condition false. `fence()` locks the row
+by a holder known to be dead) of a row nobody has locked (`SKIP LOCKED`), so on PostgreSQL two
+processes racing for it cannot both win, and neither waits: a row locked by another taker or by
+its holder's fence is not free now. `fence()` locks the row
 (`SELECT ... FOR UPDATE`) while a side effect runs, so a takeover cannot slip between the token
 check and the effect; on SQLite (one writer, one process) the lock is a no-op.
 """
@@ -57,8 +58,15 @@ class LeaseRepo:
         self._ensure_row(duty)
         free = or_(Lease.holder == "", Lease.expires < now, Lease.holder.in_(dead)) if dead else \
             or_(Lease.holder == "", Lease.expires < now)
+        # SKIP LOCKED: a row locked by its holder's fence is held (the holder is acting under its
+        # token right now, whatever `expires` says while its renewal waits on that lock). Waiting on
+        # it would block the caller until the holder's side effect ends (a restarted server's start,
+        # for as long as a sibling reloads HAProxy), and then take the lease from a live holder
+        # on a `now` read before the wait. SQLite renders no FOR UPDATE: one writer, no such wait.
+        free_row = select(Lease.duty).where(Lease.duty == duty, Lease.holder != holder, free) \
+            .with_for_update(skip_locked=True).scalar_subquery()
         with self.db.session() as s:
-            res = s.execute(update(Lease).where(Lease.duty == duty, Lease.holder != holder, free)
+            res = s.execute(update(Lease).where(Lease.duty == free_row)
                             .values(holder=holder, token=Lease.token + 1, expires=now + ttl, passed=0.0,
                                     info=info, acquired=utcnow()))
             if res.rowcount != 1:  # type: ignore[attr-defined]
