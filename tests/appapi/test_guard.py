@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from opencs.appapi.guard import AppApiGuard, app_action
+from opencs.appapi.guard import AppApiGuard, app_action, kube_verb
 from opencs.services.accounts import Principal
 from opencs.services.policies import parse_document
 
@@ -35,6 +35,25 @@ CID = "c" + "a" * 32
 )
 def test_actions(method: str, path: str, target: str, want: tuple[str, str, str]) -> None:
     assert app_action(method, path, target) == want
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "want"),
+    [
+        ("POST", "/api/v1/namespaces/default/pods", "create"),
+        ("PUT", "/apis/apps/v1/namespaces/default/deployments/web", "update"),
+        ("PATCH", "/apis/apps/v1/namespaces/default/deployments/web/scale", "patch"),
+        ("DELETE", "/api/v1/namespaces/default/pods/web", "delete"),
+        ("GET", "/api/v1/namespaces/default/pods/web/exec", "create"),  # a WebSocket exec acts in the pod
+        ("GET", "/api/v1/namespaces/default/pods/web/portforward", "create"),
+        ("GET", "/api/v1/namespaces/default/pods", ""),
+        ("GET", "/api/v1/namespaces/default/pods/exec", ""),  # reading a pod named exec
+        ("HEAD", "/version", ""),
+        ("OPTIONS", "/api", ""),
+    ],
+)
+def test_kube_verbs(method: str, path: str, want: str) -> None:
+    assert kube_verb(method, path) == want
 
 
 def _who(*statements: dict[str, object], owner: bool = False) -> Principal:

@@ -89,6 +89,9 @@ class StubGuard:
             raise CertificateRefused(f"certificate {serial} is unknown", code="CertificateUnknown")
         return self.who[serial]
 
+    def kube_admission(self, who: Principal, cluster_id: str, method: str, path: str) -> None:
+        return None  # the audit trail of the real guard: test_the_endpoint_manager_serves_kubernetes_clusters
+
 
 @dataclass
 class Env:
@@ -450,6 +453,22 @@ def test_the_endpoint_manager_serves_kubernetes_clusters(tmp_path: Path) -> None
         assert got["proxy_cn"] == FRONT_PROXY_CLIENT
         assert [v for k, v in h if k == "x-remote-user"] == [f"{ROOT_ACCOUNT_ID}:owner"]
         assert [v for k, v in h if k == "x-remote-group"] == ["system:masters"]
+
+        # mutating calls go on the audit trail (who, verb, path, the apiserver's status), reads and bodies do not
+        pods = f"{master_url}/api/v1/namespaces/default/pods"
+        made = httpx.post(f"{pods}?fieldManager=x", verify=ctx, trust_env=False, timeout=10,
+                          json={"kind": "Secret", "data": {"token": "c2VjcmV0LWluLWJvZHk="}})
+        assert made.status_code == 200
+        assert httpx.delete(f"{pods}/web", verify=ctx, trust_env=False, timeout=10).status_code == 200
+        deadline = time.monotonic() + 10  # written once the apiserver's reply was passed on
+        while len(trail := [e for e in plane.audit.query(ROOT_ACCOUNT_ID, limit=100)
+                            if e.action.startswith("k8s:")]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [(e.action, e.resource.split(f"cluster/{CID}")[1], e.outcome) for e in trail] == [
+            ("k8s:create", "/api/v1/namespaces/default/pods", "200"),
+            ("k8s:delete", "/api/v1/namespaces/default/pods/web", "200")]
+        assert trail[0].user_name == "owner" and trail[0].source == "127.0.0.1" and trail[0].request_id
+        assert "c2VjcmV0" not in repr(plane.audit.query(None, limit=1000)) and plane.audit.verify().ok
     finally:
         mgr.stop()
         loop.call_soon_threadsafe(stop.set)

@@ -16,6 +16,10 @@ other actions are named (verb + the spec's object): project routes `cs:DescribeP
 `/_ping` for every valid certificate. Resources: `acs:cs:<region>:<account>:cluster/<id>` and inside
 it `.../project/<name>`, `.../service/<id>`, `.../volume/<name>`; a statement on the cluster covers
 what is inside it.
+
+A Kubernetes cluster's master_url passes calls on to the apiserver, whose RBAC decides; its mutating
+calls (POST, PUT, PATCH, DELETE, and exec/attach/portforward streams) are recorded as `k8s:<verb>`
+on `acs:cs:<region>:<account>:cluster/<id>/<API path>`, with the apiserver's reply status.
 """
 
 from __future__ import annotations
@@ -105,6 +109,21 @@ def app_action(method: str, path: str, target: str) -> tuple[str, str, str]:
     return "", "", ""
 
 
+KUBE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+# subresources a GET opens as an upgraded stream that acts inside a pod (RBAC's verb: create)
+KUBE_STREAMS = ("exec", "attach", "portforward")
+
+
+def kube_verb(method: str, path: str) -> str:
+    """The Kubernetes verb of a mutating call through a Kubernetes cluster's master_url ("" for a
+    read: get, list, watch, proxy reads)."""
+    if verb := KUBE_VERBS.get(method.upper(), ""):
+        return verb
+    parts = path.strip("/").split("/")  # .../pods/<name>/exec
+    stream = len(parts) >= 3 and parts[-3] == "pods" and parts[-1] in KUBE_STREAMS
+    return "create" if method.upper() == "GET" and stream else ""
+
+
 class AppApiGuard:
     def __init__(self, certs: CertIdentities, region: str, audit: Audit | None = None) -> None:
         self.certs = certs
@@ -135,6 +154,15 @@ class AppApiGuard:
         resources = [resource, cluster] if kind else [cluster]
         allowed = bool(action) and decide_within(who.statements, [label], resources, context)
         return AppAdmission(who, label, resource, mutating, allowed)
+
+    def kube_admission(self, who: Principal, cluster_id: str, method: str, path: str) -> AppAdmission | None:
+        """A call to a Kubernetes cluster's apiserver through master_url, as the audit trail names it:
+        action `k8s:<verb>`, resource the cluster's with the API path (no query, never a body). The
+        apiserver's RBAC decides; opencs records. None for reads."""
+        if not (verb := kube_verb(method, path)):
+            return None
+        cluster = f"acs:cs:{self.region}:{who.account_id}:cluster/{cluster_id}"
+        return AppAdmission(who, f"k8s:{verb}", cluster + path, mutating=True)
 
     def record(self, adm: AppAdmission, source: str, request_id: str, outcome: str) -> None:
         """Put a mutating call on record (a worker thread: the audit log is a store write)."""

@@ -13,6 +13,9 @@ certificate's user (CN) in X-Remote-User and its groups (O) in X-Remote-Group; w
 headers or Authorization the client sent are dropped. Only an account owner's certificate may
 carry an admin group (system:masters; opencs, which GET /certs' certificates carry).
 
+Mutating calls (opencs.appapi.guard.kube_verb) go on the audit trail as `k8s:<verb>` with the API
+path, the caller, the apiserver's status and the RequestId; never a body or a header.
+
 h11 reads the request head; the rest is passed as bytes both ways (opencs.appapi.engine_proxy), one
 request per apiserver connection, so watches stream and exec/attach/port-forward upgrades
 (WebSocket or SPDY) run as the apiserver speaks them.
@@ -25,7 +28,7 @@ import contextlib
 import logging
 import ssl
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import h11
 
@@ -93,6 +96,7 @@ class KubeFrontend(ClusterFrontend):
         if not isinstance(event, h11.Request):
             return
         user, groups = tls.peer_identity()
+        adm = None
         if self.guard is not None:
             try:
                 who = await asyncio.to_thread(self.guard.identify, self.cluster_id, serial)
@@ -102,6 +106,9 @@ class KubeFrontend(ClusterFrontend):
                 return
             if not who.is_owner:
                 groups = [g for g in groups if g not in ADMIN_GROUPS]
+            path = unquote(event.target.decode("latin-1").partition("?")[0])
+            adm = self.guard.kube_admission(who, self.cluster_id, event.method.decode("latin-1"), path)
+        client = peer[0] if isinstance(peer, tuple) and peer else ""
         extra = [(b"X-Remote-User", user.encode())] + [(b"X-Remote-Group", g.encode()) for g in groups]
         head, upgrade = engine_proxy.engine_head(event, drop=_identity_header, extra=extra)
         try:
@@ -110,7 +117,10 @@ class KubeFrontend(ClusterFrontend):
             log.warning("kube %s: no apiserver reachable: %s", self.cluster_id, e)
             msg = f"cluster {self.cluster_id}: no apiserver reachable"
             await send_json(conn, tls, 502, status_body(502, "NoApiServer", msg, rid), rid, close=True)
+            await self._record(adm, client, rid, 502)
             return
         trailing, _closed = conn.trailing_data  # the start of a body h11 read with the head
         writer.write(head)
-        await engine_proxy.splice(tls, reader, writer, bytes(trailing), upgrade)
+        # a stream (exec, a watch) is on record once it ended, with the apiserver's status (0: none came)
+        status = await engine_proxy.splice(tls, reader, writer, bytes(trailing), upgrade)
+        await self._record(adm, client, rid, status)

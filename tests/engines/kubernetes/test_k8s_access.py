@@ -119,6 +119,11 @@ def test_kubeconfig_endpoint_checks_revocation(server: ServerProcess, tmp_path: 
     finally:
         pf.terminate()
         pf.wait(10)
+    # mutating calls through master_url are on the audit trail (issue 10 item 6): the pod, the exec
+    trail = {(e.action, e.resource.split(f"cluster/{cid}", 1)[-1], e.outcome, e.user_name)
+             for e in owner.audit_log(limit=1000) if e.action.startswith("k8s:")}
+    assert ("k8s:create", "/api/v1/namespaces/default/pods", "201", "owner") in trail, trail
+    assert ("k8s:create", "/api/v1/namespaces/default/pods/web/exec", "101", "owner") in trail, trail
 
     # a sub-user: its own identity, no group; RBAC refuses it (the apiserver's 403, not opencs's 401)
     ram = ram_client(server.endpoint, server.ak, server.secret)
