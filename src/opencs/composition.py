@@ -432,7 +432,9 @@ def _wire(settings: Settings) -> ControlPlane:
     keys = KeyService(KeyRepo(db), box)
     cluster_repo, instance_repo = ClusterRepo(db), InstanceRepo(db)
     driver, providers, registry = _engines(settings, box, cluster_repo, instance_repo)
-    machines = Machines(providers, instance_repo, cluster_repo, box, driver, registry.endpoint)
+    node_credentials = NodeCredentials(registry.node_key(), registry.endpoint)
+    machines = Machines(providers, instance_repo, cluster_repo, box, driver, registry.endpoint,
+                        node_credentials.node_auth)
     kube = driver.for_type("Kubernetes")
     if isinstance(kube, KubernetesDriver):
         kube.use_machines(EngineMachines(machines))  # managed control planes, HA load balancers
@@ -448,7 +450,6 @@ def _wire(settings: Settings) -> ControlPlane:
     health = HealthService(providers, instance_repo, cluster_repo, driver)
     nonces = NonceStore(db, retain=timedelta(seconds=2 * settings.signature_window_seconds + 60))
     verifier = RequestVerifier(keys.active_secret, nonces, settings.signature_window_seconds)
-    node_credentials = NodeCredentials(registry.node_key(), registry.endpoint)
     engines = app_engines(db, node_credentials)
     lease_repo = LeaseRepo(db)
     leases = {d: DutyLease(lease_repo, d, info={"api": settings.public_url}) for d in DUTIES}

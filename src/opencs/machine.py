@@ -12,9 +12,28 @@ Providers and engines do not import each other (the layer contract); both import
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """A credential the node's runtime pulls from one registry with (the bundled registry's node
+    credential): it lives in files of mode 0600 only, and its repr never shows the password."""
+
+    registry: str  # host:port, as the runtime names the registry
+    username: str
+    password: str = field(repr=False)
+
+    def to_json(self) -> str:
+        return json.dumps({"registry": self.registry, "username": self.username, "password": self.password})
+
+    @classmethod
+    def from_json(cls, text: str) -> RegistryAuth:
+        raw = json.loads(text)
+        return cls(str(raw["registry"]), str(raw["username"]), str(raw["password"]))
 
 
 @dataclass(frozen=True)
@@ -26,6 +45,7 @@ class RuntimeSettings:
     registry_mirror: str | None = None
     insecure_registries: list[str] = field(default_factory=list)
     tls_files: dict[str, str] | None = None  # {"ca", "cert", "key"}: paths of PEM files
+    registry_auth: RegistryAuth | None = None  # what the runtime pulls the cluster's private images with
 
 
 @dataclass(frozen=True)
@@ -51,6 +71,7 @@ class BootPlan:
     tmpfs: list[str] = field(default_factory=list)  # node paths that get a private tmpfs
     binds: dict[str, str] = field(default_factory=dict)  # node path -> subdirectory of MachineInfo.dir
     files: dict[str, str] = field(default_factory=dict)  # path relative to MachineInfo.dir -> content
+    private: frozenset[str] = frozenset()  # those of `files` that hold a secret: written with mode 0600
     log_name: str = "node.log"  # in MachineInfo.dir: the runtime's output
 
 

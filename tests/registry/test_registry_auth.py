@@ -183,3 +183,52 @@ def test_push_with_a_registry_password(setup: Setup) -> None:
     logins = [e for e in plane.audit.query(None, action="cr:GetAuthorizationToken", limit=100)
               if e.resource == "login"]
     assert [e.outcome.split()[0] for e in logins] == ["401"] and logins[0].user_name == ""
+
+
+def test_a_nodes_own_credential_through_the_oauth2_form(setup: Setup) -> None:
+    """What Kubernetes nodes' containerd sends: `node-<instance>` with the password derived for that
+    instance in that cluster, as the OAuth2 password grant (POST); it counts only while the instance
+    is a member of the cluster."""
+    from opencs.store.db import utcnow
+    from opencs.store.models import Cluster, InstanceRow
+
+    plane, access = setup.plane, setup.plane.registry_access
+    _, other_ak, other_sk = plane.accounts.create_account("team-b")
+    cid, iid, now = "cnodecredentialtest", "i-nodecredentialtest01", utcnow()
+    with plane.db.session() as s:
+        s.add(Cluster(cluster_id=cid, name="k", cluster_type="Kubernetes", state="running", size=1,
+                      region_id="local", account_id=ROOT_ACCOUNT_ID, spec={}, created=now, updated=now))
+        s.add(InstanceRow(instance_id=iid, provider="local", cluster_id=cid, role="worker", state="running",
+                          created=now, updated=now))
+    assert str(setup.push("team-b/app", (other_ak, other_sk))).startswith("sha256:")
+    password = access.nodes.machine_password(cid, iid)
+    ch = setup.challenge()
+
+    def form(user: str, pw: str, scope: str) -> httpx.Response:
+        return httpx.post(ch["realm"], data={"grant_type": "password", "username": user, "password": pw,
+                                             "service": ch["service"], "scope": scope, "client_id": "containerd"})
+
+    r = form(f"node-{iid}", password, "repository:default/app:pull,push repository:team-b/app:pull "
+                                      "repository:library/busybox:pull")
+    assert r.status_code == 200, r.text
+    claims = json.loads(base64.urlsafe_b64decode(r.json()["access_token"].split(".")[1] + "=="))
+    assert claims["sub"] == f"node-{iid}"
+    assert {a["name"]: a["actions"] for a in claims["access"]} == {
+        "default/app": ["pull"], "team-b/app": [], "library/busybox": ["pull"]}  # never push, never others'
+    assert access.pusher(claims["sub"]) is None
+    assert form(f"node-{iid}", "wrong", "repository:default/app:pull").status_code == 401
+    assert form(f"node-{iid}", access.nodes.machine_password("cother", iid), "").status_code == 401
+    assert httpx.post(ch["realm"], data={"grant_type": "refresh_token"}).status_code == 400
+    # GET with Basic (what docker sends) takes the same credential
+    assert setup.token("repository:default/app:pull", f"node-{iid}", password).status_code == 200
+    # the node leaves the cluster: refused from the next request on
+    with plane.db.session() as s:
+        s.get(InstanceRow, iid).cluster_id = None  # type: ignore[union-attr]
+    assert form(f"node-{iid}", password, "repository:default/app:pull").status_code == 401
+    outcomes = [e.outcome for e in plane.audit.query(None, action="cr:GetAuthorizationToken", limit=100)
+                if e.user_name == f"node-{iid}" or e.outcome.startswith("401")]
+    assert outcomes[0].startswith("200 granted default/app:pull team-b/app:- library/busybox:pull"), outcomes
+    assert password not in repr(plane.audit.query(None, limit=1000))
+    from opencs.machine import RegistryAuth
+
+    assert password not in repr(RegistryAuth("10.0.0.1:5000", f"node-{iid}", password))

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from opencs.machine import NodeRuntime
+from opencs.machine import NodeRuntime, RegistryAuth
 
 if TYPE_CHECKING:
     from opencs.engines.apps import AppEngine
@@ -96,6 +96,7 @@ class NodeConfig:
     insecure_registries: list[str] = field(default_factory=list)
     tls_for_ip: Callable[[str], TLSFiles] | None = None
     runtime: str = ""  # the node runtime's name ("": the provider's default, the Docker engine)
+    registry_auth: RegistryAuth | None = None  # the runtime pulls the cluster's private images with it
 
 
 @dataclass(frozen=True)
@@ -185,8 +186,12 @@ class ClusterDriver(abc.ABC):
         """How many control-plane members the cluster has at `size` nodes."""
 
     @abc.abstractmethod
-    def node_config(self, pki: ClusterPKI | None, instance_id: str, registry: str | None) -> NodeConfig:
-        """The node runtime settings of a machine (`pki` None: a free machine, no cluster TLS)."""
+    def node_config(self, pki: ClusterPKI | None, instance_id: str, registry: str | None,
+                    pull_auth: RegistryAuth | None = None) -> NodeConfig:
+        """The node runtime settings of a machine (`pki` None: a free machine, no cluster TLS).
+        `pull_auth` is the machine's node credential for `registry` (None: a free machine, or no
+        bundled registry): an engine whose node runtime pulls images by itself, without a credential
+        per workload, puts it into the NodeConfig; one that logs in per workload leaves it out."""
 
     @abc.abstractmethod
     def create(self, cluster_id: str, first_instance_id: str) -> str:

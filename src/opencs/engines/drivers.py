@@ -15,7 +15,7 @@ from opencs.engines.driver import (
     MemberHealth,
     NodeConfig,
 )
-from opencs.machine import NodeRuntime
+from opencs.machine import NodeRuntime, RegistryAuth
 
 if TYPE_CHECKING:
     from opencs.engines.apps import AppEngine
@@ -90,9 +90,10 @@ class DriverSet(ClusterDriver):
     def managers_for(self, cluster_id: str, size: int) -> int:
         return self.of(cluster_id).managers_for(cluster_id, size)
 
-    def node_config(self, pki: ClusterPKI | None, instance_id: str, registry: str | None) -> NodeConfig:
+    def node_config(self, pki: ClusterPKI | None, instance_id: str, registry: str | None,
+                    pull_auth: RegistryAuth | None = None) -> NodeConfig:
         d = self.of(pki.cluster_id) if pki is not None else self.default
-        return d.node_config(pki, instance_id, registry)
+        return d.node_config(pki, instance_id, registry, pull_auth)
 
     def create(self, cluster_id: str, first_instance_id: str) -> str:
         return self.of(cluster_id).create(cluster_id, first_instance_id)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from opencs.machine import RegistryAuth
+
 
 class InstanceState(enum.StrEnum):
     PENDING = "pending"  # being created
@@ -46,6 +48,7 @@ class InstanceSpec:
     labels: dict[str, str] = field(default_factory=dict)  # engine labels (dockerd --label)
     registry_mirror: str | None = None  # e.g. "http://10.199.0.1:5000"
     insecure_registries: list[str] = field(default_factory=list)
+    registry_auth: RegistryAuth | None = None  # the node's pull credential (kept 0600, like the TLS key)
     cpus: float | None = None  # resource limits mapped from instance_type (None: unlimited)
     memory_bytes: int | None = None
     runtime: str = ""  # the node runtime the cluster engine wants ("": the provider's default, Docker)

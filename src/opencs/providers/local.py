@@ -11,6 +11,7 @@ On-disk layout, `root_dir/<instance_id>/`:
     (the runtime's API socket is /run/opencs/<hash of root_dir>/<id>.sock: unix socket paths are short)
     engine.pid   the runtime's PID (written by the launcher before it execs the runtime)
     tls/         the node's server certificate; the runtime's own files and dirs (its "system disk")
+    registry-auth.json  the node's registry pull credential (0600), when the cluster engine gave one
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from opencs import ids
-from opencs.machine import MachineInfo, NodeRuntime, RuntimeSettings
+from opencs.machine import MachineInfo, NodeRuntime, RegistryAuth, RuntimeSettings
 from opencs.providers import localnet as net
 from opencs.providers.base import (
     Capabilities,
@@ -395,8 +396,14 @@ class LocalProvider(Provider):
             _write_private(Path(paths["ca"]), tls.ca_pem, 0o644)
             _write_private(Path(paths["cert"]), tls.cert_pem, 0o644)
             _write_private(Path(paths["key"]), tls.key_pem, 0o600)
+        auth = d / "registry-auth.json"  # the node's pull credential, 0600 like the TLS key
+        if spec.registry_auth is not None:
+            _write_private(auth, spec.registry_auth.to_json(), 0o600)
+        else:
+            auth.unlink(missing_ok=True)
         return {
             "tls": paths,
+            "registry_auth": str(auth) if spec.registry_auth is not None else None,
             "labels": dict(spec.labels),
             "registry_mirror": spec.registry_mirror,
             "insecure_registries": list(spec.insecure_registries),
@@ -426,7 +433,8 @@ class LocalProvider(Provider):
         spec = st.spec
         return RuntimeSettings(labels=dict(spec.get("labels") or {}), registry_mirror=spec.get("registry_mirror"),
                                insecure_registries=list(spec.get("insecure_registries") or []),
-                               tls_files=spec.get("tls"))
+                               tls_files=spec.get("tls"), registry_auth=RegistryAuth.from_json(Path(a).read_text())
+                               if (a := spec.get("registry_auth")) else None)
 
     def _answers(self, st: _NodeState, timeout: float = 1.0) -> bool:
         rt = self._runtime_of(st)
@@ -487,7 +495,7 @@ class LocalProvider(Provider):
             (d / sub).mkdir(exist_ok=True)
         for rel, text in plan.files.items():
             (d / rel).parent.mkdir(parents=True, exist_ok=True)
-            (d / rel).write_text(text)
+            _write_private(d / rel, text, 0o600 if rel in plan.private else 0o644)
         (d / "engine.pid").unlink(missing_ok=True)
         self._sock(st.instance_id).unlink(missing_ok=True)
 

@@ -1,7 +1,8 @@
 """The realm of the bundled registry's token authentication: `GET /token` on the nodes' bridge.
 
 docker (and containerd) on a node get a 401 with `WWW-Authenticate: Bearer realm=...` from the
-registry and ask this endpoint for a token, with Basic credentials or none. It has to listen where
+registry and ask this endpoint for a token: `GET` with Basic credentials or none (docker), or the
+OAuth2 `POST` form with a password grant (containerd, when it has credentials). It has to listen where
 the nodes reach it, next to the registry on the bridge, so it is a listener of its own (the API port
 stays on loopback by default); what it answers is decided by the `TokenIssuer` it is given.
 The listener (re)binds in the background (`opencs.rebinding`).
@@ -9,6 +10,7 @@ The listener (re)binds in the background (`opencs.rebinding`).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.server
 import json
@@ -20,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 from opencs.rebinding import RebindingListener
 
 log = logging.getLogger("opencs.registry")
+MAX_FORM = 16 * 1024  # an OAuth2 token form: a few scopes and a credential
 
 
 class TokenIssuer(Protocol):
@@ -36,9 +39,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if url.path != "/token":
             self._reply(404, {"errors": [{"code": "NOT_FOUND", "message": "only /token is served here"}]})
             return
+        self._answer(self.headers.get("Authorization", ""), parse_qs(url.query))
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        """The OAuth2 form of the same request (docker's token spec), which containerd sends when it
+        has credentials: `grant_type=password` with username and password, service and scope."""
+        if urlsplit(self.path).path != "/token":
+            self._reply(404, {"errors": [{"code": "NOT_FOUND", "message": "only /token is served here"}]})
+            return
         try:
-            status, body = self.server.issuer.token(self.headers.get("Authorization", ""), parse_qs(url.query),
-                                                    self.client_address[0])
+            size = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            size = -1
+        if not 0 <= size <= MAX_FORM:
+            self.close_connection = True
+            self._reply(400, {"errors": [{"code": "UNSUPPORTED", "message": "a form of up to 16 KiB is expected"}]})
+            return
+        form = parse_qs(self.rfile.read(size).decode("utf-8", "replace"))
+        if form.get("grant_type", [""])[0] != "password":
+            self._reply(400, {"errors": [{"code": "UNSUPPORTED", "message": "only grant_type=password is served"}]})
+            return
+        basic = f"{form.get('username', [''])[0]}:{form.get('password', [''])[0]}"
+        query = {k: v for k, v in form.items() if k in ("service", "scope")}
+        self._answer(f"Basic {base64.b64encode(basic.encode()).decode()}", query)
+
+    def _answer(self, authorization: str, query: dict[str, list[str]]) -> None:
+        try:
+            status, body = self.server.issuer.token(authorization, query, self.client_address[0])
         except Exception:
             log.exception("registry token request failed")
             status, body = 500, {"errors": [{"code": "UNKNOWN", "message": "token service failed"}]}

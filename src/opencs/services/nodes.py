@@ -20,6 +20,7 @@ from opencs.engines.driver import (
     EngineMachine,
     run_parallel,
 )
+from opencs.machine import RegistryAuth
 from opencs.providers.base import (
     Instance,
     InstanceNotFound,
@@ -42,13 +43,17 @@ class Machines:
     """Instances of the providers, recorded in the store, configured for the cluster's engine."""
 
     def __init__(self, providers: Mapping[str, Provider], instances: InstanceRepo, clusters: ClusterRepo,
-                 box: SecretBox, driver: ClusterDriver, registry_endpoint: Callable[[], str | None]) -> None:
+                 box: SecretBox, driver: ClusterDriver, registry_endpoint: Callable[[], str | None],
+                 pull_auth: Callable[[str, str], RegistryAuth | None] | None = None) -> None:
         self.providers = providers  # shared with the composition root (tests swap entries)
         self.instances = instances
         self.clusters = clusters
         self.box = box
         self.driver = driver
         self.registry_endpoint = registry_endpoint
+        # (cluster id, instance id) -> the machine's node credential for the bundled registry
+        # (opencs.services.registry_access.NodeCredentials.node_auth)
+        self.pull_auth = pull_auth
 
     def provider(self, name: str) -> Provider:
         try:
@@ -69,9 +74,12 @@ class Machines:
     def spec_for(self, c: Cluster | None, instance_id: str) -> InstanceSpec:
         """The node runtime settings the engine wants, limits from instance_type. Free instances
         get no TLS endpoint."""
-        cfg = self.driver.node_config(self.pki(c) if c is not None else None, instance_id, self.registry_endpoint())
+        registry = self.registry_endpoint()
+        auth = self.pull_auth(c.cluster_id, instance_id) if c is not None and registry and self.pull_auth else None
+        cfg = self.driver.node_config(self.pki(c) if c is not None else None, instance_id, registry, auth)
         spec = InstanceSpec(instance_id=instance_id, labels=dict(cfg.labels), registry_mirror=cfg.registry_mirror,
-                            insecure_registries=list(cfg.insecure_registries), runtime=cfg.runtime)
+                            insecure_registries=list(cfg.insecure_registries), runtime=cfg.runtime,
+                            registry_auth=cfg.registry_auth)
         if c is not None and c.instance_type:
             res = resources_for(c.instance_type)
             spec.cpus, spec.memory_bytes = res.cpus, res.memory_bytes
@@ -165,6 +173,7 @@ class EngineMachines:
             pass
         spec = self.machines.spec_for(self.machines.cluster(cluster_id), instance_id)
         spec.labels[ENGINE_MACHINE_LABEL] = cluster_id
+        spec.registry_auth = None  # no member, so no node credential: it pulls the shared images only
         return _engine_machine(prov.create(spec))
 
     def find(self, instance_id: str) -> EngineMachine | None:

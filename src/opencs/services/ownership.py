@@ -19,6 +19,8 @@ class OwnerStore(Protocol):
 
     def task_account(self, task_id: str) -> str | None: ...
 
+    def instance_cluster(self, instance_id: str) -> str | None: ...
+
 
 class Generation(Protocol):
     def generation(self, table: str) -> int: ...
@@ -52,6 +54,11 @@ class ResourceOwners:
                 with self._lock:
                     self._clusters[cluster_id] = acct
         return acct
+
+    def member_of(self, instance_id: str) -> str | None:
+        """The cluster an instance is a node of now (None: free or gone). Never cached: membership
+        changes, and a node credential must stop counting the moment its node left."""
+        return self.store.instance_cluster(instance_id)
 
     def task(self, task_id: str) -> str | None:
         acct = self._tasks.get(task_id)

@@ -9,7 +9,10 @@ Namespaces (the first path component of a repository):
     shared namespace). Its owner pulls and pushes; a sub-user as its policies allow
     `cr:PullRepository` / `cr:PushRepository` on `acs:cr:<region>:<account>:repository/<ns>/<name>`.
   * a cluster's nodes pull with the cluster's node credential (user `cluster-<id>`, a password
-    derived from a key of the data dir): its account's namespaces, pull only.
+    derived from a key of the data dir): its account's namespaces, pull only. A node whose runtime
+    pulls by itself (Kubernetes' containerd) holds a credential of its own, `node-<instance id>`,
+    derived from the cluster and the instance: the same rights, and only while that instance is a
+    member of that cluster (removed, deleted or moved to another cluster: refused).
 
 Credentials are Basic: an AccessKey id and secret (what `docker login` sends), a login name with
 the registry password its user set (opencs.services.registry_logins), or the node credential. A
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from opencs import ids
+from opencs.machine import RegistryAuth
 from opencs.registry.tokens import SERVICE, Access
 from opencs.services.accounts import AccountService, Principal
 from opencs.services.audit import AuditService
@@ -42,6 +46,7 @@ from opencs.store.tenancy import ROOT_ACCOUNT_ID
 
 SHARED = ("library", "opencs")
 NODE_USER = "cluster-"
+MACHINE_USER = "node-"  # one node's own credential: node-<instance id>
 PASSWORD_USER = "user:"  # the subject of a token issued to a registry password login: "user:<user_id>"
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 
@@ -52,16 +57,20 @@ class Signer(Protocol):
 
 @dataclass(frozen=True)
 class Caller:
-    """Who asks for a token: a user (principal), a cluster's nodes (cluster_id) or nobody."""
+    """Who asks for a token: a user (principal), a cluster's nodes (cluster_id; one of them:
+    instance_id too) or nobody."""
 
     principal: Principal | None = None
     cluster_id: str = ""
     account_id: str = ""
+    instance_id: str = ""
 
     @property
     def subject(self) -> str:
         if self.principal is not None:
             return self.principal.access_key_id or f"{PASSWORD_USER}{self.principal.user_id}"
+        if self.instance_id:
+            return f"{MACHINE_USER}{self.instance_id}"
         return f"{NODE_USER}{self.cluster_id}" if self.cluster_id else ""
 
 
@@ -93,6 +102,17 @@ class NodeCredentials:
         registry = self.endpoint()
         return (registry, f"{NODE_USER}{cluster_id}", self.password(cluster_id)) if registry else None
 
+    def machine_password(self, cluster_id: str, instance_id: str) -> str:
+        return hmac.new(self.key, f"registry-node|{cluster_id}|{instance_id}".encode(), hashlib.sha256).hexdigest()
+
+    def node_auth(self, cluster_id: str, instance_id: str) -> RegistryAuth | None:
+        """The credential one node's runtime pulls with by itself (written into the machine, 0600);
+        None without a bundled registry."""
+        registry = self.endpoint()
+        if not registry:
+            return None
+        return RegistryAuth(registry, f"{MACHINE_USER}{instance_id}", self.machine_password(cluster_id, instance_id))
+
 
 class RegistryAccess:
     def __init__(self, accounts: AccountService, keys: KeyService, owners: ResourceOwners, audit: AuditService,
@@ -120,6 +140,8 @@ class RegistryAccess:
             return None
         if not sep:
             return None
+        if user.startswith(MACHINE_USER):
+            return self._machine(user[len(MACHINE_USER):], password)
         if user.startswith(NODE_USER):
             cid = user[len(NODE_USER):]
             account = self.owners.cluster(cid)
@@ -134,6 +156,15 @@ class RegistryAccess:
             return None
         who = self.accounts.principal(user)
         return Caller(principal=who, account_id=who.account_id) if who is not None else None
+
+    def _machine(self, instance_id: str, password: str) -> Caller | None:
+        cid = self.owners.member_of(instance_id)  # now, not cached: a removed node is refused at once
+        account = self.owners.cluster(cid) if cid else None
+        if not cid or account is None:
+            return None
+        if not hmac.compare_digest(password, self.nodes.machine_password(cid, instance_id)):
+            return None
+        return Caller(cluster_id=cid, account_id=account, instance_id=instance_id)
 
     # ------------------------------------------------------------ rules
     def namespaces(self, account_id: str) -> set[str]:
@@ -194,7 +225,7 @@ class RegistryAccess:
     # ------------------------------------------------------------ pushes
     def pusher(self, actor: str) -> Principal | None:
         """The user behind a pushing token's subject (the notification's actor); nodes never push."""
-        if not actor or actor.startswith(NODE_USER) or actor == "opencs":
+        if not actor or actor.startswith((NODE_USER, MACHINE_USER)) or actor == "opencs":
             return None
         if actor.startswith(PASSWORD_USER):
             return self.accounts.principal_of_user(actor[len(PASSWORD_USER):])

@@ -123,6 +123,34 @@ def test_node_runtime_boot_plan(tmp_path: Path) -> None:
     assert "/sys/fs/cgroup/pids" not in plan.env["OCS_CG_HIER"].split()  # the launcher joined it already
     assert plan.binds["/var/lib/kubelet"] == "k8s/kubelet" and "/run/containerd" in plan.tmpfs
     assert rt.tls_port(RuntimeSettings()) is None and "k8s/certs.d/docker.io/hosts.toml" in plan.files
+    assert "auth]" not in toml and plan.private == {"k8s/containerd.toml"}
+
+
+def test_node_credential_goes_into_containerds_cri_config(tmp_path: Path) -> None:
+    """The driver hands the node credential for the bundled registry to the runtime, which puts it
+    where containerd 1.6's CRI reads it beside config_path; free and engine machines get none."""
+    import tomllib
+
+    from opencs.engines.driver import ClusterPKI as DriverPKI
+    from opencs.engines.kubernetes.driver import KubernetesDriver
+    from opencs.engines.kubernetes.runtime import KubernetesNodeRuntime
+    from opencs.machine import MachineInfo, RegistryAuth, RuntimeSettings
+
+    auth = RegistryAuth("10.9.0.1:5000", "node-i-aaaaaaaaaaaaaaaaaaaa", "pw\"with quote")
+    driver = KubernetesDriver(None, None)  # type: ignore[arg-type]
+    pki = DriverPKI("c1", "ca", "key")
+    assert driver.node_config(pki, "i-a", "10.9.0.1:5000", auth).registry_auth == auth
+    assert driver.node_config(None, "i-a", "10.9.0.1:5000", auth).registry_auth is None  # a free machine
+    assert driver.node_config(pki, "i-a", "10.9.0.2:5000", auth).registry_auth is None  # not that registry
+    m = MachineInfo("i-aaaaaaaaaaaaaaaaaaaa", "10.9.0.5", "i-aaaaaaaaaaaaaaaaaaaa", tmp_path, "ocsnaaaa",
+                    Path("/run/opencs/x/i-aaaaaaaaaaaaaaaaaaaa.sock"))
+    plan = KubernetesNodeRuntime().boot_plan(m, RuntimeSettings(registry_mirror="http://10.9.0.1:5000",
+                                                                registry_auth=auth))
+    cri = tomllib.loads(plan.files["k8s/containerd.toml"])["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["registry"]["configs"] == {"10.9.0.1:5000": {"auth": {"username": auth.username,
+                                                                      "password": auth.password}}}
+    assert cri["registry"]["config_path"].endswith("certs.d") and "k8s/containerd.toml" in plan.private
+    assert auth.password not in repr(auth) and RegistryAuth.from_json(auth.to_json()) == auth
 
 
 def test_plans(tmp_path: Path, pki: ClusterPKI) -> None:

@@ -19,7 +19,7 @@ from opencs.engines.driver import (
     NoManager,
     TLSFiles,
 )
-from opencs.machine import NodeRuntime
+from opencs.machine import NodeRuntime, RegistryAuth
 
 if TYPE_CHECKING:
     from opencs.engines.apps import AppEngine
@@ -72,7 +72,8 @@ class FakeClusterDriver(ClusterDriver):
     def managers_for(self, cluster_id: str, size: int) -> int:
         return 3 if size >= 3 else 1
 
-    def node_config(self, pki: ClusterPKI | None, instance_id: str, registry: str | None) -> NodeConfig:
+    def node_config(self, pki: ClusterPKI | None, instance_id: str, registry: str | None,
+                    pull_auth: RegistryAuth | None = None) -> NodeConfig:
         cfg = NodeConfig(labels={"opencs.instance": instance_id})
         if pki is not None:
             cfg.labels["opencs.cluster"] = pki.cluster_id

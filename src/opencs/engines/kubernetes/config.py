@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from opencs.machine import RegistryAuth
+
 CONTAINERD_SOCK = "/run/containerd/containerd.sock"  # inside the machine's private /run/containerd
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 
@@ -54,10 +56,18 @@ class ClusterNetwork:
         return str(ipaddress.ip_network(self.service_cidr)[10])
 
 
-def containerd_toml(node_dir: Path, sandbox_image: str, address: str = CONTAINERD_SOCK) -> str:
+def containerd_toml(node_dir: Path, sandbox_image: str, address: str = CONTAINERD_SOCK,
+                    auth: RegistryAuth | None = None) -> str:
     """containerd 1.6 (config version 2) with the CRI plugin; state on the machine's private tmpfs,
-    the API on `address`."""
+    the API on `address`. `auth`: the credential CRI pulls from that registry with when a pod names
+    no imagePullSecret (`registry.configs."<host>".auth`: containerd 1.6 still reads it beside
+    `config_path`, whose hosts.toml has no credentials before 2.x; it applies to every hosts.toml
+    entry of that host, docker.io's mirror included). The file then holds a secret: mode 0600."""
     cri = 'plugins."io.containerd.grpc.v1.cri"'
+    creds = "" if auth is None else f"""  [{cri}.registry.configs.{json.dumps(auth.registry)}.auth]
+    username = {json.dumps(auth.username)}
+    password = {json.dumps(auth.password)}
+"""
     return f"""version = 2
 root = {json.dumps(str(node_dir / "containerd"))}
 state = "/run/containerd"
@@ -96,7 +106,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     max_conf_num = 1
   [{cri}.registry]
     config_path = {json.dumps(str(node_dir / "certs.d"))}
-"""
+{creds}"""
 
 
 def registry_hosts(registry: str) -> dict[str, str]:

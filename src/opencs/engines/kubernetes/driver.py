@@ -43,6 +43,7 @@ from opencs.engines.kubernetes.monitor import MonitorAccess
 from opencs.engines.kubernetes.pki import ClusterPKI as KubePKI
 from opencs.engines.kubernetes.runtime import STD_PATH, KubernetesNodeRuntime, missing_host_binaries
 from opencs.engines.kubernetes.usage import KubernetesUsageReader
+from opencs.machine import RegistryAuth
 
 if TYPE_CHECKING:
     from opencs.engines.apps import AppEngine
@@ -134,12 +135,16 @@ class KubernetesDriver(ClusterDriver):
     def managers_for(self, cluster_id: str, size: int) -> int:
         return self._form_of(cluster_id)[1]
 
-    def node_config(self, pki: ClusterPKI | None, instance_id: str, registry: str | None) -> NodeConfig:
+    def node_config(self, pki: ClusterPKI | None, instance_id: str, registry: str | None,
+                    pull_auth: RegistryAuth | None = None) -> NodeConfig:
+        """containerd pulls through the bundled registry (docker.io's mirror too) with the node's
+        credential, so pods name the account's images without imagePullSecrets."""
         cfg = NodeConfig(labels={"opencs.instance": instance_id}, runtime=self._runtime.name,
                          registry_mirror=f"http://{registry}" if registry else None,
                          insecure_registries=[registry] if registry else [])
         if pki is not None:
             cfg.labels["opencs.cluster"] = pki.cluster_id
+            cfg.registry_auth = pull_auth if registry and pull_auth and pull_auth.registry == registry else None
         return cfg
 
     def _pki(self, cluster_id: str) -> KubePKI:

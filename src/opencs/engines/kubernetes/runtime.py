@@ -160,8 +160,9 @@ class KubernetesNodeRuntime:
 
     def boot_plan(self, machine: MachineInfo, settings: RuntimeSettings) -> BootPlan:
         k = machine.dir / STATE_DIR
+        toml = f"{STATE_DIR}/containerd.toml"  # 0600: it may hold the node's registry credential
         files = {
-            f"{STATE_DIR}/containerd.toml": containerd_toml(k, self.sandbox_image(settings), str(machine.api_socket)),
+            toml: containerd_toml(k, self.sandbox_image(settings), str(machine.api_socket), settings.registry_auth),
             f"{STATE_DIR}/units/containerd.sh": unit_script(
                 ["containerd", "--config", str(k / "containerd.toml"), "--log-level", "warn"]),
             # kubelet and cadvisor tell nodes apart by it; stable across re-images of the same instance
@@ -184,6 +185,7 @@ class KubernetesNodeRuntime:
             tmpfs=["/run/containerd", "/var/log"],
             binds={"/var/lib/cni": f"{STATE_DIR}/cni-cache", KUBELET_ROOT: f"{STATE_DIR}/kubelet"},
             files=files,
+            private=frozenset({toml}),
             log_name=self.log_name,
         )
 

@@ -31,6 +31,7 @@ from opencs.engines.driver import (
 from opencs.engines.swarm.events import SwarmDeathReader
 from opencs.engines.swarm.node import DockerEngine
 from opencs.engines.swarm.usage import SwarmUsageReader
+from opencs.machine import RegistryAuth
 from opencs.pki.ca import CertAuthority
 
 if TYPE_CHECKING:
@@ -89,9 +90,11 @@ class SwarmDriver(ClusterDriver):
         """One manager for 1-2 nodes; three (raft quorum survives one loss) from size 3."""
         return MANAGERS_FROM_SIZE_3 if size >= MANAGERS_FROM_SIZE_3 else 1
 
-    def node_config(self, pki: ClusterPKI | None, instance_id: str, registry: str | None) -> NodeConfig:
+    def node_config(self, pki: ClusterPKI | None, instance_id: str, registry: str | None,
+                    pull_auth: RegistryAuth | None = None) -> NodeConfig:
         """A server cert of the cluster's CA for the engine's tcp://IP:2376, the bundled registry
-        as mirror. Free machines get no TLS endpoint."""
+        as mirror. Free machines get no TLS endpoint. No pull credential in the engine: services
+        carry the node credential with them (opencs.engines.swarm.stack.registry_login)."""
         cfg = NodeConfig(labels={"opencs.instance": instance_id},
                          registry_mirror=f"http://{registry}" if registry else None,
                          insecure_registries=[registry] if registry else [])

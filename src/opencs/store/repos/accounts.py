@@ -238,6 +238,10 @@ class AccountRepo:
         with self.db.session() as s:
             return s.scalar(select(InstanceRow.account_id).where(InstanceRow.instance_id == instance_id))
 
+    def instance_cluster(self, instance_id: str) -> str | None:
+        with self.db.session() as s:
+            return s.scalar(select(InstanceRow.cluster_id).where(InstanceRow.instance_id == instance_id))
+
     def cluster_account(self, cluster_id: str) -> str | None:
         with self.db.session() as s:
             return s.scalar(select(Cluster.account_id).where(Cluster.cluster_id == cluster_id))
