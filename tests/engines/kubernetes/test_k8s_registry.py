@@ -4,7 +4,7 @@ account's AccessKey (the Docker token flow `docker login` + `docker push` follow
 spec, without imagePullSecrets, because each node's containerd holds a node credential of its own
 (CRI `registry.configs."<registry>".auth`, file 0600); an image of another account's namespace is
 refused by the token server (ErrImagePull / ImagePullBackOff, the token request on the trail granted
-nothing); once the cluster is deleted the node credential is refused.
+nothing); once a node is removed from the cluster its credential is refused and gone from its machine.
 """
 
 from __future__ import annotations
@@ -88,11 +88,11 @@ def test_pods_pull_their_accounts_images_and_no_others(server: ServerProcess, tm
     assert d["state"] == "running", d
 
     # every node's containerd holds its own credential, in a file only root reads
-    nodes = [n["instance_id"] for n in owner.cluster_nodes(cid)["nodes"]]
-    conf = server.data_dir / "nodes" / nodes[0] / "k8s" / "containerd.toml"
+    worker = next(n["instance_id"] for n in owner.cluster_nodes(cid)["nodes"] if n["role"] == "worker")
+    conf = server.data_dir / "nodes" / worker / "k8s" / "containerd.toml"
     assert conf.stat().st_mode & 0o777 == 0o600
     auth = tomllib.loads(conf.read_text())["plugins"]["io.containerd.grpc.v1.cri"]["registry"]["configs"][registry]
-    assert auth["auth"]["username"] == f"node-{nodes[0]}"
+    assert auth["auth"]["username"] == f"node-{worker}"
     password = auth["auth"]["password"]
 
     kc = tmp_path / "kubeconfig"
@@ -122,10 +122,12 @@ def test_pods_pull_their_accounts_images_and_no_others(server: ServerProcess, tm
     assert [e.outcome for e in made_pods] == ["201", "201"], made_pods
     print(f"refused as {reason}: {message[:200]}")
 
-    # the credential goes with the cluster
-    owner.wait_task(owner.delete_cluster(cid).task_id, timeout=300)
+    # a node that leaves the cluster is refused from then on; its machine is re-imaged without it
     ch = _realm(registry)
-    gone = httpx.post(ch["realm"], data={"grant_type": "password", "username": f"node-{nodes[0]}",
+    owner.wait_task(owner.remove_nodes(cid, [worker]).task_id, timeout=300)
+    gone = httpx.post(ch["realm"], data={"grant_type": "password", "username": f"node-{worker}",
                                          "password": password, "service": ch["service"]}, trust_env=False)
     assert gone.status_code == 401, gone.text
+    assert not (conf.parents[1] / "registry-auth.json").exists()  # a free machine: no cluster, no credential
+    assert not conf.exists() or "auth]" not in conf.read_text()
     assert password not in server.log.read_text()
