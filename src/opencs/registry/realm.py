@@ -82,7 +82,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, format: str, *args: object) -> None:
-        pass  # the query names scopes only; credentials are in a header, but keep the log to outcomes
+        pass  # the query names scopes only; credentials are in a header or the form, but keep the log to outcomes
 
 
 class _RealmHTTPServer(http.server.ThreadingHTTPServer):
