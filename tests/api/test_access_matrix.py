@@ -298,6 +298,20 @@ class AppRow:
     body: dict[str, Any] | None = None
     owner_path: str = ""
     owner_body: dict[str, Any] | None = None
+    prepare: Callable[[requests.Session, World], None] | None = None  # before the owner's call
+
+
+def _release(version: str) -> Callable[[requests.Session, World], None]:
+    """Start a blue-green release of "web" (the new version beside the old) and wait until both serve."""
+
+    def start(s: requests.Session, w: World) -> None:
+        body = {"update_method": "blue-green", "template": TEMPLATE.replace("3600", f"360{version}"),
+                "version": version}
+        r = s.post(f"{w.master}/projects/web/update", json=body, timeout=60)
+        assert r.status_code == 202, r.text
+        _owner(w).wait_task(r.json()["task_id"], timeout=120)
+
+    return start
 
 
 APP_MATRIX: dict[str, AppRow] = {
@@ -323,13 +337,11 @@ APP_MATRIX: dict[str, AppRow] = {
     "POST /projects/{name}/redeploy": AppRow("/projects/web/redeploy", "deny"),
     "POST /projects/{name}/update": AppRow("/projects/web/update", "deny",
                                            body={"template": TEMPLATE.replace("3600", "3601"), "version": "2"}),
-    # finishing or undoing a blue-green release: the owner's call is admitted and finds none (a
-    # release runs a second version beside the first and needs a routing port; its own test is
-    # tests/appapi/test_projects.py), so nothing changes
-    "POST /projects/{name}/confirm-update": AppRow("/projects/web/confirm-update", "deny",
-                                                   (409, "NoBlueGreenRelease")),
-    "POST /projects/{name}/rollback-update": AppRow("/projects/web/rollback-update", "deny",
-                                                    (409, "NoBlueGreenRelease")),
+    # a blue-green release (version 3 beside 2) confirmed, then another (4 beside 3) rolled back
+    "POST /projects/{name}/confirm-update": AppRow("/projects/web/confirm-update?force=true", "deny",
+                                                   prepare=_release("3")),
+    "POST /projects/{name}/rollback-update": AppRow("/projects/web/rollback-update?force=true", "deny",
+                                                    prepare=_release("4")),
     "POST /projects": AppRow("/projects/", "deny", body={"name": "web3", "template": TEMPLATE},
                              owner_body={"name": "web2", "template": TEMPLATE}),
     "DELETE /projects/{name}": AppRow("/projects/web", "deny", owner_path="/projects/web2"),
@@ -652,18 +664,23 @@ def test_application_api_per_identity(world: World) -> None:
 
     owner = _app(w.certs["A"])
     for route, row in APP_MATRIX.items():
+        if row.prepare is not None:
+            row.prepare(owner, w)
         r = _app_call(owner, w, route, row.owner_path or row.path, row.owner_body or row.body)
         doc = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
         got: Expect = OK if 200 <= r.status_code < 300 else (r.status_code, str(doc.get("Code", "")))
         if got != row.owner:
             wrong.append(f"{route} A: {r.status_code} {r.text[:200]}, expected {row.owner}")
         if route.startswith("POST /projects/{name}"):
+            if isinstance(doc, dict) and doc.get("task_id"):
+                _owner(w).wait_task(doc["task_id"], timeout=120)
             _settled(owner, w, "web")
     for method, path, body, _ in DOCKER:
         r = owner.request(method, f"{w.master}{path}", json=body, timeout=60)
         if not 200 <= r.status_code < 300:
             wrong.append(f"{method} {path} A: {r.status_code} {r.text[:200]}")
     assert not wrong, "\n".join(wrong)
-    assert _settled(owner, w, "web")["version"] == "2"
+    web = _settled(owner, w, "web")  # 2 rolled out, 3 released and confirmed, 4 released and rolled back
+    assert web["version"] == "3" and web["current_state"] == "running", web
     assert owner.get(f"{w.master}/projects/web2", timeout=30).status_code == 404
     assert owner.get(f"{w.master}/volumes/omxvol2", timeout=30).status_code == 404
