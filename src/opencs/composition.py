@@ -44,6 +44,7 @@ from opencs.loops.health import HealthLoop
 from opencs.loops.leased import LeasedLoop
 from opencs.loops.monitoring import MonitoringLoop
 from opencs.loops.node_api import NodeApiListener, node_endpoint, node_listen
+from opencs.loops.registry_notifications import RegistryNotificationsLoop
 from opencs.loops.router import EngineRoutes, RouterLoop
 from opencs.loops.usage import ExportLoop, UsageLoop
 from opencs.machine import NodeRuntime
@@ -112,7 +113,7 @@ log = logging.getLogger("opencs")
 
 # the singleton duties: each runs in the one process (of all sharing the database) holding its lease;
 # the usage collector is not one (each API process keeps the snapshot it serves, reading only)
-DUTIES = ("health", "endpoints", "router", "monitoring", "container-events")
+DUTIES = ("health", "endpoints", "router", "monitoring", "container-events", "registry-notifications")
 
 
 @dataclass
@@ -222,6 +223,8 @@ class ControlPlane:
         if self.influxdb is not None:
             loops.append(ExportLoop(self.influxdb))
         loops.append(RealmListener(self.registry.realm_address, self.registry_access))
+        if s.registry_notifications:
+            loops.append(leased(RegistryNotificationsLoop(self.registry)))
         if self.node_api is not None:
             loops.append(self.node_api)
         loops.append(leased(MonitoringLoop(self.monitoring)))  # idle while the stack is not enabled
@@ -342,8 +345,9 @@ def _registry_service(settings: Settings, providers: dict[str, Provider]) -> Reg
     local = providers.get("local")
     # pushes are announced to this control plane (image-update triggers)
     host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    notify = f"http://{host}:{settings.port}/hook/registry" if settings.registry_notifications else None
     return RegistryService(settings.data_dir, settings.registry_port, local.host_network() if local else None,
-                           notify_url=f"http://{host}:{settings.port}/hook/registry")
+                           notify_url=notify)
 
 
 def _engines(settings: Settings, box: SecretBox, cluster_repo: ClusterRepo,

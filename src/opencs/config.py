@@ -55,6 +55,9 @@ class Settings:
         default_factory=lambda: _env_float("OPENCS_CONTAINER_EVENTS_INTERVAL", 2.0))
     # the monitoring stack (opencs monitoring enable): Prometheus' scrape and rule evaluation interval
     monitoring_interval: float = field(default_factory=lambda: _env_float("OPENCS_MONITORING_INTERVAL", 15.0))
+    # this process serves /hook/registry (opencs server, not opencs worker): it may own the bundled
+    # registry's push notifications (a lease among processes sharing the store)
+    registry_notifications: bool = True
     # per-cluster Application API endpoints (master_url = https://<advertise host>:<port>), see opencs.appapi
     appapi: bool = True
     appapi_host: str = "127.0.0.1"  # where the listeners bind

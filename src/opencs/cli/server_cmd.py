@@ -234,7 +234,8 @@ def register(app: typer.Typer) -> None:
         """Run durable-task workers only (scale out beside `opencs server` on PostgreSQL)."""
 
         _logging(log_level)
-        rt = build_or_exit(Settings(data_dir=data_dir, database_url=database_url, workers=workers, usage_interval=0))
+        rt = build_or_exit(Settings(data_dir=data_dir, database_url=database_url, workers=workers, usage_interval=0,
+                                   registry_notifications=False))
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

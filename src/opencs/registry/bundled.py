@@ -298,9 +298,32 @@ class BundledRegistry:
 
     # -- public ---------------------------------------------------------------------------------
 
-    def ensure_running(self) -> int:
+    @staticmethod
+    def _without_notifications(config: str) -> object:
+        parsed = yaml.safe_load(config)
+        if isinstance(parsed, dict):
+            parsed.pop("notifications", None)
+        return parsed
+
+    def recorded_notify_url(self) -> str | None:
+        """Where the registry of the written config sends its push notifications (None: nowhere)."""
+        try:
+            parsed = yaml.safe_load(self.config_path.read_text())
+        except (FileNotFoundError, yaml.YAMLError):
+            return None
+        endpoints = (parsed.get("notifications") or {}).get("endpoints") or [] if isinstance(parsed, dict) else []
+        return str(endpoints[0].get("url")) if endpoints and isinstance(endpoints[0], dict) else None
+
+    def _adoptable(self, recorded: str, config: str, any_notifications: bool) -> bool:
+        if recorded == config:
+            return True
+        return any_notifications and self._without_notifications(recorded) == self._without_notifications(config)
+
+    def ensure_running(self, any_notifications: bool = False) -> int:
         """Start the registry, or adopt the recorded one if it runs with the same config.
 
+        `any_notifications`: adopt one whose config differs only in where it sends its push
+        notifications (a process that does not own them must not take them from the one that does).
         Returns the PID. Blocks until GET /v2/ answers 200.
         """
         if not self.binary.exists():
@@ -313,7 +336,7 @@ class BundledRegistry:
             stopped = False
             if pid is not None:
                 try:
-                    same = self.config_path.read_text() == config
+                    same = self._adoptable(self.config_path.read_text(), config, any_notifications)
                 except FileNotFoundError:
                     same = False
                 if same:

@@ -29,14 +29,16 @@ class NodeBridge(Protocol):
 
 
 class RegistryService:
-    def __init__(self, data_dir: Path, port: int, bridge: NodeBridge | None, notify_url: str,
+    def __init__(self, data_dir: Path, port: int, bridge: NodeBridge | None, notify_url: str | None,
                  realm_port: int | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
         self.realm_port = realm_port or port + 1
         self.signer = TokenSigner(data_dir / "registry" / "auth")
         self.bridge = bridge
-        self.notify_url = notify_url
+        self.notify_url = notify_url  # None: this process does not serve /hook/registry (opencs worker)
+        # whether the registry's pushes are announced to this process (its lease; see take_notifications)
+        self.owns_notifications = False
         self._lock = threading.Lock()
         self._seeded = False
         self._kube_images: dict[str, str] | None = None
@@ -73,12 +75,30 @@ class RegistryService:
             auth = self.token_auth(endpoint.rsplit(":", 1)[0])
             reg = BundledRegistry(self.data_dir / "registry", listen=endpoint, notify_url=self.notify_url,
                                   notify_token=self.notify_token(), token_auth=auth)
-            reg.ensure_running()
+            # a process that does not own the notifications adopts the registry wherever it sends them
+            reg.ensure_running(any_notifications=not self.owns_notifications)
             if not self._seeded:
                 seed_busybox(reg.url, auth=self.bearer())
                 self._seeded = True
             self.running = reg
         return endpoint
+
+    def take_notifications(self) -> None:
+        """From now on the registry announces its pushes to this process (it holds their lease)."""
+        self.owns_notifications = self.notify_url is not None
+
+    def drop_notifications(self) -> None:
+        self.owns_notifications = False
+
+    def keep_notifications(self) -> None:
+        """If the data dir's registry runs, make it announce its pushes here (restarting it if it sends
+        them elsewhere: to a process that has died or lost the lease, or nowhere). Never starts one
+        where none runs: the first cluster does."""
+        if not self.owns_notifications:
+            return
+        reg = BundledRegistry(self.data_dir / "registry")
+        if reg.recorded_pid() is not None and reg.recorded_notify_url() != self.notify_url:
+            self.ensure()
 
     def stop(self) -> None:
         """Stop the data dir's registry by its recorded PID (the last process of the data dir stops)."""
