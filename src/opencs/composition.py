@@ -163,17 +163,6 @@ class ControlPlane:
     queue_gauge: metrics.QueueDepth | None = None  # this store's task queue on /metrics, dropped at close
     host_use: hostclaims.DataDirUse | None = None  # keeps the data dir's host claims live (opencs teardown)
 
-    # ------------------------------------------------------------ transitional delegates
-
-    def registry_endpoint(self) -> str | None:
-        return self.registry.endpoint()
-
-    def ensure_registry(self) -> str | None:
-        return self.registry.ensure()
-
-    def registry_notify_token(self) -> str:
-        return self.registry.notify_token()
-
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:

@@ -179,7 +179,7 @@ def test_registry_push_redeploys_subscribers(client: Any, signer: Signer, projec
         return {"events": [ev]}
 
     assert_error(client.post("/hook/registry", json=event(signer.ak)), 403, "InvalidRegistryToken")
-    auth = {"Authorization": f"Bearer {runtime.registry_notify_token()}"}
+    auth = {"Authorization": f"Bearer {runtime.registry.notify_token()}"}
 
     def fired(envelope: dict[str, Any]) -> list[str]:
         r = client.post("/hook/registry", json=envelope, headers=auth)
