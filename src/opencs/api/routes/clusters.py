@@ -77,10 +77,12 @@ async def create_cluster(request: Request) -> JSONResponse:
 async def scale_cluster(cluster_id: ClusterId, request: Request) -> JSONResponse:
     data = await json_object(request)
     clusters = _rt(request).clusters
-    if clusters.type_of(cluster_id) == "kubernetes":  # spec §6.2: the workers in all
-        tid = clusters.scale_workers(cluster_id, validate(ScaleKubernetes, data).num_of_nodes)
+    # store reads and writes in a worker thread: in the event loop they would stall every request
+    if await to_thread.run_sync(clusters.type_of, cluster_id) == "kubernetes":  # spec §6.2: the workers in all
+        tid = await to_thread.run_sync(clusters.scale_workers, cluster_id,
+                                       validate(ScaleKubernetes, data).num_of_nodes)
     else:
-        tid = clusters.scale(cluster_id, validate(ScaleCluster, data))
+        tid = await to_thread.run_sync(clusters.scale, cluster_id, validate(ScaleCluster, data))
     return _accepted(request, cluster_id=cluster_id, task_id=tid)
 
 
@@ -94,7 +96,7 @@ def delete_cluster(cluster_id: ClusterId, request: Request) -> JSONResponse:
 @router.post("/clusters/{cluster_id}/attach", status_code=202, openapi_extra=_body_doc(AttachInstances))
 async def attach_instances(cluster_id: ClusterId, request: Request) -> JSONResponse:
     body = validate(AttachInstances, await json_object(request))
-    results, tid = _rt(request).clusters.attach(cluster_id, body.instances)
+    results, tid = await to_thread.run_sync(_rt(request).clusters.attach, cluster_id, body.instances)
     return _accepted(request, list=results, task_id=tid, cluster_id=cluster_id)
 
 
@@ -109,7 +111,7 @@ def remove_node(
 @router.post("/clusters/{cluster_id}/instances/{instance_id}/reset", status_code=202)
 async def reset_node(cluster_id: ClusterId, instance_id: InstanceId, request: Request) -> JSONResponse:
     validate(ResetNode, await json_object(request, required=False))
-    tid = _rt(request).clusters.reset_node(cluster_id, instance_id)
+    tid = await to_thread.run_sync(_rt(request).clusters.reset_node, cluster_id, instance_id)
     return _accepted(request, cluster_id=cluster_id, task_id=tid)
 
 

@@ -25,7 +25,7 @@ def list_instances(request: Request, free: bool = Query(False)) -> list[dict[str
 @router.post("/instances", status_code=202)
 async def create_instances(request: Request) -> JSONResponse:
     body = validate(CreateInstances, await json_object(request, required=False))
-    tid = services(request).instances.create(body.count)
+    tid = await run_in_threadpool(services(request).instances.create, body.count)
     return JSONResponse({"task_id": tid, "request_id": request_id_of(request)}, status_code=202)
 
 

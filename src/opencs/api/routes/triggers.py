@@ -73,7 +73,7 @@ def delete_trigger(cluster_id: ClusterId, trigger_id: TriggerId, request: Reques
 @router.post("/clusters/{cluster_id}/triggers/{trigger_id}/rotate")
 async def rotate_trigger(cluster_id: ClusterId, trigger_id: TriggerId, request: Request) -> JSONResponse:
     body = validate(RotateTrigger, await json_object(request, required=False))
-    out = _svc(request).rotate(cluster_id, trigger_id, body.grace_seconds)
+    out = await to_thread.run_sync(_svc(request).rotate, cluster_id, trigger_id, body.grace_seconds)
     return JSONResponse({**out, "request_id": request_id_of(request)})
 
 
