@@ -1,0 +1,74 @@
+"""Seen signature nonces: a replay is refused, across a restart and across a second store on the
+database, and concurrent callers share one write (group commit) without losing or mixing outcomes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from opencs.config import Settings
+from opencs.store.db import Database, migrate
+from opencs.store.repos.nonces import NonceStore
+
+
+@pytest.fixture
+def db(tmp_path: Path, database_url: str | None) -> Iterator[Database]:
+    d = Database(Settings(data_dir=tmp_path, database_url=database_url).resolved_database_url)
+    migrate(d.engine)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def test_a_replay_is_refused_by_this_store_and_by_another_on_the_database(db: Database) -> None:
+    a, b = NonceStore(db, timedelta(minutes=30)), NonceStore(db, timedelta(minutes=30))
+    assert a.remember("AK1", "n-1") is True
+    assert a.remember("AK1", "n-1") is False
+    assert b.remember("AK1", "n-1") is False  # another process sharing the database
+    assert b.remember("AK2", "n-1") is True  # per AccessKey
+
+
+def test_concurrent_callers_share_writes_and_each_gets_its_own_outcome(db: Database) -> None:
+    store = NonceStore(db, timedelta(minutes=30))
+    threads, per = 24, 20
+    # every nonce is asked twice, by two threads at once: exactly one of them may get True
+    outcomes: dict[tuple[int, int], list[bool]] = {}
+    lock = threading.Lock()
+    start = threading.Barrier(threads)
+
+    def caller(t: int) -> None:
+        start.wait()
+        for i in range(per):
+            key = (t // 2, i)  # threads 2k and 2k+1 ask the same nonces
+            got = store.remember("AK", f"n-{key[0]}-{i}")
+            with lock:
+                outcomes.setdefault(key, []).append(got)
+
+    ts = [threading.Thread(target=caller, args=(t,)) for t in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert len(outcomes) == threads // 2 * per
+    assert all(sorted(v) == [False, True] for v in outcomes.values()), outcomes
+    calls = threads * per
+    assert store.writes < calls  # the callers waiting on one write were written together
+    assert NonceStore(db, timedelta(minutes=30)).remember("AK", "n-0-0") is False  # committed
+
+
+def test_a_failed_write_fails_every_caller_of_its_batch_and_the_next_write_works(db: Database) -> None:
+    store = NonceStore(db, timedelta(minutes=30))
+    good = store._insert
+    store._insert = good.values(no_such_column=1)  # a statement the database refuses, for one write
+    try:
+        with pytest.raises(Exception, match="no_such_column"):
+            store.remember("AK", "broken")
+    finally:
+        store._insert = good
+    assert store.remember("AK", "after") is True
+    assert store.remember("AK", "broken") is True  # the failed write kept nothing
