@@ -394,9 +394,9 @@ def check_application_api(cs: Any, cluster_id: str, name: str) -> None:
     sid = f"{name}_web"
     assert wait_for_line(lambda: app.project_logs(name), "v1 x").startswith("/")  # '<container> | <line>'
     assert re.search(r" \| 20\d\d-\d\d-\d\dT[\d:.]+Z v1 x$", app.service_logs(sid, tail=5, timestamps=True), re.M)
-    lines = app.follow_service_logs(sid)  # a log that is followed: its first line, then leave it
-    assert next(iter(lines)).endswith("v1 x")
-    lines.close()
+    for lines in (app.follow_service_logs(sid), app.follow_project_logs(name)):  # followed: its first line
+        assert next(iter(lines)).endswith("v1 x")
+        lines.close()
     events = cs.cluster_events(cluster_id, project=name, kind="task")
     assert events and all(e.project == name and e.kind == "task" for e in events)
     stream = cs.follow_events(cluster_id, project=name, kind="task")  # starts with the events so far
