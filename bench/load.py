@@ -1,7 +1,7 @@
 """Load (issue 13, item 5): 50 concurrent clients for 60 s against real servers with real nodes.
 
     flock /tmp/opencs-itest.lock python bench/load.py [--clients 50] [--duration 60] [--think 0.05]
-        [--database-url postgresql://...] [--only sqlite,pg1,pg2x2] [--cli-processes]
+        [--database-url postgresql://...] [--only sqlite,pg1,pg2x2]
 
 The same workload runs, one after the other in this run, against:
   sqlite  one `opencs server` (2 task workers) on SQLite;
@@ -9,10 +9,9 @@ The same workload runs, one after the other in this run, against:
   pg2x2   on PostgreSQL, the `opencs server` of pg1 plus a second API process and two worker
           processes (2 threads each; the server itself runs none), the clients spread over both APIs.
 
-By default the second API process and the workers are started by this bench with the API alone,
-or the task workers alone, and no loops (`_role api|worker` below): the runs so far were made
-before singleton duties were leased (c266890). --cli-processes starts `opencs server` and
-`opencs worker` instead, now that every process may run them (not measured yet).
+The extra processes are `opencs server --workers 0` and `opencs worker`, as a user runs them: the
+singleton duties (master_url, the router, ...) go to whichever process holds their lease. (Before
+duties were leased, c266890, the bench started stripped-down processes without loops instead.)
 
 Clients (each a coroutine, signed with the SDK, no retries, closed loop with --think seconds
 between calls):
@@ -86,41 +85,19 @@ class Stats:
 
 # ---------------------------------------------------------------- processes
 
-def _role(kind: str, data: str, db: str, port: int, workers: int) -> None:
-    """A process of one role without the singleton loops: `api` (no task workers) or `worker`."""
-    from opencs.composition import build
-    from opencs.config import Settings
-
-    s = Settings(data_dir=Path(data), database_url=db, workers=workers if kind == "worker" else 0, port=port,
-                 appapi=False, routing=False, monitor_interval=0, usage_interval=0, container_events_interval=0)
-    rt = build(s)
-    if kind == "worker":
-        rt.tasks.start(workers)
-        import threading
-
-        threading.Event().wait()
-    import uvicorn
-
-    from opencs.api.app import create_app
-
-    uvicorn.run(create_app(rt), host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
 class Extra:
     """A second API or a worker process sharing the first server's data dir and database."""
 
-    def __init__(self, first: ServerProcess, kind: str, cli: bool, workers: int = 2) -> None:
+    def __init__(self, first: ServerProcess, kind: str, workers: int = 2) -> None:
         self.kind, self.port, self.first = kind, free_port(), first
         self.log = first.data_dir.parent / f"{kind}-{self.port}.log"
         data, db = str(first.data_dir), first.database_url or ""
-        if cli and kind == "api":
+        if kind == "api":
             cmd = ["-m", "opencs.cli.main", "server", "--port", str(self.port), "--data-dir", data,
                    "--database-url", db, "--workers", "0"]
-        elif cli:
+        else:
             cmd = ["-m", "opencs.cli.main", "worker", "--data-dir", data, "--database-url", db,
                    "--workers", str(workers)]
-        else:
-            cmd = [__file__, "_role", kind, data, db, str(self.port), str(workers)]
         with open(self.log, "ab") as f:
             self.proc = subprocess.Popen([sys.executable, *cmd], env=first.env, stdout=f, stderr=subprocess.STDOUT)
 
@@ -280,8 +257,7 @@ def run_config(name: str, args: argparse.Namespace, tmp: Path) -> Stats:
         first.start(timeout=60)
         apis = [first.url]
         if name == "pg2x2":
-            extras = [Extra(first, "api", args.cli_processes), Extra(first, "worker", args.cli_processes),
-                      Extra(first, "worker", args.cli_processes)]
+            extras = [Extra(first, "api"), Extra(first, "worker"), Extra(first, "worker")]
             for e in extras:
                 e.wait()
             apis.append(extras[0].url)
@@ -367,16 +343,12 @@ def report(results: dict[str, Stats], args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["_role"]:
-        kind, data, db, port, workers = sys.argv[2:7]
-        return _role(kind, data, db, int(port), int(workers))
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--duration", type=float, default=60)
     ap.add_argument("--think", type=float, default=0.05, help="mean seconds between a client's calls")
     ap.add_argument("--database-url", default=os.environ.get("OPENCS_TEST_PG_URL", ""))
     ap.add_argument("--only", default="sqlite,pg1,pg2x2")
-    ap.add_argument("--cli-processes", action="store_true", help="opencs server/worker for the extra processes")
     args = ap.parse_args()
     configs = args.only.split(",")
     drop = None
