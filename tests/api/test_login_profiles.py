@@ -64,7 +64,12 @@ def test_core_sdk_login_profile_lifecycle(srv: ServerProcess) -> None:
         assert (e.value.get_http_status(), e.value.get_error_code()) == (status, code), params
     got = ram_call(c, "GetLoginProfile", UserName="carol")
     assert got["LoginProfile"] == prof and PASSWORDS[0] not in json.dumps(got) and "Hash" not in json.dumps(got)
+    assert ram_call(c, "GetUser", UserName="carol")["User"]["LastLoginDate"] == ""  # never signed in
+    assert not console_sign_in(srv, "carol@default", "Wrong-pass9")
+    assert ram_call(c, "GetUser", UserName="carol")["User"]["LastLoginDate"] == ""  # a refused one is none
     assert console_sign_in(srv, "carol@default", PASSWORDS[0])
+    last = ram_call(c, "GetUser", UserName="carol")["User"]["LastLoginDate"]
+    assert last.endswith("Z") and last >= prof["CreateDate"]
     ram_call(c, "UpdateLoginProfile", UserName="carol", Password=PASSWORDS[1], PasswordResetRequired=True)
     assert ram_call(c, "GetLoginProfile", UserName="carol")["LoginProfile"]["PasswordResetRequired"] is True
     assert not console_sign_in(srv, "carol@default", PASSWORDS[0])

@@ -105,6 +105,7 @@ class LoginProfiles:
         if not self.hashes.verify(found[1].password_hash if found else None, password) or found is None:
             return SignIn(None, named)
         user, rec = found
+        self.repo.signed_in(user.user_id)
         return SignIn(self.accounts.user_principal(user), named, stamp_of(rec), rec.password_reset_required)
 
     def _find(self, login: str) -> tuple[UserRecord, LoginProfileRecord] | None:

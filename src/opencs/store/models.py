@@ -43,6 +43,8 @@ class User(Base):
     updated: Mapped[datetime]
     # the Argon2id hash of the password the user set for `docker login` (CR CreateUserInfo); None: none
     registry_password: Mapped[str | None] = mapped_column(String(255), nullable=True, default=None)
+    # the last console sign-in with the user's password (RAM GetUser's LastLoginDate); None: never
+    last_login: Mapped[datetime | None] = mapped_column(nullable=True, default=None)
 
     __table_args__ = (UniqueConstraint("account_id", "user_name", name="ux_users_account_name"),)
 

@@ -80,7 +80,8 @@ def create_user(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
 
 
 def get_user(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:
-    return {"User": {**_user(svc.accounts.user(who.account_id, _need(p, "UserName"))), "LastLoginDate": ""}}
+    u = svc.accounts.user(who.account_id, _need(p, "UserName"))
+    return {"User": {**_user(u), "LastLoginDate": _ts(u.last_login) if u.last_login else ""}}
 
 
 def list_users(svc: RamServices, who: Principal, p: Params) -> dict[str, Any]:

@@ -40,6 +40,7 @@ class UserRecord:
     is_owner: bool
     created: datetime
     updated: datetime
+    last_login: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class KeyOwner:
 
 def user_record(r: User) -> UserRecord:
     return UserRecord(r.user_id, r.account_id, r.user_name, r.display_name, r.comments, r.is_owner,
-                      r.created, r.updated)
+                      r.created, r.updated, r.last_login)
 
 
 def _policy(r: Policy, n: int = 0) -> PolicyRecord:

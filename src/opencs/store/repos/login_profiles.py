@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, update
 
 from opencs.store.db import Database, utcnow
 from opencs.store.models import Account, LoginProfile, User
@@ -65,6 +65,11 @@ class LoginProfileRepo:
     def delete(self, user_id: str) -> bool:
         with self.db.session() as s:
             return bool(s.execute(delete(LoginProfile).where(LoginProfile.user_id == user_id)).rowcount)  # type: ignore[attr-defined]
+
+    def signed_in(self, user_id: str) -> None:
+        """Record a console sign-in with the password (GetUser's LastLoginDate)."""
+        with self.db.session() as s:
+            s.execute(update(User).where(User.user_id == user_id).values(last_login=utcnow()))
 
     def find(self, account: str, user_name: str) -> tuple[UserRecord, LoginProfileRecord] | None:
         """The user `user_name` of the account whose name or id is `account`, with its login profile."""
