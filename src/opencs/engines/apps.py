@@ -235,10 +235,13 @@ class AppEngine(abc.ABC):
 
     @abc.abstractmethod
     def wait_converged(self, model: StackModel, services: Iterable[str], *, timeout: float,
-                       since: float | None = None, progress: Progress | None = None) -> None:
+                       since: float | None = None, progress: Progress | None = None,
+                       unchanged: Collection[str] = ()) -> None:
         """Until every named service runs its desired tasks (healthy, settled) or completed (exited 0,
         not restarted). AppEngineError with code ContainerFailed (the message names the service,
-        its exit code and last log lines) / SchedulingFailed / Timeout when it will not."""
+        its exit code and last log lines) / SchedulingFailed / Timeout when it will not.
+        `unchanged`: services the deploy before left as they were, so that a rolled-back update
+        they show is an earlier one's, not this deploy's failure."""
 
     @abc.abstractmethod
     def remove_services(self, project: str, *, release: str | None = None, keep: Collection[str] = ()) -> None:

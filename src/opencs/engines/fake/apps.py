@@ -187,7 +187,8 @@ class FakeAppEngine(AppEngine):
         return True
 
     def wait_converged(self, model: StackModel, services: Iterable[str], *, timeout: float,
-                       since: float | None = None, progress: Progress | None = None) -> None:
+                       since: float | None = None, progress: Progress | None = None,
+                       unchanged: Collection[str] = ()) -> None:
         self._up()
         for name in services:
             svc = self.services.get(model.services[name].full_name)

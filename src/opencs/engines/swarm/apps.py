@@ -224,9 +224,10 @@ class SwarmAppEngine(AppEngine):
 
     @_translated
     def wait_converged(self, model: StackModel, services: Iterable[str], *, timeout: float,
-                       since: float | None = None, progress: Progress | None = None) -> None:
+                       since: float | None = None, progress: Progress | None = None,
+                       unchanged: Collection[str] = ()) -> None:
         stack.wait_converged(self.manager(), model, services, timeout=timeout, since=since, progress=progress,
-                             exit_logs=self._exit_logs)
+                             exit_logs=self._exit_logs, unchanged=unchanged)
 
     def _exit_logs(self, task: dict[str, Any]) -> list[str]:
         """The last lines of a task's container, from the engine of the node it ran on."""

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -377,12 +377,13 @@ class _Watch:
     exit_logs: Callable[[dict[str, Any]], list[str]]
     pending_since: dict[str, float] = field(default_factory=dict)
     failed_seen: dict[str, dict[str, str]] = field(default_factory=dict)  # service → task id → error
+    unchanged: frozenset[str] = frozenset()  # left as they were by the deploy: their update status is older
 
 
 def _still_waiting(name: str, svc: dict[str, Any], snap: Snapshot, w: _Watch) -> str | None:
     """Why the service has not converged yet (None: it has). StackError when it never will."""
     us = svc.get("UpdateStatus") or {}
-    if us.get("State") in ("rollback_completed", "rollback_paused", "paused") and \
+    if us.get("State") in ("rollback_completed", "rollback_paused", "paused") and name not in w.unchanged and \
             _age(us.get("StartedAt", "")) < time.time() - w.since + 5:
         raise StackError(f"service {name}: the update failed ({us.get('State')}): {us.get('Message', '')}")
     want = desired_count(svc, snap)
@@ -435,6 +436,7 @@ def wait_converged(
     progress: Callable[[str], None] | None = None,
     settle: float = 1.5,
     exit_logs: Callable[[dict[str, Any]], list[str]] | None = None,
+    unchanged: Collection[str] = (),
 ) -> None:
     """Until every named service runs its desired tasks (stopped ones: none), each running for at
     least ``settle`` seconds (a container that exits at once is not "running"), or completed (a
@@ -444,7 +446,7 @@ def wait_converged(
     cannot be placed."""
     names = list(services)
     end = time.time() + timeout
-    w = _Watch(since or time.time(), settle, exit_logs or (lambda t: []))
+    w = _Watch(since or time.time(), settle, exit_logs or (lambda t: []), unchanged=frozenset(unchanged))
     while True:
         snap = snapshot(manager_host, [], model.project, containers=False)
         waiting: list[str] = []

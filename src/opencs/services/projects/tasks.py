@@ -168,8 +168,11 @@ def _deploy_rollback(ps: ProjectService, ctx: TaskContext) -> None:
             row = row_of(ps, ctx)
             model = ps.model_of(row)
             eng = engine(ps, ctx)
-            eng.deploy(model, ps.deploy_state(row, model))
-            eng.wait_converged(model, model.order, timeout=CONVERGE_TIMEOUT)
+            actions = eng.deploy(model, ps.deploy_state(row, model))
+            # the swarm may have rolled the failed update back to this release already: then the
+            # deploy changes nothing, and the service's "rollback_completed" is that, not a failure
+            eng.wait_converged(model, model.order, timeout=CONVERGE_TIMEOUT,
+                               unchanged=[n for n, a in actions.items() if a in ("unchanged", "scaled")])
         except Exception as e:  # the old release does not come back either
             set_row(ps, ctx, current_state="failed",
                  state={"last_error": f"update to version {failed_version} failed ({err}); rolling back to "
