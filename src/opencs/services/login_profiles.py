@@ -135,11 +135,10 @@ class LoginProfiles:
         if found is None or stamp_of(found[1]) != stamp:
             raise NotFound("The login profile changed meanwhile: sign in again",
                            code="EntityNotExist.User.LoginProfile")
-        check_password(new_password, "The new password")
-        assert isinstance(new_password, str)
-        if self.hashes.verify(found[1].password_hash, new_password):
+        password = check_password(new_password, "The new password")
+        if self.hashes.verify(found[1].password_hash, password):
             raise BadRequest("The new password must differ from the old one", code="InvalidParameter.Password.Reused")
-        rec = self.repo.update(user_id, self.hashes.hash(new_password), False, None)
+        rec = self.repo.update(user_id, self.hashes.hash(password), False, None)
         if rec is None:
             raise _no_profile(found[0].user_name)
         return stamp_of(rec)

@@ -143,7 +143,7 @@ class FakeAccess:
 def _reader(pods: list[dict[str, Any]]) -> tuple[KubernetesDeathReader, FakeAccess]:
     access = FakeAccess()
     r = KubernetesDeathReader(access)  # type: ignore[arg-type]
-    r._apis["c-k8s"] = FakeApi(pods)  # type: ignore[assignment]
+    r._apis._clients["c-k8s"] = FakeApi(pods)  # type: ignore[assignment]
     return r, access
 
 
@@ -170,7 +170,7 @@ def test_an_unreachable_apiserver_is_said_and_the_identity_made_again() -> None:
     r, access = _reader(KubeError("GET /api/v1/pods: HTTP 403: forbidden", 403))  # type: ignore[arg-type]
     with pytest.raises(EngineUnreachable, match="403"):
         r.deaths(_ref(None), 0.0, 1.0)
-    assert access.forgotten == ["c-k8s"] and "c-k8s" not in r._apis
+    assert access.forgotten == ["c-k8s"] and "c-k8s" not in r._apis._clients
 
 
 class FakeAdmin:

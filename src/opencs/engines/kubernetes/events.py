@@ -12,14 +12,13 @@ that ended before the reader's first pass (an earlier process, or nobody, saw th
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
 from typing import Any
 
 from opencs.engines.apps import EngineUnreachable
 from opencs.engines.container_events import ContainerDeath
 from opencs.engines.kubernetes.api import KubeApi, KubeError
-from opencs.engines.kubernetes.monitor import MonitorAccess
+from opencs.engines.kubernetes.monitor import ClientsByCluster, MonitorAccess
 from opencs.engines.usage import NodeRef
 
 TIMEOUT = 10.0
@@ -57,32 +56,18 @@ def terminations(pod: dict[str, Any]) -> list[tuple[str, float | None, Container
 class KubernetesDeathReader:
     def __init__(self, access: MonitorAccess) -> None:
         self.access = access
-        self._apis: dict[str, KubeApi] = {}
+        self._apis = ClientsByCluster(access, lambda ident: KubeApi(ident.server, None, TIMEOUT, ctx=ident.ctx))
         self._seen: dict[str, set[str]] = {}  # node -> the terminations its pods showed last time
         self._floor: dict[str, float] = {}  # node -> `since` of its first pass
-        self._lock = threading.Lock()
-
-    def _api(self, cluster_id: str) -> KubeApi:
-        with self._lock:
-            if (api := self._apis.get(cluster_id)) is None:
-                ident = self.access.identity(cluster_id)
-                api = self._apis[cluster_id] = KubeApi(ident.server, None, TIMEOUT, ctx=ident.ctx)
-            return api
-
-    def _drop(self, cluster_id: str) -> None:
-        with self._lock:
-            api = self._apis.pop(cluster_id, None)
-        if api is not None:
-            api.close()
-        self.access.forget(cluster_id)
 
     def deaths(self, node: NodeRef, since: float, until: float) -> list[ContainerDeath]:
         if not node.cluster_id:
             raise EngineUnreachable(f"{node.instance_id}: no cluster")
         try:
-            pods = self._api(node.cluster_id).pods_on(node.instance_id)  # the Node's name is the instance id
+            pods = self._apis.get(node.cluster_id).pods_on(node.instance_id)  # the Node's name is the instance id
         except KubeError as e:
-            self._drop(node.cluster_id)
+            self._apis.drop(node.cluster_id)
+            self.access.forget(node.cluster_id)
             raise EngineUnreachable(str(e)) from None
         floor = self._floor.setdefault(node.instance_id, since) - CLOCK_SLACK
         seen = self._seen.get(node.instance_id, set())

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from opencs.engines.apps import EngineUnreachable
 from opencs.engines.driver import DriverError
@@ -97,6 +97,35 @@ class MonitorAccess:
         """After a refusal (401/403) or an unreachable apiserver: made again on the next use."""
         with self._lock:
             self._ids.pop(cluster_id, None)
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closable)
+
+
+class ClientsByCluster(Generic[C]):
+    """One kept client per cluster, made from MONITOR_USER's identity on first use; `drop` closes it
+    (after a failure: a fresh one next time)."""
+
+    def __init__(self, access: MonitorAccess, make: Callable[[Identity], C]) -> None:
+        self.access, self._make = access, make
+        self._clients: dict[str, C] = {}
+        self._lock = threading.Lock()
+
+    def get(self, cluster_id: str) -> C:
+        with self._lock:
+            if (c := self._clients.get(cluster_id)) is None:
+                c = self._clients[cluster_id] = self._make(self.access.identity(cluster_id))
+            return c
+
+    def drop(self, cluster_id: str) -> None:
+        with self._lock:
+            c = self._clients.pop(cluster_id, None)
+        if c is not None:
+            c.close()
 
 
 def kubelet_url(address: str, path: str) -> str:

@@ -20,7 +20,6 @@ container's name in the pod.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import httpx
 
 from opencs.engines import cgroupv1
 from opencs.engines.apps import EngineUnreachable
-from opencs.engines.kubernetes.monitor import MonitorAccess, kubelet_url
+from opencs.engines.kubernetes.monitor import ClientsByCluster, MonitorAccess, kubelet_url
 from opencs.engines.usage import ContainerUsage, NodeRef, NodeUsage, Usage
 
 TIMEOUT = 10.0  # seconds; a node that does not answer must not hold up the others for long
@@ -129,33 +128,20 @@ class KubernetesUsageReader:
                  proc: Path = cgroupv1.PROC) -> None:
         self.access = access
         self.cgroup_root, self.proc = cgroup_root, proc
-        self._clients: dict[str, httpx.Client] = {}
-        self._lock = threading.Lock()
-
-    def _client(self, cluster_id: str) -> httpx.Client:
-        with self._lock:
-            if (c := self._clients.get(cluster_id)) is None:
-                ctx = self.access.identity(cluster_id).ctx
-                c = self._clients[cluster_id] = httpx.Client(verify=ctx, timeout=TIMEOUT, trust_env=False)
-            return c
-
-    def _drop(self, cluster_id: str) -> None:
-        with self._lock:
-            c = self._clients.pop(cluster_id, None)
-        if c is not None:
-            c.close()
+        self._clients = ClientsByCluster(access, lambda ident: httpx.Client(verify=ident.ctx, timeout=TIMEOUT,
+                                                                            trust_env=False))
 
     def get(self, node: NodeRef, path: str) -> dict[str, Any]:
         """One kubelet call; EngineUnreachable (and a fresh client next time) if it fails."""
         if not node.address or not node.cluster_id:
             raise EngineUnreachable(f"{node.instance_id}: no address or cluster to reach its kubelet")
         try:
-            r = self._client(node.cluster_id).get(kubelet_url(node.address, path))
+            r = self._clients.get(node.cluster_id).get(kubelet_url(node.address, path))
         except httpx.HTTPError as e:
-            self._drop(node.cluster_id)
+            self._clients.drop(node.cluster_id)
             raise EngineUnreachable(f"kubelet of {node.instance_id}: {e or type(e).__name__}") from None
         if r.status_code in (401, 403):
-            self._drop(node.cluster_id)
+            self._clients.drop(node.cluster_id)
             self.access.forget(node.cluster_id)  # RBAC ensured again on the next pass
         if r.status_code != 200:
             raise EngineUnreachable(f"kubelet of {node.instance_id}: GET {path}: HTTP {r.status_code}: {r.text[:200]}")
