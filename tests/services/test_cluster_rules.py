@@ -268,3 +268,30 @@ def test_the_last_requested_size_wins(world: World) -> None:
     assert world.tasks.get(first).superseded_by == second and world.tasks.get(first).state == "success"
     assert world.clusters.get(cid)["size"] == 1 and len(world.instances.of_cluster(cid)) == 1
     assert world.clusters.get(cid)["state"] == "running"
+
+
+class _Crash(BaseException):
+    """A kill -9 in the middle of a stage: nothing after it in the process runs."""
+
+
+def test_scale_resumed_after_a_crash_finishes_the_machine_it_was_making(world: World) -> None:
+    """CI of stop 19: killed after the new machine was made but before its row was recorded running,
+    the resumed scale saw the target size reached and left that machine pending, never a member."""
+    cid = world.create(1)
+    create = world.provider.create
+
+    def made_then_killed(spec: object) -> object:
+        create(spec)  # type: ignore[arg-type]
+        raise _Crash
+
+    world.provider.create = made_then_killed  # type: ignore[method-assign,assignment]
+    tid = world.clusters.scale(cid, ScaleCluster(size=2))
+    with pytest.raises(_Crash):
+        world.run(tid)
+    world.provider.create = create  # type: ignore[method-assign]
+    assert [r.state for r in world.instances.of_cluster(cid)].count("pending") == 1
+    assert world.tasks.repo.update_owned(tid, world.tasks.owner, {"lease_until": 0.0})  # the lease ran out
+    assert world.run(tid) == "success"
+    rows = world.instances.of_cluster(cid)
+    assert len(rows) == 2 and {r.state for r in rows} == {"running"} and all(r.swarm_node_id for r in rows)
+    assert set(world.provider.instances) == {r.instance_id for r in rows}

@@ -126,7 +126,9 @@ def _converge_size(d: ClusterTaskDeps, ctx: TaskContext, target: int, plan_key: 
     """Add fresh instances or remove members until `target`."""
     cid = _cid(ctx)
     rows = d.instances.of_cluster(cid)
-    if len(rows) < target:
+    if len(rows) < target or plan_key in ctx.scratch:
+        # resumed after a crash the planned rows already count towards `target` but may still be
+        # pending (killed before the machine was recorded running): ensure finishes them
         planned = _plan(ctx, plan_key, target - len(rows))
         ctx.progress(f"creating {len(planned)} instance(s)")
         d.machines.ensure(cid, planned)
