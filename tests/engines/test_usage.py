@@ -63,6 +63,10 @@ def test_cgroup_usage_without_blkio_or_processes(tmp_path: Path) -> None:
 class FakeReader:
     def __init__(self) -> None:
         self.calls: list[NodeRef] = []
+        self.retained: list[list[str]] = []
+
+    def retain(self, nodes: list[NodeRef]) -> None:
+        self.retained.append([n.instance_id for n in nodes])
 
     def read(self, node: NodeRef) -> NodeUsage:
         self.calls.append(node)
@@ -108,6 +112,10 @@ def test_collect_reads_running_members_of_live_clusters_only() -> None:
     (c1,) = snap.clusters
     assert [n.instance_id for n in c1.nodes] == ["i-a"] and "refused" in c1.errors["i-dead"]
     assert svc.latest is snap
+    assert reader.retained == [["i-a", "i-dead"]]  # what it keeps for others (deleted clusters) goes
+    clusters.rows = []
+    svc.collect()
+    assert reader.retained[-1] == []
 
 
 def test_collect_finds_the_reader_by_the_recorded_type_in_any_case() -> None:

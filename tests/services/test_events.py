@@ -76,6 +76,10 @@ class Rows:
 class Reader:
     def __init__(self) -> None:
         self.windows: list[tuple[str, float, float]] = []
+        self.retained: list[list[str]] = []
+
+    def retain(self, nodes: list[NodeRef]) -> None:
+        self.retained.append([n.instance_id for n in nodes])
 
     def deaths(self, node: NodeRef, since: float, until: float) -> list[ContainerDeath]:
         self.windows.append((node.instance_id, since, until))
@@ -96,6 +100,7 @@ def test_deaths_become_events_with_their_reason(log: EventLog) -> None:
     w = DeathWatcher(clusters, instances, {"swarm": reader}, log)  # type: ignore[arg-type]
     assert w.collect() == 2
     assert [x[0] for x in reader.windows] == ["i-a", "i-dead"]
+    assert reader.retained == [["i-a", "i-dead"]]
     oom, term = log.list("c1", kind="container")
     assert oom["reason"] == "ContainerOOMKilled" and "OOM killer" in oom["message"] and oom["project"] == "web"
     assert term["reason"] == "ContainerDied" and "killed by SIGTERM" in term["message"]

@@ -3,6 +3,7 @@ and whether the kernel's OOM killer was the cause. Readers are per cluster type.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,3 +42,7 @@ class DeathReader(Protocol):
     def deaths(self, node: NodeRef, since: float, until: float) -> list[ContainerDeath]:
         """Deaths in [since, until) from the engine's event stream, each once; EngineUnreachable if it does
         not answer. `since` of a reader's first call is when the watcher started: nothing older."""
+        ...
+
+    def retain(self, nodes: Sequence[NodeRef]) -> None:
+        """After each pass, the nodes it asked: what is kept for others goes (as UsageReader.retain)."""

@@ -9,6 +9,7 @@ EngineUnreachable (opencs.engines.apps).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -61,4 +62,9 @@ class NodeUsage:
 class UsageReader(Protocol):
     def read(self, node: NodeRef) -> NodeUsage:
         """The node's usage and its running containers' (raises EngineUnreachable)."""
+        ...
+
+    def retain(self, nodes: Sequence[NodeRef]) -> None:
+        """After each pass, the nodes it read: whatever is kept for other nodes or clusters (clients,
+        identities) goes, so that deleted clusters leave nothing behind."""
         ...

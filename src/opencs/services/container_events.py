@@ -30,11 +30,15 @@ class DeathWatcher:
         live = {c.cluster_id: reader for c in self.clusters.live()
                 if (reader := self.readers.get(c.cluster_type.lower())) is not None}
         n = 0
+        asked: dict[int, list[NodeRef]] = {id(r): [] for r in self.readers.values()}
         if live:
             for r in self.instances.all():
                 if r.cluster_id in live and r.state == "running" and r.docker_host:
                     node = NodeRef(r.instance_id, r.docker_host, address=r.private_ip, cluster_id=r.cluster_id)
+                    asked[id(live[r.cluster_id])].append(node)
                     n += self._node(r.cluster_id, live[r.cluster_id], node, until)
+        for reader in {id(r): r for r in self.readers.values()}.values():
+            reader.retain(asked[id(reader)])  # a deleted cluster's kept clients and marks go
         self._since = until
         return n
 

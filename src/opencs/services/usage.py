@@ -59,14 +59,19 @@ class UsageService:
         live = [(c.cluster_id, reader) for c in self.clusters.live()
                 if (reader := self.readers.get(c.cluster_type.lower())) is not None]
         out: list[ClusterUsage] = []
+        members: dict[str, list[NodeRef]] = {}
         if live:
-            members: dict[str, list[NodeRef]] = {}
             for r in self.instances.all():
                 if r.cluster_id and r.state == "running" and r.docker_host:
                     members.setdefault(r.cluster_id, []).append(NodeRef(
                         r.instance_id, r.docker_host, (r.details or {}).get("cgroup"), r.private_ip, r.cluster_id))
             for cluster_id, reader in live:
                 out.append(self._cluster(cluster_id, reader, members.get(cluster_id, [])))
+        read: dict[int, list[NodeRef]] = {id(r): [] for r in self.readers.values()}
+        for cluster_id, reader in live:
+            read[id(reader)].extend(members.get(cluster_id, []))
+        for reader in {id(r): r for r in self.readers.values()}.values():
+            reader.retain(read[id(reader)])  # a deleted cluster's kept clients go
         snap = UsageSnapshot(time.time(), time.perf_counter() - start, out)
         with self._lock:
             self._latest = snap

@@ -135,9 +135,13 @@ class FakeApi:
 class FakeAccess:
     def __init__(self) -> None:
         self.forgotten: list[str] = []
+        self.retained: list[set[str]] = []
 
     def forget(self, cluster_id: str) -> None:
         self.forgotten.append(cluster_id)
+
+    def retain(self, cluster_ids: set[str]) -> None:
+        self.retained.append(set(cluster_ids))
 
 
 def _reader(pods: list[dict[str, Any]]) -> tuple[KubernetesDeathReader, FakeAccess]:
@@ -186,14 +190,18 @@ class FakeAdmin:
         self.objects[f"{path}/{obj['metadata']['name']}"] = obj
 
 
-def test_monitor_identity_is_made_once_with_its_rbac() -> None:
+def _access() -> tuple[MonitorAccess, FakeAdmin]:
     pki, admin = ClusterPKI.create("c-k8s"), FakeAdmin()
 
     @contextmanager
     def admin_api(cluster_id: str) -> Any:
         yield admin
 
-    access = MonitorAccess(lambda cid: pki, admin_api, lambda cid: "https://10.208.0.2:6443")
+    return MonitorAccess(lambda cid: pki, admin_api, lambda cid: "https://10.208.0.2:6443"), admin
+
+
+def test_monitor_identity_is_made_once_with_its_rbac() -> None:
+    access, admin = _access()
     ident = access.identity("c-k8s")
     assert ident.server == "https://10.208.0.2:6443" and admin.creates == 3
     roles = {o["roleRef"]["name"] for p, o in admin.objects.items() if "clusterrolebindings" in p}
@@ -203,3 +211,24 @@ def test_monitor_identity_is_made_once_with_its_rbac() -> None:
     access.forget("c-k8s")
     assert access.identity("c-k8s") is not ident and admin.creates == 3  # made again, nothing re-created
     assert len(rbac_objects()) == 3
+
+
+def test_a_deleted_clusters_client_and_marks_go_after_the_next_pass() -> None:
+    pods = _load("apiserver-pods.json")["items"]
+    r, access = _reader(pods)
+    api = r._apis._clients["c-k8s"]
+    r.deaths(_ref(None), 0.0, 1.0)
+    r.retain([_ref(None)])  # still a member: kept
+    assert r._apis._clients["c-k8s"] is api and not api.closed and r._seen  # type: ignore[attr-defined]
+    r.retain([])  # the cluster is gone
+    assert api.closed and not r._apis._clients and not r._seen and not r._floor  # type: ignore[attr-defined]
+    assert access.retained == [{"c-k8s"}, set()]
+
+
+def test_monitor_identities_of_other_clusters_go_on_retain() -> None:
+    access, _ = _access()
+    ident = access.identity("c-k8s")
+    access.retain({"c-k8s", "c-other"})
+    assert access.identity("c-k8s") is ident
+    access.retain(set())
+    assert access.identity("c-k8s") is not ident

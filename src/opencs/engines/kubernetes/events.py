@@ -12,6 +12,7 @@ that ended before the reader's first pass (an earlier process, or nobody, saw th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +60,15 @@ class KubernetesDeathReader:
         self._apis = ClientsByCluster(access, lambda ident: KubeApi(ident.server, None, TIMEOUT, ctx=ident.ctx))
         self._seen: dict[str, set[str]] = {}  # node -> the terminations its pods showed last time
         self._floor: dict[str, float] = {}  # node -> `since` of its first pass
+
+    def retain(self, nodes: Sequence[NodeRef]) -> None:
+        clusters = {n.cluster_id for n in nodes if n.cluster_id}
+        self._apis.retain(clusters)
+        self.access.retain(clusters)
+        ids = {n.instance_id for n in nodes}
+        for kept in (self._seen, self._floor):
+            for iid in set(kept) - ids:
+                del kept[iid]
 
     def deaths(self, node: NodeRef, since: float, until: float) -> list[ContainerDeath]:
         if not node.cluster_id:

@@ -15,7 +15,7 @@ import os
 import ssl
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -98,6 +98,12 @@ class MonitorAccess:
         with self._lock:
             self._ids.pop(cluster_id, None)
 
+    def retain(self, cluster_ids: Collection[str]) -> None:
+        """Only these clusters' identities are kept (a deleted cluster's key does not linger)."""
+        with self._lock:
+            for cid in set(self._ids) - set(cluster_ids):
+                del self._ids[cid]
+
 
 class Closable(Protocol):
     def close(self) -> None: ...
@@ -125,6 +131,13 @@ class ClientsByCluster(Generic[C]):
         with self._lock:
             c = self._clients.pop(cluster_id, None)
         if c is not None:
+            c.close()
+
+    def retain(self, cluster_ids: Collection[str]) -> None:
+        """Close the clients of every other cluster (deleted ones, or without a running node now)."""
+        with self._lock:
+            gone = [self._clients.pop(cid) for cid in set(self._clients) - set(cluster_ids)]
+        for c in gone:
             c.close()
 
 

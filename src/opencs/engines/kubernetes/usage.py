@@ -20,6 +20,7 @@ container's name in the pod.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,11 @@ class KubernetesUsageReader:
             raise EngineUnreachable(f"kubelet of {node.instance_id}: GET {path}: HTTP {r.status_code}: {r.text[:200]}")
         out: dict[str, Any] = r.json()
         return out
+
+    def retain(self, nodes: Sequence[NodeRef]) -> None:
+        clusters = {n.cluster_id for n in nodes if n.cluster_id}
+        self._clients.retain(clusters)
+        self.access.retain(clusters)
 
     def read(self, node: NodeRef) -> NodeUsage:
         summary = self.get(node, "/stats/summary")

@@ -3,6 +3,7 @@ filtered to die and oom): one bounded call per node and pass, no stream held ope
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import closing
 from typing import Any
 
@@ -30,6 +31,9 @@ class SwarmDeathReader:
         except (DockerException, OSError) as e:
             raise EngineUnreachable(str(e)) from None
         return [_death(e, e.get("id") in oom) for e in raw if e.get("Action") == "die"]
+
+    def retain(self, nodes: Sequence[NodeRef]) -> None:
+        """Nothing is kept between passes: one client per call."""
 
 
 def _oom_killed(c: Any, cid: str) -> bool:

@@ -9,6 +9,7 @@ and its network namespace is that of any process in it. Containers whose group i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,9 @@ class SwarmUsageReader:
             raise EngineUnreachable(str(e)) from None
         own = self._cgroup_usage(node.cgroup) if node.cgroup else None
         return NodeUsage(node.instance_id, own, containers, "cgroup" if local else "engine", node.address)
+
+    def retain(self, nodes: Sequence[NodeRef]) -> None:
+        """Nothing is kept between passes: one client per read."""
 
     def _container(self, c: Any, node: NodeRef, raw: dict[str, Any], local: bool) -> ContainerUsage | None:
         labels: dict[str, str] = raw.get("Labels") or {}
