@@ -155,6 +155,29 @@ def test_attach_free_instances(world: World) -> None:
         world.clusters.attach(cid, ["i-" + "0" * 20])
 
 
+def test_ssh_machine_refused_by_a_kubernetes_cluster(world: World) -> None:
+    """Attaching an SSH-registered machine to a Kubernetes cluster: 412 naming what a node would need,
+    before anything runs (the instance stays free, no task); a Swarm cluster takes it."""
+    from opencs.engines.drivers import DriverSet
+    from opencs.engines.kubernetes.driver import KubernetesDriver
+
+    kube_id, swarm_id = world.create(1, "k"), world.create(1, "s")
+    kube = KubernetesDriver(book=None, clusters=None)  # type: ignore[arg-type]
+    drivers = DriverSet(world.driver, [kube], {kube_id: "Kubernetes", swarm_id: "swarm"}.get)
+    clusters = ClusterService(world.clusters.repo, world.instances, world.clusters.box, world.tasks,
+                              world.clusters.providers, drivers, max_cluster_size=6)
+    world.instances.add_registered("i-ssh0000000000000000", "ssh", "10.1.2.3", "running", "unix:///x.sock", {})
+    with pytest.raises(ProviderNotAvailable) as e:
+        clusters.attach(kube_id, ["i-ssh0000000000000000"])
+    assert e.value.status == 412 and "containerd" in e.value.message and "Nothing was installed" in e.value.message
+    row = world.instances.get("i-ssh0000000000000000")
+    assert row is not None and not row.cluster_id
+    assert world.clusters.get(kube_id)["state"] == "running"
+    _, tid = clusters.attach(swarm_id, ["i-ssh0000000000000000"])  # Swarm takes SSH hosts (reserved here)
+    assert world.instances.get("i-ssh0000000000000000").cluster_id == swarm_id  # type: ignore[union-attr]
+    assert tid
+
+
 def test_remove_node_rules(world: World) -> None:
     solo = world.create(1, "solo")
     ip = world.instances.of_cluster(solo)[0].private_ip

@@ -212,7 +212,8 @@ class SshProvider(Provider):
         limits) are NOT applied: that is the host's own dockerd configuration."""
         if spec.runtime:
             raise ProviderUnavailable(f"{instance_id} is an ssh host: it runs its own Docker engine, not the "
-                                      f"{spec.runtime!r} node runtime (Kubernetes nodes over SSH are not offered yet)")
+                                      f"{spec.runtime!r} node runtime (Kubernetes nodes run on the local provider's "
+                                      "machines only: opencs does not install or supervise a node over SSH)")
         with self._ilock(instance_id):
             rec = self._load(instance_id)
             if spec.tls is not None or spec.tls_factory is not None:

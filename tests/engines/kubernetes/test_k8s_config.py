@@ -251,13 +251,24 @@ def test_only_local_machines_become_kubernetes_nodes() -> None:
     from opencs.engines.driver import DriverError
     from opencs.engines.drivers import DriverSet
     from opencs.engines.fake.cluster import FakeClusterDriver
+    from opencs.engines.kubernetes.binary import KUBERNETES_VERSION
     from opencs.engines.kubernetes.driver import KubernetesDriver
+    from opencs.engines.kubernetes.runtime import CNI_PLUGINS, HOST_BINARIES
 
     kube = KubernetesDriver(book=None, clusters=None)  # type: ignore[arg-type]
     kube.check_machine("c-k", "local")
-    with pytest.raises(DriverError, match="containerd, runc, CNI plugins") as e:
+    with pytest.raises(DriverError) as e:
         kube.check_machine("c-k", "ssh")
     assert e.value.code == "ProviderUnsupported"
+    # why (no node plan over SSH) and exactly what a host would need, from the runtime's own lists
+    msg = e.value.message
+    assert "does not yet upload a node's plan" in msg and "Nothing was installed" in msg
+    for what in (*HOST_BINARIES, *CNI_PLUGINS, KUBERNETES_VERSION, "root login", "net.ipv4.ip_forward=1"):
+        assert what in msg, what
+    with pytest.raises(DriverError) as e:  # another provider: the reason, no SSH host list
+        kube.check_machine("c-k", "fake")
+    assert e.value.code == "ProviderUnsupported" and "local provider's machines only" in e.value.message
+    assert "root login" not in e.value.message
     swarm = FakeClusterDriver(book=None)  # type: ignore[arg-type]
     ds = DriverSet(swarm, [kube], {"c-k": "Kubernetes", "c-s": "swarm"}.get)
     ds.check_machine("c-s", "ssh")  # Swarm takes SSH machines

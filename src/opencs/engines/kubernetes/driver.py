@@ -35,13 +35,19 @@ from opencs.engines.driver import (
 from opencs.engines.kubernetes import addons, binary, edge, network, plans, topology
 from opencs.engines.kubernetes.api import KubeApi, KubeError, connect, node_ready, wait_for
 from opencs.engines.kubernetes.box import Box, stop_units
-from opencs.engines.kubernetes.config import ClusterNetwork
+from opencs.engines.kubernetes.config import CNI_BIN_DIR, ClusterNetwork
 from opencs.engines.kubernetes.control import ControlPlanes
 from opencs.engines.kubernetes.events import KubernetesDeathReader
 from opencs.engines.kubernetes.kubeconfig import kubeconfig
 from opencs.engines.kubernetes.monitor import MonitorAccess
 from opencs.engines.kubernetes.pki import ClusterPKI as KubePKI
-from opencs.engines.kubernetes.runtime import STD_PATH, KubernetesNodeRuntime, missing_host_binaries
+from opencs.engines.kubernetes.runtime import (
+    CNI_PLUGINS,
+    HOST_BINARIES,
+    STD_PATH,
+    KubernetesNodeRuntime,
+    missing_host_binaries,
+)
 from opencs.engines.kubernetes.usage import KubernetesUsageReader
 from opencs.machine import RegistryAuth
 
@@ -125,12 +131,7 @@ class KubernetesDriver(ClusterDriver):
 
     def check_machine(self, cluster_id: str, provider: str) -> None:
         if provider != "local":
-            raise DriverError(
-                f"a {provider!r} machine cannot become a Kubernetes node here: nodes run on the local provider's "
-                "machines only, whose boot plan starts containerd (CRI), kubelet and kube-proxy in the machine's "
-                "namespaces and cgroups; over SSH opencs would need the host's containerd, runc, CNI plugins and "
-                "the Kubernetes binary, and does not set them up (attach it to a Swarm cluster instead)",
-                "ProviderUnsupported")
+            raise DriverError(not_a_node_host(provider), "ProviderUnsupported")
 
     def managers_for(self, cluster_id: str, size: int) -> int:
         return self._form_of(cluster_id)[1]
@@ -378,6 +379,28 @@ class KubernetesDriver(ClusterDriver):
             return None
         return {n["metadata"]["name"]: MemberHealth(n["metadata"]["name"], "ready" if node_ready(n) else "down")
                 for n in nodes}
+
+
+def not_a_node_host(provider: str) -> str:
+    """Why a machine of `provider` is refused as a node, and what a host would need (the attach's 412)."""
+    why = ("Kubernetes nodes run on the local provider's machines only: a node is a boot plan opencs "
+           "installs and supervises in a machine of its own (containerd with CRI, kubelet and kube-proxy in the "
+           "machine's network and mount namespaces and cgroup, a CNI bridge over its pod CIDR, routes to the "
+           "other nodes' pod CIDRs) and removes with the machine")
+    if provider != "ssh":
+        return f"a {provider!r} machine cannot become a Kubernetes node: {why}"
+    tools = ", ".join(HOST_BINARIES)
+    plugins = ", ".join(CNI_PLUGINS)
+    return (f"an 'ssh' machine cannot become a Kubernetes node: opencs reaches an SSH host only through a tunnel "
+            "to its Docker socket, and does not yet upload a node's plan, supervise its processes or remove them "
+            f"over SSH. {why}. Nodes over SSH would also need, on the host: root login; {tools} on its PATH "
+            "(containerd with its CRI plugin); "
+            f"the CNI plugins {plugins} in {CNI_BIN_DIR} (Debian: apt-get install containerd runc "
+            f"containernetworking-plugins iptables); the Kubernetes {binary.KUBERNETES_VERSION} binary (kubelet, "
+            "kube-proxy); net.ipv4.ip_forward=1 set by its owner (a node never changes a host-wide kernel "
+            "setting); an address on the same network as the cluster's nodes (pod routes go to node addresses "
+            "directly). Nothing was installed on the host: attach it to a Swarm cluster, or add local machines "
+            "(scale out) to this one")
 
 
 def _taints(node: Mapping[str, Any]) -> set[str]:
