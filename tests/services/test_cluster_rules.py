@@ -45,6 +45,7 @@ class World:
     clusters: ClusterService
     free: InstanceService
     health: HealthService
+    machines: Machines
 
     def run(self, task_id: str) -> str:
         """Run pending tasks in this thread until `task_id` ended; its final state."""
@@ -74,7 +75,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     tasks = TaskEngine(TaskRepo(db), TaskRegistry(cluster_tasks.task_handlers(deps)))
     clusters = ClusterService(crepo, irepo, box, tasks, providers, driver, max_cluster_size=6)
     yield World(db, prov, driver, irepo, tasks, clusters, InstanceService(irepo, tasks, clusters),
-                HealthService(providers, irepo, crepo, driver))
+                HealthService(providers, irepo, crepo, driver), machines)
     db.close()
 
 
@@ -301,20 +302,33 @@ def test_scale_resumed_after_a_crash_finishes_the_machine_it_was_making(world: W
     """CI of stop 19: killed after the new machine was made but before its row was recorded running,
     the resumed scale saw the target size reached and left that machine pending, never a member."""
     cid = world.create(1)
-    create = world.provider.create
+    create, made = world.provider.create, []
 
     def made_then_killed(spec: object) -> object:
-        create(spec)  # type: ignore[arg-type]
+        made.append(create(spec).instance_id)  # type: ignore[arg-type]
         raise _Crash
 
     world.provider.create = made_then_killed  # type: ignore[method-assign,assignment]
     tid = world.clusters.scale(cid, ScaleCluster(size=2))
     with pytest.raises(_Crash):
         world.run(tid)
-    world.provider.create = create  # type: ignore[method-assign]
+    world.provider.create = lambda spec: made.append(spec.instance_id) or create(spec)  # type: ignore[method-assign,assignment,func-returns-value]
     assert [r.state for r in world.instances.of_cluster(cid)].count("pending") == 1
     assert world.tasks.repo.update_owned(tid, world.tasks.owner, {"lease_until": 0.0})  # the lease ran out
     assert world.run(tid) == "success"
     rows = world.instances.of_cluster(cid)
     assert len(rows) == 2 and {r.state for r in rows} == {"running"} and all(r.swarm_node_id for r in rows)
     assert set(world.provider.instances) == {r.instance_id for r in rows}
+    assert len(made) == 1  # the machine made whole before the kill is kept, not made again
+
+
+def test_a_machine_made_again_is_no_member_until_it_joins(world: World) -> None:
+    """A half-made machine is destroyed and made again on resume: the membership its row recorded
+    belonged to the old one (a Kubernetes row kept role=worker, so its new machine never got kubelet)."""
+    cid = world.create(2)
+    victim = next(r for r in world.instances.of_cluster(cid) if r.role != "manager")
+    world.provider.instances[victim.instance_id].details["labels"] = {}  # as if killed before it was set up
+    world.machines.ensure(cid, [victim.instance_id])
+    r = world.instances.get(victim.instance_id)
+    assert r is not None and (r.state, r.role, r.swarm_node_id) == ("running", "", "")
+    assert world.provider.instances[victim.instance_id].details["labels"]["opencs.cluster"] == cid  # made again

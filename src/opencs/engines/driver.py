@@ -129,6 +129,9 @@ class NodeBook(Protocol):
     def set_membership(self, instance_id: str, role: str, member_id: str) -> None: ...
 
 
+# Label of every machine made for a cluster, by its engine's node_config (its value: the cluster id).
+CLUSTER_LABEL = "opencs.cluster"
+
 # Label of a machine a cluster engine owns besides the cluster's nodes (its value: the cluster id):
 # start-up reconciliation keeps such a machine while its cluster lives.
 ENGINE_MACHINE_LABEL = "opencs.engine-machine"

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from opencs import ids
 from opencs.engines.driver import (
+    CLUSTER_LABEL,
     ENGINE_MACHINE_LABEL,
     ClusterDriver,
     ClusterPKI,
@@ -111,13 +112,16 @@ class Machines:
         def one(iid: str) -> None:
             try:
                 inst = prov.inspect(iid)
-                if inst.state == InstanceState.RUNNING and (c is None or inst.details.get("tls")):
+                # made whole for this cluster before a crash (its engine labels it): keep it and what it runs
+                mine = c is None or (inst.details.get("labels") or {}).get(CLUSTER_LABEL) == c.cluster_id
+                if inst.state == InstanceState.RUNNING and mine:
                     self.record(inst)
                     return
                 prov.destroy(iid)  # half-made before a crash: start clean
             except InstanceNotFound:
                 pass
-            self.record(prov.create(self.spec_for(c, iid)))
+            # a fresh machine: whatever membership its row recorded was the destroyed one's
+            self.record(prov.create(self.spec_for(c, iid)), role="", swarm_node_id="")
             if after_create is not None:
                 after_create(iid)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from opencs.engines.driver import (
+    CLUSTER_LABEL,
     ClusterDriver,
     ClusterPKI,
     Credentials,
@@ -76,7 +77,7 @@ class FakeClusterDriver(ClusterDriver):
                     pull_auth: RegistryAuth | None = None) -> NodeConfig:
         cfg = NodeConfig(labels={"opencs.instance": instance_id})
         if pki is not None:
-            cfg.labels["opencs.cluster"] = pki.cluster_id
+            cfg.labels[CLUSTER_LABEL] = pki.cluster_id
             cfg.tls_for_ip = lambda ip: TLSFiles(pki.ca_cert_pem, f"cert for {ip}", "key")
         return cfg
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opencs.engines.driver import (
+    CLUSTER_LABEL,
     ClusterDriver,
     ClusterPKI,
     Credentials,
@@ -144,7 +145,7 @@ class KubernetesDriver(ClusterDriver):
                          registry_mirror=f"http://{registry}" if registry else None,
                          insecure_registries=[registry] if registry else [])
         if pki is not None:
-            cfg.labels["opencs.cluster"] = pki.cluster_id
+            cfg.labels[CLUSTER_LABEL] = pki.cluster_id
             cfg.registry_auth = pull_auth if registry and pull_auth and pull_auth.registry == registry else None
         return cfg
 

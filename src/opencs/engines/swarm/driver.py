@@ -17,6 +17,7 @@ from docker.errors import DockerException
 
 from opencs.engines import swarm
 from opencs.engines.driver import (
+    CLUSTER_LABEL,
     ClusterDriver,
     ClusterPKI,
     Credentials,
@@ -99,7 +100,7 @@ class SwarmDriver(ClusterDriver):
                          registry_mirror=f"http://{registry}" if registry else None,
                          insecure_registries=[registry] if registry else [])
         if pki is not None:
-            cfg.labels["opencs.cluster"] = pki.cluster_id
+            cfg.labels[CLUSTER_LABEL] = pki.cluster_id
             ca = CertAuthority(cert_pem=pki.ca_cert_pem, key_pem=pki.ca_key_pem)
 
             def tls_for(ip: str) -> TLSFiles:
