@@ -18,6 +18,7 @@ from opencs.sdk import Client
 from tests.clusterkit import destroy_everything
 from tests.conftest import ServerProcess
 from tests.engines.kubernetes.test_k8s_cluster import _ready_nodes, _settled, _wait, kube_env, require_kubernetes_host
+from tests.engines.kubernetes.test_k8s_control_planes import _why
 from tests.sdks import core_call, core_client
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -55,6 +56,13 @@ def _up(server: ServerProcess, iid: str) -> bool:
     return st.exists() and json.loads(st.read_text()).get("desired") == "running"
 
 
+def _settled_or_why(server: ServerProcess, core: Any, cid: str, busy: str) -> dict[str, Any]:
+    try:
+        return _settled(core, cid, busy, 240)
+    except pytest.fail.Exception:
+        pytest.fail(f"{cid} still {busy} after 240 s; the server said:\n{_why(server, cid)}")
+
+
 def _netns() -> set[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return {line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)}
@@ -80,12 +88,12 @@ def test_kill_during_scale_out_and_delete(server: ServerProcess, tmp_path: Path)
                           120, 0.1)
     server.kill()
     server.start()
-    assert _settled(core, cid, "scaling", 240)["state"] == "running"
+    assert _settled_or_why(server, core, cid, "scaling")["state"] == "running", _why(server, cid)
     assert _machines(server) == before | new  # resumed with the same machine, none made twice
     kc = ours.request("GET", f"/k8s/{cid}/user_config")
     (tmp_path / "kubeconfig").write_text(kc["config"])
     v1 = k8s.CoreV1Api(k8s_config.new_client_from_config(str(tmp_path / "kubeconfig")))
-    assert _ready_nodes(v1) == before | new
+    assert _ready_nodes(v1) == before | new, _why(server, cid)
 
     # delete, killed once the first machine is gone
     req = DeleteClusterRequest()
