@@ -62,9 +62,70 @@ services:
 READS = ("GET /clusters", "GET /clusters/{id}", "GET /clusters/{id}/nodes", "GET /tasks/{id}")
 
 
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far; 0 once it is gone."""
+    try:
+        st = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    f = st[st.rfind(")") + 2:].split()
+    return (int(f[11]) + int(f[12])) / _HZ
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """(all CPU seconds, busy CPU seconds) of the machine so far, from /proc/stat."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(v) / _HZ, (sum(v) - v[3] - v[4]) / _HZ
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if (p / "comm").read_text().strip() == "postgres":
+                    pids.append(int(p.name))
+            except OSError:
+                pass
+    return pids
+
+
+@dataclass
+class CpuWindow:
+    """CPU used in the window by each process of the configuration, the bench, PostgreSQL's backends
+    and the whole machine (2 cores shared with the nodes and other work): where the time went."""
+
+    procs: dict[str, int]
+    start: dict[str, float] = field(default_factory=dict)
+    used: dict[str, float] = field(default_factory=dict)
+    t0: float = 0.0
+    seconds: float = 0.0
+    machine0: tuple[float, float] = (0.0, 0.0)
+    cores: float = 0.0
+    busy: float = 0.0
+    pg0: dict[int, float] = field(default_factory=dict)
+
+    def begin(self) -> None:
+        self.t0, self.machine0 = time.monotonic(), _machine_cpu()
+        self.start = {k: _proc_cpu(p) for k, p in self.procs.items()}
+        self.pg0 = {p: _proc_cpu(p) for p in _postgres_pids()}
+
+    def end(self) -> None:
+        self.seconds = time.monotonic() - self.t0
+        self.used = {k: (_proc_cpu(p) - self.start[k]) / self.seconds for k, p in self.procs.items()}
+        self.used["postgres"] = sum(_proc_cpu(p) - self.pg0.get(p, 0.0) for p in _postgres_pids()) / self.seconds
+        total, busy = _machine_cpu()
+        self.cores = (total - self.machine0[0]) / self.seconds
+        self.busy = (busy - self.machine0[1]) / self.seconds
+
+
 @dataclass
 class Stats:
     end: float = 0.0  # time.monotonic() when the window closes
+    cpu: CpuWindow | None = None
     lat: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     in_window: int = 0  # calls that ended inside the window (the throughput)
@@ -223,8 +284,14 @@ def setup_shared(url: str, ak: str, secret: str, tmp: Path) -> dict[str, Any]:
             "hook": (trig.trigger_url, trig.secret)}
 
 
-async def drive(apis: list[str], ak: str, secret: str, shared: dict[str, Any], args: argparse.Namespace) -> Stats:
-    st = Stats(end=time.monotonic() + args.duration)
+async def drive(apis: list[str], ak: str, secret: str, shared: dict[str, Any], args: argparse.Namespace,
+                cpu: CpuWindow) -> Stats:
+    st = Stats(end=time.monotonic() + args.duration, cpu=cpu)
+    cpu.begin()
+
+    async def close_window() -> None:
+        await asyncio.sleep(max(0.0, st.end - time.monotonic()))
+        cpu.end()
     # each client its own connection pool, as separate clients have: one httpx pool shared by 50
     # clients scans all its connections on every request (httpcore), 4.4 ms of this process's CPU
     # per call against 0.8 ms with a pool each (measured), and the bench then timed itself
@@ -241,6 +308,7 @@ async def drive(apis: list[str], ak: str, secret: str, shared: dict[str, Any], a
     jobs.append(trigger_client(client(0), shared["hook"], st, think))
     n_readers = args.clients - len(jobs)
     jobs += [reader(client(k), shared["cid"], shared["tid"], st, think) for k in range(n_readers)]
+    jobs.append(close_window())
     await asyncio.gather(*jobs)  # the readers stop at the window's end, the others end their cycle
     await app.aclose()
     for h in https:
@@ -264,7 +332,10 @@ def run_config(name: str, args: argparse.Namespace, tmp: Path) -> Stats:
         shared = setup_shared(first.url, first.ak, first.secret, tmp)
         print(f"[{name}] shared cluster ready; load {os.getloadavg()[0]:.1f}; driving {args.clients} clients "
               f"for {args.duration:.0f} s over {len(apis)} API process(es)", flush=True)
-        st = asyncio.run(drive(apis, first.ak, first.secret, shared, args))
+        assert first.proc is not None
+        procs = {"server" if name != "pg2x2" else "server (API)": first.proc.pid, "bench": os.getpid()}
+        procs.update({f"{e.kind} {i}": e.proc.pid for i, e in enumerate(extras, 1)})
+        st = asyncio.run(drive(apis, first.ak, first.secret, shared, args, CpuWindow(procs)))
         # let the last tasks finish before the teardown, so that nothing is left half-made
         time.sleep(2)
         return st
@@ -320,6 +391,10 @@ def report_one(name: str, st: Stats, la: tuple[float, ...], args: argparse.Names
               f"{pct(xs, .99):8.1f} {max(xs) * 1000:8.1f}")
     print(f"   {'signed reads, all':34s} {len(reads):6d} {sum(len(st.errors[o]) for o in READS):6d} "
           f"{pct(reads, .5):8.1f} {pct(reads, .9):8.1f} {pct(reads, .99):8.1f}")
+    if st.cpu is not None and st.cpu.seconds:
+        c = st.cpu
+        per = ", ".join(f"{k} {100 * v:.0f}%" for k, v in c.used.items())
+        print(f"   CPU in the window (% of one core): {per}; machine busy {c.busy:.2f} of {c.cores:.2f} cores")
     for op, es in st.errors.items():
         for e in es[:3]:
             print(f"   error {op}: {e}")

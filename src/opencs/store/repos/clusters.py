@@ -45,13 +45,13 @@ class ClusterRepo:
 
     def stamp(self) -> tuple[Any, ...]:
         """(count, newest `updated`) of live clusters: one aggregate query instead of every row."""
-        with self.db.engine.connect() as conn:
+        with self.db.reader.connect() as conn:
             return tuple(conn.execute(self._stamp_query).one())
 
     def view_rows(self) -> list[Any]:
         """Live clusters as plain rows with VIEW_COLUMNS as attributes (3x cheaper than ORM objects)."""
         cols = [getattr(Cluster, c) for c in VIEW_COLUMNS]
-        with self.db.engine.connect() as conn:
+        with self.db.reader.connect() as conn:
             return list(conn.execute(
                 select(*cols).where(Cluster.state != "deleted").order_by(Cluster.created, Cluster.cluster_id)))
 
@@ -67,16 +67,16 @@ class ClusterRepo:
 
     def get(self, cluster_id: str) -> Cluster | None:
         """The row, deleted ones included."""
-        with self.db.session() as s:
+        with self.db.read() as s:
             return s.get(Cluster, cluster_id)
 
     def live_ids(self) -> set[str]:
         """Ids of the clusters not deleted (one column: the health monitor's per-pass read)."""
-        with self.db.engine.connect() as conn:
+        with self.db.reader.connect() as conn:
             return set(conn.execute(select(Cluster.cluster_id).where(Cluster.state != "deleted")).scalars())
 
     def live(self) -> list[Cluster]:
-        with self.db.session() as s:
+        with self.db.read() as s:
             return list(s.scalars(select(Cluster).where(Cluster.state != "deleted")))
 
     # ------------------------------------------------------------ writes

@@ -30,12 +30,12 @@ class InstanceRepo:
 
     def of_cluster(self, cluster_id: str) -> list[InstanceRow]:
         """Members in the order they were created."""
-        with self.db.session() as s:
+        with self.db.read() as s:
             q = select(InstanceRow).where(InstanceRow.cluster_id == cluster_id).order_by(InstanceRow.created)
             return list(s.scalars(q))
 
     def all(self, free_only: bool = False) -> list[InstanceRow]:
-        with self.db.session() as s:
+        with self.db.read() as s:
             q = select(InstanceRow).order_by(InstanceRow.created)
             if free_only:
                 q = q.where(InstanceRow.cluster_id.is_(None))

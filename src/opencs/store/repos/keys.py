@@ -33,7 +33,7 @@ class KeyRepo:
         self.db = db
 
     def get(self, access_key_id: str) -> KeyRecord | None:
-        with self.db.session() as s:
+        with self.db.read() as s:
             row = s.get(AccessKey, access_key_id)
             return _record(row) if row is not None else None
 

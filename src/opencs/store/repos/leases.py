@@ -43,7 +43,7 @@ class LeaseRepo:
         self.db = db
 
     def _ensure_row(self, duty: str) -> None:
-        with self.db.session() as s:
+        with self.db.read() as s:
             if s.get(Lease, duty) is not None:
                 return
         try:
@@ -105,11 +105,11 @@ class LeaseRepo:
             yield s
 
     def get(self, duty: str) -> LeaseState | None:
-        with self.db.session() as s:
+        with self.db.read() as s:
             r = s.get(Lease, duty)
             return None if r is None else LeaseState(r.duty, r.holder, r.token, r.expires, r.passed, dict(r.info or {}))
 
     def all(self) -> list[LeaseState]:
-        with self.db.session() as s:
+        with self.db.read() as s:
             return [LeaseState(r.duty, r.holder, r.token, r.expires, r.passed, dict(r.info or {}))
                     for r in s.scalars(select(Lease).order_by(Lease.duty))]

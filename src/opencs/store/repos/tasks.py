@@ -31,14 +31,14 @@ class TaskRepo:
         on_commit()
 
     def get(self, task_id: str) -> Task | None:
-        with self.db.session() as s:
+        with self.db.read() as s:
             return s.get(Task, task_id)
 
     def claimable(self, now: float, limit: int = 8) -> Sequence[str]:
         """Active tasks nobody holds, except those queued behind a task that has not ended."""
         before = aliased(Task)
         waiting = select(before.task_id).where(before.task_id == Task.after, before.state.in_(ACTIVE)).exists()
-        with self.db.session() as s:
+        with self.db.read() as s:
             return s.scalars(
                 select(Task.task_id)
                 .where(Task.state.in_(ACTIVE), or_(Task.owner.is_(None), Task.lease_until < now), ~waiting)
@@ -95,7 +95,7 @@ class TaskRepo:
 
     def active_counts(self) -> dict[str, int]:
         """Tasks not yet ended, by state (pending, running)."""
-        with self.db.session() as s:
+        with self.db.read() as s:
             rows = s.execute(select(Task.state, func.count()).where(Task.state.in_(ACTIVE)).group_by(Task.state))
             found = {str(state): int(n) for state, n in rows}
         return {state: found.get(state, 0) for state in ACTIVE}
