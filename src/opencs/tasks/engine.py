@@ -28,6 +28,9 @@ from opencs.tasks.registry import TaskHandler, TaskRegistry
 
 log = logging.getLogger("opencs.tasks")
 
+IDLE_POLL = 0.5  # seconds between an idle worker's looks for claimable tasks
+NOTIFIED_POLL = 2.0  # the same where new and ended tasks are announced (PostgreSQL's NOTIFY)
+
 __all__ = ["ACTIVE", "LeaseLost", "StageFailed", "Superseded", "TaskContext", "TaskEngine"]
 
 
@@ -111,6 +114,7 @@ class TaskEngine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._poll = IDLE_POLL  # an idle worker looks for claimable tasks this often
 
     # ------------------------------------------------------------ submitting and reading
 
@@ -185,6 +189,12 @@ class TaskEngine:
 
     def start(self, workers: int) -> None:
         self.reclaim_dead_local_owners()
+        # PostgreSQL: other processes' tasks wake the workers at once (NOTIFY); the poll is left
+        # for what nobody announces, a lease that ran out
+        listener = self.repo.listen(self._wake.set, self._stop)
+        if listener is not None:
+            self._threads.append(listener)
+            self._poll = NOTIFIED_POLL
         for i in range(workers):
             t = threading.Thread(target=self._loop, name=f"opencs-worker-{i}", daemon=True)
             t.start()
@@ -216,7 +226,7 @@ class TaskEngine:
                 log.exception("task worker error")
                 ran = False
             if not ran:
-                self._wake.wait(0.5)
+                self._wake.wait(self._poll)
                 self._wake.clear()
 
     def run_one(self) -> bool:

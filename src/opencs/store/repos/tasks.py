@@ -1,8 +1,15 @@
-"""Durable task rows: creation, compare-and-set claims, lease-guarded writes."""
+"""Durable task rows: creation, compare-and-set claims, lease-guarded writes.
+
+On PostgreSQL a new task, and a task that ended (its queued successor becomes claimable), is told
+to every process sharing the database (NOTIFY, delivered at commit): workers of another process
+(`opencs worker` beside `opencs server --workers 0`) claim it at once instead of at their next poll.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,6 +20,9 @@ from opencs.store.db import Database, utcnow
 from opencs.store.models import Task
 
 ACTIVE = ("pending", "running")
+CHANNEL = "opencs_tasks"  # NOTIFY channel: something became claimable
+
+log = logging.getLogger("opencs.tasks")
 
 
 class TaskRepo:
@@ -24,11 +34,45 @@ class TaskRepo:
         `on_commit` runs once the row is visible to other sessions."""
         if session is not None:
             session.add(row)
+            self._notify(session)
             event.listen(session, "after_commit", lambda _s: on_commit(), once=True)
             return
         with self.db.session() as s:
             s.add(row)
+            self._notify(s)
         on_commit()
+
+    def _notify(self, session: Session) -> None:
+        """Tell the other processes' workers at commit (PostgreSQL; SQLite has one process)."""
+        if not self.db.is_sqlite:
+            session.execute(select(func.pg_notify(CHANNEL, "")))
+
+    def listen(self, on_wake: Callable[[], None], stop: threading.Event) -> threading.Thread | None:
+        """On PostgreSQL: a thread that calls `on_wake` whenever any process made a task claimable
+        (and once each time it (re)connects: what came meanwhile); None on SQLite."""
+        if self.db.is_sqlite:
+            return None
+        t = threading.Thread(target=self._listen, args=(on_wake, stop), name="opencs-task-wakeups", daemon=True)
+        t.start()
+        return t
+
+    def _listen(self, on_wake: Callable[[], None], stop: threading.Event) -> None:
+        import psycopg
+
+        url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    on_wake()
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            on_wake()
+                            if stop.is_set():
+                                break
+            except psycopg.Error as e:  # the workers still poll meanwhile
+                log.warning("task wake-ups: %s; listening again in 2s", type(e).__name__)
+                stop.wait(2.0)
 
     def get(self, task_id: str) -> Task | None:
         with self.db.read() as s:
@@ -86,12 +130,16 @@ class TaskRepo:
             .order_by(Task.created.desc(), Task.task_id.desc()).limit(1)).first()
 
     def update_owned(self, task_id: str, owner: str, values: dict[str, Any]) -> bool:
-        """Write only while `owner` holds the lease; False when it no longer does."""
+        """Write only while `owner` holds the lease; False when it no longer does. A task that ends
+        is told to the other processes (a successor queued behind it is claimable now)."""
         with self.db.session() as s:
             res = s.execute(
                 update(Task).where(Task.task_id == task_id, Task.owner == owner).values(updated=utcnow(), **values)
             )
-            return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+            ok = bool(res.rowcount == 1)  # type: ignore[attr-defined]
+            if ok and values.get("state", "running") not in ACTIVE:
+                self._notify(s)
+            return ok
 
     def active_counts(self) -> dict[str, int]:
         """Tasks not yet ended, by state (pending, running)."""
@@ -112,4 +160,6 @@ class TaskRepo:
                 if pid != os.getpid() and not os.path.exists(f"/proc/{pid}"):
                     row.owner, row.lease_until = None, 0.0
                     n += 1
+            if n:
+                self._notify(s)
         return n
