@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -338,6 +339,11 @@ def run_config(name: str, args: argparse.Namespace, tmp: Path) -> Stats:
         st = asyncio.run(drive(apis, first.ak, first.secret, shared, args, CpuWindow(procs)))
         # let the last tasks finish before the teardown, so that nothing is left half-made
         time.sleep(2)
+        if any(st.errors.values()):  # the processes' logs outlive the run's temporary directory
+            keep = Path(tempfile.mkdtemp(prefix=f"opencs-load-logs-{name}-"))
+            for log in [first.log, *(e.log for e in extras)]:
+                shutil.copy(log, keep / log.name)
+            print(f"[{name}] errors: the processes' logs are kept in {keep}", flush=True)
         return st
     finally:
         for e in extras:
