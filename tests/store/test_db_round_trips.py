@@ -6,7 +6,6 @@ reads the lease row."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -15,20 +14,10 @@ from sqlalchemy import event, select, text
 
 from opencs.config import Settings
 from opencs.store import db as dbmod
-from opencs.store.db import Database, migrate
+from opencs.store.db import Database
 from opencs.store.models import Lease
 from opencs.store.repos.leases import LeaseRepo
 from opencs.tasks.leases import DutyLease, LeaseTiming
-
-
-@pytest.fixture
-def db(tmp_path: Path, database_url: str | None) -> Iterator[Database]:
-    d = Database(Settings(data_dir=tmp_path, database_url=database_url).resolved_database_url)
-    migrate(d.engine)
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def _statements(d: Database) -> list[str]:

@@ -4,25 +4,12 @@ database, and concurrent callers share one write (group commit) without losing o
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-from opencs.config import Settings
-from opencs.store.db import Database, migrate
+from opencs.store.db import Database
 from opencs.store.repos.nonces import NonceStore
-
-
-@pytest.fixture
-def db(tmp_path: Path, database_url: str | None) -> Iterator[Database]:
-    d = Database(Settings(data_dir=tmp_path, database_url=database_url).resolved_database_url)
-    migrate(d.engine)
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def test_a_replay_is_refused_by_this_store_and_by_another_on_the_database(db: Database) -> None:
