@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -67,3 +68,41 @@ def test_other_process_writes_show_after_recheck(runtime: Any, monkeypatch: pyte
         assert _names(runtime) == ["b"]
     finally:
         other.close()
+
+
+def test_a_write_behind_the_newest_stamp_shows(runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process's write whose `updated` is older than the newest one (its clock behind, or
+    its commit after a later-stamped one): the (count, newest updated) of the table stays the same,
+    the row's own stamp does not."""
+    _add(runtime.db, "a")
+    _add(runtime.db, "b")
+    assert _names(runtime) == ["a", "b"]
+    other = Database(runtime.db.url)
+    try:
+        with other.engine.begin() as conn:
+            conn.execute(update(Cluster).where(Cluster.name == "a")
+                         .values(state="stopped", updated=utcnow() - timedelta(hours=1)))
+        monkeypatch.setattr(clusters_mod, "LIST_RECHECK_SECONDS", 0.0)
+        assert [c["state"] for c in json.loads(runtime.clusters.list_json())] == ["stopped", "running"]
+    finally:
+        other.close()
+
+
+def test_only_changed_clusters_are_rendered_again(runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in "abc":
+        _add(runtime.db, n)
+    runtime.clusters.list_json()
+    rendered: list[str] = []
+    real = clusters_mod.render_view
+    monkeypatch.setattr(clusters_mod, "render_view", lambda row: rendered.append(row.name) or real(row))
+    with runtime.db.session() as s:
+        s.get(Cluster, "c" + "b".rjust(32, "0")).size = 7
+    body = runtime.clusters.list_json()
+    assert rendered == ["b"]
+    assert [c["size"] for c in json.loads(body)] == [1, 7, 1]
+    # the same bytes as rendering every cluster anew
+    assert body == json.dumps(runtime.clusters.list(), separators=(",", ":"), ensure_ascii=False).encode()
+    # a deleted cluster leaves the list
+    with runtime.db.session() as s:
+        s.get(Cluster, "c" + "a".rjust(32, "0")).state = "deleted"
+    assert _names(runtime) == ["b", "c"]

@@ -168,6 +168,9 @@ class Cluster(Base):
             sqlite_where=text("state != 'deleted'"),
             postgresql_where=text("state != 'deleted'"),
         ),
+        # the list's order, covering what GET /clusters' change check and a page read (0017)
+        Index("ix_clusters_list", "created", "cluster_id", "state", "updated", "account_id"),
+        Index("ix_clusters_updated", "updated"),
     )
 
 
@@ -206,7 +209,8 @@ class InstanceRow(Base):
     swarm_node_id: Mapped[str] = mapped_column(String(64), default="")
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created: Mapped[datetime]
-    updated: Mapped[datetime]
+    # bumped by every UPDATE (ORM or Core): the endpoint manager's change mark reads its newest
+    updated: Mapped[datetime] = mapped_column(index=True, onupdate=lambda: _utcnow())
 
 
 class Task(Base):
