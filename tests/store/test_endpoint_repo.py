@@ -1,6 +1,6 @@
-"""EndpointRepo.scan, the endpoint manager's read once a second: targets, managers and the ports
-live clusters hold, read without decoding the spec column (it carries each endpoint's certificate
-and key), on both stores."""
+"""EndpointRepo, the endpoint manager's reads: the targets and managers of a scan, the ports live
+clusters hold (ports_taken, read when an endpoint starts) without decoding the spec column (it
+carries each endpoint's certificate and key), and the change mark; on both stores."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ def test_scan_reads_targets_managers_and_taken_ports(tmp_path: Path, database_ur
                                  ("i-m2", "manager", "stopped")):
             s.add(InstanceRow(instance_id=iid, provider="local", cluster_id="c-run", role=role, state=state,
                               swarm_node_id=f"n-{iid}", docker_host=f"unix:///{iid}.sock", created=now, updated=now))
-    targets, taken = EndpointRepo(db).scan()
-    assert taken == {17001, 17002}
+    repo = EndpointRepo(db)
+    targets = repo.scan()
+    assert repo.ports_taken() == {17001, 17002}
     assert set(targets) == {"c-run", "c-new"}
     assert targets["c-run"].has_nodes and targets["c-run"].managers == ["unix:///i-m.sock"]
     assert not targets["c-new"].has_nodes and targets["c-new"].state == "launching"

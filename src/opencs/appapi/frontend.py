@@ -116,7 +116,7 @@ class ClusterFrontend:
 
     def set_managers(self, docker_hosts: list[str]) -> None:
         """Manager engines in preference order (refreshed from the store by the manager)."""
-        if set(docker_hosts) != set(self._managers):
+        if docker_hosts != self._managers and set(docker_hosts) != set(self._managers):  # lists first: cheap
             self._managers = list(docker_hosts)
 
     # ------------------------------------------------------------ connections

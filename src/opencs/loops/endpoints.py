@@ -53,6 +53,9 @@ log = logging.getLogger("opencs.appapi")
 REISSUE_BEFORE = _dt.timedelta(days=30)
 # A persisted port that stays taken (by another program) this long is given up for a new one.
 REALLOCATE_AFTER = 10.0
+# A periodic pass reads every cluster and node only when the store's change mark moved, or this
+# long after the last full read (the mark misses the rare write stamped older than the newest one).
+FULL_SCAN_AFTER = 10.0
 
 AppFactory = Callable[[], ASGIApp]
 
@@ -109,6 +112,9 @@ class EndpointManager:
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
+        # the change mark of the store when the last full pass began and left nothing to retry, and
+        # when (monotonic); None: the next pass reads everything
+        self._settled: tuple[tuple[Any, ...], float] | None = None
 
     # ------------------------------------------------------------ public
 
@@ -192,7 +198,7 @@ class EndpointManager:
                 if self._stopping.is_set():
                     break
                 try:
-                    await self._reconcile()
+                    await self._reconcile(periodic=True)
                     metrics.loop_pass(self.name, True)
                 except Exception:
                     metrics.loop_pass(self.name, False)
@@ -224,16 +230,28 @@ class EndpointManager:
             return
         self._app = host
 
-    async def _reconcile(self) -> None:
+    async def _reconcile(self, periodic: bool = False) -> None:
         started = time.time()
-        await self._reconcile_once()
-        if self.on_pass is not None:
+        if await self._reconcile_once(periodic) and self.on_pass is not None:
             await asyncio.to_thread(self.on_pass, started)
 
-    async def _reconcile_once(self) -> None:
+    async def _reconcile_once(self, periodic: bool = False) -> bool:
+        """One pass; False when a periodic one found the store's change mark where the last full
+        pass left it (at 10,000 clusters reading every cluster and node once a second was a
+        third of the time the API's process held the GIL). A skipped pass is not reported to
+        on_pass: processes waiting for the endpoints to see their write wait for a full one."""
         assert self._lock is not None
         async with self._lock:
-            targets, taken = await asyncio.to_thread(self._scan)
+            mark = await asyncio.to_thread(self.repo.change_mark)
+            settled = self._settled
+            if (periodic and settled is not None and settled[0] == mark
+                    and time.monotonic() - settled[1] < FULL_SCAN_AFTER):
+                return False
+            self._settled = None
+            began = time.monotonic()
+            targets = await asyncio.to_thread(self._scan)
+            taken: set[int] | None = None  # read when an endpoint is to start: most passes start none
+            retry = any(t.cluster_type not in ("swarm",) for t in targets.values())  # apiservers: not in the store
             for cid in [c for c in self._frontends if c not in targets]:
                 log.info("appapi %s: stopping the endpoint on port %d", cid, self._frontends[cid].port)
                 await self._frontends.pop(cid).stop()
@@ -246,11 +264,15 @@ class EndpointManager:
                     if t.cluster_type != "swarm" and not t.managers:  # no apiserver endpoint yet
                         continue
                     try:
+                        if taken is None:
+                            taken = await asyncio.to_thread(self.repo.ports_taken)
                         f = await self._start_frontend(t, taken)
                     except Exception:
                         log.exception("appapi %s: cannot start the endpoint", cid)
+                        retry = True
                         continue
                     if f is None:
+                        retry = True
                         continue
                     self._frontends[cid] = f
                     taken.add(f.port)
@@ -258,6 +280,9 @@ class EndpointManager:
                 url = self.url(f.port)
                 if t.master_url != url:
                     await asyncio.to_thread(self._set_master_url, cid, url)
+            if not retry:
+                self._settled = (mark, began)
+            return True
 
     async def _start_frontend(self, t: EndpointTarget, taken: set[int]) -> ClusterFrontend | None:
         cid = t.cluster_id
@@ -302,13 +327,14 @@ class EndpointManager:
 
     # ------------------------------------------------------------ store (worker threads)
 
-    def _scan(self) -> tuple[dict[str, EndpointTarget], set[int]]:
+    def _scan(self) -> dict[str, EndpointTarget]:
         kube = self.kube.cluster_types if self.kube is not None else ()
-        targets, taken = self.repo.scan(("swarm", *kube))  # one read of the clusters per pass
-        for cid, t in targets.items():
-            if self.kube is not None and t.cluster_type in kube:
-                t.managers = self.kube.apiservers(cid)
-        return targets, taken
+        targets = self.repo.scan(("swarm", *kube))  # one read of the clusters per pass
+        if self.kube is not None:
+            for cid, t in targets.items():
+                if t.cluster_type in kube:
+                    t.managers = self.kube.apiservers(cid)
+        return targets
 
     def _sans(self) -> tuple[list[str], list[str]]:
         """(IPs, DNS names) for the server certificate: the advertised host and a concrete bind IP;
