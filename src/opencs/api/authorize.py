@@ -120,6 +120,11 @@ class Audit(Protocol):
                outcome: str) -> None: ...
 
 
+# set in the request's scope state when the reply is a list this module cuts to what the caller may
+# see: the route must then answer plain (uncompressed) JSON
+LIST_CUT = "opencs_list_cut"
+
+
 @dataclass
 class Admission:
     """What was decided for one request: who calls, what it does, how its reply is seen."""
@@ -281,6 +286,8 @@ class Authorizer:
         """The reply's sender for an admitted request: rows it creates belong to the caller's account,
         a list is cut to what the caller may see, and a mutating call is put on record once answered."""
         current_account.set(adm.principal.account_id)
+        if adm.list_filter is not None:
+            scope["state"][LIST_CUT] = True  # the route answers plain JSON: this sender cuts it
         status = 0
         chunks: list[bytes] = []
         start: dict[str, Any] = {}
