@@ -47,7 +47,7 @@ class EndpointRepo:
         newest one (a commit after a later-stamped one): the manager reads everything now and then."""
         changes = self.db.changes
         mark: list[Any] = [changes.generation("clusters"), changes.generation("instances")]
-        with self.db.engine.connect() as conn:
+        with self.db.reader.connect() as conn:
             for table in (Cluster, InstanceRow):
                 mark.extend(conn.execute(select(func.count(), func.max(table.updated)).select_from(table)).one())
         return tuple(mark)
@@ -60,7 +60,7 @@ class EndpointRepo:
         times as much), the members found by a join rather than a 10,000-id IN list, only the
         columns it reads, and the ports apart (ports_taken: needed only to start an endpoint)."""
         serving = (Cluster.state.in_(SERVE_STATES), Cluster.cluster_type.in_(cluster_types))
-        with self.db.engine.connect() as conn:
+        with self.db.reader.connect() as conn:
             live = conn.execute(select(Cluster.cluster_id, Cluster.state, Cluster.master_url, Cluster.cluster_type)
                                 .where(*serving)).all()
             nodes = conn.execute(
@@ -84,7 +84,7 @@ class EndpointRepo:
         """Every port some live cluster holds: the port alone out of spec (the whole column holds
         each endpoint's certificate and key)."""
         port = Cluster.spec["appapi_port"].as_integer()
-        with self.db.engine.connect() as conn:
+        with self.db.reader.connect() as conn:
             got = conn.execute(select(port).where(Cluster.state != "deleted", port.is_not(None))).scalars()
             return {int(p) for p in got}
 
