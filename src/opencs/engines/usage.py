@@ -9,9 +9,9 @@ EngineUnreachable (opencs.engines.apps).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,23 @@ class NodeUsage:
     containers: list[ContainerUsage] = field(default_factory=list)
     source: str = "cgroup"  # where the container figures came from: cgroup | engine
     address: str = ""  # NodeRef.address
+
+
+class Retains(Protocol):
+    def retain(self, nodes: Sequence[NodeRef]) -> None: ...
+
+
+R = TypeVar("R", bound=Retains)
+
+
+def retain_asked(readers: Iterable[R], asked: Iterable[tuple[R, NodeRef]]) -> None:
+    """After a pass: tell each reader once (several cluster types may share one) the nodes the pass
+    asked it about, none for a reader it did not ask."""
+    by_reader: dict[int, tuple[R, list[NodeRef]]] = {id(r): (r, []) for r in readers}
+    for reader, node in asked:
+        by_reader[id(reader)][1].append(node)
+    for reader, nodes in by_reader.values():
+        reader.retain(nodes)
 
 
 class UsageReader(Protocol):

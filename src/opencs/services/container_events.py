@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from opencs.engines.apps import AppEngineError
 from opencs.engines.container_events import DeathReader
-from opencs.engines.usage import NodeRef
+from opencs.engines.usage import NodeRef, retain_asked
 from opencs.services.events import EventLog
 from opencs.store.repos.clusters import ClusterRepo
 from opencs.store.repos.instances import InstanceRepo
@@ -30,15 +30,14 @@ class DeathWatcher:
         live = {c.cluster_id: reader for c in self.clusters.live()
                 if (reader := self.readers.get(c.cluster_type.lower())) is not None}
         n = 0
-        asked: dict[int, list[NodeRef]] = {id(r): [] for r in self.readers.values()}
+        asked: list[tuple[DeathReader, NodeRef]] = []
         if live:
             for r in self.instances.all():
                 if r.cluster_id in live and r.state == "running" and r.docker_host:
                     node = NodeRef(r.instance_id, r.docker_host, address=r.private_ip, cluster_id=r.cluster_id)
-                    asked[id(live[r.cluster_id])].append(node)
+                    asked.append((live[r.cluster_id], node))
                     n += self._node(r.cluster_id, live[r.cluster_id], node, until)
-        for reader in {id(r): r for r in self.readers.values()}.values():
-            reader.retain(asked[id(reader)])  # a deleted cluster's kept clients and marks go
+        retain_asked(self.readers.values(), asked)  # a deleted cluster's kept clients and marks go
         self._since = until
         return n
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from opencs.engines.apps import AppEngineError
-from opencs.engines.usage import NodeRef, NodeUsage, UsageReader
+from opencs.engines.usage import NodeRef, NodeUsage, UsageReader, retain_asked
 from opencs.store.repos.clusters import ClusterRepo
 from opencs.store.repos.instances import InstanceRepo
 
@@ -67,11 +67,8 @@ class UsageService:
                         r.instance_id, r.docker_host, (r.details or {}).get("cgroup"), r.private_ip, r.cluster_id))
             for cluster_id, reader in live:
                 out.append(self._cluster(cluster_id, reader, members.get(cluster_id, [])))
-        read: dict[int, list[NodeRef]] = {id(r): [] for r in self.readers.values()}
-        for cluster_id, reader in live:
-            read[id(reader)].extend(members.get(cluster_id, []))
-        for reader in {id(r): r for r in self.readers.values()}.values():
-            reader.retain(read[id(reader)])  # a deleted cluster's kept clients go
+        # a deleted cluster's kept clients go
+        retain_asked(self.readers.values(), ((reader, n) for cid, reader in live for n in members.get(cid, [])))
         snap = UsageSnapshot(time.time(), time.perf_counter() - start, out)
         with self._lock:
             self._latest = snap
