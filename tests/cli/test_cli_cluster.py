@@ -185,7 +185,7 @@ def test_certs_env_and_docker_context(env: Env, created: Result) -> None:
 
 
 def test_shell_completion_of_cluster_ids(env: Env, created: Result) -> None:
-    p = shell(env, "opencs --show-completion bash")
+    p = shell(env, "opencs completion bash")
     assert p.returncode == 0 and "_OPENCS_COMPLETE" in p.stdout, p.stderr
     p = shell(env, "opencs", _OPENCS_COMPLETE="complete_bash", COMP_WORDS="opencs clusters describe ",
               COMP_CWORD="3")

@@ -6,9 +6,11 @@ Exit codes: 0 ok · 1 other API error · 2 usage · 3 connection error · 4 task
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
+from typer._completion_shared import get_completion_script  # typer re-exports it untyped; pinned
 
 from opencs import __version__
 from opencs.cli import (
@@ -65,6 +67,22 @@ def _global(
         if output.lower() not in FORMATS:
             raise typer.BadParameter(f"{output!r} is not one of {', '.join(FORMATS)}", param_hint="--output")
         obj["output"] = output.lower()
+
+
+class Shell(StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+@app.command("completion")
+def completion(shell: Annotated[Shell, typer.Argument(help="The shell to print the script for.")]) -> None:
+    """Print the completion script of SHELL (cluster ids included): eval "$(opencs completion bash)".
+
+    ``--show-completion`` guesses the shell from the parent processes, which under a script, cron or
+    CI is often ``sh`` and then fails; here the shell is named.
+    """
+    typer.echo(get_completion_script(prog_name="opencs", complete_var="_OPENCS_COMPLETE", shell=shell.value))
 
 
 commands.register(app)
