@@ -4,6 +4,7 @@ and probe master_url and routed traffic continuously to measure the gap a takeov
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import shutil
@@ -93,6 +94,18 @@ class Fleet:
                 "left(query, 200) FROM pg_stat_activity WHERE datname = current_database()")]
         out.append((self.tmp / f"{name}.log").read_text()[-3000:])
         return "\n".join(out)
+
+    def errors(self) -> str:
+        """Every ERROR record (a failed task stage's traceback included) in the processes' logs."""
+        out = []
+        for log_file in sorted(self.tmp.glob("*.log")):
+            lines = log_file.read_text(errors="replace").splitlines()
+            starts = [i for i, line in enumerate(lines) if " ERROR " in line]
+            for i in starts:
+                block = [lines[i]]
+                block += itertools.takewhile(lambda ln: not ln[:4].isdigit(), lines[i + 1:i + 60])
+                out.append(f"--- {log_file.name}\n" + "\n".join(block))
+        return "\n".join(out) or "(no ERROR in the processes' logs)"
 
     def start_all(self) -> None:
         for name in (*SERVERS, *WORKERS):  # one after the other: the first one migrates the store

@@ -136,6 +136,9 @@ def test_kill9_of_each_process_during_create_deploy_and_blue_green(fleet: Fleet)
         left_provider_agrees(fleet)
         services = sorted(s.id for s in app.list_services())
         assert services == ["web_web"], services
+    except BaseException:
+        print(fleet.errors())
+        raise
     finally:
         for pr in probes:
             pr.stop()

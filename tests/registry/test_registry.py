@@ -31,6 +31,7 @@ from opencs.registry.image import (
     build_layer_tar,
     seed_busybox,
 )
+from opencs.registry.service import through_restarts
 
 pytestmark = [
     pytest.mark.integration,  # runs Debian's docker-registry processes
@@ -149,6 +150,36 @@ def test_restart_adopts_live_registry(make_registry: MakeRegistry, tmp_path: Pat
     assert new_pid != pid and not third.adopted
     assert _gone(pid)
     assert third.healthy()
+
+
+def test_seed_waits_out_a_restart_by_another_process(make_registry: MakeRegistry) -> None:
+    # A process taking the notifications lease restarts the data dir's registry while another's
+    # cluster create seeds it: the push is refused for a moment, then goes through (a full
+    # kill -9 test on PostgreSQL once failed its cluster create on "[Errno 111] Connection refused").
+    port = _free_port()
+    first = make_registry(port=port)
+    old = first.ensure_running()
+    other = make_registry(port=port, notify_url="http://127.0.0.1:9/events", notify_token="t")
+    refused = []
+
+    def seed() -> None:
+        if not refused:
+            restart = threading.Thread(target=other.ensure_running)
+            restart.start()
+            while first.healthy(timeout=0.2):  # until the old registry is gone
+                time.sleep(0.01)
+            restart.join()  # the new one may answer by now; the first attempt is refused regardless
+            refused.append(True)
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+        seed_busybox(first.url)
+
+    through_restarts(first, seed, timeout=20)
+    assert refused and _gone(old) and other.recorded_pid() not in (None, old)
+    assert httpx.get(f"{first.url}/v2/library/busybox/tags/list", timeout=5).json()["tags"] == ["latest"]
+
+    other.stop()  # none runs any more: waiting is pointless, and says so
+    with pytest.raises(RegistryError, match="no docker-registry"):
+        through_restarts(first, lambda: seed_busybox(first.url), timeout=5)
 
 
 def test_spawn_records_pid_itself(registry: BundledRegistry) -> None:

@@ -262,6 +262,15 @@ class BundledRegistry:
                 found.append(int(entry.name))
         return found
 
+    def wait_running(self, timeout: float) -> None:
+        """Until the recorded registry answers: after a restart by another process of the data dir
+        (its lock is held while it restarts). RegistryError if none is recorded or it never answers."""
+        with self._lock():
+            pid = self.recorded_pid()
+        if pid is None:
+            raise RegistryError(f"no docker-registry of {self.data_dir} is running")
+        self._wait_healthy(pid, timeout)
+
     def _wait_healthy(self, pid: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:

@@ -7,8 +7,12 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
+
+import httpx
 
 from opencs.registry.binary_image import seed_binary
 from opencs.registry.bundled import BundledRegistry
@@ -26,6 +30,29 @@ class NodeBridge(Protocol):
     def gateway_address(self) -> str | None: ...
 
     def ensure_network(self) -> str: ...
+
+
+class Restartable(Protocol):
+    def wait_running(self, timeout: float) -> None: ...
+
+
+def through_restarts(reg: Restartable, push: Callable[[], object], timeout: float = 30.0) -> None:
+    """Run `push` against the data dir's registry, again once it is back if it was refused.
+
+    Several processes share one registry; the one that takes the notifications lease rewrites its
+    config and restarts it (a second or two without a listener), so a push of another process's
+    task may meet a closed port: that is a wait, not a failed cluster create."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            push()
+            return
+        except httpx.TransportError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            time.sleep(0.2)
+            reg.wait_running(left)
 
 
 class RegistryService:
@@ -78,7 +105,7 @@ class RegistryService:
             # a process that does not own the notifications adopts the registry wherever it sends them
             reg.ensure_running(any_notifications=not self.owns_notifications)
             if not self._seeded:
-                seed_busybox(reg.url, auth=self.bearer())
+                through_restarts(reg, lambda: seed_busybox(reg.url, auth=self.bearer()))
                 self._seeded = True
             self.running = reg
         return endpoint
@@ -116,10 +143,13 @@ class RegistryService:
         with self._lock:
             if self._kube_images is None:
                 url = f"http://{endpoint}"
-                seed_pause(url, auth=self.bearer())
+                reg = self.running
+                assert reg is not None  # ensure() set it
+                through_restarts(reg, lambda: seed_pause(url, auth=self.bearer()))
                 images = {"pause": f"{endpoint}/{PAUSE_REPOSITORY}:{PAUSE_TAG}"}
                 if coredns is not None and coredns.exists():
-                    seed_binary(url, COREDNS_REPOSITORY, COREDNS_TAG, coredns, "coredns", auth=self.bearer())
+                    through_restarts(reg, lambda: seed_binary(url, COREDNS_REPOSITORY, COREDNS_TAG, coredns,
+                                                              "coredns", auth=self.bearer()))
                     images["coredns"] = f"{endpoint}/{COREDNS_REPOSITORY}:{COREDNS_TAG}"
                 self._kube_images = images
             return dict(self._kube_images)
