@@ -108,3 +108,23 @@ class NodeRuntime(Protocol):
         """On a host the provider does not own (registered by SSH): leave the cluster and, if asked,
         remove what the cluster ran there; the host's own workloads stay."""
         ...
+
+
+@dataclass(frozen=True)
+class ShellResult:
+    """What a command on a host answered."""
+
+    status: int
+    stdout: str
+    stderr: str
+
+
+class HostShell(Protocol):
+    """Commands on a host the provider reaches but does not own (an SSH-registered machine), as the
+    login it was registered with: what a cluster engine probes such a host with before it would
+    make it a node."""
+
+    def run(self, script: str, timeout: float = 60.0) -> ShellResult:
+        """Run a POSIX shell script (the login's shell, its PATH); raises OSError if the host cannot
+        be reached."""
+        ...

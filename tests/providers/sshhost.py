@@ -79,10 +79,15 @@ class SshHost:
     sshd: subprocess.Popen[bytes] | None = None
     made_privsep_dir: bool = False
     made_user: bool = False
+    # another test module's own claim (tests/architecture/test_node_namespaces.py), and sshd lines of its own
+    prefix: str = PREFIX
+    bridge: str = BRIDGE
+    subnet: str = SUBNET
+    sshd_extra: str = ""
 
     def __post_init__(self) -> None:
-        self.local = LocalProvider(self.tmp / "nodes", bridge=BRIDGE, subnet=SUBNET, prefix=PREFIX, stop_grace=5.0,
-                                   runtime=DockerEngine())
+        self.local = LocalProvider(self.tmp / "nodes", bridge=self.bridge, subnet=self.subnet, prefix=self.prefix,
+                                   stop_grace=5.0, runtime=DockerEngine())
 
     @property
     def sshd_log(self) -> Path:
@@ -125,14 +130,16 @@ X11Forwarding no
 StrictModes no
 UseDNS no
 LogLevel VERBOSE
-""")
+{self.sshd_extra}""")
         if not PRIVSEP_DIR.exists():
             PRIVSEP_DIR.mkdir(mode=0o755)
             self.made_privsep_dir = True
         netns = self.node.details["netns"]
         with open(self.sshd_log, "ab") as logf:
-            # `ip netns exec` execs sshd: the PID we hold is sshd's own
-            self.sshd = subprocess.Popen(["ip", "netns", "exec", netns, SSHD, "-D", "-e", "-f", str(cfg)],
+            # nsenter execs sshd: the PID we hold is sshd's own. Only the network namespace is the
+            # host's own (`ip netns exec` would also remount /sys, and a host has its cgroup tree there)
+            self.sshd = subprocess.Popen(["nsenter", f"--net=/run/netns/{netns}", "--", SSHD, "-D", "-e", "-f",
+                                          str(cfg)],
                                          stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while True:
@@ -205,7 +212,8 @@ LogLevel VERBOSE
             with contextlib.suppress(OSError):
                 PRIVSEP_DIR.rmdir()
         deadline = time.monotonic() + 3
-        while (left := local_provider_leftovers(PREFIX, BRIDGE, self.local.root_dir)) and time.monotonic() < deadline:
+        while ((left := local_provider_leftovers(self.prefix, self.bridge, self.local.root_dir))
+               and time.monotonic() < deadline):
             time.sleep(0.1)
         problems += left
         return problems

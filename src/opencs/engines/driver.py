@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from opencs.machine import NodeRuntime, RegistryAuth
+from opencs.machine import HostShell, NodeRuntime, RegistryAuth
 
 if TYPE_CHECKING:
     from opencs.engines.apps import AppEngine
@@ -178,6 +178,11 @@ class ClusterDriver(abc.ABC):
         """Before a machine of `provider` is attached to the cluster: DriverError (code
         ProviderUnsupported) if this engine cannot make it a node."""
         return None  # by default any provider's machine (Swarm takes SSH-registered hosts)
+
+    def probe_machine(self, cluster_id: str, provider: str, host_ip: str, shell: HostShell) -> None:
+        """Before a host opencs does not own (`shell`: commands on it as its registered login) is
+        attached: DriverError naming what the host lacks to become a node. Nothing is changed on it."""
+        return None
 
     @property
     @abc.abstractmethod

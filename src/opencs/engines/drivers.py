@@ -15,7 +15,7 @@ from opencs.engines.driver import (
     MemberHealth,
     NodeConfig,
 )
-from opencs.machine import NodeRuntime, RegistryAuth
+from opencs.machine import HostShell, NodeRuntime, RegistryAuth
 
 if TYPE_CHECKING:
     from opencs.engines.apps import AppEngine
@@ -86,6 +86,9 @@ class DriverSet(ClusterDriver):
 
     def check_machine(self, cluster_id: str, provider: str) -> None:
         self.of(cluster_id).check_machine(cluster_id, provider)
+
+    def probe_machine(self, cluster_id: str, provider: str, host_ip: str, shell: HostShell) -> None:
+        self.of(cluster_id).probe_machine(cluster_id, provider, host_ip, shell)
 
     def managers_for(self, cluster_id: str, size: int) -> int:
         return self.of(cluster_id).managers_for(cluster_id, size)

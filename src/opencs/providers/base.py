@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from opencs.machine import RegistryAuth
+from opencs.machine import HostShell, RegistryAuth
 
 
 class InstanceState(enum.StrEnum):
@@ -149,6 +149,11 @@ class Provider(abc.ABC):
 
     def host_network(self) -> HostNetwork | None:
         """The network the nodes share with this host, if the provider has one."""
+        return None
+
+    def host_shell(self, instance_id: str) -> HostShell | None:
+        """Commands on the instance's host as its registered login (hosts opencs does not own: what
+        an engine probes before it would make one a node); None for machines of opencs's own."""
         return None
 
     def register(self, target: str, *, password: str | None = None, private_key: str | None = None,

@@ -19,6 +19,7 @@ On-disk layout, `root_dir/<instance_id>/`:
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import concurrent.futures
 import contextlib
@@ -35,7 +36,7 @@ from typing import Any
 import asyncssh
 
 from opencs import ids
-from opencs.machine import NodeRuntime
+from opencs.machine import HostShell, NodeRuntime, ShellResult
 from opencs.providers import localnet as net
 from opencs.providers.base import (
     Capabilities,
@@ -320,6 +321,20 @@ class SshProvider(Provider):
         lt.stop()
         self._tunnels.clear()  # tunnels belong to the stopped loop; a later call starts afresh
 
+    def host_shell(self, instance_id: str) -> HostShell:
+        self._load(instance_id)  # InstanceNotFound for a host that is not registered
+        return _Shell(self, instance_id)
+
+    async def _run(self, instance_id: str, script: str, timeout: float) -> ShellResult:
+        """One command over the host's kept SSH connection (the tunnel's: dialled again if it dropped)."""
+        rec = self._load(instance_id)
+        await self._ensure_tunnel(rec)
+        conn = await self._tunnels[instance_id].connection()
+        r = await asyncio.wait_for(conn.run(script, check=False), timeout)
+        out, err = r.stdout, r.stderr
+        return ShellResult(r.exit_status if r.exit_status is not None else -1,
+                           out if isinstance(out, str) else "", err if isinstance(err, str) else "")
+
     # --- internals --------------------------------------------------------------------------------
 
     def _loop(self) -> LoopThread:
@@ -382,3 +397,18 @@ class SshProvider(Provider):
         tmp = path.with_suffix(".tmp")
         _write_private(tmp, json.dumps(asdict(rec), indent=2, sort_keys=True), 0o600)
         os.replace(tmp, path)
+
+
+class _Shell:
+    """SshProvider.host_shell: commands as the host's registered login."""
+
+    def __init__(self, provider: SshProvider, instance_id: str) -> None:
+        self._p, self._iid = provider, instance_id
+
+    def run(self, script: str, timeout: float = 60.0) -> ShellResult:
+        try:
+            return self._p._loop().run(self._p._run(self._iid, script, timeout), timeout + 30)
+        except SshError as e:
+            raise OSError(e.message) from None
+        except (asyncssh.Error, TimeoutError, concurrent.futures.TimeoutError) as e:
+            raise OSError(f"ssh host {self._iid}: command failed: {e or 'timed out'}") from None

@@ -14,7 +14,7 @@ from opencs import ids
 from opencs.engines.driver import ClusterDriver, DriverError
 from opencs.errors import BadRequest, Conflict, NotFound, ProviderNotAvailable, ValidationFailed
 from opencs.pki.ca import CertAuthority
-from opencs.providers.base import Provider, ProviderUnavailable
+from opencs.providers.base import InstanceNotFound, Provider, ProviderUnavailable
 from opencs.secretbox import SecretBox
 from opencs.store.db import utcnow
 from opencs.store.models import Cluster, InstanceRow
@@ -368,6 +368,7 @@ class ClusterService:
         """Reserve free instances for the cluster (atomically) and submit the join task."""
         c = self.get_row(cluster_id)
         self._check_size(c.size + len(instance_ids))
+        self._probe_hosts(cluster_id, instance_ids)
 
         def check(cl: Cluster | None, rows: dict[str, InstanceRow]) -> None:
             for iid in instance_ids:
@@ -391,6 +392,24 @@ class ClusterService:
                                lambda s: self.tasks.submit("cluster_attach", {"instances": instance_ids},
                                                            cluster_id=cluster_id, session=s))
         return [{"code": "200", "instanceId": i, "message": "successful"} for i in instance_ids], tid
+
+    def _probe_hosts(self, cluster_id: str, instance_ids: builtins.list[str]) -> None:
+        """Hosts opencs does not own are asked, before the reservation, whether the engine could make
+        them nodes (over SSH: it may take seconds, so outside the reservation's transaction)."""
+        for iid in instance_ids:
+            r = self.instances.get(iid)
+            prov = self.providers.get(r.provider) if r is not None and not r.cluster_id else None
+            if r is None or prov is None:
+                continue  # the reservation's checks answer
+            try:
+                shell = prov.host_shell(iid)
+            except InstanceNotFound:
+                continue
+            if shell is not None:
+                try:
+                    self.driver.probe_machine(cluster_id, r.provider, r.private_ip, shell)
+                except DriverError as e:
+                    raise ProviderNotAvailable(e.message) from None
 
     def scale_out(self, cluster_id: str, count: int) -> str:
         """POST /api/v2/clusters/{id} (spec §6.7): `count` more worker nodes."""

@@ -33,7 +33,7 @@ from opencs.engines.driver import (
     NoManager,
     run_parallel,
 )
-from opencs.engines.kubernetes import addons, binary, edge, network, plans, topology
+from opencs.engines.kubernetes import addons, binary, edge, network, plans, sshnode, topology
 from opencs.engines.kubernetes.api import KubeApi, KubeError, connect, node_ready, wait_for
 from opencs.engines.kubernetes.box import Box, stop_units
 from opencs.engines.kubernetes.config import CNI_BIN_DIR, ClusterNetwork
@@ -50,7 +50,7 @@ from opencs.engines.kubernetes.runtime import (
     missing_host_binaries,
 )
 from opencs.engines.kubernetes.usage import KubernetesUsageReader
-from opencs.machine import RegistryAuth
+from opencs.machine import HostShell, RegistryAuth
 
 if TYPE_CHECKING:
     from opencs.engines.apps import AppEngine
@@ -133,6 +133,24 @@ class KubernetesDriver(ClusterDriver):
     def check_machine(self, cluster_id: str, provider: str) -> None:
         if provider != "local":
             raise DriverError(not_a_node_host(provider), "ProviderUnsupported")
+
+    def probe_machine(self, cluster_id: str, provider: str, host_ip: str, shell: HostShell) -> None:
+        """An SSH host is asked what it has (sshnode.py): the 412 names what it lacks, or that it is
+        not on the network of the cluster's nodes."""
+        if provider != "ssh":
+            return
+        try:
+            lacks = sshnode.host_lacks(shell)
+            if lacks:
+                raise DriverError(sshnode.refusal(host_ip, lacks), "ProviderUnsupported")
+            member = next((Box.of(r) for r in self._members(cluster_id)), None)
+            if member is not None and (why := sshnode.network_problem(
+                    shell, host_ip, member.ip, lambda dst: network.route_to(member.netns, dst))):
+                raise DriverError(f"{why}: pod routes go to node addresses directly, so a Kubernetes node over "
+                                  "SSH must be on the same network as the cluster's nodes. Nothing was installed "
+                                  "on the host", "HostNotOnNodeNetwork")
+        except OSError as e:
+            raise DriverError(f"probing the ssh host {host_ip}: {e}", "SshUnreachable") from None
 
     def managers_for(self, cluster_id: str, size: int) -> int:
         return self._form_of(cluster_id)[1]

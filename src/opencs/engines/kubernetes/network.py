@@ -27,6 +27,14 @@ def _ip(netns: str, *args: str) -> str:
     return p.stdout
 
 
+def route_to(netns: str, dst: str) -> str:
+    """`ip -o route get dst` in a machine, or why there is none."""
+    try:
+        return _ip(netns, "-o", "route", "get", dst)
+    except RouteError as e:
+        return str(e)
+
+
 def routes_text(routes: dict[str, str]) -> str:
     """{destination CIDR: next hop, or "" for on-link} as the supervisor's k8s/routes file."""
     return "".join(f"{dst} {via}".rstrip() + "\n" for dst, via in sorted(routes.items()))
