@@ -67,8 +67,10 @@ from opencs.services.audit import AuditService
 from opencs.services.cluster_certs import ClusterCertService
 from opencs.services.cluster_tasks import ClusterTaskDeps
 from opencs.services.clusters import ClusterService
+from opencs.services.console_sessions import ConsoleSessions
 from opencs.services.container_events import DeathWatcher
 from opencs.services.events import EventLog
+from opencs.services.failed_signins import FailedSignIns
 from opencs.services.influxdb_addon import InfluxExport
 from opencs.services.instances import InstanceService
 from opencs.services.keys import KeyService
@@ -92,8 +94,10 @@ from opencs.store.repos.attach_tokens import AttachTokenRepo
 from opencs.store.repos.audit import AuditRepo
 from opencs.store.repos.certs import CertRepo
 from opencs.store.repos.clusters import ClusterRepo
+from opencs.store.repos.console_sessions import ConsoleSessionRepo
 from opencs.store.repos.endpoints import EndpointRepo
 from opencs.store.repos.events import EventRepo
+from opencs.store.repos.failed_signins import FailedSignInRepo
 from opencs.store.repos.instances import InstanceRepo
 from opencs.store.repos.keys import KeyRepo
 from opencs.store.repos.leases import LeaseRepo
@@ -144,6 +148,8 @@ class ControlPlane:
     registry_access: RegistryAccess = field(init=False)
     registry_logins: RegistryLogins = field(init=False)
     login_profiles: LoginProfiles = field(init=False)
+    console_sessions: ConsoleSessions = field(init=False)  # the console's, shared by every process
+    failed_signins: FailedSignIns = field(init=False)
     projects: ProjectService = field(init=False)
     alerts: AlertRuleService = field(init=False)
     monitoring: MonitoringService = field(init=False)
@@ -464,6 +470,8 @@ def _wire(settings: Settings) -> ControlPlane:
     hashes = PasswordHashes()
     plane.registry_logins = RegistryLogins(account_repo, plane.accounts, hashes)
     plane.login_profiles = LoginProfiles(LoginProfileRepo(db), plane.accounts, hashes)
+    plane.console_sessions = ConsoleSessions(ConsoleSessionRepo(db))
+    plane.failed_signins = FailedSignIns(FailedSignInRepo(db))
     plane.registry_access = RegistryAccess(plane.accounts, keys, owners, plane.audit, registry.signer,
                                            node_credentials, region, plane.registry_logins)
     plane.projects = ProjectService(ProjectRepo(db), VolumeRepo(db), tasks, plane.app_engines, routes, box)

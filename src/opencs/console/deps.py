@@ -9,6 +9,8 @@ from opencs.appapi.guard import CertIdentities
 from opencs.config import Settings
 from opencs.services.accounts import AccountService
 from opencs.services.audit import AuditService
+from opencs.services.console_sessions import ConsoleSessions
+from opencs.services.failed_signins import FailedSignIns
 from opencs.services.keys import KeyService
 from opencs.services.login_profiles import LoginProfiles
 from opencs.services.projects import ProjectService
@@ -38,3 +40,9 @@ class ConsoleServices(Protocol):
 
     @property
     def login_profiles(self) -> LoginProfiles: ...
+
+    @property
+    def console_sessions(self) -> ConsoleSessions: ...
+
+    @property
+    def failed_signins(self) -> FailedSignIns: ...

@@ -6,8 +6,9 @@ id; opencs.services.login_profiles), and the password that of the user's login p
 CreateLoginProfile). Neither the password nor an AccessKey secret is kept in the session. A failure
 answers the same message whatever was wrong, so that it tells nobody which users exist; 5 failures
 of one logon name, or 30 from one address, within an hour refuse further attempts until the hour
-has passed (console.throttle). Every sign-in, failed or not, the password change and the sign-out
-are on the audit trail (`ConsoleSignin`, `ram:ChangePassword`, `ConsoleSignout`), never a password.
+has passed (opencs.services.failed_signins: counted in the store, by every process on the database).
+Every sign-in, failed or not, the password change and the sign-out are on the audit trail
+(`ConsoleSignin`, `ram:ChangePassword`, `ConsoleSignout`), never a password.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from opencs.console.sessions import COOKIE, Session
 from opencs.console.web import (
+    COOKIE,
     Ctx,
     console_of,
     page,
@@ -34,6 +35,7 @@ from opencs.console.web import (
 )
 from opencs.errors import ApiError
 from opencs.services.accounts import Principal
+from opencs.services.console_sessions import Session
 
 WRONG_PASSWORD = "The logon name or password is wrong."
 WRONG_KEY = "The AccessKey id or secret is wrong, or the key is disabled."
@@ -98,18 +100,20 @@ async def signin(request: Request) -> Response:
 
 
 async def _with_password(request: Request, login: str, password: str) -> Response:
-    console, profiles = console_of(request), console_of(request).services.login_profiles
+    services = console_of(request).services
+    profiles, failures = services.login_profiles, services.failed_signins
     key = await to_thread.run_sync(profiles.throttle_key, login)
-    if console.failed_signins.blocked(key, _source(request)):
+    if await to_thread.run_sync(failures.blocked, key, _source(request)):
         await _record(request, None, SIGNIN, "user/(not checked)", "429 TooManyAttempts")
         return _form(request, LOCKED, login=login, used="password")
     result = await to_thread.run_sync(profiles.sign_in, login, password)
     if result.who is None:
-        console.failed_signins.failed(key, _source(request))
+        await to_thread.run_sync(failures.failed, key, _source(request))
         await _record(request, result.named, SIGNIN, _user_resource(result.named), "401 InvalidCredentials")
         return _form(request, WRONG_PASSWORD, login=login, used="password")
-    console.failed_signins.succeeded(key)
-    session = console.sessions.open("", result.who.user_id, result.stamp, result.reset_required)
+    await to_thread.run_sync(failures.succeeded, key)
+    session = await to_thread.run_sync(services.console_sessions.open, "", result.who.user_id, result.stamp,
+                                       result.reset_required)
     await _record(request, result.who, SIGNIN, _user_resource(result.who), "200")
     return _enter(request, session)
 
@@ -125,17 +129,18 @@ def _check_key(request: Request, ak: str, secret: str) -> tuple[Principal | None
 
 
 async def _with_key(request: Request, ak: str, secret: str) -> Response:
-    console = console_of(request)
-    if console.failed_signins.blocked(ak, _source(request)):
+    services = console_of(request).services
+    failures = services.failed_signins
+    if await to_thread.run_sync(failures.blocked, ak, _source(request)):
         await _record(request, None, SIGNIN, "key/(not checked)", "429 TooManyAttempts")
         return _form(request, LOCKED, access_key_id=ak, used="key")
     who, named = await to_thread.run_sync(_check_key, request, ak, secret)
     if who is None:
-        console.failed_signins.failed(ak, _source(request))
+        await to_thread.run_sync(failures.failed, ak, _source(request))
         await _record(request, named, SIGNIN, f"key/{ak}" if named else "key/(unknown)", "401 InvalidCredentials")
         return _form(request, WRONG_KEY, access_key_id=ak, used="key")
-    console.failed_signins.succeeded(ak)
-    session = console.sessions.open(ak)
+    await to_thread.run_sync(failures.succeeded, ak)
+    session = await to_thread.run_sync(services.console_sessions.open, ak)
     await _record(request, who, SIGNIN, f"key/{ak}", "200")
     return _enter(request, session)
 
@@ -154,13 +159,13 @@ async def _change_password(ctx: Ctx) -> Response:
     except ApiError as e:
         await _record(ctx.request, ctx.who, "ram:ChangePassword", _user_resource(ctx.who), f"{e.status} {e.code}")
         return ctx.render("password.html", error=e.message)
-    s.stamp, s.must_reset = stamp, False
+    await to_thread.run_sync(ctx.console.services.console_sessions.password_set, s, stamp)
     await _record(ctx.request, ctx.who, "ram:ChangePassword", _user_resource(ctx.who), "200")
     return RedirectResponse(prefix(ctx.request) + "/clusters", 303)
 
 
 async def _signout(ctx: Ctx) -> Response:
-    ctx.console.sessions.close(ctx.session.sid)
+    await to_thread.run_sync(ctx.console.services.console_sessions.close, ctx.session.sid)
     resource = _user_resource(ctx.who) if ctx.session.user_id else f"key/{ctx.session.access_key_id}"
     await _record(ctx.request, ctx.who, "ConsoleSignout", resource, "200")
     resp = RedirectResponse(prefix(ctx.request) + "/signin", 303)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from anyio import to_thread
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -63,7 +64,7 @@ async def delete(ctx: Ctx) -> Response:
     ak = str(ctx.request.path_params["key"])
     reply = await _ram(ctx, "DeleteAccessKey", UserAccessKeyId=ak)
     if reply.ok and ak == ctx.session.access_key_id:
-        ctx.console.sessions.close(ctx.session.sid)
+        await to_thread.run_sync(ctx.console.services.console_sessions.close, ctx.session.sid)
     return await _page(ctx, error="" if reply.ok else reply.message)
 
 

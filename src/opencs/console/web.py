@@ -23,11 +23,11 @@ from opencs.api.secure_transport import loopback_peer
 from opencs.appapi.guard import AppApiGuard
 from opencs.console.calls import ASGIApp, Caller, ControlPlaneApi, Reply, app_scope, call_asgi
 from opencs.console.deps import ConsoleServices
-from opencs.console.sessions import COOKIE, Session, Sessions
-from opencs.console.throttle import FailedSignIns
 from opencs.services.accounts import Principal
+from opencs.services.console_sessions import Session
 
 HERE = Path(__file__).parent
+COOKIE = "opencs_console"  # the session id (opencs.services.console_sessions)
 SAFE_METHODS = ("GET", "HEAD")
 DENIED = "User not authorized to operate on the specified resource, or this API doesn't support RAM."
 CSRF_HEADER = "x-csrf-token"
@@ -46,16 +46,15 @@ def environment() -> Environment:
 
 @dataclass
 class Console:
-    """One console of one process: its services, sessions, templates and the apps it calls."""
+    """One console of one process: its services (sessions and failed sign-ins are in the store,
+    shared by every process), templates and the apps it calls."""
 
     services: ConsoleServices
     api: ControlPlaneApi
     appapi: ASGIApp
     guard: AppApiGuard  # the Application API's RAM decision and audit, as master_url's
 
-    sessions: Sessions = field(default_factory=Sessions)
     env: Environment = field(default_factory=environment)
-    failed_signins: FailedSignIns = field(default_factory=FailedSignIns)
 
 
 def console_of(request: Request) -> Console:
@@ -204,12 +203,13 @@ def page(fn: Endpoint, *, resetting: bool | None = False) -> Callable[[Request],
         if problem:
             return refuse(request, 403, problem)
         console = console_of(request)
-        session = console.sessions.get(request.cookies.get(COOKIE))
+        sessions = console.services.console_sessions
+        session = await to_thread.run_sync(sessions.get, request.cookies.get(COOKIE))
         if session is None:
             return to_signin(request)
         who = await to_thread.run_sync(session_principal, console.services, session)
         if who is None:  # the key, login profile or user went (or the password changed): the session ends
-            console.sessions.close(session.sid)
+            await to_thread.run_sync(sessions.close, session.sid)
             return to_signin(request)
         if resetting is not None and session.must_reset != resetting:
             return to_page(request, "/password" if session.must_reset else "/clusters")

@@ -123,6 +123,31 @@ class Nonce(Base):
     seen_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class ConsoleSession(Base):
+    """A signed-in console browser, shared by every API process on the database. Keyed by the
+    SHA-256 of the cookie's session id: the id itself is never stored."""
+
+    __tablename__ = "console_sessions"
+    sid_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    access_key_id: Mapped[str] = mapped_column(String(64), default="")  # "" for a password session
+    user_id: Mapped[str] = mapped_column(String(32), default="")  # a password session's user
+    stamp: Mapped[str] = mapped_column(String(64), default="")  # of the password it was opened with
+    must_reset: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime]
+    expires: Mapped[datetime] = mapped_column(index=True)
+
+
+class FailedSignIn(Base):
+    """One failed console sign-in, counted against a login name and a source address (a row each,
+    keyed by a SHA-256: a name typed into the form is never stored)."""
+
+    __tablename__ = "failed_signins"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(index=True)
+    __table_args__ = (Index("ix_failed_signins_key_hash_at", "key_hash", "at"),)
+
+
 class Cluster(Base):
     __tablename__ = "clusters"
     cluster_id: Mapped[str] = mapped_column(String(40), primary_key=True)
