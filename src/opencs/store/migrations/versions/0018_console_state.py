@@ -1,7 +1,7 @@
 """console sessions and failed sign-ins in the store, shared by every API process on the database
 
-Revision ID: 0017_console_state
-Revises: 0016_last_login
+Revision ID: 0018_console_state
+Revises: 0017_cluster_list_index
 
 Two new tables; the console kept both in each process's memory before, so there is nothing to carry
 over (everyone signed in before the upgrade signs in again, as after any restart of old versions).
@@ -10,8 +10,8 @@ over (everyone signed in before the upgrade signs in again, as after any restart
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017_console_state"
-down_revision = "0016_last_login"
+revision = "0018_console_state"
+down_revision = "0017_cluster_list_index"
 branch_labels = None
 depends_on = None
 
