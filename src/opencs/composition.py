@@ -448,7 +448,8 @@ def _wire(settings: Settings) -> ControlPlane:
     instances = InstanceService(instance_repo, tasks, clusters)
     health = HealthService(providers, instance_repo, cluster_repo, driver)
     nonces = NonceStore(db, retain=timedelta(seconds=2 * settings.signature_window_seconds + 60))
-    verifier = RequestVerifier(keys.active_secret, nonces, settings.signature_window_seconds)
+    verifier = RequestVerifier(keys.active_secret, nonces, settings.signature_window_seconds,
+                               cached_secret_for=keys.cached_secret)
     engines = app_engines(db, node_credentials)
     lease_repo = LeaseRepo(db)
     leases = {d: DutyLease(lease_repo, d, info={"api": settings.public_url}) for d in DUTIES}

@@ -7,6 +7,11 @@ aliyun-python-sdk-core reads only the capitalised keys; on ``SignatureDoesNotMat
 from __future__ import annotations
 
 
+class NotCached(Exception):
+    """A lookup asked to answer from memory only (a caller on the event loop) needs the store: the
+    caller asks again the ordinary way, in a worker thread."""
+
+
 class ApiError(Exception):
     status = 400
     code = "InvalidParameter"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -59,3 +60,41 @@ def test_a_failed_write_fails_every_caller_of_its_batch_and_the_next_write_works
         store._insert = good
     assert store.remember("AK", "after") is True
     assert store.remember("AK", "broken") is True  # the failed write kept nothing
+
+
+def test_submitted_nonces_are_written_by_the_store_and_their_callers_told(db: Database) -> None:
+    store = NonceStore(db, timedelta(minutes=30))
+    told: dict[str, list[tuple[bool | None, BaseException | None]]] = {}
+    done = threading.Semaphore(0)
+
+    def tell(name: str) -> Any:
+        def f(new: bool | None, error: BaseException | None) -> None:
+            told.setdefault(name, []).append((new, error))
+            done.release()
+        return f
+
+    for i in range(50):  # submitted together: written in fewer statements, each told once
+        store.submit("AK", f"s-{i}", tell(f"s-{i}"))
+    for _ in range(50):
+        assert done.acquire(timeout=30)
+    assert all(told[f"s-{i}"] == [(True, None)] for i in range(50)), told
+    assert store.writes < 50
+    store.submit("AK", "s-0", tell("again"))  # a replay of a submitted nonce
+    assert done.acquire(timeout=30) and told["again"] == [(False, None)]
+    assert store.remember("AK", "s-1") is False  # the same store, the blocking way
+    assert NonceStore(db, timedelta(minutes=30)).remember("AK", "s-2") is False  # committed
+    store.submit("AK", "mixed", tell("mixed"))  # whoever writes it (a caller of remember may): told
+    assert store.remember("AK", "mixed") is False  # asked after it: the replay
+    assert done.acquire(timeout=30) and told["mixed"] == [(True, None)]
+
+    good = store._insert
+    store._insert = good.values(no_such_column=1)  # the database refuses the write: the caller hears it
+    try:
+        store.submit("AK", "broken", tell("broken"))
+        assert done.acquire(timeout=30)
+    finally:
+        store._insert = good
+    (new, error), = told["broken"]
+    assert new is None and error is not None and "no_such_column" in str(error)
+    store.submit("AK", "broken", tell("retried"))
+    assert done.acquire(timeout=30) and told["retried"] == [(True, None)]  # the failed write kept nothing

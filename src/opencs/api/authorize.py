@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
-from opencs.errors import ApiError, Forbidden, NotFound
+from opencs.errors import ApiError, Forbidden, NotCached, NotFound
 from opencs.services.accounts import AccountService, Principal
 from opencs.services.ownership import ResourceOwners
 from opencs.services.policies import Statement, decide
@@ -161,6 +161,19 @@ class Authorizer:
         """Runs in a worker thread (store reads); raises the refusal as an ApiError. `user_id` instead of
         a key: a console session signed in with the user's password (no AccessKey; its policies apply)."""
         who = self.accounts.principal_of_user(user_id) if user_id else self.accounts.principal(access_key_id)
+        return self._admit(scope, who, cached=False)
+
+    def admit_cached(self, scope: dict[str, Any], access_key_id: str) -> Admission:
+        """`admit` from memory, on the event loop: raises NotCached when the decision needs the store
+        (a principal, owner or cluster map not in memory or too old) or writes it (a mutating call,
+        whose refusal is put on record); the caller then runs `admit` in a worker thread. The
+        decision is the one `admit` makes from the same data."""
+        found = match(scope["method"], scope["path"])
+        if scope["path"] == "/" or (found is not None and found[0].mutating):
+            raise NotCached(scope["path"])
+        return self._admit(scope, self.accounts.cached_principal(access_key_id), cached=True)
+
+    def _admit(self, scope: dict[str, Any], who: Principal | None, cached: bool) -> Admission:
         if who is None:
             raise Forbidden("the AccessKey belongs to no user", code="Forbidden.RAM")
         scope["state"]["principal"] = who
@@ -175,7 +188,7 @@ class Authorizer:
             return Admission(who, f"{method} {path}", path, method != "GET")
         route, args = found
         try:
-            resource, filt = self._decide(who, route, args, _context(scope))
+            resource, filt = self._decide(who, route, args, _context(scope), cached)
         except ApiError as e:
             if route.mutating and self.audit is not None:
                 self.audit.record(who, qualified(route.actions[0]), args.get("cluster_id", path), _source(scope),
@@ -183,11 +196,12 @@ class Authorizer:
             raise
         return Admission(who, qualified(route.actions[0]), resource, route.mutating, filt)
 
-    def _decide(self, who: Principal, route: Route, args: dict[str, str], context: dict[str, str]
-                ) -> tuple[str, Callable[[bytes], bytes] | None]:
-        """The resource and list cut of an allowed call; raises the refusal."""
-        resource, filt, absent = self._resource(who, route, args)
-        if not who.is_owner and not self._allowed(who, route, resource, context):
+    def _decide(self, who: Principal, route: Route, args: dict[str, str], context: dict[str, str],
+                cached: bool = False) -> tuple[str, Callable[[bytes], bytes] | None]:
+        """The resource and list cut of an allowed call; raises the refusal (cached: from memory only,
+        NotCached when the store is needed)."""
+        resource, filt, absent = self._resource(who, route, args, cached)
+        if not who.is_owner and not self._allowed(who, route, resource, context, cached):
             raise _denied(route.actions[0])
         if absent is not None:  # decided after the policy: a sub-user learns nothing it may not ask
             raise absent
@@ -206,16 +220,19 @@ class Authorizer:
             return False
         return True
 
-    def _allowed(self, who: Principal, route: Route, resource: str, context: dict[str, str]) -> bool:
+    def _allowed(self, who: Principal, route: Route, resource: str, context: dict[str, str],
+                 cached: bool = False) -> bool:
         names = [qualified(a) for a in route.actions]
         if decide(who.statements, names, resource, context):
             return True
         # a list is allowed with the right on some of the clusters; it then shows just those
+        owners = self.owners.cached_clusters() if cached and route.kind == "list" else None
         return route.kind == "list" and any(
             decide(who.statements, names, f"{resource[:-1]}{cid}", context)
-            for cid, acct in self.owners.clusters().items() if acct == who.account_id)
+            for cid, acct in (owners if owners is not None else self.owners.clusters()).items()
+            if acct == who.account_id)
 
-    def _resource(self, who: Principal, route: Route, args: dict[str, str]
+    def _resource(self, who: Principal, route: Route, args: dict[str, str], cached: bool = False
                   ) -> tuple[str, Callable[[bytes], bytes] | None, NotFound | None]:
         """The resource, the list cut, and the 404 of a cluster or task the caller's account does not
         have. Another account's and a nonexistent one get the same 404 here, before the route reads
@@ -224,28 +241,31 @@ class Authorizer:
         if route.kind == "cluster":
             cid = args["cluster_id"]
             absent = None
-            if _WELL_FORMED.match(cid) and self.owners.cluster(cid) != who.account_id:
+            if _WELL_FORMED.match(cid) and (self.owners.cached_cluster(cid) if cached
+                                            else self.owners.cluster(cid)) != who.account_id:
                 absent = NotFound(f"Cluster {cid} not found", code="ErrorClusterNotFound")
             return f"{base}:cluster/{cid}", None, absent
         if route.kind == "task":
             tid = args["task_id"]
             absent = None
-            if _WELL_FORMED.match(tid) and self.owners.task(tid) != who.account_id:
+            if _WELL_FORMED.match(tid) and (self.owners.cached_task(tid) if cached
+                                            else self.owners.task(tid)) != who.account_id:
                 absent = NotFound(f"Task {tid} not found", code="ErrorTaskNotFound")
             return f"{base}:task/{tid}", None, absent
         if route.kind == "operator" and not (who.is_owner and who.account_id == ROOT_ACCOUNT_ID):
             raise _denied(route.actions[0] + " (the machine pool belongs to the operator's account)")
         if route.kind == "list":
-            return f"{base}:cluster/*", self._cluster_filter(who, [f"cs:{a}" for a in route.actions]), None
+            return f"{base}:cluster/*", self._cluster_filter(who, [f"cs:{a}" for a in route.actions], cached), None
         if route.kind == "create":
             return f"{base}:cluster/*", None, None
         if route.kind == "self":
             return f"acs:cr:{self.region}:{who.account_id}:user/{who.user_name}", None, None
         return f"{base}:*", None, None
 
-    def _cluster_filter(self, who: Principal, names: list[str]) -> Callable[[bytes], bytes] | None:
+    def _cluster_filter(self, who: Principal, names: list[str], cached: bool = False
+                        ) -> Callable[[bytes], bytes] | None:
         mine = who.account_id
-        if who.is_owner and self.owners.only_owner(mine):
+        if who.is_owner and (self.owners.cached_only_owner(mine) if cached else self.owners.only_owner(mine)):
             return None  # one tenant: the reply is the owner's already (the hot path stays as it was)
         stmts = None if who.is_owner else who.statements
         region = self.region

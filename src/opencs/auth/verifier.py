@@ -11,7 +11,7 @@ from typing import Protocol
 
 from opencs.auth import rpc
 from opencs.auth import signature as sig
-from opencs.errors import ApiError, BadRequest, Forbidden, Unauthenticated
+from opencs.errors import ApiError, BadRequest, Forbidden, NotCached, Unauthenticated
 
 
 class Nonces(Protocol):
@@ -53,6 +53,10 @@ def _parse_time(headers: Mapping[str, str], scheme: str) -> datetime:
     return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
+def replayed() -> BadRequest:
+    return BadRequest("Specified signature nonce was used already: replayed request", code="SignatureNonceUsed")
+
+
 class RequestVerifier:
     def __init__(
         self,
@@ -60,18 +64,36 @@ class RequestVerifier:
         nonces: Nonces,
         window_seconds: int = 900,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        cached_secret_for: Callable[[str], str | None] | None = None,
     ) -> None:
         self.secret_for = secret_for
+        # the secret from memory, raising NotCached when it is not there (verify_cached)
+        self.cached_secret_for = cached_secret_for
         self.nonces = nonces
         self.window = timedelta(seconds=window_seconds)
         self.clock = clock
 
     def verify(self, req: SignedRequest) -> str:
         """Return the AccessKey id of a correctly signed request or raise an ApiError."""
+        if not req.headers.get("authorization") and rpc.is_rpc(req.query):  # RPC (RAM) as sdk-core signs it
+            return rpc.verify(req, self.secret_for, self.nonces, self.window, self.clock())
+        ak, nonce = self._signed(req, self.secret_for)
+        if nonce is not None and not self.nonces.remember(ak, nonce):
+            raise replayed()
+        return ak
+
+    def verify_cached(self, req: SignedRequest) -> tuple[str, str | None]:
+        """`verify` for a caller on the event loop: the secret from memory (`cached_secret_for`, which
+        raises NotCached when it is not there), and the nonce not remembered but returned, for the
+        caller to remember before it acts (a replay then gets `replayed()`). RPC: NotCached."""
+        if self.cached_secret_for is None or (not req.headers.get("authorization") and rpc.is_rpc(req.query)):
+            raise NotCached("no secret in memory for this request")
+        return self._signed(req, self.cached_secret_for)
+
+    def _signed(self, req: SignedRequest, secret_for: Callable[[str], str | None]) -> tuple[str, str | None]:
+        """(AccessKey id, its nonce or None) of a correctly signed request, or an ApiError."""
         h = req.headers
         auth_value = h.get("authorization")
-        if not auth_value and rpc.is_rpc(req.query):  # RPC products (RAM) as aliyun-python-sdk-core signs them
-            return rpc.verify(req, self.secret_for, self.nonces, self.window, self.clock())
         if not auth_value:
             raise Unauthenticated("Authorization header is required", code="MissingAuthorization")
         try:
@@ -98,7 +120,7 @@ class RequestVerifier:
                 "x-acs-content-sha256: does not match the request body", code="InvalidContentSHA256"
             )
 
-        secret = self.secret_for(auth.access_key_id)
+        secret = secret_for(auth.access_key_id)
         if secret is None:
             raise Forbidden(
                 f"Specified access key is not found or disabled: {auth.access_key_id}",
@@ -117,14 +139,9 @@ class RequestVerifier:
             )
 
         nonce = h.get("x-acs-signature-nonce")
-        if nonce is not None:
-            if not nonce or len(nonce) > 128:
-                raise BadRequest("x-acs-signature-nonce must be 1-128 characters", code="InvalidNonce")
-            if not self.nonces.remember(auth.access_key_id, nonce):
-                raise BadRequest(
-                    "Specified signature nonce was used already: replayed request", code="SignatureNonceUsed"
-                )
-        return auth.access_key_id
+        if nonce is not None and (not nonce or len(nonce) > 128):
+            raise BadRequest("x-acs-signature-nonce must be 1-128 characters", code="InvalidNonce")
+        return auth.access_key_id, nonce
 
     @staticmethod
     def _check_roa(req: SignedRequest, secret: str, given: str) -> tuple[bool, str]:
@@ -155,4 +172,4 @@ class RequestVerifier:
         return False, first
 
 
-__all__ = ["ApiError", "Nonces", "RequestVerifier", "SignedRequest"]
+__all__ = ["ApiError", "Nonces", "RequestVerifier", "SignedRequest", "replayed"]

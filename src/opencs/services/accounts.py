@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from opencs.errors import BadRequest, Conflict, NotFound
+from opencs.errors import BadRequest, Conflict, NotCached, NotFound
 from opencs.services.keys import KeyInfo, KeyService
 from opencs.services.policies import Statement, parse_document
 from opencs.store.db import utcnow
@@ -93,6 +93,14 @@ class AccountService:
             self._cache.clear()
         self._cache[access_key_id] = (now, gen, p)
         return p
+
+    def cached_principal(self, access_key_id: str) -> Principal | None:
+        """`principal` from memory, for a caller on the event loop: raises NotCached when it is
+        unknown, older than CACHE_SECONDS or from before a change made in this process."""
+        hit = self._cache.get(access_key_id)
+        if hit is None or hit[1] != self._generation or time.monotonic() - hit[0] >= self.CACHE_SECONDS:
+            raise NotCached(access_key_id)
+        return hit[2]
 
     def _statements(self, user_id: str, is_owner: bool) -> tuple[Statement, ...]:
         if is_owner:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from opencs import ids
-from opencs.errors import Conflict, NotFound
+from opencs.errors import Conflict, NotCached, NotFound
 from opencs.secretbox import SecretBox
 from opencs.store.db import utcnow
 from opencs.store.repos.keys import KeyRecord, KeyRepo
@@ -101,6 +101,14 @@ class KeyService:
             self._cache.clear()
         self._cache[access_key_id] = (now, secret)
         return secret
+
+    def cached_secret(self, access_key_id: str) -> str | None:
+        """`active_secret` from memory, for a caller on the event loop: raises NotCached when the
+        answer is unknown or older than CACHE_SECONDS (the caller then asks `active_secret`)."""
+        hit = self._cache.get(access_key_id)
+        if hit is None or time.monotonic() - hit[0] >= self.CACHE_SECONDS:
+            raise NotCached(access_key_id)
+        return hit[1]
 
     def count(self) -> int:
         return self.repo.count()

@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Protocol
 
+from opencs.errors import NotCached
+
 
 class OwnerStore(Protocol):
     def cluster_accounts(self) -> dict[str, str]: ...
@@ -46,6 +48,35 @@ class ResourceOwners:
             with self._lock:
                 self._clusters, self._accounts, self._stamp = fresh, frozenset(fresh.values()), (gen, now)
         return self._clusters
+
+    def _fresh(self) -> bool:
+        gen, now = self.changes.generation("clusters"), time.monotonic()
+        return gen == self._stamp[0] and now - self._stamp[1] <= self.RECHECK_SECONDS
+
+    def cached_clusters(self) -> dict[str, str]:
+        """`clusters` from memory, for a caller on the event loop: NotCached when it would re-read."""
+        if not self._fresh():
+            raise NotCached("clusters")
+        return self._clusters
+
+    def cached_only_owner(self, account_id: str) -> bool:
+        self.cached_clusters()
+        return self._accounts <= {account_id}
+
+    def cached_cluster(self, cluster_id: str) -> str:
+        """The account of a known cluster from memory (an owner never changes; a cluster deleted
+        since is the route's 404): NotCached for an id not known."""
+        acct = self._clusters.get(cluster_id)
+        if acct is None:
+            raise NotCached(cluster_id)
+        return acct
+
+    def cached_task(self, task_id: str) -> str:
+        """The account of a known task from memory (NotCached for an id not known)."""
+        acct = self._tasks.get(task_id)
+        if acct is None:
+            raise NotCached(task_id)
+        return acct
 
     def only_owner(self, account_id: str) -> bool:
         """Whether every cluster belongs to this account (one tenant), without a pass over them:

@@ -36,7 +36,11 @@ def utcnow() -> datetime:
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # pool: as many kept connections as threads read at once under load (the API's worker
+        # threads, task workers, loops); with SQLAlchemy's default 5 each connection beyond them was
+        # opened (the pragmas below, the schema read again) and closed around a single statement
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=20, max_overflow=40)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from anyio import to_thread
 from fastapi import APIRouter, Request
 
 from opencs.api.deps import services
@@ -14,5 +15,6 @@ router = APIRouter()
 
 
 @router.get("/tasks/{task_id}")
-def describe_task(task_id: TaskId, request: Request) -> dict[str, Any]:
-    return TaskEngine.describe(services(request).tasks.get(task_id))
+async def describe_task(task_id: TaskId, request: Request) -> dict[str, Any]:
+    # async with one hop for the store read (a sync route takes a second one: see routes/clusters.py)
+    return TaskEngine.describe(await to_thread.run_sync(services(request).tasks.get, task_id))

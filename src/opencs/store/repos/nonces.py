@@ -6,11 +6,18 @@ one write (group commit): the first caller writes the nonces of all callers wait
 one statement, the others wait for its commit. Under load on SQLite, one write transaction per
 request made the requests queue on the database's write lock, each waiter polling it with the
 busy handler's growing sleeps (bench/load.py: INSERT mean 38 ms, p99 up to 1 s, 45 readers).
+
+A caller on an event loop does not wait in a thread of its own: `submit` queues the nonce with a
+callback, and a writer thread of the store writes it with the others waiting (bench/load.py: 7-8
+of the API's worker threads were blocked here on average, each one a thread the next request's
+hop queued behind).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,6 +28,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from opencs.store.db import Database, utcnow
 from opencs.store.models import Nonce
 
+log = logging.getLogger("opencs.store")
+
 MAX_BATCH = 500  # nonces written in one statement at most
 
 
@@ -30,6 +39,7 @@ class _Ask:
     nonce: str
     new: bool | None = None  # set once its batch committed
     error: BaseException | None = None
+    done: Callable[[bool | None, BaseException | None], None] | None = None  # submit's callback
 
 
 class NonceStore:
@@ -50,6 +60,7 @@ class NonceStore:
         self._cv = threading.Condition()
         self._waiting: list[_Ask] = []
         self._writing = False
+        self._writer: threading.Thread | None = None  # started by the first submit
         self.writes = 0  # statements issued (group commit: fewer than the calls under concurrency)
 
     def remember(self, access_key_id: str, nonce: str) -> bool:
@@ -66,7 +77,7 @@ class NonceStore:
                 self._writing = True
                 self._cv.release()
                 try:
-                    self._write(batch)
+                    self._write_and_tell(batch)
                 finally:
                     self._cv.acquire()
                     self._writing = False
@@ -76,6 +87,48 @@ class NonceStore:
         if ask.new:
             self._purge()
         return ask.new is True
+
+    def submit(self, access_key_id: str, nonce: str,
+               done: Callable[[bool | None, BaseException | None], None]) -> None:
+        """`remember` without waiting: `done(new, error)` is called once the nonce's batch committed
+        (new: True for a nonce not seen before, False for a replay) or failed (error), from the thread
+        that wrote it; it must be quick and must not raise (an event loop's call_soon_threadsafe)."""
+        with self._cv:
+            self._waiting.append(_Ask(access_key_id, nonce, done=done))
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_submitted, name="opencs-nonces", daemon=True)
+                self._writer.start()
+            self._cv.notify_all()
+
+    def _write_submitted(self) -> None:
+        """The writer of submitted nonces: each batch with whatever else waits meanwhile (a caller of
+        `remember` that finds no write under way writes the batch itself, as before)."""
+        while True:
+            with self._cv:
+                while self._writing or not self._waiting:
+                    self._cv.wait()
+                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                self._writing = True
+            try:
+                self._write_and_tell(batch)
+            finally:
+                with self._cv:
+                    self._writing = False
+                    self._cv.notify_all()
+            if any(a.new for a in batch):
+                try:
+                    self._purge()
+                except Exception:  # the next batch purges again; the nonces are written
+                    self._last_purge = datetime.min
+
+    def _write_and_tell(self, batch: list[_Ask]) -> None:
+        self._write(batch)
+        for a in batch:
+            if a.done is not None:
+                try:
+                    a.done(a.new, a.error)
+                except Exception:  # its caller is gone (a closed event loop): the others still hear
+                    log.warning("a nonce's caller could not be told its outcome", exc_info=True)
 
     def _write(self, batch: list[_Ask]) -> None:
         """One statement for the batch; each ask gets its outcome (or the error)."""
