@@ -20,7 +20,10 @@ Targets: api <= 1.2x raw, api <= 30 s to a Ready 3-node cluster. Needs root and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -144,6 +147,52 @@ def profile_delta(before: dict[str, tuple[float, float]], after: dict[str, tuple
     return {k: {"calls": c, "mean_s": round(m, 3), "total_s": round(t, 2)} for k, c, m, t in rows[:15]}
 
 
+@dataclass
+class CpuSnapshot:
+    """CPU seconds of every process on the host (pid and start time -> name, own, reaped children's)
+    and the host's busy and total jiffies: where the cores went while the pods started."""
+
+    procs: dict[tuple[int, int], tuple[str, float, float]]
+    busy: float
+    total: float
+
+    @classmethod
+    def take(cls) -> CpuSnapshot:
+        hz = os.sysconf("SC_CLK_TCK")
+        procs = {}
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                text = (d / "stat").read_text()
+            except OSError:
+                continue
+            comm, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+            if comm == "kubernetes":  # one binary for every component: named by its first argument
+                with contextlib.suppress(OSError, IndexError):
+                    comm = (d / "cmdline").read_bytes().split(b"\0")[1].decode()
+            # fields 14-17 (utime stime cutime cstime) and 22 (starttime), counted from 1 with pid and comm
+            procs[(int(d.name), int(rest[19]))] = (comm, (int(rest[11]) + int(rest[12])) / hz,
+                                                    (int(rest[13]) + int(rest[14])) / hz)
+        cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return cls(procs, (sum(cpu) - cpu[3] - cpu[4]) / hz, sum(cpu) / hz)
+
+    def since(self, before: CpuSnapshot) -> dict[str, Any]:
+        """Busy share of the host's cores and CPU seconds by process name, busiest first: `own`, and
+        `reaped` (children that exited and were waited for: runc under a shim, CNI plugins under
+        containerd). Processes that came and went unreaped in between are not seen."""
+        own: dict[str, float] = {}
+        reaped: dict[str, float] = {}
+        for key, (comm, o, c) in self.procs.items():
+            _, o0, c0 = before.procs.get(key, (comm, 0.0, 0.0))
+            own[comm] = own.get(comm, 0.0) + o - o0
+            reaped[comm] = reaped.get(comm, 0.0) + c - c0
+        names = sorted(own, key=lambda n: -(own[n] + reaped[n]))[:14]
+        return {"host_busy": round((self.busy - before.busy) / max(1e-9, self.total - before.total), 2),
+                "host_cpu_s": round(self.busy - before.busy, 1),
+                "by_process_s": {n: {"own": round(own[n], 2), "reaped": round(reaped[n], 2)} for n in names}}
+
+
 def pod_latencies(server: ServerProcess, cid: str, replicas: int, tmp: Path,
                   profile: bool = False) -> tuple[PodTimes, dict[str, Any]]:
     """Each pod's times (PodTimes) and, with `profile`, the kubelets' operations they cost."""
@@ -174,6 +223,7 @@ def pod_latencies(server: ServerProcess, cid: str, replicas: int, tmp: Path,
 
     workers = _warm(v1, tmp)  # the SLO excludes image pulls: busybox is on every node first
     before = kubelet_histograms(api, workers) if profile else {}
+    cpu0 = CpuSnapshot.take()
     t = threading.Thread(target=follow, daemon=True)
     t.start()
     started.wait(10)
@@ -190,7 +240,10 @@ def pod_latencies(server: ServerProcess, cid: str, replicas: int, tmp: Path,
     t.join(200)
     if len(times.running) < replicas:
         raise SystemExit(f"only {len(times.running)} of {replicas} pods Running")
-    return times, profile_delta(before, kubelet_histograms(api, workers)) if profile else {}
+    cpu = CpuSnapshot.take().since(cpu0)
+    if not profile:
+        return times, {}
+    return times, {"cpu": cpu, "kubelet": profile_delta(before, kubelet_histograms(api, workers))}
 
 
 def _warm(v1: Any, tmp: Path) -> list[str]:
@@ -277,6 +330,7 @@ def main() -> None:
     ap.add_argument("--replicas", type=int, default=30)
     ap.add_argument("--profile", action="store_true", help="also where the kubelets' time went (their metrics)")
     ap.add_argument("--pods-only", action="store_true", help="skip the raw start (pod latency only)")
+    ap.add_argument("--keep-logs", type=Path, help="copy every machine's unit logs (k8s/log) here before teardown")
     a = ap.parse_args()
     binary.binary()  # fails clearly without the pinned build
     api_s: list[float] = []
@@ -300,6 +354,11 @@ def main() -> None:
                 whole.append(times.all_running())
             finally:
                 server.kill()
+                if a.keep_logs:
+                    for log in (tmp / "api" / "nodes").glob("*/k8s/log/*.log"):
+                        dest = a.keep_logs / log.parts[-4] / log.name
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(log, dest)
                 destroy_everything(tmp / "api", "ocl", "10.248.0.0/24")
     api = statistics.median(api_s)
     raw = statistics.median(raw_s) if raw_s else 0.0
@@ -312,7 +371,7 @@ def main() -> None:
                deployment_all_running_s=round(statistics.median(whole), 2),
                targets={"ratio": 1.2, "create_s": 30, "pod_p99_s": 5})
     if prof:
-        out["kubelet_operations_last_run"] = prof
+        out["profile_last_run"] = prof
     print(json.dumps(out, indent=1 if prof else None))
 
 

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(docker.io docker-registry busybox-static iproute2 iptables postgresql haproxy openssh-server
-      containerd runc containernetworking-plugins gcc libc6-dev curl  # this line: Kubernetes nodes (curl: attach scripts)
+      containerd runc crun containernetworking-plugins gcc libc6-dev curl  # this line: Kubernetes nodes (curl: attach scripts)
       chromium  # the web console's end-to-end test (Playwright drives Debian's Chromium)
       prometheus prometheus-alertmanager  # the optional monitoring stack (opencs monitoring enable)
       influxdb)  # InfluxDB 1.x: the monitoring add-on's test (tests/monitoring/test_influxdb.py)

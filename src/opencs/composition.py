@@ -350,7 +350,8 @@ def _engines(settings: Settings, box: SecretBox, cluster_repo: ClusterRepo,
     """The cluster drivers by type (Swarm the default, Kubernetes), the providers that boot their
     node runtimes, and the bundled registry both pull through."""
     book = ClusterBook(cluster_repo, box)
-    kube_runtime = KubernetesNodeRuntime(pause_image=f"{PAUSE_REPOSITORY}:{PAUSE_TAG}")
+    kube_runtime = KubernetesNodeRuntime(pause_image=f"{PAUSE_REPOSITORY}:{PAUSE_TAG}",
+                                         oci_runtime=settings.kubernetes_oci_runtime)
     registry: list[RegistryService] = []  # made after the providers (it listens on their bridge)
     kube = KubernetesDriver(instance_repo, book, kube_runtime,
                             seed_images=lambda: registry[0].seed_kubernetes(kube_binary.bin_dir() / "coredns"),

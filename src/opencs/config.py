@@ -45,6 +45,8 @@ class Settings:
     registry_port: int = field(default_factory=lambda: int(_env_float("OPENCS_REGISTRY_PORT", 0)))
     # Kubernetes masters' etcd syncs to disk (off: --unsafe-no-fsync, for tests on a busy disk only)
     kubernetes_etcd_fsync: bool = field(default_factory=lambda: os.environ.get("OPENCS_K8S_ETCD_FSYNC", "1") != "0")
+    # the OCI runtime of Kubernetes nodes: crun or runc; empty (the default): crun where installed
+    kubernetes_oci_runtime: str = field(default_factory=lambda: os.environ.get("OPENCS_K8S_OCI_RUNTIME", ""))
     monitor_interval: float = field(default_factory=lambda: _env_float("OPENCS_MONITOR_INTERVAL", 3.0))
     # container and node usage (GET /metrics/containers) read every this many seconds; 0 = off
     usage_interval: float = field(default_factory=lambda: _env_float("OPENCS_USAGE_INTERVAL", 15.0))

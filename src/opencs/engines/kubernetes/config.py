@@ -57,9 +57,10 @@ class ClusterNetwork:
 
 
 def containerd_toml(node_dir: Path, sandbox_image: str, address: str = CONTAINERD_SOCK,
-                    auth: RegistryAuth | None = None) -> str:
+                    auth: RegistryAuth | None = None, oci_binary: str = "") -> str:
     """containerd 1.6 (config version 2) with the CRI plugin; state on the machine's private tmpfs,
-    the API on `address`. `auth`: the credential CRI pulls from that registry with when a pod names
+    the API on `address`. `oci_binary`: the OCI runtime the runc v2 shim runs (runc when empty; crun
+    takes the same command line). `auth`: the credential CRI pulls from that registry with when a pod names
     no imagePullSecret (`registry.configs."<host>".auth`: containerd 1.6 still reads it beside
     `config_path`, whose hosts.toml has no credentials before 2.x; it applies to every hosts.toml
     entry of that host, docker.io's mirror included). The file then holds a secret: mode 0600."""
@@ -68,6 +69,7 @@ def containerd_toml(node_dir: Path, sandbox_image: str, address: str = CONTAINER
     username = {json.dumps(auth.username)}
     password = {json.dumps(auth.password)}
 """
+    binary = f"        BinaryName = {json.dumps(oci_binary)}\n" if oci_binary else ""
     return f"""version = 2
 root = {json.dumps(str(node_dir / "containerd"))}
 state = "/run/containerd"
@@ -100,7 +102,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [{cri}.containerd.runtimes.runc.options]
         SystemdCgroup = false
-  [{cri}.cni]
+{binary}  [{cri}.cni]
     bin_dir = {json.dumps(CNI_BIN_DIR)}
     conf_dir = {json.dumps(str(node_dir / "cni" / "net.d"))}
     max_conf_num = 1

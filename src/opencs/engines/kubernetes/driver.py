@@ -113,9 +113,9 @@ class KubernetesDriver(ClusterDriver):
             binary.binary()
         except binary.BinaryMissing as e:
             raise DriverError(str(e), "EngineUnavailable") from None
-        if missing := missing_host_binaries():
+        if missing := missing_host_binaries(self._runtime.oci_runtime):
             raise DriverError(f"Kubernetes nodes cannot run on this host, missing: {', '.join(missing)} "
-                              "(apt-get install containerd runc containernetworking-plugins iptables)",
+                              "(apt-get install containerd runc crun containernetworking-plugins iptables)",
                               "EngineUnavailable")
         try:
             network_of(spec)

@@ -13,6 +13,7 @@ node comes back with its systemd units; the driver only writes files and reads t
 from __future__ import annotations
 
 import hashlib
+import logging
 import shlex
 import shutil
 import socket
@@ -21,6 +22,8 @@ from pathlib import Path
 from opencs.engines.kubernetes import binary
 from opencs.engines.kubernetes.config import CNI_BIN_DIR, containerd_toml, registry_hosts
 from opencs.machine import BootPlan, MachineInfo, RuntimeSettings
+
+log = logging.getLogger(__name__)
 
 STATE_DIR = "k8s"  # the machine's "system disk": re-imaging wipes it
 DEFAULT_PAUSE = "opencs/pause:3.10"  # repository:tag in the bundled registry (opencs.registry.pause)
@@ -32,6 +35,14 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 KUBELET_ROOT = "/var/lib/kubelet"
 STD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_BINARIES = ("containerd", "runc", "nsenter", "unshare", "setsid", "iptables", "ip", "mount")
+# The OCI runtime behind containerd's runc v2 shim. crun (C) takes runc's command line; a container
+# start costs it about half runc's CPU (no Go runtime, no copy of its own binary per `init`), which is
+# what 30 pods at once on two cores wait for.
+OCI_RUNTIMES = ("crun", "runc")
+# crun refuses a cgroup v1 host whose unified hierarchy has any controller ("hybrid mode not
+# supported"); this host's offers hugetlb only, which the v1 managers (kubelet's, runc's) do not use
+# there either. The node's own mount namespace gets an empty file bound over it (the host keeps its own).
+CGROUP2_CONTROLLERS = Path("/sys/fs/cgroup/unified/cgroup.controllers")
 
 # The kernel settings kubelet insists on (protectKernelDefaults) are global to the host: inside the
 # machine's mount namespace files with kubelet's values are bound over them, so kubelet is content
@@ -62,6 +73,8 @@ mount --make-rshared /
 [ ! -e /etc/machine-id ] || mount --bind "$K/machine-id" /etc/machine-id
 # the kernel settings kubelet insists on are host-wide: files with its values are bound over them here
 for s in $OCS_SYSCTLS; do mount --bind "$K/sysctl-$(echo "$s" | tr / _)" "/proc/sys/$s"; done
+# crun: no cgroup v2 controller seen in this machine (see CGROUP2_CONTROLLERS)
+[ -z "$OCS_CG2_MASK" ] || mount --bind "$K/empty" "$OCS_CG2_MASK"
 echo 1 > /proc/sys/net/ipv4/ip_forward
 set +e
 if [ -s "$K/routes" ]; then
@@ -106,9 +119,11 @@ done
 """
 
 
-def missing_host_binaries() -> list[str]:
-    """Host programs a node needs (Debian: containerd runc containernetworking-plugins iptables)."""
-    missing = [b for b in HOST_BINARIES if shutil.which(b, path=STD_PATH) is None]
+def missing_host_binaries(oci: str = "runc") -> list[str]:
+    """Host programs a node needs (Debian: containerd runc containernetworking-plugins iptables, and
+    crun when that is the OCI runtime)."""
+    missing = [b for b in (*HOST_BINARIES, oci) if shutil.which(b, path=STD_PATH) is None]
+    missing = list(dict.fromkeys(missing))
     missing += [f"CNI plugin {p}" for p in CNI_PLUGINS if not Path(CNI_BIN_DIR, p).exists()]
     return missing
 
@@ -122,6 +137,14 @@ def v1_hierarchies() -> list[Path]:
         if right.split(" ", 1)[0] == "cgroup" and mnt.parent == CGROUP_ROOT:
             out.append(mnt)
     return out
+
+
+def _has_cgroup2_controllers() -> bool:
+    """A hybrid host whose unified hierarchy offers a controller (crun refuses to run there)."""
+    try:
+        return bool(CGROUP2_CONTROLLERS.read_text().strip())
+    except OSError:
+        return False
 
 
 def unit_script(argv: list[str], env: dict[str, str] | None = None) -> str:
@@ -143,13 +166,32 @@ class KubernetesNodeRuntime:
     state_dirs = (STATE_DIR,)
     log_name = "node.log"
 
-    def __init__(self, pause_image: str = DEFAULT_PAUSE) -> None:
+    def __init__(self, pause_image: str = DEFAULT_PAUSE, oci_runtime: str = "") -> None:
+        """`oci_runtime`: crun or runc; empty: crun where installed, else runc (logged)."""
+        if oci_runtime not in ("", *OCI_RUNTIMES):
+            raise ValueError(f"OCI runtime {oci_runtime!r}: one of {', '.join(OCI_RUNTIMES)}")
         self.pause_image = pause_image  # repository:tag, pulled from the bundled registry
+        self._oci = oci_runtime
+        self._fallback_logged = False
+
+    @property
+    def oci_runtime(self) -> str:
+        """The OCI runtime new machines run containers with (a machine keeps the one it booted with
+        until it boots again)."""
+        if self._oci:
+            return self._oci
+        if shutil.which("crun", path=STD_PATH):
+            return "crun"
+        if not self._fallback_logged:
+            self._fallback_logged = True
+            log.warning("crun is not installed: Kubernetes nodes run containers with runc, whose "
+                        "container starts cost about twice the CPU (apt-get install crun)")
+        return "runc"
 
     @property
     def required_binaries(self) -> tuple[str, ...]:
-        return ("containerd", "runc", "iptables", "ip", "mount", str(binary.bin_dir() / "kubernetes"),
-                *(str(Path(CNI_BIN_DIR, p)) for p in CNI_PLUGINS))
+        return ("containerd", "runc", self.oci_runtime, "iptables", "ip", "mount",
+                str(binary.bin_dir() / "kubernetes"), *(str(Path(CNI_BIN_DIR, p)) for p in CNI_PLUGINS))
 
     def tls_port(self, settings: RuntimeSettings) -> int | None:
         return None  # no Docker TLS endpoint: clients use the apiserver with a kubeconfig
@@ -161,13 +203,17 @@ class KubernetesNodeRuntime:
     def boot_plan(self, machine: MachineInfo, settings: RuntimeSettings) -> BootPlan:
         k = machine.dir / STATE_DIR
         toml = f"{STATE_DIR}/containerd.toml"  # 0600: it may hold the node's registry credential
+        oci = self.oci_runtime
+        oci_binary = (shutil.which(oci, path=STD_PATH) or oci) if oci != "runc" else ""
         files = {
-            toml: containerd_toml(k, self.sandbox_image(settings), str(machine.api_socket), settings.registry_auth),
+            toml: containerd_toml(k, self.sandbox_image(settings), str(machine.api_socket), settings.registry_auth,
+                                  oci_binary),
             f"{STATE_DIR}/units/containerd.sh": unit_script(
                 ["containerd", "--config", str(k / "containerd.toml"), "--log-level", "warn"]),
             # kubelet and cadvisor tell nodes apart by it; stable across re-images of the same instance
             f"{STATE_DIR}/machine-id": hashlib.md5(machine.instance_id.encode()).hexdigest() + "\n",
             **{f"{STATE_DIR}/sysctl-{p.replace('/', '_')}": v + "\n" for p, v in KUBELET_SYSCTLS.items()},
+            f"{STATE_DIR}/empty": "",
         }
         if reg := registry_host(settings):
             files.update({f"{STATE_DIR}/certs.d/{rel}": text for rel, text in registry_hosts(reg).items()})
@@ -180,6 +226,7 @@ class KubernetesNodeRuntime:
                 "OCS_CG_HIER": " ".join(str(h) for h in v1_hierarchies() if h != pids),
                 "OCS_SYSCTLS": " ".join(KUBELET_SYSCTLS),
                 "OCS_PROTO": ROUTE_PROTO,
+                "OCS_CG2_MASK": str(CGROUP2_CONTROLLERS) if oci == "crun" and _has_cgroup2_controllers() else "",
             },
             # containerd's state (shims, sockets, pod netns) and /var/log/containers stay private
             tmpfs=["/run/containerd", "/var/log"],
