@@ -13,6 +13,7 @@ Providers and engines do not import each other (the layer contract); both import
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -58,6 +59,26 @@ class MachineInfo:
     dir: Path  # private to this machine; survives reboots, wiped (state_dirs) by re-imaging
     cgroup: str  # the machine's cgroup name in every hierarchy (/<cgroup>)
     api_socket: Path  # where the runtime must serve its API for the control plane (unix socket)
+    # a host opencs does not own (registered by SSH): its network namespace and kernel settings are
+    # the host's, so the runtime changes none of them, names what it makes by the instance id and
+    # says in BootPlan.host_cleanup how to remove it; `device` is the host's link to the nodes' network
+    shared_host: bool = False
+    device: str = "eth0"
+
+
+# A provider's launcher, in the machine's new mount namespace, before it execs the runtime: /sys for the
+# machine's netns, then the plan's binds and tmpfs. Arguments: <n binds> (node path, source)...,
+# <n tmpfs> (node path)...; $OCS_DIR is the machine directory.
+BOOT_MOUNTS = r"""mkdir -p "$OCS_DIR/.cg"
+# sysfs must be remounted to show this netns' devices; keep the host cgroup tree across it
+mount --rbind /sys/fs/cgroup "$OCS_DIR/.cg"
+mount -t sysfs sysfs /sys
+mount --rbind "$OCS_DIR/.cg" /sys/fs/cgroup
+umount -l "$OCS_DIR/.cg"
+n=$1; shift
+while [ "$n" -gt 0 ]; do mkdir -p "$1" "$2"; mount --bind "$2" "$1"; shift 2; n=$((n - 1)); done
+n=$1; shift
+while [ "$n" -gt 0 ]; do mkdir -p "$1"; mount -t tmpfs -o mode=0711 ocsrun "$1"; shift; n=$((n - 1)); done"""
 
 
 @dataclass(frozen=True)
@@ -73,6 +94,10 @@ class BootPlan:
     files: dict[str, str] = field(default_factory=dict)  # path relative to MachineInfo.dir -> content
     private: frozenset[str] = frozenset()  # those of `files` that hold a secret: written with mode 0600
     log_name: str = "node.log"  # in MachineInfo.dir: the runtime's output
+    # on a shared host: a POSIX sh script the provider runs there once the node's processes are gone,
+    # removing what the runtime made outside its directories (iptables rules, routes, links), by the
+    # names it gave them
+    host_cleanup: str = ""
 
 
 class NodeRuntime(Protocol):
@@ -127,4 +152,9 @@ class HostShell(Protocol):
     def run(self, script: str, timeout: float = 60.0) -> ShellResult:
         """Run a POSIX shell script (the login's shell, its PATH); raises OSError if the host cannot
         be reached."""
+        ...
+
+    def put(self, files: Mapping[str, tuple[bytes, int]]) -> None:
+        """Write files on the host ({path: (content, mode)}, over SFTP: parents made, each replaced
+        atomically); raises OSError."""
         ...

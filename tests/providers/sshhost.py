@@ -84,6 +84,7 @@ class SshHost:
     bridge: str = BRIDGE
     subnet: str = SUBNET
     sshd_extra: str = ""
+    owns_node: bool = True  # False: `node` is a machine of someone else's (a server's), sshd only runs in it
 
     def __post_init__(self) -> None:
         self.local = LocalProvider(self.tmp / "nodes", bridge=self.bridge, subnet=self.subnet, prefix=self.prefix,
@@ -96,7 +97,9 @@ class SshHost:
     def start(self) -> SshHost:
         # 0711: the test user must be able to reach the node's socket path (to meet its 0660 mode)
         self.tmp.chmod(0o711)
-        self.node = self.local.create(InstanceSpec())
+        if self.owns_node:
+            self.node = self.local.create(InstanceSpec())
+        assert self.node is not None
         self.ip = self.node.private_ip
         self.engine_socket = self.node.details["unix_socket"]
 
@@ -129,6 +132,7 @@ X11Forwarding no
 # the config and keys live under /tmp (world-writable): StrictModes would refuse them
 StrictModes no
 UseDNS no
+Subsystem sftp internal-sftp
 LogLevel VERBOSE
 {self.sshd_extra}""")
         if not PRIVSEP_DIR.exists():
@@ -203,7 +207,7 @@ LogLevel VERBOSE
             p = subprocess.run(["userdel", TEST_USER], capture_output=True, text=True)
             if p.returncode != 0:
                 problems.append(f"userdel {TEST_USER}: {p.stderr.strip()}")
-        if self.node is not None:
+        if self.node is not None and self.owns_node:
             try:
                 self.local.destroy(self.node.instance_id)
             except Exception as e:
@@ -212,10 +216,11 @@ LogLevel VERBOSE
             with contextlib.suppress(OSError):
                 PRIVSEP_DIR.rmdir()
         deadline = time.monotonic() + 3
-        while ((left := local_provider_leftovers(self.prefix, self.bridge, self.local.root_dir))
-               and time.monotonic() < deadline):
+        while self.owns_node and (local_provider_leftovers(self.prefix, self.bridge, self.local.root_dir)
+                                  and time.monotonic() < deadline):
             time.sleep(0.1)
-        problems += left
+        if self.owns_node:
+            problems += local_provider_leftovers(self.prefix, self.bridge, self.local.root_dir)
         return problems
 
 

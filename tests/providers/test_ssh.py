@@ -222,7 +222,7 @@ def test_engine_down_reset_and_refusals(host: SshHost, provider: SshProvider) ->
     for op in (provider.start, provider.stop):
         with pytest.raises(ProviderUnavailable, match="does not power"):
             op(iid)
-    with pytest.raises(ProviderUnavailable, match="local provider's machines only"):  # no node over SSH
+    with pytest.raises(ProviderUnavailable, match="has no 'kubernetes' node runtime"):  # none configured here
         provider.reset(iid, InstanceSpec(runtime="kubernetes"))
 
     host.stop_engine()

@@ -4,7 +4,7 @@ deletes) against the fake cluster driver and fake machines: no root, no dockerd,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from opencs.api.schemas import CreateCluster, ScaleCluster
 from opencs.engines.driver import DriverError
 from opencs.engines.fake.cluster import FakeClusterDriver
 from opencs.errors import Conflict, NotFound, ProviderNotAvailable, ValidationFailed
+from opencs.machine import ShellResult
 from opencs.providers.fake import FakeProvider
 from opencs.secretbox import SecretBox
 from opencs.services import cluster_tasks
@@ -156,27 +157,54 @@ def test_attach_free_instances(world: World) -> None:
         world.clusters.attach(cid, ["i-" + "0" * 20])
 
 
-def test_ssh_machine_refused_by_a_kubernetes_cluster(world: World) -> None:
-    """Attaching an SSH-registered machine to a Kubernetes cluster: 412 naming what a node would need,
-    before anything runs (the instance stays free, no task); a Swarm cluster takes it."""
+class _Host:
+    """A host's answers to the Kubernetes probe (the real one over SSH: test_k8s_ssh_probe.py)."""
+
+    def __init__(self, lacks: str) -> None:
+        self.lacks, self.scripts = lacks, 0
+
+    def run(self, script: str, timeout: float = 60.0) -> ShellResult:
+        self.scripts += 1
+        return ShellResult(0, self.lacks, "")
+
+    def put(self, files: Mapping[str, tuple[bytes, int]]) -> None:
+        raise AssertionError("nothing is written to a host that is refused")
+
+
+class _SshHosts(FakeProvider):
+    def __init__(self, host: _Host) -> None:
+        super().__init__()
+        self.host = host
+
+    def host_shell(self, instance_id: str) -> _Host:
+        return self.host
+
+
+def test_ssh_machine_probed_by_a_kubernetes_cluster(world: World) -> None:
+    """Attaching an SSH-registered machine to a Kubernetes cluster: its host is probed first, and what
+    it lacks is a 412 before anything runs (the instance stays free, no task); a Swarm cluster
+    takes it without asking the host."""
     from opencs.engines.drivers import DriverSet
     from opencs.engines.kubernetes.driver import KubernetesDriver
 
     kube_id, swarm_id = world.create(1, "k"), world.create(1, "s")
     kube = KubernetesDriver(book=None, clusters=None)  # type: ignore[arg-type]
     drivers = DriverSet(world.driver, [kube], {kube_id: "Kubernetes", swarm_id: "swarm"}.get)
+    host = _Host("runc on PATH (/usr/bin:/bin)\n")
     clusters = ClusterService(world.clusters.repo, world.instances, world.clusters.box, world.tasks,
-                              world.clusters.providers, drivers, max_cluster_size=6)
+                              {**world.clusters.providers, "ssh": _SshHosts(host)}, drivers, max_cluster_size=6)
     world.instances.add_registered("i-ssh0000000000000000", "ssh", "10.1.2.3", "running", "unix:///x.sock", {})
     with pytest.raises(ProviderNotAvailable) as e:
         clusters.attach(kube_id, ["i-ssh0000000000000000"])
-    assert e.value.status == 412 and "containerd" in e.value.message and "Nothing was installed" in e.value.message
+    assert e.value.status == 412 and host.scripts == 1
+    assert "the ssh host 10.1.2.3 cannot become a Kubernetes node, it lacks: runc on PATH" in e.value.message
+    assert "Nothing was installed" in e.value.message
     row = world.instances.get("i-ssh0000000000000000")
     assert row is not None and not row.cluster_id
     assert world.clusters.get(kube_id)["state"] == "running"
     _, tid = clusters.attach(swarm_id, ["i-ssh0000000000000000"])  # Swarm takes SSH hosts (reserved here)
     assert world.instances.get("i-ssh0000000000000000").cluster_id == swarm_id  # type: ignore[union-attr]
-    assert tid
+    assert tid and host.scripts == 1
 
 
 def test_remove_node_rules(world: World) -> None:

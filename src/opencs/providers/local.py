@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from opencs import ids
-from opencs.machine import MachineInfo, NodeRuntime, RegistryAuth, RuntimeSettings
+from opencs.machine import BOOT_MOUNTS, MachineInfo, NodeRuntime, RegistryAuth, RuntimeSettings
 from opencs.providers import localnet as net
 from opencs.providers.base import (
     Capabilities,
@@ -60,16 +60,7 @@ set -e
 for f in $OCS_CG_PROCS; do echo $$ > "$f"; done
 echo $$ > "$OCS_DIR/engine.pid"
 echo "$OCS_HOSTNAME" > /proc/sys/kernel/hostname
-mkdir -p "$OCS_DIR/.cg"
-# sysfs must be remounted to show this netns' devices; keep the host cgroup tree across it
-mount --rbind /sys/fs/cgroup "$OCS_DIR/.cg"
-mount -t sysfs sysfs /sys
-mount --rbind "$OCS_DIR/.cg" /sys/fs/cgroup
-umount -l "$OCS_DIR/.cg"
-n=$1; shift
-while [ "$n" -gt 0 ]; do mkdir -p "$1" "$2"; mount --bind "$2" "$1"; shift 2; n=$((n - 1)); done
-n=$1; shift
-while [ "$n" -gt 0 ]; do mkdir -p "$1"; mount -t tmpfs -o mode=0711 ocsrun "$1"; shift; n=$((n - 1)); done
+""" + BOOT_MOUNTS + r"""
 # do not pin the other nodes' netns files
 umount -l /run/netns 2>/dev/null || true
 exec "$@"

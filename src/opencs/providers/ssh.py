@@ -4,10 +4,12 @@ opencs does not own these machines, so it never creates, powers or re-images the
     register  log in, check that the engine answers, pin the host key, store the credentials
               (encrypted with the SecretBox) and open the tunnel
     reset     `docker swarm leave --force` and remove the containers the cluster made; nothing else
-              (no re-imaging; no TLS endpoint on 2376 is configured on a foreign host: tls_port=None)
-    destroy   forget the host (swarm leave, close the tunnel, delete the record)
+              (no re-imaging; no TLS endpoint on 2376 is configured on a foreign host: tls_port=None).
+              With a node runtime of opencs's own (InstanceSpec.runtime: Kubernetes) it boots that
+              on the host instead, under names of the instance's (sshnode.py); a reset back, or
+              destroy, removes all of it from the host
+    destroy   forget the host (its node removed, swarm leave, close the tunnel, delete the record)
     create, start, stop   refused with ProviderUnavailable
-
 The control plane reaches the engine through `/run/opencs/<hash>/<id>.sock`, a unix socket tunnelled over
 SSH to the host's Docker socket (sshtunnel.HostTunnel). Swarm traffic does not use the tunnel: swarm
 joins advertise the host's own address (`private_ip`), so nodes talk to each other directly.
@@ -19,7 +21,6 @@ On-disk layout, `root_dir/<instance_id>/`:
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import concurrent.futures
 import contextlib
@@ -28,6 +29,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,8 +38,9 @@ from typing import Any
 import asyncssh
 
 from opencs import ids
-from opencs.machine import HostShell, NodeRuntime, ShellResult
+from opencs.machine import HostShell, NodeRuntime, RuntimeSettings, ShellResult
 from opencs.providers import localnet as net
+from opencs.providers import sshnode
 from opencs.providers.base import (
     Capabilities,
     Instance,
@@ -60,6 +63,9 @@ from opencs.providers.sshtunnel import (
     explain_no_engine,
     host_key_text,
     parse_host_key,
+    run_script,
+    sftp_put,
+    socket_answers,
 )
 from opencs.secretbox import SecretBox
 
@@ -87,6 +93,7 @@ class _HostRecord:
     os: str
     arch: str
     registered_at: float
+    node: dict[str, str] | None = None  # a node runtime booted on the host (sshnode.SshNode), if any
 
     @property
     def target(self) -> SshTarget:
@@ -107,10 +114,13 @@ class SshProvider(Provider):
     capabilities = Capabilities(creates=False, registers=True, reimages=False, tls_endpoint=False)
 
     def __init__(self, root_dir: Path, box: SecretBox, *, runtime: NodeRuntime | None = None,
-                 connect_timeout: float = 10.0, ping_timeout: float = 5.0) -> None:
+                 runtimes: dict[str, NodeRuntime] | None = None, connect_timeout: float = 10.0,
+                 ping_timeout: float = 5.0) -> None:
         self.root_dir = Path(root_dir).absolute()
         self.box = box
         self.runtime = runtime  # the cluster engine's node software on these hosts (leave/clean on reset)
+        # node runtimes opencs boots on a host itself (InstanceSpec.runtime: Kubernetes), sshnode.py
+        self.runtimes = dict(runtimes or {})
         self.connect_timeout = connect_timeout
         self.ping_timeout = ping_timeout
         self._lock_path = self.root_dir / ".lock"
@@ -212,11 +222,11 @@ class SshProvider(Provider):
         containers the cluster made. Engine settings of `spec` (TLS on 2376, labels, registry mirror,
         limits) are NOT applied: that is the host's own dockerd configuration."""
         if spec.runtime:
-            raise ProviderUnavailable(f"{instance_id} is an ssh host: it runs its own Docker engine, not the "
-                                      f"{spec.runtime!r} node runtime (Kubernetes nodes run on the local provider's "
-                                      "machines only: opencs does not install or supervise a node over SSH)")
+            return self._boot_node(instance_id, spec)
         with self._ilock(instance_id):
             rec = self._load(instance_id)
+            if rec.node is not None:
+                self._remove_node(rec)
             if spec.tls is not None or spec.tls_factory is not None:
                 log.info("ssh host %s: no TLS endpoint configured on a foreign host (tls_port=None)", instance_id)
             inst = self.inspect(instance_id)
@@ -233,7 +243,18 @@ class SshProvider(Provider):
             return
         with self._ilock(instance_id):
             try:
-                self._loop().run(self._ensure_tunnel(self._load(instance_id)), 15)
+                rec = self._load(instance_id)
+                if rec.node is not None:
+                    self._remove_node(rec)
+            except InstanceNotFound:
+                pass
+            except sshnode.TeardownFailed:
+                raise  # the host answered: keep its record, so that a retry removes the rest
+            except OSError as e:  # a dead host is forgotten all the same
+                log.warning("ssh host %s: its node could not be removed (host unreachable): %s", instance_id, e)
+            try:
+                rec = self._load(instance_id)
+                self._loop().run(self._ensure_tunnel(rec), 15)
                 if self.runtime is not None:
                     self.runtime.release_host(f"unix://{self._sock(instance_id)}", remove_cluster_work=False,
                                               timeout=15)
@@ -257,8 +278,18 @@ class SshProvider(Provider):
         except Exception as e:
             log.warning("ssh host %s: cannot open the tunnel socket: %s", instance_id, e)
         sock = self._sock(instance_id)
-        # through the tunnel itself: this is exactly the path the cluster code will use
-        alive = self.runtime is not None and self.runtime.answers(sock, timeout=self.ping_timeout)
+        node_info: dict[str, Any] = {}
+        if rec.node is not None:
+            node = sshnode.SshNode.of(rec.node)
+            try:
+                alive = sshnode.alive(self.host_shell(instance_id), node)
+            except OSError:
+                alive = False
+            node_info = {"node_dir": node.dir, "cgroup": node.cgroup, "node_socket": node.socket,
+                         "device": node.device, "runtime": node.runtime}
+        else:
+            # through the tunnel itself: this is exactly the path the cluster code will use
+            alive = self.runtime is not None and self.runtime.answers(sock, timeout=self.ping_timeout)
         tunnel = self._tunnels.get(instance_id)  # read-only peek from this thread
         return Instance(
             instance_id=rec.instance_id,
@@ -283,6 +314,7 @@ class SshProvider(Provider):
                 "tls": None,
                 "tcp_endpoint": None,
                 "last_error": None if alive else (tunnel.last_error if tunnel else None) or "engine does not answer",
+                **node_info,
             },
         )
 
@@ -325,15 +357,62 @@ class SshProvider(Provider):
         self._load(instance_id)  # InstanceNotFound for a host that is not registered
         return _Shell(self, instance_id)
 
+    # --- a node runtime of opencs's own on the host (sshnode.py) ---------------------------------
+
+    def _boot_node(self, instance_id: str, spec: InstanceSpec) -> Instance:
+        rt = self.runtimes.get(spec.runtime)
+        if rt is None:
+            raise ProviderUnavailable(f"the ssh provider has no {spec.runtime!r} node runtime")
+        with self._ilock(instance_id):
+            rec = self._load(instance_id)
+            if rec.node is not None:  # re-imaging: the old node goes first
+                self._remove_node(rec)
+            shell = self.host_shell(instance_id)
+            try:
+                m = sshnode.machine(instance_id, rec.private_ip, rec.hostname, sshnode.device_of(shell, rec.private_ip))
+                plan = rt.boot_plan(m, RuntimeSettings(
+                    labels=dict(spec.labels), registry_mirror=spec.registry_mirror,
+                    insecure_registries=list(spec.insecure_registries), registry_auth=spec.registry_auth))
+                node = sshnode.SshNode.made(spec.runtime, m, plan)
+                rec.node = asdict(node)
+                self._save(rec)  # first: a failed boot is removed by these names
+                sshnode.boot(shell, m, plan)
+                sshnode.wait_up(shell, node, lambda: self._answers(instance_id, node.socket))
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    self._remove_node(rec)
+                raise SshError("NodeBootFailed", f"{instance_id} ({rec.target}): {e}") from None
+        return self.inspect(instance_id)
+
+    def _remove_node(self, rec: _HostRecord) -> None:
+        """Stop the node runtime on the host and remove everything it made there (sshnode.teardown)."""
+        assert rec.node is not None
+        sshnode.teardown(self.host_shell(rec.instance_id), sshnode.SshNode.of(rec.node))
+        rec.node = None
+        self._save(rec)
+
+    def _answers(self, instance_id: str, remote_socket: str) -> bool:
+        """The runtime accepts a connection on its socket on the host (a direct-streamlocal channel)."""
+
+        async def probe() -> bool:
+            return await socket_answers(await self._tunnels[instance_id].connection(), remote_socket)
+
+        try:
+            return self._loop().run(probe(), self.ping_timeout + 10)
+        except (SshError, concurrent.futures.TimeoutError, KeyError):
+            return False
+
+    async def _put(self, instance_id: str, files: Mapping[str, tuple[bytes, int]]) -> None:
+        """Files over one SFTP session: each written beside its place, then renamed over it."""
+        rec = self._load(instance_id)
+        await self._ensure_tunnel(rec)
+        await sftp_put(await self._tunnels[instance_id].connection(), files)
+
     async def _run(self, instance_id: str, script: str, timeout: float) -> ShellResult:
         """One command over the host's kept SSH connection (the tunnel's: dialled again if it dropped)."""
         rec = self._load(instance_id)
         await self._ensure_tunnel(rec)
-        conn = await self._tunnels[instance_id].connection()
-        r = await asyncio.wait_for(conn.run(script, check=False), timeout)
-        out, err = r.stdout, r.stderr
-        return ShellResult(r.exit_status if r.exit_status is not None else -1,
-                           out if isinstance(out, str) else "", err if isinstance(err, str) else "")
+        return await run_script(await self._tunnels[instance_id].connection(), script, timeout)
 
     # --- internals --------------------------------------------------------------------------------
 
@@ -398,7 +477,6 @@ class SshProvider(Provider):
         _write_private(tmp, json.dumps(asdict(rec), indent=2, sort_keys=True), 0o600)
         os.replace(tmp, path)
 
-
 class _Shell:
     """SshProvider.host_shell: commands as the host's registered login."""
 
@@ -412,3 +490,11 @@ class _Shell:
             raise OSError(e.message) from None
         except (asyncssh.Error, TimeoutError, concurrent.futures.TimeoutError) as e:
             raise OSError(f"ssh host {self._iid}: command failed: {e or 'timed out'}") from None
+
+    def put(self, files: Mapping[str, tuple[bytes, int]]) -> None:
+        try:
+            self._p._loop().run(self._p._put(self._iid, files), 120)
+        except SshError as e:
+            raise OSError(e.message) from None
+        except (asyncssh.Error, TimeoutError, concurrent.futures.TimeoutError) as e:
+            raise OSError(f"ssh host {self._iid}: SFTP upload failed: {e or 'timed out'}") from None

@@ -19,18 +19,20 @@ import ipaddress
 import json
 import logging
 import os
+import posixpath
 import re
 import shlex
 import stat
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncssh
 
+from opencs.machine import ShellResult
 from opencs.providers.base import RegistrationFailed
 
 log = logging.getLogger(__name__)
@@ -277,6 +279,36 @@ class LoopThread:
         self._thread.join(5)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+async def run_script(conn: asyncssh.SSHClientConnection, script: str, timeout: float) -> ShellResult:
+    """A shell script as the login (its shell, its PATH)."""
+    r = await asyncio.wait_for(conn.run(script, check=False), timeout)
+    out, err = r.stdout, r.stderr
+    return ShellResult(r.exit_status if r.exit_status is not None else -1,
+                       out if isinstance(out, str) else "", err if isinstance(err, str) else "")
+
+
+async def socket_answers(conn: asyncssh.SSHClientConnection, remote_socket: str) -> bool:
+    """Something accepts connections on a unix socket of the host (a direct-streamlocal channel)."""
+    try:
+        _r, w = await conn.open_unix_connection(remote_socket)
+    except (asyncssh.Error, OSError):
+        return False
+    w.close()
+    return True
+
+
+async def sftp_put(conn: asyncssh.SSHClientConnection, files: Mapping[str, tuple[bytes, int]]) -> None:
+    """Files over one SFTP session: each written beside its place, then renamed over it."""
+    async with conn.start_sftp_client() as sftp:
+        for path, (data, mode) in files.items():
+            await sftp.makedirs(posixpath.dirname(path), exist_ok=True)
+            tmp = f"{path}.ocs-new"
+            async with sftp.open(tmp, "wb", asyncssh.SFTPAttrs(permissions=mode)) as f:
+                await f.write(data)
+            await sftp.chmod(tmp, mode)
+            await sftp.posix_rename(tmp, path)
 
 
 # --- tunnels -----------------------------------------------------------------------------------------

@@ -294,32 +294,24 @@ def test_edge_cluster_nodes_are_marked_at_registration(tmp_path: Path, pki: Clus
     assert "nodeSelector" not in deploy["spec"]["template"]["spec"]
 
 
-def test_only_local_machines_become_kubernetes_nodes() -> None:
-    """An SSH-registered machine attached to a Kubernetes cluster is refused before anything runs (412,
-    naming what is missing); DriverSet asks the cluster's own driver."""
+def test_local_and_ssh_machines_become_kubernetes_nodes() -> None:
+    """Machines of other providers are refused before anything runs (412, saying why); an SSH host is
+    probed over SSH instead (probe_machine, test_k8s_ssh_probe.py); DriverSet asks the cluster's own driver."""
     from opencs.engines.driver import DriverError
     from opencs.engines.drivers import DriverSet
     from opencs.engines.fake.cluster import FakeClusterDriver
-    from opencs.engines.kubernetes.binary import KUBERNETES_VERSION
     from opencs.engines.kubernetes.driver import KubernetesDriver
-    from opencs.engines.kubernetes.runtime import CNI_PLUGINS, HOST_BINARIES
 
     kube = KubernetesDriver(book=None, clusters=None)  # type: ignore[arg-type]
     kube.check_machine("c-k", "local")
+    kube.check_machine("c-k", "ssh")
     with pytest.raises(DriverError) as e:
-        kube.check_machine("c-k", "ssh")
-    assert e.value.code == "ProviderUnsupported"
-    # why (no node plan over SSH) and exactly what a host would need, from the runtime's own lists
-    msg = e.value.message
-    assert "does not yet upload a node's plan" in msg and "Nothing was installed" in msg
-    for what in (*HOST_BINARIES, *CNI_PLUGINS, KUBERNETES_VERSION, "root login", "net.ipv4.ip_forward=1"):
-        assert what in msg, what
-    with pytest.raises(DriverError) as e:  # another provider: the reason, no SSH host list
         kube.check_machine("c-k", "fake")
-    assert e.value.code == "ProviderUnsupported" and "local provider's machines only" in e.value.message
-    assert "root login" not in e.value.message
+    assert e.value.code == "ProviderUnsupported"
+    assert "a 'fake' machine cannot become a Kubernetes node" in e.value.message
+    assert "SSH-registered hosts that have what a node needs" in e.value.message
     swarm = FakeClusterDriver(book=None)  # type: ignore[arg-type]
     ds = DriverSet(swarm, [kube], {"c-k": "Kubernetes", "c-s": "swarm"}.get)
-    ds.check_machine("c-s", "ssh")  # Swarm takes SSH machines
+    ds.check_machine("c-s", "fake")  # Swarm takes any machine
     with pytest.raises(DriverError):
-        ds.check_machine("c-k", "ssh")
+        ds.check_machine("c-k", "fake")

@@ -123,7 +123,7 @@ def registry_hosts(registry: str) -> dict[str, str]:
     }
 
 
-def cni_conflist(node_pod_cidr: str, ipam_dir: Path) -> str:
+def cni_conflist(node_pod_cidr: str, ipam_dir: Path, bridge: str = "cni0") -> str:
     """A bridge (cni0) with host-local IPAM over the node's pod CIDR; routes between nodes are set
     by the caller (kindnet style), so no masquerade and no overlay."""
     return json.dumps(
@@ -133,7 +133,7 @@ def cni_conflist(node_pod_cidr: str, ipam_dir: Path) -> str:
             "plugins": [
                 {
                     "type": "bridge",
-                    "bridge": "cni0",
+                    "bridge": bridge,
                     "isGateway": True,
                     "ipMasq": False,
                     "hairpinMode": True,

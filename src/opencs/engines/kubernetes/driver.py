@@ -35,16 +35,14 @@ from opencs.engines.driver import (
 )
 from opencs.engines.kubernetes import addons, binary, edge, network, plans, sshnode, topology
 from opencs.engines.kubernetes.api import KubeApi, KubeError, connect, node_ready, wait_for
-from opencs.engines.kubernetes.box import Box, stop_units
-from opencs.engines.kubernetes.config import CNI_BIN_DIR, ClusterNetwork
+from opencs.engines.kubernetes.box import Box, NodeBox, SshBox
+from opencs.engines.kubernetes.config import ClusterNetwork
 from opencs.engines.kubernetes.control import ControlPlanes
 from opencs.engines.kubernetes.events import KubernetesDeathReader
 from opencs.engines.kubernetes.kubeconfig import kubeconfig
 from opencs.engines.kubernetes.monitor import MonitorAccess
 from opencs.engines.kubernetes.pki import ClusterPKI as KubePKI
 from opencs.engines.kubernetes.runtime import (
-    CNI_PLUGINS,
-    HOST_BINARIES,
     STD_PATH,
     KubernetesNodeRuntime,
     missing_host_binaries,
@@ -95,10 +93,25 @@ class KubernetesDriver(ClusterDriver):
         # what the usage collector and the death watcher read the clusters with (issue 12)
         monitor = MonitorAccess(self._pki, self._api, lambda cluster_id: self._endpoint(cluster_id)[0])
         self._usage, self._deaths = KubernetesUsageReader(monitor), KubernetesDeathReader(monitor)
+        self._shells: Callable[[str, str], HostShell | None] = lambda provider, instance_id: None
 
     def use_machines(self, pool: EngineMachines) -> None:
         """Where the engine's own machines (managed control planes, load balancers) come from."""
         self.control.pool = pool
+
+    def use_shells(self, shells: Callable[[str, str], HostShell | None]) -> None:
+        """How the driver reaches a host the provider does not own: (provider, instance id) -> its shell."""
+        self._shells = shells
+
+    def _box(self, r: InstanceRow) -> NodeBox:
+        """A member as the driver works on it: a local machine, or a node the ssh provider booted on a host."""
+        if not (r.details or {}).get("node_dir"):
+            return Box.of(r)
+        shell = self._shells(r.provider, r.instance_id)
+        if shell is None:
+            raise DriverError(f"instance {r.instance_id}: its host cannot be reached from this server",
+                              "SshUnreachable")
+        return SshBox.of(r, shell)
 
     # ------------------------------------------------------------ configuration
 
@@ -131,7 +144,7 @@ class KubernetesDriver(ClusterDriver):
         return "ManagedKubernetes" if kind == "managed" else self.cluster_type
 
     def check_machine(self, cluster_id: str, provider: str) -> None:
-        if provider != "local":
+        if provider not in ("local", "ssh"):  # an ssh host was probed before (probe_machine)
             raise DriverError(not_a_node_host(provider), "ProviderUnsupported")
 
     def probe_machine(self, cluster_id: str, provider: str, host_ip: str, shell: HostShell) -> None:
@@ -143,8 +156,8 @@ class KubernetesDriver(ClusterDriver):
             lacks = sshnode.host_lacks(shell)
             if lacks:
                 raise DriverError(sshnode.refusal(host_ip, lacks), "ProviderUnsupported")
-            member = next((Box.of(r) for r in self._members(cluster_id)), None)
-            if member is not None and (why := sshnode.network_problem(
+            member = self._admin_box(cluster_id, self._form_of(cluster_id)[0])
+            if (why := sshnode.network_problem(
                     shell, host_ip, member.ip, lambda dst: network.route_to(member.netns, dst))):
                 raise DriverError(f"{why}: pod routes go to node addresses directly, so a Kubernetes node over "
                                   "SSH must be on the same network as the cluster's nodes. Nothing was installed "
@@ -240,14 +253,16 @@ class KubernetesDriver(ClusterDriver):
 
     # ------------------------------------------------------------ create and join
 
-    def _node_plan(self, cluster_id: str, m: Box, server: str, master: bool, attached: bool = False) -> plans.Plan:
+    def _node_plan(self, cluster_id: str, m: NodeBox, server: str, master: bool,
+                   attached: bool = False) -> plans.Plan:
         """`attached`: a machine joined to the running cluster (attach, attach script), not made by it."""
         net, k = self._settings(cluster_id)
         labels, taints = edge.node_marks(attached) if edge.is_edge(k) and not master else ({}, ())
         s = plans.NodeSettings(name=m.name, ip=m.ip, cgroup=m.cgroup, runtime_socket=m.socket, server=server,
                                network=net, proxy_mode=k.get("proxy_mode") or "iptables", master=master,
                                cpu_policy=k.get("cpu_policy") or "none",
-                               system_reserved=dict(k.get("system_reserved") or {}), labels=labels, taints=taints)
+                               system_reserved=dict(k.get("system_reserved") or {}), labels=labels, taints=taints,
+                               exe=m.exe)
         return plans.node(m.k, self._pki(cluster_id), s)
 
     def create(self, cluster_id: str, first_instance_id: str) -> str:
@@ -271,9 +286,11 @@ class KubernetesDriver(ClusterDriver):
             r = self.book.get(iid)
             if r is None:
                 raise DriverError(f"instance {iid} vanished", "InstanceNotFound")
-            m = Box.of(r)
+            m = self._box(r)
+            if isinstance(m, SshBox):
+                m = sshnode.with_binary(m)
             attached = bool((r.details or {}).get("attached_spec"))
-            plans.install(m.k, self._node_plan(cluster_id, m, server, master=False, attached=attached))
+            m.install(self._node_plan(cluster_id, m, server, master=False, attached=attached))
             self.book.set_membership(iid, "worker", m.name)
 
         run_parallel(install, instance_ids)
@@ -288,7 +305,7 @@ class KubernetesDriver(ClusterDriver):
             self.create(cluster_id, unjoined[0].instance_id)  # masters chosen before a crash: finish them
         server, _ = self._endpoint(cluster_id)
         self._join_workers(cluster_id, [r.instance_id for r in rows if not r.role], server)
-        members = [Box.of(r) for r in self._members(cluster_id)]
+        members = [self._box(r) for r in self._members(cluster_id)]
         net, k = self._settings(cluster_id)
         with self._api(cluster_id) as api:
             try:
@@ -298,13 +315,13 @@ class KubernetesDriver(ClusterDriver):
             except (KubeError, network.RouteError) as e:
                 raise DriverError(str(e), "NodesNotReady") from e
 
-    def _routed_engine_boxes(self, cluster_id: str, kind: str) -> list[Box]:
+    def _routed_engine_boxes(self, cluster_id: str, kind: str) -> list[NodeBox]:
         """Engine machines that must reach pods: the managed apiserver answers pods (the kubernetes
         Service) and calls webhooks."""
         cp = self.control.engine_box(cluster_id, topology.CONTROL_PLANE_ROLE) if kind == "managed" else None
         return [cp] if cp is not None else []
 
-    def _converge(self, api: KubeApi, members: list[Box], net: ClusterNetwork, routed: list[Box]) -> None:
+    def _converge(self, api: KubeApi, members: list[NodeBox], net: ClusterNetwork, routed: list[NodeBox]) -> None:
         names = {m.name for m in members}
 
         def registered() -> dict[str, dict[str, Any]] | None:
@@ -319,7 +336,7 @@ class KubernetesDriver(ClusterDriver):
         nodes = wait_for("every node registered with a pod CIDR", registered, NODES_READY_TIMEOUT, missing)
         self._route(members + routed, nodes, net)
         for m in members:
-            plans.install(m.k, plans.cni(m.k, nodes[m.name]["spec"]["podCIDR"]))
+            m.install(plans.cni(m.k, nodes[m.name]["spec"]["podCIDR"], m.bridge))
 
         def ready() -> bool:
             return all(node_ready(n) for n in api.nodes() if n["metadata"]["name"] in names)
@@ -329,12 +346,12 @@ class KubernetesDriver(ClusterDriver):
             role = "master" if plans.MASTER_TAINT.split("=")[0] in _taints(nodes[m.name]) else "worker"
             api.patch(f"/api/v1/nodes/{m.name}", {"metadata": {"labels": {f"node-role.kubernetes.io/{role}": ""}}})
 
-    def _route(self, members: list[Box], nodes: Mapping[str, Mapping[str, Any]], net: ClusterNetwork) -> None:
+    def _route(self, members: list[NodeBox], nodes: Mapping[str, Mapping[str, Any]], net: ClusterNetwork) -> None:
         cidrs = {m.name: (str(nodes.get(m.name, {}).get("spec", {}).get("podCIDR") or ""), m.ip) for m in members}
         for m in members:
             want = network.wanted_routes(m.name, cidrs, net.service_cidr)
-            plans.install(m.k, plans.Plan(files={"routes": (network.routes_text(want), 0o644)}))
-            network.sync_routes(m.netns, want)
+            m.install(plans.Plan(files={"routes": (network.routes_text(want), 0o644)}))
+            m.sync_routes(want, net.pod_cidr)
 
     def set_managers(self, cluster_id: str, want: int) -> None:
         """Masters are fixed at create time (etcd's membership with them): nothing is promoted or demoted."""
@@ -346,7 +363,7 @@ class KubernetesDriver(ClusterDriver):
         r = self.book.get(instance_id)
         if r is None:
             return
-        m = Box.of(r)
+        m = self._box(r)
         kind, _ = self._form_of(cluster_id)
         if r.role == "manager" and kind == "ha":
             raise DriverError(f"{m.name} is one of the cluster's etcd members and apiservers: masters are fixed at "
@@ -357,11 +374,11 @@ class KubernetesDriver(ClusterDriver):
                     _drain(api, m.name)
                     api.delete(f"/api/v1/nodes/{m.name}")
                     nodes = {n["metadata"]["name"]: n for n in api.nodes()}
-                others = [Box.of(x) for x in self._members(cluster_id) if x.instance_id != instance_id]
+                others = [self._box(x) for x in self._members(cluster_id) if x.instance_id != instance_id]
                 self._route(others + self._routed_engine_boxes(cluster_id, kind), nodes, self._settings(cluster_id)[0])
             except (KubeError, network.RouteError) as e:
                 raise DriverError(f"removing node {m.name}: {e}", "DrainFailed") from e
-        stop_units(m, plans.NODE_UNITS)
+        m.stop_units(plans.NODE_UNITS)
         self.book.set_membership(instance_id, "", "")
 
     def reset_node(self, cluster_id: str, instance_id: str) -> None:
@@ -401,25 +418,12 @@ class KubernetesDriver(ClusterDriver):
 
 
 def not_a_node_host(provider: str) -> str:
-    """Why a machine of `provider` is refused as a node, and what a host would need (the attach's 412)."""
-    why = ("Kubernetes nodes run on the local provider's machines only: a node is a boot plan opencs "
-           "installs and supervises in a machine of its own (containerd with CRI, kubelet and kube-proxy in the "
-           "machine's network and mount namespaces and cgroup, a CNI bridge over its pod CIDR, routes to the "
-           "other nodes' pod CIDRs) and removes with the machine")
-    if provider != "ssh":
-        return f"a {provider!r} machine cannot become a Kubernetes node: {why}"
-    tools = ", ".join(HOST_BINARIES)
-    plugins = ", ".join(CNI_PLUGINS)
-    return (f"an 'ssh' machine cannot become a Kubernetes node: opencs reaches an SSH host only through a tunnel "
-            "to its Docker socket, and does not yet upload a node's plan, supervise its processes or remove them "
-            f"over SSH. {why}. Nodes over SSH would also need, on the host: root login; {tools} on its PATH "
-            "(containerd with its CRI plugin); "
-            f"the CNI plugins {plugins} in {CNI_BIN_DIR} (Debian: apt-get install containerd runc "
-            f"containernetworking-plugins iptables); the Kubernetes {binary.KUBERNETES_VERSION} binary (kubelet, "
-            "kube-proxy); net.ipv4.ip_forward=1 set by its owner (a node never changes a host-wide kernel "
-            "setting); an address on the same network as the cluster's nodes (pod routes go to node addresses "
-            "directly). Nothing was installed on the host: attach it to a Swarm cluster, or add local machines "
-            "(scale out) to this one")
+    """Why a machine of `provider` is refused as a node (the attach's 412)."""
+    return (f"a {provider!r} machine cannot become a Kubernetes node: nodes run on the local provider's machines, "
+            "and on SSH-registered hosts that have what a node needs (probed over SSH at attach): a node is a boot "
+            "plan opencs installs and supervises in a machine of its own (containerd with CRI, kubelet and "
+            "kube-proxy in the machine's mount namespace and cgroup, a CNI bridge over its pod CIDR, routes to the "
+            "other nodes' pod CIDRs) and removes with the machine")
 
 
 def _taints(node: Mapping[str, Any]) -> set[str]:

@@ -190,11 +190,12 @@ class NodeSettings:
     cpu_policy: str = "none"
     labels: dict[str, str] = field(default_factory=dict)  # set by the kubelet at registration
     taints: tuple[str, ...] = ()  # key=value:Effect, likewise (the master's taint comes with `master`)
+    exe: str = ""  # the Kubernetes binary where the node runs ("": this server's)
 
 
 def node(k: Path, pki: ClusterPKI, s: NodeSettings) -> Plan:
     """kubelet and kube-proxy of one machine (masters are nodes too, tainted)."""
-    p, d, exe = Plan(), k / "pki", str(binary.binary())
+    p, d, exe = Plan(), k / "pki", s.exe or str(binary.binary())
     p.files["pki/ca.crt"] = (pki.ca.cert_pem, 0o644)
     p.add_pair("kubelet", pki.kubelet_serving(s.name, s.ip))
     kc = kubeconfig(s.server, pki.ca.cert_pem, pki.kubelet_client(s.name), user=f"system:node:{s.name}")
@@ -229,9 +230,9 @@ def _registration(s: NodeSettings) -> list[str]:
             *(["--node-labels", labels] if labels else [])]
 
 
-def cni(k: Path, pod_cidr: str) -> Plan:
+def cni(k: Path, pod_cidr: str, bridge: str = "cni0") -> Plan:
     """The node's CNI bridge over its pod CIDR (containerd picks up the file when it appears)."""
-    return Plan(files={CNI_CONFLIST: (cni_conflist(pod_cidr, k / "cni" / "ipam"), 0o644)})
+    return Plan(files={CNI_CONFLIST: (cni_conflist(pod_cidr, k / "cni" / "ipam", bridge), 0o644)})
 
 
 def _write(path: Path, text: str, mode: int) -> bool:

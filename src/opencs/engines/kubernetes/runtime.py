@@ -60,6 +60,10 @@ KUBELET_SYSCTLS = {
 # namespaces and its pids cgroup (the provider's launcher did that).
 SUPERVISOR = r"""
 set -e
+if [ "$OCS_CG_HIER" = auto ]; then  # a shared host's own cgroup v1 hierarchies (the pids one is joined)
+  OCS_CG_HIER=$(grep ' - cgroup ' /proc/self/mountinfo | cut -d' ' -f5 | grep '^/sys/fs/cgroup/[^/]*$' |
+    grep -v '^/sys/fs/cgroup/pids$' || true)
+fi
 for h in $OCS_CG_HIER; do
   mkdir -p "$h/$OCS_CG"
   if [ -e "$h/cpuset.cpus" ]; then  # a new cpuset is empty: nothing could join it
@@ -75,11 +79,12 @@ mount --make-rshared /
 for s in $OCS_SYSCTLS; do mount --bind "$K/sysctl-$(echo "$s" | tr / _)" "/proc/sys/$s"; done
 # crun: no cgroup v2 controller seen in this machine (see CGROUP2_CONTROLLERS)
 [ -z "$OCS_CG2_MASK" ] || mount --bind "$K/empty" "$OCS_CG2_MASK"
-echo 1 > /proc/sys/net/ipv4/ip_forward
+# the machine's own netns; a shared host's forwarding is its owner's (required on, never written)
+[ "$OCS_SHARED_HOST" = 1 ] || echo 1 > /proc/sys/net/ipv4/ip_forward
 set +e
 if [ -s "$K/routes" ]; then
   while read -r dst via; do
-    ip route replace "$dst" ${via:+via "$via"} dev eth0 proto "$OCS_PROTO"
+    ip route replace "$dst" ${via:+via "$via"} dev "${OCS_DEV:-eth0}" proto "$OCS_PROTO"
   done < "$K/routes"
 fi
 U=$K/units R=$K/run L=$K/log
@@ -126,6 +131,39 @@ def missing_host_binaries(oci: str = "runc") -> list[str]:
     missing = list(dict.fromkeys(missing))
     missing += [f"CNI plugin {p}" for p in CNI_PLUGINS if not Path(CNI_BIN_DIR, p).exists()]
     return missing
+
+
+def cni_bridge(instance_id: str, shared_host: bool) -> str:
+    """The node's CNI bridge: cni0 in a machine's own netns, a name of the node's on a shared host."""
+    return f"ocb{instance_id.removeprefix('i-')[:12]}" if shared_host else "cni0"
+
+
+def forward_tag(instance_id: str) -> str:
+    """The comment on the FORWARD rules a node on a shared host adds for pod traffic."""
+    return f"opencs-node:{instance_id}"
+
+
+def host_cleanup(instance_id: str) -> str:
+    """What a node on a shared host made there outside its directories, removed by its names: its CNI
+    bridge, its routes (protocol ROUTE_PROTO), its FORWARD rules, and the chains of kube-proxy and
+    kubelet (KUBE-*) and of the portmap plugin (CNI-HOSTPORT-*): a host that has KUBE-SERVICES
+    already is refused by the probe, so those are the node's."""
+    return f"""
+ip link del {shlex.quote(cni_bridge(instance_id, True))} 2>/dev/null
+ip -o route show proto {ROUTE_PROTO} | while read -r dst _; do ip route del "$dst" proto {ROUTE_PROTO}; done
+for ipt in iptables ip6tables; do
+  command -v $ipt >/dev/null 2>&1 || continue
+  for t in filter nat mangle raw; do
+    rules=$($ipt -t $t -S 2>/dev/null) || continue
+    echo "$rules" | grep -E -- '^-A [A-Z]+ .*(-j (KUBE|CNI-HOSTPORT)-|{forward_tag(instance_id)})' | sed 's/^-A /-D /' |
+      while read -r r; do eval "$ipt -t $t $r"; done
+    chains=$(echo "$rules" | sed -n -E 's/^-N ((KUBE|CNI-HOSTPORT)-[^ ]+)$/\\1/p')
+    for c in $chains; do $ipt -t $t -F "$c"; done
+    for c in $chains; do $ipt -t $t -X "$c"; done
+  done
+done
+true
+"""
 
 
 def v1_hierarchies() -> list[Path]:
@@ -203,7 +241,8 @@ class KubernetesNodeRuntime:
     def boot_plan(self, machine: MachineInfo, settings: RuntimeSettings) -> BootPlan:
         k = machine.dir / STATE_DIR
         toml = f"{STATE_DIR}/containerd.toml"  # 0600: it may hold the node's registry credential
-        oci = self.oci_runtime
+        # on a shared host: runc, which the probe found on its PATH (its crun, if any, is not asked for)
+        oci = "runc" if machine.shared_host else self.oci_runtime
         oci_binary = (shutil.which(oci, path=STD_PATH) or oci) if oci != "runc" else ""
         files = {
             toml: containerd_toml(k, self.sandbox_image(settings), str(machine.api_socket), settings.registry_auth,
@@ -218,6 +257,8 @@ class KubernetesNodeRuntime:
         if reg := registry_host(settings):
             files.update({f"{STATE_DIR}/certs.d/{rel}": text for rel, text in registry_hosts(reg).items()})
         pids = CGROUP_ROOT / "pids"
+        shared = ({"OCS_CG_HIER": "auto", "OCS_SHARED_HOST": "1", "OCS_DEV": machine.device}
+                  if machine.shared_host else {})
         return BootPlan(
             argv=["/bin/sh", "-c", SUPERVISOR, "ocs-k8s-node"],
             env={
@@ -227,6 +268,7 @@ class KubernetesNodeRuntime:
                 "OCS_SYSCTLS": " ".join(KUBELET_SYSCTLS),
                 "OCS_PROTO": ROUTE_PROTO,
                 "OCS_CG2_MASK": str(CGROUP2_CONTROLLERS) if oci == "crun" and _has_cgroup2_controllers() else "",
+                **shared,
             },
             # containerd's state (shims, sockets, pod netns) and /var/log/containers stay private
             tmpfs=["/run/containerd", "/var/log"],
@@ -234,6 +276,7 @@ class KubernetesNodeRuntime:
             files=files,
             private=frozenset({toml}),
             log_name=self.log_name,
+            host_cleanup=host_cleanup(machine.instance_id) if machine.shared_host else "",
         )
 
     def answers(self, api_socket: Path, timeout: float = 1.0) -> bool:

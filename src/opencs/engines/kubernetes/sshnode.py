@@ -13,13 +13,18 @@ ways: pod routes go to node addresses directly (network.py), without a gateway i
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from opencs.engines.kubernetes import binary
 from opencs.engines.kubernetes.config import CNI_BIN_DIR
 from opencs.engines.kubernetes.runtime import CNI_PLUGINS, HOST_BINARIES
 from opencs.machine import HostShell
+
+if TYPE_CHECKING:
+    from opencs.engines.kubernetes.box import SshBox
 
 PROBE_TIMEOUT = 60.0
 KUBERNETES_ON_HOST = "kubernetes"  # the multicall binary of scripts/build-kubernetes.sh, on the host's PATH
@@ -93,6 +98,13 @@ def network_problem(shell: HostShell, host_ip: str, node_ip: str,
         return (f"the host does not reach the cluster's node {node_ip} directly (on the host: "
                 f"{(r.stdout or r.stderr).strip() or 'no route'})")
     return None
+
+
+def with_binary(box: SshBox) -> SshBox:
+    """The box with the Kubernetes binary the host has (the probe found it: on PATH, or at this
+    server's path)."""
+    r = box.shell.run(f"command -v {KUBERNETES_ON_HOST} || echo {shlex.quote(str(binary.binary()))}", PROBE_TIMEOUT)
+    return dataclasses.replace(box, exe=r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "")
 
 
 def refusal(host: str, lacks: list[str]) -> str:
