@@ -316,14 +316,12 @@ def app_engines(db: Database, nodes: NodeCredentials | None = None) -> AppEngine
 def make_providers(settings: Settings, box: SecretBox, runtime: NodeRuntime | None = None,
                    runtimes: dict[str, NodeRuntime] | None = None) -> dict[str, Provider]:
     """The providers of machines; `runtime` is what the cluster engine runs on them by default (Docker
-    for Swarm), `runtimes` the other engines' node runtimes by name (Kubernetes: local machines, and
-    SSH hosts that have its programs)."""
+    for Swarm), `runtimes` the other engines' node runtimes by name (Kubernetes: local and SSH hosts)."""
     from opencs.providers.ssh import SshProvider
 
     runtime = runtime or DockerEngine()
-    # existing Docker hosts registered by SSH; always available (nothing to install)
-    providers: dict[str, Provider] = {"ssh": SshProvider(settings.data_dir / "ssh", box, runtime=runtime,
-                                                         runtimes=runtimes)}
+    providers: dict[str, Provider] = {  # existing hosts registered by SSH; always there (nothing to install)
+        "ssh": SshProvider(settings.data_dir / "ssh", box, runtime=runtime, runtimes=runtimes)}
     if settings.local_nodes:
         from opencs.providers.local import LocalProvider
 
@@ -440,7 +438,6 @@ def _wire(settings: Settings) -> ControlPlane:
     kube = driver.for_type("Kubernetes")
     if isinstance(kube, KubernetesDriver):
         kube.use_machines(EngineMachines(machines))  # managed control planes, HA load balancers
-        # nodes on SSH-registered hosts: the driver writes their plans and routes over SSH
         kube.use_shells(lambda name, iid: prov.host_shell(iid) if (prov := providers.get(name)) else None)
     endpoints = _ProcessEndpoints(settings)
     cluster_deps = ClusterTaskDeps(cluster_repo, instance_repo, machines, driver, registry, endpoints)
