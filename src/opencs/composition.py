@@ -325,14 +325,9 @@ def make_providers(settings: Settings, box: SecretBox, runtime: NodeRuntime | No
     if settings.local_nodes:
         from opencs.providers.local import LocalProvider
 
-        providers["local"] = LocalProvider(
-            settings.data_dir / "nodes",
-            bridge=settings.local_bridge,
-            subnet=settings.local_subnet,
-            prefix=settings.local_prefix,
-            runtime=runtime,
-            runtimes=runtimes,
-        )
+        providers["local"] = LocalProvider(settings.data_dir / "nodes", bridge=settings.local_bridge,
+                                           subnet=settings.local_subnet, prefix=settings.local_prefix,
+                                           runtime=runtime, runtimes=runtimes)
     return providers
 
 

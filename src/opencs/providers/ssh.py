@@ -54,6 +54,7 @@ from opencs.providers.local import _ID_RE, _write_private
 from opencs.providers.sshtunnel import (
     DEFAULT_REMOTE_SOCKET,
     HostTunnel,
+    LoopShell,
     LoopThread,
     SshAuth,
     SshError,
@@ -334,12 +335,15 @@ class SshProvider(Provider):
             return [i for i in pool.map(one, iids) if i is not None]
 
     def adopt(self) -> builtins.list[Instance]:
-        """After a restart: serve every registered host's tunnel socket again (SSH dials on demand)."""
+        """After a restart: serve every registered host's tunnel socket again (SSH dials on demand), and
+        start a node of opencs's own that is not running again (reboot semantics, as the local provider)."""
         for rec in self._records():
             try:
                 self._loop().run(self._ensure_tunnel(rec), 15)
+                if rec.node is not None:
+                    self._keep_up(rec.instance_id, sshnode.SshNode.of(rec.node))
             except Exception:
-                log.exception("ssh host %s: cannot re-open its tunnel", rec.instance_id)
+                log.exception("ssh host %s: cannot re-open its tunnel or start its node", rec.instance_id)
         return self.list()
 
     def close(self) -> None:
@@ -355,7 +359,8 @@ class SshProvider(Provider):
 
     def host_shell(self, instance_id: str) -> HostShell:
         self._load(instance_id)  # InstanceNotFound for a host that is not registered
-        return _Shell(self, instance_id)
+        return LoopShell(instance_id, self._loop, lambda script, timeout: self._run(instance_id, script, timeout),
+                         lambda files: self._put(instance_id, files))
 
     # --- a node runtime of opencs's own on the host (sshnode.py) ---------------------------------
 
@@ -376,13 +381,18 @@ class SshProvider(Provider):
                 node = sshnode.SshNode.made(spec.runtime, m, plan)
                 rec.node = asdict(node)
                 self._save(rec)  # first: a failed boot is removed by these names
-                sshnode.boot(shell, m, plan)
+                sshnode.boot(shell, m, plan, node)
                 sshnode.wait_up(shell, node, lambda: self._answers(instance_id, node.socket))
             except OSError as e:
                 with contextlib.suppress(OSError):
                     self._remove_node(rec)
                 raise SshError("NodeBootFailed", f"{instance_id} ({rec.target}): {e}") from None
         return self.inspect(instance_id)
+
+    def _keep_up(self, instance_id: str, node: sshnode.SshNode) -> None:
+        with self._ilock(instance_id):
+            if sshnode.keep_up(self.host_shell(instance_id), node, lambda: self._answers(instance_id, node.socket)):
+                log.warning("ssh host %s: its %s node was not running: started again", instance_id, node.runtime)
 
     def _remove_node(self, rec: _HostRecord) -> None:
         """Stop the node runtime on the host and remove everything it made there (sshnode.teardown)."""
@@ -393,7 +403,6 @@ class SshProvider(Provider):
 
     def _answers(self, instance_id: str, remote_socket: str) -> bool:
         """The runtime accepts a connection on its socket on the host (a direct-streamlocal channel)."""
-
         async def probe() -> bool:
             return await socket_answers(await self._tunnels[instance_id].connection(), remote_socket)
 
@@ -476,25 +485,3 @@ class SshProvider(Provider):
         tmp = path.with_suffix(".tmp")
         _write_private(tmp, json.dumps(asdict(rec), indent=2, sort_keys=True), 0o600)
         os.replace(tmp, path)
-
-class _Shell:
-    """SshProvider.host_shell: commands as the host's registered login."""
-
-    def __init__(self, provider: SshProvider, instance_id: str) -> None:
-        self._p, self._iid = provider, instance_id
-
-    def run(self, script: str, timeout: float = 60.0) -> ShellResult:
-        try:
-            return self._p._loop().run(self._p._run(self._iid, script, timeout), timeout + 30)
-        except SshError as e:
-            raise OSError(e.message) from None
-        except (asyncssh.Error, TimeoutError, concurrent.futures.TimeoutError) as e:
-            raise OSError(f"ssh host {self._iid}: command failed: {e or 'timed out'}") from None
-
-    def put(self, files: Mapping[str, tuple[bytes, int]]) -> None:
-        try:
-            self._p._loop().run(self._p._put(self._iid, files), 120)
-        except SshError as e:
-            raise OSError(e.message) from None
-        except (asyncssh.Error, TimeoutError, concurrent.futures.TimeoutError) as e:
-            raise OSError(f"ssh host {self._iid}: SFTP upload failed: {e or 'timed out'}") from None

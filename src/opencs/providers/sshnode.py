@@ -55,6 +55,7 @@ class SshNode:
     device: str
     log_name: str
     cleanup: str  # BootPlan.host_cleanup
+    launch: str = ""  # the command that starts it (again, after the host rebooted or it was killed)
 
     @classmethod
     def of(cls, raw: dict[str, str]) -> SshNode:
@@ -63,7 +64,7 @@ class SshNode:
     @classmethod
     def made(cls, runtime: str, m: MachineInfo, plan: BootPlan) -> SshNode:
         return cls(runtime=runtime, dir=str(m.dir), cgroup=m.cgroup, socket=str(m.api_socket), device=m.device,
-                   log_name=plan.log_name, cleanup=plan.host_cleanup)
+                   log_name=plan.log_name, cleanup=plan.host_cleanup, launch=launch_command(m, plan))
 
 
 def machine(instance_id: str, ip: str, hostname: str, device: str) -> MachineInfo:
@@ -94,18 +95,34 @@ def launch_command(m: MachineInfo, plan: BootPlan) -> str:
     return f"cd / && env -i {exports} {shlex.join(argv)} </dev/null >>{log} 2>&1"
 
 
-def boot(shell: HostShell, m: MachineInfo, plan: BootPlan) -> None:
+def boot(shell: HostShell, m: MachineInfo, plan: BootPlan, node: SshNode) -> None:
     """Upload the plan's files and start the runtime detached (the caller waits for it to answer)."""
     files = {str(m.dir / rel): (text.encode(), 0o600 if rel in plan.private else 0o644)
              for rel, text in plan.files.items()}
-    r = shell.run(f"mkdir -p {shlex.quote(str(m.dir))} && chmod 0700 {shlex.quote(str(m.dir))} && "
-                  f"rm -f {shlex.quote(str(m.dir / 'engine.pid'))} {shlex.quote(str(m.api_socket))}", 30)
+    r = shell.run(f"mkdir -p {shlex.quote(str(m.dir))} && chmod 0700 {shlex.quote(str(m.dir))}", 30)
     if r.status != 0:
         raise OSError(f"cannot make {m.dir} on the host: {r.stderr.strip()}")
     shell.put(files)
-    r = shell.run(launch_command(m, plan), 30)
+    start(shell, node)
+
+
+def start(shell: HostShell, node: SshNode) -> None:
+    """(Re)start the node like a machine powering on: what is left of it in its cgroup is killed first."""
+    d = shlex.quote(node.dir)
+    r = shell.run(f"{_procs(node)}\n{_kill(node, 0)}\nrm -f {d}/engine.pid {shlex.quote(node.socket)}\n"
+                  f"{node.launch}", 30)
     if r.status != 0:
         raise OSError(f"the node did not start: {r.stderr.strip() or r.stdout.strip()}")
+
+
+def keep_up(shell: HostShell, node: SshNode, answers: Callable[[], bool]) -> bool:
+    """After a restart of the control plane: start the node again if it is not running (reboot
+    semantics, as the local provider's adopt); True if it had to."""
+    if alive(shell, node):
+        return False
+    start(shell, node)
+    wait_up(shell, node, answers)
+    return True
 
 
 def alive_script(node: SshNode) -> str:
@@ -126,19 +143,32 @@ def log_tail(shell: HostShell, node: SshNode, lines: int = 5) -> str:
     return " | ".join(r.stdout.strip().splitlines()[-2 * lines:]) or "(no log)"
 
 
+def _procs(node: SshNode) -> str:
+    """A shell function listing every process of the node (its pids cgroup and those below)."""
+    pids = shlex.quote(f"/sys/fs/cgroup/pids/{node.cgroup}")
+    return f"procs() {{ [ -d {pids} ] && find {pids} -name cgroup.procs -exec cat {{}} + 2>/dev/null; }}"
+
+
+def _kill(node: SshNode, grace: int) -> str:
+    """Wait up to `grace` tenths of a second while the supervisor stops its units, then SIGKILL what is
+    left (the containers, their shims) until nothing is (at most 10 s more)."""
+    d, cg = shlex.quote(node.dir), node.cgroup
+    sup = f"p=$(cat {d}/engine.pid 2>/dev/null) && grep -q \":pids:/{cg}$\" /proc/\"$p\"/cgroup 2>/dev/null"
+    return f"""i=0
+while [ -n "$(procs)" ] && [ $i -lt {grace + 100} ]; do
+  {{ [ $i -lt {grace} ] && {sup}; }} || kill -KILL $(procs) 2>/dev/null
+  sleep 0.1; i=$((i + 1))
+done"""
+
+
 def teardown_script(node: SshNode) -> str:
     """Stop the supervisor (it stops its units), kill what is left in the cgroup, remove the cgroups
     (deepest first, every hierarchy), what the runtime made in the host's netns, and the directory."""
     d, cg = shlex.quote(node.dir), node.cgroup
-    pids = shlex.quote(f"/sys/fs/cgroup/pids/{cg}")
     return f"""
-procs() {{ [ -d {pids} ] && find {pids} -name cgroup.procs -exec cat {{}} + 2>/dev/null; }}
+{_procs(node)}
 p=$(cat {d}/engine.pid 2>/dev/null) && grep -q ":pids:/{cg}$" /proc/"$p"/cgroup 2>/dev/null && kill -TERM "$p"
-i=0
-while [ -n "$(procs)" ] && [ $i -lt 150 ]; do
-  [ $i -lt 50 ] || kill -KILL $(procs) 2>/dev/null
-  sleep 0.1; i=$((i + 1))
-done
+{_kill(node, 50)}
 left=$(procs)
 [ -z "$left" ] || {{ echo "processes still in cgroup {cg}: $left" >&2; exit 1; }}
 for i in 1 2 3 4 5 6 7 8 9 10; do

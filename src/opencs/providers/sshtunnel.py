@@ -25,7 +25,7 @@ import shlex
 import stat
 import threading
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -309,6 +309,30 @@ async def sftp_put(conn: asyncssh.SSHClientConnection, files: Mapping[str, tuple
                 await f.write(data)
             await sftp.chmod(tmp, mode)
             await sftp.posix_rename(tmp, path)
+
+
+class LoopShell:
+    """A HostShell (opencs.machine) over coroutines of a LoopThread: commands and SFTP uploads as
+    the host's registered login, their failures as OSError."""
+
+    def __init__(self, name: str, loop: Callable[[], LoopThread],
+                 run: Callable[[str, float], Coroutine[Any, Any, ShellResult]],
+                 put: Callable[[Mapping[str, tuple[bytes, int]]], Coroutine[Any, Any, None]]) -> None:
+        self._name, self._lt, self._run, self._put = name, loop, run, put
+
+    def run(self, script: str, timeout: float = 60.0) -> ShellResult:
+        return self._call(self._run(script, timeout), timeout + 30, "command")
+
+    def put(self, files: Mapping[str, tuple[bytes, int]]) -> None:
+        self._call(self._put(files), 120, "SFTP upload")
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float, what: str) -> T:
+        try:
+            return self._lt().run(coro, timeout)
+        except SshError as e:
+            raise OSError(e.message) from None
+        except (asyncssh.Error, TimeoutError, concurrent.futures.TimeoutError) as e:
+            raise OSError(f"ssh host {self._name}: {what} failed: {e or 'timed out'}") from None
 
 
 # --- tunnels -----------------------------------------------------------------------------------------

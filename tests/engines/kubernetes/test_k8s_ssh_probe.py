@@ -5,8 +5,12 @@ probe_machine."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,3 +131,43 @@ def test_a_host_off_the_nodes_network_and_a_plain_login(host: SshHost, provider:
 
 def _uid(user: str) -> int:
     return int(subprocess.run(["id", "-u", user], capture_output=True, text=True, check=True).stdout)
+
+
+def _node_procs(iid: str) -> list[int]:
+    cg = Path(f"/sys/fs/cgroup/pids/opencs-{iid}")
+    return [int(p) for f in cg.rglob("cgroup.procs") for p in f.read_text().split()] if cg.exists() else []
+
+
+def test_the_node_runtime_on_the_host_kept_up_and_removed(host: SshHost) -> None:
+    """The ssh provider boots the Kubernetes node runtime on the host (containerd under its supervisor,
+    in cgroup opencs-<id>), starts it again after everything of it was killed (adopt: reboot
+    semantics), and a reset back to a Docker host removes it all."""
+    from opencs.engines.kubernetes.runtime import KubernetesNodeRuntime
+    from opencs.providers.base import InstanceSpec, InstanceState
+    from opencs.providers.sshnode import NODE_ROOT
+
+    p = SshProvider(host.tmp / "ssh-node", SecretBox(Fernet.generate_key()), runtime=DockerEngine(),
+                    runtimes={"kubernetes": KubernetesNodeRuntime(oci_runtime="runc")})
+    iid = p.register(f"root@{host.ip}", private_key=host.root_key_pem, remote_socket=host.engine_socket).instance_id
+    try:
+        _forwarding(host, True)
+        inst = p.reset(iid, InstanceSpec(runtime="kubernetes"))
+        assert inst.state == InstanceState.RUNNING and inst.details["cgroup"] == f"opencs-{iid}", inst.details
+        comms = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in _node_procs(iid)}
+        assert "containerd" in comms, comms
+        for pid in _node_procs(iid):  # the host "lost power"
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _node_procs(iid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert p.inspect(iid).state == InstanceState.UNHEALTHY
+        p.adopt()
+        assert p.inspect(iid).state == InstanceState.RUNNING
+        assert p.reset(iid, InstanceSpec()).state == InstanceState.RUNNING  # a Docker host again
+        assert _node_procs(iid) == [] and not list(Path("/sys/fs/cgroup").glob(f"*/opencs-{iid}"))
+        assert not (NODE_ROOT / iid).exists()
+    finally:
+        p.destroy(iid)
+        p.close()
+    assert _node_procs(iid) == []
