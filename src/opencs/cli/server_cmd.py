@@ -29,7 +29,10 @@ DB_OPT = typer.Option(os.environ.get("OPENCS_DATABASE_URL"), "--database-url",
                       help="postgresql://user:pass@host/db to share state between processes (default: SQLite).")
 
 
-KEEP_ALIVE_S = 75  # seconds an idle client connection stays open (as nginx, AWS ALB: 60-75 s)
+# seconds an idle client connection stays open (nginx, AWS ALB: 60-75 s): longer than clients keep
+# idle connections (httpx 5 s, uvicorn's default too: with equal timeouts a reused connection raced
+# the server's close and the request failed with "Server disconnected" in a PostgreSQL load run)
+KEEP_ALIVE_S = 75
 
 
 def _logging(level: str, fmt: str = "text") -> None:
@@ -182,9 +185,6 @@ def register(app: typer.Typer) -> None:
         try:
             uvicorn.run(with_console(create_app(rt), rt), host=host, port=port, log_level=log_level, access_log=False,
                         log_config=None, timeout_graceful_shutdown=10,  # log_config: our handler and format
-                        # longer than clients keep idle connections (httpx 5 s = uvicorn's default):
-                        # with equal timeouts a reused connection races the server's close and the
-                        # request fails with "Server disconnected" (1 error in a PostgreSQL load run)
                         timeout_keep_alive=KEEP_ALIVE_S,
                         ssl_certfile=cert.cert_file if cert else None, ssl_keyfile=cert.key_file if cert else None)
         finally:
