@@ -192,3 +192,23 @@ def test_admit_cached_decides_as_admit_or_asks_for_the_store(plane: ControlPlane
     acc.detach(account, "dave", "read-c1")
     with pytest.raises(NotCached):  # the policy changed: never the decision of before
         authz.admit_cached(_scope("GET", "/clusters/c1"), dave_ak)
+
+
+def test_a_hot_routes_store_read_runs_on_the_loop_on_sqlite_only() -> None:
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from opencs.api.store_reads import store_read
+
+    def request(url: str) -> Any:
+        plane = SimpleNamespace(settings=SimpleNamespace(resolved_database_url=url))
+        return SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(services=plane)))
+
+    async def where(url: str) -> tuple[int, int]:
+        return threading.get_ident(), await store_read(request(url), threading.get_ident)
+
+    loop_thread, reader = asyncio.run(where("sqlite:////tmp/x.db"))
+    assert reader == loop_thread  # WAL: a read never waits for a writer
+    loop_thread, reader = asyncio.run(where("postgresql+psycopg://u@h/db"))
+    assert reader != loop_thread  # a round trip: a worker thread waits for it

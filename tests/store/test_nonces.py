@@ -4,6 +4,7 @@ database, and concurrent callers share one write (group commit) without losing o
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -98,3 +99,24 @@ def test_submitted_nonces_are_written_by_the_store_and_their_callers_told(db: Da
     assert new is None and error is not None and "no_such_column" in str(error)
     store.submit("AK", "broken", tell("retried"))
     assert done.acquire(timeout=30) and told["retried"] == [(True, None)]  # the failed write kept nothing
+
+
+def test_write_now_writes_without_waiting_or_gives_the_nonces_back(db: Database) -> None:
+    store = NonceStore(db, timedelta(minutes=30))
+    if not db.is_sqlite:
+        assert store.write_now([("AK", "w-1")]) is None  # a round trip: the writer thread's
+        return
+    assert store.write_now([("AK", "w-1"), ("AK", "w-2"), ("AK", "w-1")]) == [True, True, False]
+    assert store.write_now([("AK", "w-2"), ("AK2", "w-2")]) == [False, True]
+    assert store.remember("AK", "w-1") is False  # committed, seen by the other ways too
+    with db.engine.connect() as other:  # another connection holds the write lock
+        other.exec_driver_sql("BEGIN IMMEDIATE")
+        t = time.monotonic()
+        assert store.write_now([("AK", "w-3")]) is None  # at once, not after the busy timeout
+        assert time.monotonic() - t < 1.0
+        other.exec_driver_sql("ROLLBACK")
+    assert store.write_now([("AK", "w-3")]) == [True]  # the refused attempt kept nothing
+    with store._now.connect() as conn:  # type: ignore[union-attr]
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL: no fsync on the loop
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 0

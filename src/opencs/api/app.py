@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from opencs import API_VERSION, __version__
-from opencs.api import errors, openapi
+from opencs.api import errors, openapi, store_reads
 from opencs.api.deps import ApiServices
 from opencs.api.http_metrics import HttpMetricsMiddleware
 from opencs.api.middleware import SignedApiMiddleware
@@ -56,7 +56,8 @@ def create_app(services: ApiServices, only_paths: tuple[str, ...] | None = None)
               registry_users.router):
         app.include_router(r)
     app.add_middleware(SignedApiMiddleware, verifier=services.verifier, public_paths=PUBLIC_PATHS,
-                       authorizer=services.authorizer, only_paths=only_paths)
+                       authorizer=services.authorizer, only_paths=only_paths,
+                       inline_reads=lambda: store_reads.inline_for(services))
     app.add_middleware(errors.InternalErrors)  # a 500 keeps the connection and the request id
     app.add_middleware(HttpMetricsMiddleware, routes=app.routes)  # outermost: sees refusals too
     return app

@@ -168,10 +168,16 @@ class Authorizer:
         (a principal, owner or cluster map not in memory or too old) or writes it (a mutating call,
         whose refusal is put on record); the caller then runs `admit` in a worker thread. The
         decision is the one `admit` makes from the same data."""
-        found = match(scope["method"], scope["path"])
-        if scope["path"] == "/" or (found is not None and found[0].mutating):
+        if self.may_write(scope):
             raise NotCached(scope["path"])
         return self._admit(scope, self.accounts.cached_principal(access_key_id), cached=True)
+
+    @staticmethod
+    def may_write(scope: dict[str, Any]) -> bool:
+        """Whether `admit` may write for this request (a mutating call's refusal is put on record);
+        else it only reads."""
+        found = match(scope["method"], scope["path"])
+        return scope["path"] == "/" or (found is not None and found[0].mutating)
 
     def _admit(self, scope: dict[str, Any], who: Principal | None, cached: bool) -> Admission:
         if who is None:

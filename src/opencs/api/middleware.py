@@ -36,12 +36,18 @@ IN_PROCESS_USER = "opencs.in_process_user_id"
 
 class SignedApiMiddleware:
     def __init__(self, app: Any, verifier: RequestVerifier, public_paths: tuple[str, ...] = (),
-                 authorizer: Authorizer | None = None, only_paths: tuple[str, ...] | None = None) -> None:
+                 authorizer: Authorizer | None = None, only_paths: tuple[str, ...] | None = None,
+                 inline_reads: Callable[[], bool] = lambda: False) -> None:
         self.app = app
         self.verifier = verifier
         self.public = public_paths
         self.authorizer = authorizer
         self.only = only_paths  # None: every route; else the rest is a 404 (the listener for the nodes)
+        # SQLite: an authorization that only reads runs on the loop (opencs.api.store_reads); asked
+        # at the first request (the app is made before the services are all there in some tests)
+        self._inline_reads = inline_reads
+        self._inline: bool | None = None
+        self._nonces_due: list[tuple[str, str, asyncio.Future[bool]]] = []  # this turn of the loop's
 
     def _check(self, req: SignedRequest, scope: Scope) -> Admission | None:
         """Signature, the transport, then authorization (opencs.api.authorize), in one worker-thread
@@ -66,8 +72,9 @@ class SignedApiMiddleware:
 
     async def _admit(self, req: SignedRequest, scope: Scope) -> Admission | None:
         """`_check` on the event loop while everything it needs is in memory (the key's secret, its
-        principal, the owner of the cluster or task), the nonce written by the store's writer thread
-        meanwhile; else, or for a call that writes (audit), `_check` in a worker thread. Each hop
+        principal, the owner of the cluster or task; on SQLite also when the authorization has to
+        read the store), the nonce written by the loop or the store's writer thread; else, or for a
+        call that writes (audit), `_check` in a worker thread. Each hop
         to a worker thread cost 15-30 ms under bench/load.py (the queue to a free thread, then the
         loop's turn to resume), more than the check itself. The order of the refusals is `_check`'s."""
         if (scope.get(IN_PROCESS_CALLER) is not None or scope.get(IN_PROCESS_USER) is not None
@@ -87,30 +94,49 @@ class SignedApiMiddleware:
         try:
             adm = self.authorizer.admit_cached(scope, ak)
         except NotCached:
-            adm = await to_thread.run_sync(self.authorizer.admit, scope, ak)
+            if self._inline is None:
+                self._inline = self._inline_reads()
+            if self._inline and not self.authorizer.may_write(scope):
+                adm = self.authorizer.admit(scope, ak)
+            else:
+                adm = await to_thread.run_sync(self.authorizer.admit, scope, ak)
         scope["state"]["refused_by_policy"] = False
         return adm
 
     async def _remember(self, access_key_id: str, nonce: str) -> bool:
         """The verifier's nonce store remembers `nonce` (False: a replay) without a worker thread
-        waiting for its write, when the store can take it so (NonceStore.submit)."""
+        waiting for its write, when the store can take it so (NonceStore.write_now, .submit): the
+        nonces of the requests read in one turn of the loop are written together at its end."""
         nonces = self.verifier.nonces
-        submit = getattr(nonces, "submit", None)
-        if submit is None:
+        if not hasattr(nonces, "submit"):
             return await to_thread.run_sync(nonces.remember, access_key_id, nonce)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
-
-        def settle(new: bool | None, error: BaseException | None) -> None:
-            if done.done():
-                return
-            if error is not None:
-                done.set_exception(error)
-            else:
-                done.set_result(new is True)
-
-        submit(access_key_id, nonce, lambda new, error: loop.call_soon_threadsafe(settle, new, error))
+        if not self._nonces_due:
+            loop.call_soon(self._write_nonces, loop)
+        self._nonces_due.append((access_key_id, nonce, done))
         return await done
+
+    def _write_nonces(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The nonces asked in this turn of the loop: written at once when the store can without a
+        wait, else submitted to its writer thread."""
+        due, self._nonces_due = self._nonces_due, []
+        nonces = self.verifier.nonces
+        try:
+            write_now = getattr(nonces, "write_now", None)
+            outcomes = write_now([(ak, n) for ak, n, _ in due]) if write_now is not None else None
+        except Exception as e:  # every caller hears the failure as its own (a 500, as a thread's would be)
+            for *_, done in due:
+                if not done.done():
+                    done.set_exception(e)
+            return
+        if outcomes is not None:
+            for (*_, done), new in zip(due, outcomes, strict=True):
+                if not done.done():
+                    done.set_result(new)
+            return
+        for ak, n, done in due:
+            nonces.submit(ak, n, _settle_from_thread(loop, done))  # type: ignore[attr-defined]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -190,6 +216,22 @@ class SignedApiMiddleware:
         body, headers = error_body(status, code, message, rid)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _settle_from_thread(loop: asyncio.AbstractEventLoop, done: asyncio.Future[bool]
+                        ) -> Callable[[bool | None, BaseException | None], None]:
+    def settle(new: bool | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(new is True)
+
+    def from_thread(new: bool | None, error: BaseException | None) -> None:
+        loop.call_soon_threadsafe(settle, new, error)
+
+    return from_thread
 
 
 def _matches(path: str, paths: tuple[str, ...]) -> bool:

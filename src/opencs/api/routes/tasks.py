@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from anyio import to_thread
 from fastapi import APIRouter, Request
 
 from opencs.api.deps import services
 from opencs.api.schemas import TaskId
+from opencs.api.store_reads import store_read
 from opencs.tasks.engine import TaskEngine
 
 router = APIRouter()
@@ -16,5 +16,5 @@ router = APIRouter()
 
 @router.get("/tasks/{task_id}")
 async def describe_task(task_id: TaskId, request: Request) -> dict[str, Any]:
-    # async with one hop for the store read (a sync route takes a second one: see routes/clusters.py)
-    return TaskEngine.describe(await to_thread.run_sync(services(request).tasks.get, task_id))
+    # async, the store read inline on SQLite (a sync route takes two hops: see routes/clusters.py)
+    return TaskEngine.describe(await store_read(request, services(request).tasks.get, task_id))
