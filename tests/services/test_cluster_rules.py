@@ -360,3 +360,22 @@ def test_a_machine_made_again_is_no_member_until_it_joins(world: World) -> None:
     r = world.instances.get(victim.instance_id)
     assert r is not None and (r.state, r.role, r.swarm_node_id) == ("running", "", "")
     assert world.provider.instances[victim.instance_id].details["labels"]["opencs.cluster"] == cid  # made again
+
+
+def test_the_cached_replies_follow_every_write_of_this_process(world: World) -> None:
+    import json
+
+    cid = world.create(1)
+    detail, nodes = json.loads(world.clusters.get_json(cid)), json.loads(world.clusters.nodes_json(cid))
+    assert detail == json.loads(json.dumps(world.clusters.get(cid))) and detail["size"] == 1
+    assert nodes["page"]["total_count"] == 1
+    tid = world.clusters.scale(cid, ScaleCluster(size=2))
+    task = json.loads(world.tasks.describe_json(tid))
+    assert task["task_id"] == tid and task["state"] != "success"
+    assert world.run(tid) == "success"
+    # the scale wrote the cluster, its instances and its task: none of the replies of before
+    assert json.loads(world.clusters.get_json(cid))["size"] == 2
+    assert json.loads(world.clusters.nodes_json(cid))["page"]["total_count"] == 2
+    assert json.loads(world.tasks.describe_json(tid))["state"] == "success"
+    described = world.tasks.describe(world.tasks.get(tid))
+    assert json.loads(world.tasks.describe_json(tid)) == json.loads(json.dumps(described))

@@ -16,6 +16,7 @@ from opencs.errors import BadRequest, Conflict, NotFound, ProviderNotAvailable, 
 from opencs.pki.ca import CertAuthority
 from opencs.providers.base import InstanceNotFound, Provider, ProviderUnavailable
 from opencs.secretbox import SecretBox
+from opencs.store.changes import RecentReads
 from opencs.store.db import utcnow
 from opencs.store.models import Cluster, InstanceRow
 from opencs.store.repos.clusters import VIEW_COLUMNS, ClusterGone, ClusterRepo, NameTaken
@@ -161,6 +162,10 @@ class ClusterService:
         self._list_cache: _ListCache | None = None
         self._list_lock = threading.Lock()
         self._fragments: dict[str, tuple[Any, bytes]] = {}  # cluster_id -> (updated, its JSON object)
+        changes = clusters.db.changes
+        self._details: RecentReads[str, bytes] = RecentReads(changes, ("clusters",), LIST_RECHECK_SECONDS)
+        self._nodes: RecentReads[tuple[str, int, int], bytes] = RecentReads(
+            changes, ("clusters", "instances"), LIST_RECHECK_SECONDS)
 
     def check_provider(self, name: str = "local") -> None:
         prov = self.providers.get(name)
@@ -234,6 +239,15 @@ class ClusterService:
 
     def get(self, cluster_id: str) -> dict[str, Any]:
         return cluster_view(self.get_row(cluster_id))
+
+    def get_json(self, cluster_id: str) -> bytes:
+        """`get` as JSON, from memory while nothing changed it (as fresh as GET /clusters)."""
+        return self._details.get(cluster_id, lambda: _fragment(self.get(cluster_id)))
+
+    def nodes_json(self, cluster_id: str, page_number: int = 1, page_size: int = 100) -> bytes:
+        """`nodes` as JSON, from memory while nothing changed them (as fresh as GET /clusters)."""
+        return self._nodes.get((cluster_id, page_number, page_size),
+                               lambda: _fragment(self.nodes(cluster_id, page_number, page_size)))
 
     # ------------------------------------------------------------ lifecycle (spec §5.4–5.9)
 

@@ -8,8 +8,10 @@ generation must also re-check the database now and then (see ClusterService.list
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine, event
 
@@ -53,3 +55,31 @@ class TableChanges:
     def _on_checkin(self, _dbapi_conn: Any, record: Any) -> None:
         if record is not None and (tables := record.info.pop(_DIRTY, None)):
             self._bump(tables)
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class RecentReads(Generic[K, V]):
+    """Values read from the store (a reply's JSON), reused while this process wrote none of
+    `tables` since and for at most `recheck` seconds (for the writes of other processes sharing
+    the database). A hot read (GET /clusters/{id} under bench/load.py) then costs the event loop a
+    dict lookup instead of an ORM query. What `read` raises is not kept."""
+
+    def __init__(self, changes: TableChanges, tables: tuple[str, ...], recheck: float,
+                 size: int = 10_000) -> None:
+        self.changes, self.tables, self.recheck, self.size = changes, tables, recheck, size
+        self._kept: dict[K, tuple[tuple[int, ...], float, V]] = {}
+
+    def get(self, key: K, read: Callable[[], V]) -> V:
+        # stamped before the read: a write meanwhile moves the generation, and the next ask reads again
+        stamp, now = tuple(self.changes.generation(t) for t in self.tables), time.monotonic()
+        hit = self._kept.get(key)
+        if hit is not None and hit[0] == stamp and now - hit[1] < self.recheck:
+            return hit[2]
+        value = read()
+        if len(self._kept) >= self.size:
+            self._kept.clear()
+        self._kept[key] = (stamp, now, value)
+        return value

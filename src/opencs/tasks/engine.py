@@ -9,6 +9,7 @@ or at once by a process on the same host that sees the owner's PID is gone.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from typing import Any
 
 from opencs import ids, metrics
 from opencs.errors import ApiError, NotFound
+from opencs.store.changes import RecentReads
 from opencs.store.db import utcnow
 from opencs.store.models import Task
 from opencs.store.repos.tasks import ACTIVE, TaskRepo
@@ -29,6 +31,7 @@ from opencs.tasks.registry import TaskHandler, TaskRegistry
 log = logging.getLogger("opencs.tasks")
 
 IDLE_POLL = 0.5  # seconds between an idle worker's looks for claimable tasks
+DESCRIBE_RECHECK_SECONDS = 1.0  # how late DescribeTaskInfo may show another process's write (as GET /clusters)
 NOTIFIED_POLL = 2.0  # the same where new and ended tasks are announced (PostgreSQL's NOTIFY)
 
 __all__ = ["ACTIVE", "LeaseLost", "StageFailed", "Superseded", "TaskContext", "TaskEngine"]
@@ -115,6 +118,9 @@ class TaskEngine:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._poll = IDLE_POLL  # an idle worker looks for claimable tasks this often
+        # DescribeTaskInfo's JSON while this process wrote no task, for at most a second (the writes
+        # of other processes): the followers of a task poll it (bench/load.py: a quarter of the reads)
+        self._described: RecentReads[str, bytes] = RecentReads(repo.db.changes, ("tasks",), DESCRIBE_RECHECK_SECONDS)
 
     # ------------------------------------------------------------ submitting and reading
 
@@ -164,6 +170,11 @@ class TaskEngine:
         if row is None:
             raise NotFound(f"Task {task_id} not found", code="ErrorTaskNotFound")
         return row
+
+    def describe_json(self, task_id: str) -> bytes:
+        """`describe(get(task_id))` as JSON, from memory while no task was written since."""
+        return self._described.get(task_id, lambda: json.dumps(
+            self.describe(self.get(task_id)), separators=(",", ":"), ensure_ascii=False).encode())
 
     @staticmethod
     def describe(row: Task) -> dict[str, Any]:

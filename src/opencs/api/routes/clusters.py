@@ -77,9 +77,11 @@ def list_clusters_paged(
 # check of the reply (run in a thread for a sync route, inline for an async one), and under
 # bench/load.py each hop cost 15-30 ms of waiting.
 
-@router.get("/clusters/{cluster_id}")
-async def describe_cluster(cluster_id: ClusterId, request: Request) -> dict[str, Any]:
-    return await store_read(request, _rt(request).clusters.get, cluster_id)
+@router.get("/clusters/{cluster_id}", response_model=dict[str, Any])
+async def describe_cluster(cluster_id: ClusterId, request: Request) -> Response:
+    # the reply's JSON from memory while nothing changed it (ClusterService.get_json)
+    body = await store_read(request, _rt(request).clusters.get_json, cluster_id)
+    return Response(body, media_type="application/json")
 
 
 @router.post("/clusters", status_code=202, openapi_extra=_body_doc(CreateCluster))
@@ -133,11 +135,12 @@ async def reset_node(cluster_id: ClusterId, instance_id: InstanceId, request: Re
     return _accepted(request, cluster_id=cluster_id, task_id=tid)
 
 
-@router.get("/clusters/{cluster_id}/nodes")
+@router.get("/clusters/{cluster_id}/nodes", response_model=dict[str, Any])
 async def cluster_nodes(
     cluster_id: ClusterId,
     request: Request,
     pageNumber: PageNumber = 1,  # noqa: N803 - the SDK's parameter names
     pageSize: int = Query(100, ge=1, le=1000),  # noqa: N803
-) -> dict[str, Any]:
-    return await store_read(request, _rt(request).clusters.nodes, cluster_id, pageNumber, pageSize)
+) -> Response:
+    body = await store_read(request, _rt(request).clusters.nodes_json, cluster_id, pageNumber, pageSize)
+    return Response(body, media_type="application/json")
