@@ -47,7 +47,8 @@ class SignedApiMiddleware:
         # at the first request (the app is made before the services are all there in some tests)
         self._inline_reads = inline_reads
         self._inline: bool | None = None
-        self._nonces_due: list[tuple[str, str, asyncio.Future[bool]]] = []  # this turn of the loop's
+        # the nonces asked in this turn of each loop serving the app (one, unless a test shares it)
+        self._nonces_due: dict[asyncio.AbstractEventLoop, list[tuple[str, str, asyncio.Future[bool]]]] = {}
 
     def _check(self, req: SignedRequest, scope: Scope) -> Admission | None:
         """Signature, the transport, then authorization (opencs.api.authorize), in one worker-thread
@@ -112,15 +113,16 @@ class SignedApiMiddleware:
             return await to_thread.run_sync(nonces.remember, access_key_id, nonce)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
-        if not self._nonces_due:
+        due = self._nonces_due.setdefault(loop, [])
+        if not due:
             loop.call_soon(self._write_nonces, loop)
-        self._nonces_due.append((access_key_id, nonce, done))
+        due.append((access_key_id, nonce, done))
         return await done
 
     def _write_nonces(self, loop: asyncio.AbstractEventLoop) -> None:
         """The nonces asked in this turn of the loop: written at once when the store can without a
         wait, else submitted to its writer thread."""
-        due, self._nonces_due = self._nonces_due, []
+        due = self._nonces_due.pop(loop, [])
         nonces = self.verifier.nonces
         try:
             write_now = getattr(nonces, "write_now", None)
