@@ -45,3 +45,14 @@ def test_exits_under_an_older_spec_are_no_outcome() -> None:
     assert outcome([task(1, "shutdown", "shutdown", 1)], 1, by_node=False, template=SPEC).state == ""
     assert failure_text("x", Outcome("failed", {"Status": {"State": "rejected", "Err": "no such image"}}), []) == \
         "service x: no such image, not restarted again"
+
+
+def test_tasks_a_scale_down_takes_away_are_no_outcome() -> None:
+    # 3 -> 1: the engine marks the removed slots' tasks "remove"; their containers get SIGKILL after
+    # the grace period (137), and one may even end "failed" on a network clean-up race of the engine
+    # ("error while removing network"); a full run once failed and rolled back a scale-in so
+    removed = task(2, "failed", "remove", 2, 137)
+    removed["Status"]["Err"] = "error while removing network: unknown network web_default id x"
+    tasks = [task(1, "running", "running", 1), removed, task(3, "shutdown", "remove", 3, 137)]
+    assert outcome(tasks, 1, by_node=False, template=SPEC).state == "running"
+    assert completed_slots(tasks, by_node=False, template=SPEC) == 0

@@ -20,6 +20,13 @@ from opencs.engines.swarm import client
 CURRENT = ("running", "ready")  # desired states of the tasks the swarm wants running now
 EXITED_OK = "complete"
 EXITED_BAD = ("failed", "rejected")
+REMOVED = "remove"  # desired state of a task a scale-down (or a removal) takes away
+
+
+def scaled_away(t: dict[str, Any]) -> bool:
+    """Taken away on purpose: how its container ended (killed after the grace period, or marked
+    failed by a network clean-up race of the engine) is no outcome of the service."""
+    return t.get("DesiredState") == REMOVED
 LOG_LINES = 5
 
 
@@ -52,11 +59,12 @@ def _same_spec(t: dict[str, Any], template: dict[str, Any] | None) -> bool:
 def newest_by_slot(tasks: list[dict[str, Any]], *, by_node: bool,
                    template: dict[str, Any] | None = None) -> dict[Any, dict[str, Any]]:
     """The newest task of each slot that ran or runs the service's command now. Tasks shut down by
-    an update or a scale-down (state "shutdown") are not outcomes of a slot."""
+    an update (state "shutdown") or taken away by a scale-down are not outcomes of a slot."""
     out: dict[Any, dict[str, Any]] = {}
     for t in tasks:
         current = t.get("DesiredState") in CURRENT
-        if not current and (_state(t) not in (EXITED_OK, *EXITED_BAD) or not _same_spec(t, template)):
+        if not current and (_state(t) not in (EXITED_OK, *EXITED_BAD) or not _same_spec(t, template)
+                            or scaled_away(t)):
             continue
         key = t.get("NodeID") if by_node else t.get("Slot")
         old = out.get(key)

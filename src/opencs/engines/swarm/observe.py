@@ -179,7 +179,7 @@ def service_state(svc: dict[str, Any] | None, snap: Snapshot) -> str:
     if running >= want:
         return "running"
     recent_fail = [t for t in snap.tasks_of(svc["ID"]) if t.get("Status", {}).get("State") in FAILED_TASK_STATES
-                   and _age(t.get("Status", {}).get("Timestamp", "")) < 30]
+                   and not exits.scaled_away(t) and _age(t.get("Status", {}).get("Timestamp", "")) < 30]
     return "degraded" if recent_fail else "starting"
 
 

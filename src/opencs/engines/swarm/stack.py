@@ -406,6 +406,7 @@ def _still_waiting(name: str, svc: dict[str, Any], snap: Snapshot, w: _Watch) ->
     if len(settled) + done >= want and not stale_running:
         return None
     failures = [t for t in snap.tasks_of(svc["ID"]) if t.get("Status", {}).get("State") in FAILED_TASK_STATES
+                and not exits.scaled_away(t)
                 and _age(t.get("Status", {}).get("Timestamp", "")) < time.time() - w.since + 1]
     seen = w.failed_seen.setdefault(name, {})
     for t in failures:
