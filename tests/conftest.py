@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import httpx
@@ -22,6 +22,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from opencs.auth import signature as sig
+
+if TYPE_CHECKING:
+    from opencs.store.db import Database
 
 PG_URL = os.environ.get("OPENCS_TEST_PG_URL", "")
 
@@ -68,6 +71,21 @@ def runtime(tmp_path: Path, database_url: str | None) -> Iterator[Any]:
     finally:
         rt.close()
         hostclaims.release(tmp_path / "data")  # the host-wide claims index keeps nothing of this test
+
+
+@pytest.fixture
+def db(tmp_path: Path, database_url: str | None) -> Iterator[Database]:
+    """A migrated store of its own on SQLite and on PostgreSQL (`database_url`): the store's and the
+    console's state tests."""
+    from opencs.config import Settings
+    from opencs.store.db import Database, migrate
+
+    d = Database(Settings(data_dir=tmp_path, database_url=database_url).resolved_database_url)
+    migrate(d.engine)
+    try:
+        yield d
+    finally:
+        d.close()
 
 
 # the kind of a test is a marker, not a folder: a module that starts real processes declares

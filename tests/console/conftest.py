@@ -12,7 +12,6 @@ from opencs.api.app import create_app
 from opencs.composition import ControlPlane, build
 from opencs.config import Settings
 from opencs.console.app import mount
-from opencs.store.db import Database, migrate
 
 
 @pytest.fixture
@@ -30,14 +29,3 @@ def http(plane: ControlPlane) -> Iterator[TestClient]:
     mount(app, plane)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
-
-
-@pytest.fixture
-def db(tmp_path: Path, database_url: str | None) -> Iterator[Database]:
-    """A migrated store of its own on SQLite and on PostgreSQL (the console's state in the store)."""
-    d = Database(Settings(data_dir=tmp_path, database_url=database_url).resolved_database_url)
-    migrate(d.engine)
-    try:
-        yield d
-    finally:
-        d.close()
