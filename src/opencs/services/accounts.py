@@ -8,6 +8,7 @@ rotation keeps the old key valid while the user switches (RAM's rule).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import re
 import secrets
 import threading
@@ -79,11 +80,10 @@ class AccountService:
 
     # ------------------------------------------------------------------ who calls
     def principal(self, access_key_id: str) -> Principal | None:
+        with contextlib.suppress(NotCached):
+            return self.cached_principal(access_key_id)
         now = time.monotonic()
-        gen = self._generation
-        hit = self._cache.get(access_key_id)
-        if hit is not None and hit[1] == gen and now - hit[0] < self.CACHE_SECONDS:
-            return hit[2]
+        gen = self._generation  # before the read: a change made meanwhile makes this entry stale
         owner = self.repo.key_owner(access_key_id)
         p = None
         if owner is not None:

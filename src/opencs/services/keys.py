@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -91,10 +92,9 @@ class KeyService:
 
     def active_secret(self, access_key_id: str) -> str | None:
         """The secret of an active key, or None (unknown or disabled)."""
+        with contextlib.suppress(NotCached):
+            return self.cached_secret(access_key_id)
         now = time.monotonic()
-        hit = self._cache.get(access_key_id)
-        if hit is not None and now - hit[0] < self.CACHE_SECONDS:
-            return hit[1]
         rec = self.repo.get(access_key_id)
         secret = None if rec is None or rec.status != "active" else self.box.decrypt(rec.secret_enc)
         if len(self._cache) > 10_000:  # unknown ids must not grow it without bound

@@ -42,8 +42,8 @@ class ResourceOwners:
 
     def clusters(self) -> dict[str, str]:
         """cluster_id -> account, fresh to within RECHECK_SECONDS for other processes' writes."""
-        gen, now = self.changes.generation("clusters"), time.monotonic()
-        if gen != self._stamp[0] or now - self._stamp[1] > self.RECHECK_SECONDS:
+        if not self._fresh():
+            gen, now = self.changes.generation("clusters"), time.monotonic()  # before the read
             fresh = self.store.cluster_accounts()
             with self._lock:
                 self._clusters, self._accounts, self._stamp = fresh, frozenset(fresh.values()), (gen, now)
