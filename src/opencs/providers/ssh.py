@@ -413,15 +413,16 @@ class SshProvider(Provider):
 
     async def _put(self, instance_id: str, files: Mapping[str, tuple[bytes, int]]) -> None:
         """Files over one SFTP session: each written beside its place, then renamed over it."""
-        rec = self._load(instance_id)
-        await self._ensure_tunnel(rec)
-        await sftp_put(await self._tunnels[instance_id].connection(), files)
+        await sftp_put(await self._connection(instance_id), files)
 
     async def _run(self, instance_id: str, script: str, timeout: float) -> ShellResult:
-        """One command over the host's kept SSH connection (the tunnel's: dialled again if it dropped)."""
-        rec = self._load(instance_id)
-        await self._ensure_tunnel(rec)
-        return await run_script(await self._tunnels[instance_id].connection(), script, timeout)
+        """One command over the host's kept SSH connection."""
+        return await run_script(await self._connection(instance_id), script, timeout)
+
+    async def _connection(self, instance_id: str) -> asyncssh.SSHClientConnection:
+        """The host's kept SSH connection (the tunnel's: dialled again if it dropped)."""
+        await self._ensure_tunnel(self._load(instance_id))
+        return await self._tunnels[instance_id].connection()
 
     # --- internals --------------------------------------------------------------------------------
 

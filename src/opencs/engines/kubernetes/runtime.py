@@ -127,8 +127,7 @@ done
 def missing_host_binaries(oci: str = "runc") -> list[str]:
     """Host programs a node needs (Debian: containerd runc containernetworking-plugins iptables, and
     crun when that is the OCI runtime)."""
-    missing = [b for b in (*HOST_BINARIES, oci) if shutil.which(b, path=STD_PATH) is None]
-    missing = list(dict.fromkeys(missing))
+    missing = [b for b in dict.fromkeys((*HOST_BINARIES, oci)) if shutil.which(b, path=STD_PATH) is None]
     missing += [f"CNI plugin {p}" for p in CNI_PLUGINS if not Path(CNI_BIN_DIR, p).exists()]
     return missing
 
